@@ -1,0 +1,24 @@
+//! The engine's error type.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("interface {0} not found")]
+    NoSuchInterface(String),
+    #[error("interface {0} has no IPv4 address to send from (set a source address)")]
+    NoSourceAddress(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("netlink: {0}")]
+    Netlink(String),
+    #[error("authentication for {interface} vhid {vhid}: {source}")]
+    Auth {
+        interface: String,
+        vhid: u8,
+        #[source]
+        source: carp_proto::AuthError,
+    },
+}

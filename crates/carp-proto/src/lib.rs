@@ -1,0 +1,20 @@
+//! CARP, the Common Address Redundancy Protocol, without I/O.
+//!
+//! * [`packet`]: the 36-byte advertisement header, its checksum and the
+//!   receive-side checks that decide whether bytes are a CARP advertisement.
+//! * [`auth`]: the HMAC-SHA1 variants spoken by UCARP and the BSD kernels.
+//! * [`machine`]: the INIT/BACKUP/MASTER state machine of one VHID, driven
+//!   by the caller's clock.
+//!
+//! Nothing here reads a clock, touches a socket or spawns a task, so every
+//! rule can be tested byte for byte and microsecond for microsecond.
+
+pub mod auth;
+pub mod machine;
+pub mod packet;
+pub mod timing;
+
+pub use auth::{AuthError, Authenticator, HmacMode};
+pub use machine::{Action, Machine, MachineConfig, Reason, State};
+pub use packet::{Advert, DropReason};
+pub use timing::Timing;

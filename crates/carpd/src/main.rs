@@ -1,0 +1,3 @@
+//! carpd: the daemon binary.
+
+fn main() {}
