@@ -4,8 +4,11 @@
 //! drives) are the interface to the daemon; keep their names and
 //! signatures, add freely.
 
+pub mod announce;
 pub mod engine;
 pub mod error;
+pub mod hooks;
+pub mod netlink;
 pub mod spec;
 
 pub use engine::{Engine, ReloadReport, VhidStatus};
