@@ -1,18 +1,89 @@
 //! The state machine of one VHID, sans I/O.
 //!
-//! CONTRACT (filled in by the state-machine work): keep these names and
-//! signatures; add private fields and helpers freely.
-//!
 //! The machine never reads a clock: every input carries `now`, and it answers
 //! with [`Action`]s (drained with [`Machine::poll_action`]) and its next
 //! deadline ([`Machine::poll_timeout`]). The caller calls
 //! [`Machine::handle_timeout`] once that deadline has passed.
+//!
+//! # Rules
+//!
+//! "Priority" is the pair (demotion, advertisement interval), compared in
+//! that order; lower is better. Ours is built from [`Machine::demote`] and
+//! [`Machine::effective_timing`], theirs from the advertisement. With
+//! [`DemoteStyle::Skew`] both demotions count as 0 (the demotion is already
+//! in the advertised advskew, and such peers leave byte 4 at 0).
+//!
+//! * INIT ignores advertisements. Link up: INIT -> BACKUP ([`Reason::Startup`]
+//!   the first time, [`Reason::LinkUp`] after that), master-down timer armed.
+//! * BACKUP, on an advertisement (the peer's counter is adopted, as UCARP and
+//!   FreeBSD do, so our next one carries the peer's counter + 1):
+//!   1. a bow-out (advbase 255, advskew 255): MASTER ([`Reason::PeerBowedOut`]);
+//!   2. their demotion higher than ours: MASTER, with or without preemption
+//!      ([`Reason::PeerDemoted`], OpenBSD);
+//!   3. preemption on, equal demotion, our interval shorter: MASTER
+//!      ([`Reason::Preempt`]);
+//!   4. their interval longer than `dead_ratio * advbase` seconds (advbase 0:
+//!      longer than our master-down time), so the master is sure to time out:
+//!      MASTER ([`Reason::PeerWillTimeOut`]);
+//!   5. otherwise the master-down timer restarts.
+//!
+//!   For one master-down time after [`Machine::step_down`], rules 2 and 3 are
+//!   suspended, so the operator's step-down sticks while the peer takes over.
+//! * BACKUP, master-down timer fires: MASTER ([`Reason::MasterDown`]).
+//! * Becoming MASTER: [`Action::StateChanged`], [`Action::InstallAddresses`],
+//!   an immediate [`Action::Send`], [`Action::Announce`]; then one
+//!   advertisement per interval, and a second [`Action::Announce`] after the
+//!   second of them (some L3 switches miss the first).
+//! * MASTER, on an advertisement with a better priority: one last
+//!   advertisement, then BACKUP ([`Reason::PeerPreferred`]). With a worse
+//!   priority (or a bow-out): stay MASTER and answer at once with
+//!   [`Action::Announce`] and an advertisement, at most once per master-down
+//!   time, so that a split brain heals within one wire delay and the switches
+//!   follow the real master, while a misbehaving peer cannot make us flood.
+//! * Link down: any state -> INIT, addresses removed, no timers.
+//! * [`Machine::shutdown`]: a MASTER sends a bow-out and removes its
+//!   addresses; the machine stays in INIT for good.
+//!
+//! # Equal priority: UCARP's tie-break
+//!
+//! The BSD kernels let a MASTER yield to any peer with the same demotion and
+//! interval. UCARP yields only if the peer's source address is lower, and
+//! compares the two addresses as raw network-order `u32`s on a little-endian
+//! host, so the *last* octet decides first (10.0.1.1 is "lower" than
+//! 10.0.0.2). carpd uses exactly UCARP's order: IPv4 addresses compare as
+//! `u32::from_le_bytes(octets)`, IPv6 addresses byte by byte (UCARP has no
+//! IPv6), IPv4 before IPv6. Why: with the BSD rule, a carpd node with the
+//! lower address (in UCARP's order) would yield to a UCARP node that also
+//! yields to it; both end up BACKUP, time out together, both become MASTER
+//! and flap forever. With the same total order on both sides exactly one node
+//! yields, whether the other is carpd or UCARP.
+//!
+//! # Demotion
+//!
+//! The demotion in effect is the external one ([`Machine::set_demote`]) plus
+//! one while sends keep failing (3 failures in a row add it, 3 successes in
+//! a row remove it). [`DemoteStyle::Byte`] advertises it in header byte 4;
+//! [`DemoteStyle::Skew`] adds it to the advertised advskew, capped at 240
+//! but never below the configured advskew. When it changes, a MASTER
+//! advertises at once and a BACKUP's master-down deadline follows the new
+//! master-down time.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::packet::Advert;
 use crate::timing::Timing;
+
+/// Send failures in a row that add one to the demotion.
+const SEND_FAILURES_TO_DEMOTE: u8 = 3;
+/// Successful sends in a row that take that demotion away again.
+const SEND_SUCCESSES_TO_RESTORE: u8 = 3;
+/// Periodic advertisements after a takeover before the announcement is
+/// repeated.
+const ADVERTS_BEFORE_REPEAT_ANNOUNCE: u8 = 2;
+/// Highest advskew that [`DemoteStyle::Skew`] demotion advertises (FreeBSD).
+const SKEW_DEMOTE_CAP: u8 = 240;
 
 /// How local demotion is put on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -25,12 +96,13 @@ pub enum DemoteStyle {
     Skew,
 }
 
+/// Static parameters of one VHID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineConfig {
     pub vhid: u8,
     /// Configured advbase/advskew (before any demotion).
     pub timing: Timing,
-    /// Master-down multiplier, >= 1 (3 by default).
+    /// Master-down multiplier, >= 1 (3 by default; 0 counts as 1).
     pub dead_ratio: u8,
     pub preempt: bool,
     pub demote_style: DemoteStyle,
@@ -76,7 +148,7 @@ pub enum Reason {
     /// MASTER -> BACKUP: a peer with a lower demotion or shorter interval.
     PeerPreferred,
     /// MASTER -> BACKUP: equal demotion and interval, and the peer's source
-    /// address is lower (UCARP's rule, see the crate docs).
+    /// address is lower (UCARP's rule, see the module docs).
     PeerWinsTie,
     /// any -> INIT: the parent link went down.
     LinkDown,
@@ -129,89 +201,413 @@ pub enum Action {
     /// Gratuitous ARP for every IPv4 address, unsolicited NA for every IPv6
     /// address.
     Announce,
-    StateChanged { from: State, to: State, reason: Reason },
+    StateChanged {
+        from: State,
+        to: State,
+        reason: Reason,
+    },
 }
 
+/// One VHID's INIT/BACKUP/MASTER machine (see the module docs for the rules).
 #[derive(Debug)]
 pub struct Machine {
-    // filled in by the implementation
+    config: MachineConfig,
+    state: State,
+    /// Left INIT at least once (Startup vs LinkUp).
+    started: bool,
+    /// Shut down: every further input is ignored.
+    finished: bool,
+    /// Last counter sent or adopted; the next advertisement carries + 1.
+    counter: u64,
+    external_demote: u8,
+    /// One extra demotion while sends keep failing.
+    send_error_demote: bool,
+    send_failures: u8,
+    send_successes: u8,
+    master_addr: Option<IpAddr>,
+    /// BACKUP: when the master-down timer was last restarted. The deadline is
+    /// derived from the current master-down time, so a demotion change moves
+    /// it without losing the time already waited.
+    master_down_from: Option<Instant>,
+    /// MASTER: when the next periodic advertisement is due.
+    next_advert: Option<Instant>,
+    /// MASTER: periodic advertisements since the takeover, until the repeated
+    /// announcement has gone out.
+    adverts_since_takeover: Option<u8>,
+    /// MASTER: when we last answered a worse master (rate limit).
+    last_reassert: Option<Instant>,
+    /// BACKUP after a step-down: no preemption before this.
+    no_preempt_until: Option<Instant>,
+    actions: VecDeque<Action>,
 }
 
 impl Machine {
     /// A machine in INIT. Nothing happens until [`Machine::handle_link`]
     /// reports the link up.
-    pub fn new(_config: MachineConfig) -> Self {
-        todo!()
+    pub fn new(config: MachineConfig) -> Self {
+        Machine {
+            counter: config.initial_counter,
+            config,
+            state: State::Init,
+            started: false,
+            finished: false,
+            external_demote: 0,
+            send_error_demote: false,
+            send_failures: 0,
+            send_successes: 0,
+            master_addr: None,
+            master_down_from: None,
+            next_advert: None,
+            adverts_since_takeover: None,
+            last_reassert: None,
+            no_preempt_until: None,
+            actions: VecDeque::new(),
+        }
     }
 
     pub fn config(&self) -> &MachineConfig {
-        todo!()
+        &self.config
     }
 
     pub fn state(&self) -> State {
-        todo!()
+        self.state
     }
 
     /// Local demotion in effect (operator + trackers + send errors).
     pub fn demote(&self) -> u8 {
-        todo!()
+        self.external_demote
+            .saturating_add(u8::from(self.send_error_demote))
     }
 
     /// The timing we advertise now (configured, plus demotion in
     /// [`DemoteStyle::Skew`]).
     pub fn effective_timing(&self) -> Timing {
-        todo!()
+        let t = self.config.timing;
+        let demote = self.demote();
+        match self.config.demote_style {
+            DemoteStyle::Skew if demote > 0 => {
+                let skew = t.advskew.saturating_add(demote).min(SKEW_DEMOTE_CAP);
+                Timing::new(t.advbase, t.advskew.max(skew))
+            }
+            _ => t,
+        }
     }
 
-    /// Source address of the last valid advertisement from another master.
+    /// Source address of the last valid advertisement from another node (kept
+    /// while we are MASTER).
     pub fn master_addr(&self) -> Option<IpAddr> {
-        todo!()
+        self.master_addr
     }
 
     /// Link up: INIT -> BACKUP (arms the master-down timer). Link down: any
     /// -> INIT (removes addresses if MASTER).
-    pub fn handle_link(&mut self, _now: Instant, _up: bool) {
-        todo!()
+    pub fn handle_link(&mut self, now: Instant, up: bool) {
+        if self.finished {
+            return;
+        }
+        match (self.state, up) {
+            (State::Init, true) => {
+                let reason = if self.started {
+                    Reason::LinkUp
+                } else {
+                    Reason::Startup
+                };
+                self.started = true;
+                self.set_state(State::Backup, reason);
+                self.arm_backup(now);
+            }
+            (State::Init, false) | (_, true) => {}
+            (from, false) => {
+                self.set_state(State::Init, Reason::LinkDown);
+                if from == State::Master {
+                    self.actions.push_back(Action::RemoveAddresses);
+                }
+                self.disarm();
+            }
+        }
     }
 
     /// A valid (checksum and HMAC verified) advertisement from `src`.
-    pub fn handle_advert(&mut self, _now: Instant, _src: IpAddr, _advert: &Advert) {
-        todo!()
+    pub fn handle_advert(&mut self, now: Instant, src: IpAddr, advert: &Advert) {
+        if self.finished || self.state == State::Init || advert.vhid != self.config.vhid {
+            return;
+        }
+        self.master_addr = Some(src);
+        // UCARP and FreeBSD continue from the peer's counter; OpenBSD only
+        // needs ours to differ from its own cookie, which + 1 guarantees.
+        self.counter = advert.counter;
+        match self.state {
+            State::Backup => self.advert_as_backup(now, advert),
+            State::Master => self.advert_as_master(now, src, advert),
+            State::Init => {}
+        }
     }
 
     /// Call when `now >= poll_timeout()`.
-    pub fn handle_timeout(&mut self, _now: Instant) {
-        todo!()
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.finished {
+            return;
+        }
+        match self.state {
+            State::Backup => {
+                if self.master_down_deadline().is_some_and(|t| now >= t) {
+                    self.become_master(now, Reason::MasterDown);
+                }
+            }
+            State::Master => {
+                if self.next_advert.is_some_and(|t| now >= t) {
+                    self.send(self.effective_timing());
+                    self.next_advert = Some(now + self.effective_timing().interval());
+                    if let Some(n) = self.adverts_since_takeover {
+                        let n = n + 1;
+                        if n >= ADVERTS_BEFORE_REPEAT_ANNOUNCE {
+                            self.actions.push_back(Action::Announce);
+                            self.adverts_since_takeover = None;
+                        } else {
+                            self.adverts_since_takeover = Some(n);
+                        }
+                    }
+                }
+            }
+            State::Init => {}
+        }
     }
 
     /// Outcome of the last [`Action::Send`]: 3 failures in a row demote by
     /// one, 3 successes after that undo it.
-    pub fn handle_send_result(&mut self, _now: Instant, _ok: bool) {
-        todo!()
+    pub fn handle_send_result(&mut self, now: Instant, ok: bool) {
+        if self.finished {
+            return;
+        }
+        let before = self.effective();
+        if ok {
+            self.send_failures = 0;
+            if self.send_error_demote {
+                self.send_successes = self.send_successes.saturating_add(1);
+                if self.send_successes >= SEND_SUCCESSES_TO_RESTORE {
+                    self.send_error_demote = false;
+                    self.send_successes = 0;
+                }
+            }
+        } else {
+            self.send_successes = 0;
+            self.send_failures = self.send_failures.saturating_add(1);
+            if self.send_failures >= SEND_FAILURES_TO_DEMOTE {
+                self.send_error_demote = true;
+            }
+        }
+        self.effective_changed(now, before);
     }
 
     /// Set the externally managed demotion (operator, trackers, groups).
     /// While MASTER a change is advertised at once.
-    pub fn set_demote(&mut self, _now: Instant, _demote: u8) {
-        todo!()
+    pub fn set_demote(&mut self, now: Instant, demote: u8) {
+        if self.finished {
+            return;
+        }
+        let before = self.effective();
+        self.external_demote = demote;
+        self.effective_changed(now, before);
     }
 
     /// MASTER -> BACKUP once; no preemption for one master-down time.
-    pub fn step_down(&mut self, _now: Instant) {
-        todo!()
+    pub fn step_down(&mut self, now: Instant) {
+        if self.finished || self.state != State::Master {
+            return;
+        }
+        self.set_state(State::Backup, Reason::StepDown);
+        self.actions.push_back(Action::RemoveAddresses);
+        self.arm_backup(now);
+        self.no_preempt_until = Some(now + self.master_down_time());
     }
 
     /// Leave: a MASTER sends a bow-out and removes its addresses; ends in
     /// INIT with no deadline.
     pub fn shutdown(&mut self, _now: Instant) {
-        todo!()
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        match self.state {
+            State::Master => {
+                self.set_state(State::Init, Reason::Shutdown);
+                self.send(Timing::BOW_OUT);
+                self.actions.push_back(Action::RemoveAddresses);
+            }
+            State::Backup => self.set_state(State::Init, Reason::Shutdown),
+            State::Init => {}
+        }
+        self.disarm();
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        match self.state {
+            State::Init => None,
+            State::Backup => self.master_down_deadline(),
+            State::Master => self.next_advert,
+        }
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
-        todo!()
+        self.actions.pop_front()
+    }
+
+    fn advert_as_backup(&mut self, now: Instant, advert: &Advert) {
+        let theirs = advert.timing();
+        if theirs.is_bow_out() {
+            self.become_master(now, Reason::PeerBowedOut);
+            return;
+        }
+        let (our_demote, our_interval) = self.our_priority();
+        let (their_demote, their_interval) = self.their_priority(advert);
+        let held = self.no_preempt_until.is_some_and(|t| now < t);
+        if !held {
+            if their_demote > our_demote {
+                self.become_master(now, Reason::PeerDemoted);
+                return;
+            }
+            if self.config.preempt && their_demote == our_demote && our_interval < their_interval {
+                self.become_master(now, Reason::Preempt);
+                return;
+            }
+        }
+        let ours = self.effective_timing();
+        let limit = if ours.advbase > 0 {
+            Duration::from_secs(u64::from(self.config.dead_ratio.max(1)) * u64::from(ours.advbase))
+        } else {
+            self.master_down_time()
+        };
+        if theirs.interval() > limit {
+            self.become_master(now, Reason::PeerWillTimeOut);
+            return;
+        }
+        self.master_down_from = Some(now);
+    }
+
+    fn advert_as_master(&mut self, now: Instant, src: IpAddr, advert: &Advert) {
+        let ours = self.our_priority();
+        let theirs = self.their_priority(advert);
+        // A bow-out never wins: the peer is leaving.
+        let yield_reason = if advert.timing().is_bow_out() {
+            None
+        } else if theirs < ours {
+            Some(Reason::PeerPreferred)
+        } else if theirs == ours && tie_rank(src) < tie_rank(self.config.local_addr) {
+            Some(Reason::PeerWinsTie)
+        } else {
+            None
+        };
+        if let Some(reason) = yield_reason {
+            self.set_state(State::Backup, reason);
+            // As UCARP: make sure the new master hears from us once more.
+            self.send(self.effective_timing());
+            self.actions.push_back(Action::RemoveAddresses);
+            self.arm_backup(now);
+            return;
+        }
+        let may_answer = self
+            .last_reassert
+            .is_none_or(|t| now >= t + self.master_down_time());
+        if may_answer {
+            self.last_reassert = Some(now);
+            self.actions.push_back(Action::Announce);
+            self.send(self.effective_timing());
+        }
+    }
+
+    fn become_master(&mut self, now: Instant, reason: Reason) {
+        self.set_state(State::Master, reason);
+        self.actions.push_back(Action::InstallAddresses);
+        let timing = self.effective_timing();
+        self.send(timing);
+        self.actions.push_back(Action::Announce);
+        self.master_down_from = None;
+        self.next_advert = Some(now + timing.interval());
+        self.adverts_since_takeover = Some(0);
+        self.last_reassert = None;
+        self.no_preempt_until = None;
+    }
+
+    /// BACKUP timers: master-down from `now`, no advertisements.
+    fn arm_backup(&mut self, now: Instant) {
+        self.master_down_from = Some(now);
+        self.next_advert = None;
+        self.adverts_since_takeover = None;
+    }
+
+    fn disarm(&mut self) {
+        self.master_down_from = None;
+        self.next_advert = None;
+        self.adverts_since_takeover = None;
+    }
+
+    fn set_state(&mut self, to: State, reason: Reason) {
+        let from = self.state;
+        self.state = to;
+        self.actions
+            .push_back(Action::StateChanged { from, to, reason });
+    }
+
+    fn send(&mut self, timing: Timing) {
+        self.counter = self.counter.wrapping_add(1);
+        let demote = match self.config.demote_style {
+            DemoteStyle::Byte => self.demote(),
+            DemoteStyle::Skew => 0,
+        };
+        self.actions.push_back(Action::Send(SendAdvert {
+            timing,
+            demote,
+            counter: self.counter,
+        }));
+    }
+
+    /// What peers see of us: demotion and advertised timing.
+    fn effective(&self) -> (u8, Timing) {
+        (self.demote(), self.effective_timing())
+    }
+
+    fn effective_changed(&mut self, now: Instant, before: (u8, Timing)) {
+        if self.state == State::Master && self.effective() != before {
+            let timing = self.effective_timing();
+            self.send(timing);
+            self.next_advert = Some(now + timing.interval());
+        }
+        // BACKUP: the master-down deadline is derived from the current
+        // timing, nothing to do.
+    }
+
+    fn master_down_time(&self) -> Duration {
+        self.effective_timing().master_down(self.config.dead_ratio)
+    }
+
+    fn master_down_deadline(&self) -> Option<Instant> {
+        self.master_down_from.map(|t| t + self.master_down_time())
+    }
+
+    /// (demotion, interval); lower is better.
+    fn our_priority(&self) -> (u8, Duration) {
+        let demote = match self.config.demote_style {
+            DemoteStyle::Byte => self.demote(),
+            DemoteStyle::Skew => 0,
+        };
+        (demote, self.effective_timing().interval())
+    }
+
+    fn their_priority(&self, advert: &Advert) -> (u8, Duration) {
+        let demote = match self.config.demote_style {
+            DemoteStyle::Byte => advert.demote,
+            DemoteStyle::Skew => 0,
+        };
+        (demote, advert.timing().interval())
+    }
+}
+
+/// UCARP's order of source addresses for the equal-priority tie-break: the
+/// raw network-order IPv4 address read as a little-endian `u32` (see the
+/// module docs); IPv6 byte by byte, after every IPv4 address.
+fn tie_rank(addr: IpAddr) -> (u8, u128) {
+    match addr {
+        IpAddr::V4(a) => (0, u128::from(u32::from_le_bytes(a.octets()))),
+        IpAddr::V6(a) => (1, u128::from_be_bytes(a.octets())),
     }
 }
