@@ -12,6 +12,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "address label {label:?} must be {interface:?} or start with \"{interface}:\", at most 15 bytes"
+    )]
+    InvalidLabel { label: String, interface: String },
     #[error("netlink: {0}")]
     Netlink(String),
     #[error("authentication for {interface} vhid {vhid}: {source}")]

@@ -1,14 +1,33 @@
 //! rtnetlink: interface lookup, virtual address install/remove, link events.
 //!
-//! CONTRACT (filled in by the effects work): keep these names and
-//! signatures; add freely.
+//! Every operation names one interface index and one exact address (address
+//! and prefix length), so addresses the daemon was not asked about are never
+//! touched.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::pin::pin;
 
+use futures::{StreamExt, TryStreamExt};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::{AddressMessageBuilder, Handle, MulticastGroup};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::error::Error;
 use crate::spec::VirtualAddr;
+
+/// Longest interface name or address label the kernel accepts (IFNAMSIZ - 1).
+pub const MAX_NAME_LEN: usize = 15;
+
+/// Link events waiting for the engine; a burst longer than this is logged and
+/// the surplus dropped (the next event for the same link carries the state).
+const LINK_EVENT_QUEUE: usize = 256;
 
 /// What the engine needs to know about a parent interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,39 +52,365 @@ pub struct LinkEvent {
 }
 
 /// A cloneable handle on one rtnetlink connection (its driver runs as a
-/// tokio task).
+/// tokio task, which ends when the last handle is dropped).
 #[derive(Debug, Clone)]
-pub struct Netlink {}
+pub struct Netlink {
+    handle: Handle,
+}
 
 impl Netlink {
+    /// Open an rtnetlink socket in the network namespace of the calling
+    /// thread. Must be called inside a tokio runtime.
     pub async fn connect() -> Result<Netlink, Error> {
-        todo!()
+        let (conn, handle, _unsolicited) =
+            rtnetlink::new_connection().map_err(|source| Error::Io {
+                context: "opening rtnetlink socket".into(),
+                source,
+            })?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
     }
 
     /// `None` if there is no such interface.
-    pub async fn link(&self, _name: &str) -> Result<Option<LinkInfo>, Error> {
-        todo!()
+    pub async fn link(&self, name: &str) -> Result<Option<LinkInfo>, Error> {
+        if name.is_empty() || name.len() > MAX_NAME_LEN || name.contains(['\0', '/']) {
+            return Ok(None);
+        }
+        let request = self.handle.link().get().match_name(name).execute();
+        let msg = match first(request).await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Ok(None),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => return Ok(None),
+            Err(e) => return Err(nl_error(&format!("looking up interface {name}"), e)),
+        };
+        let index = msg.header.index;
+        let mut mac = [0u8; 6];
+        for attr in &msg.attributes {
+            if let LinkAttribute::Address(bytes) = attr
+                && let Ok(bytes) = <[u8; 6]>::try_from(bytes.as_slice())
+            {
+                mac = bytes;
+            }
+        }
+        let primary_v4 = self
+            .addresses(index, AddressFamily::Inet)
+            .await?
+            .iter()
+            .filter(|a| !a.header.flags.contains(AddressHeaderFlags::Secondary))
+            .find_map(|a| match local_address(a) {
+                Some(IpAddr::V4(v4)) => Some(v4),
+                _ => None,
+            });
+        let link_local_v6 = self
+            .addresses(index, AddressFamily::Inet6)
+            .await?
+            .iter()
+            .filter(|a| a.header.scope == AddressScope::Link)
+            .find_map(|a| match local_address(a) {
+                Some(IpAddr::V6(v6)) if v6.is_unicast_link_local() => Some(v6),
+                _ => None,
+            });
+        Ok(Some(LinkInfo {
+            index,
+            name: link_name(&msg).unwrap_or_else(|| name.to_owned()),
+            mac,
+            up: is_up(&msg),
+            primary_v4,
+            link_local_v6,
+        }))
     }
 
     /// Add an address (IPv6 with IFA_F_NODAD so it is usable at once; IPv4
-    /// with `label` if given). Already present -> Ok(false), added -> Ok(true).
-    pub async fn add_address(&self, _index: u32, _addr: VirtualAddr, _label: Option<&str>) -> Result<bool, Error> {
-        todo!()
+    /// with `label` if given, which must be the interface name or start with
+    /// `<interface>:`; labels do not exist for IPv6 and are ignored there).
+    /// Already present -> Ok(false), added -> Ok(true).
+    pub async fn add_address(
+        &self,
+        index: u32,
+        addr: VirtualAddr,
+        label: Option<&str>,
+    ) -> Result<bool, Error> {
+        let mut message = address_message(index, addr);
+        match addr.addr {
+            IpAddr::V4(_) => {
+                if let Some(label) = label {
+                    let interface = self.link_name_by_index(index).await?;
+                    validate_label(&interface, label)?;
+                    message
+                        .attributes
+                        .push(AddressAttribute::Label(label.to_owned()));
+                }
+            }
+            IpAddr::V6(_) => {
+                // Without NODAD the address stays "tentative" (unusable as a
+                // source and not answered for) until DAD ends, and DAD fails
+                // outright if the old master still holds it.
+                message.header.flags |= AddressHeaderFlags::Nodad;
+                message
+                    .attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
+        }
+        let mut request = self.handle.address().add(index, addr.addr, addr.prefix_len);
+        *request.message_mut() = message;
+        match request.execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(nl_error(
+                &format!("adding {} on ifindex {index}", show(addr)),
+                e,
+            )),
+        }
     }
 
-    /// Remove an address. Not present -> Ok(false), removed -> Ok(true).
-    pub async fn del_address(&self, _index: u32, _addr: VirtualAddr) -> Result<bool, Error> {
-        todo!()
+    /// Remove an address (matching address and prefix length). Not present
+    /// -> Ok(false), removed -> Ok(true).
+    pub async fn del_address(&self, index: u32, addr: VirtualAddr) -> Result<bool, Error> {
+        let message = address_message(index, addr);
+        match self.handle.address().del(message).execute().await {
+            Ok(()) => Ok(true),
+            Err(e)
+                if matches!(
+                    errno(&e),
+                    Some(libc::EADDRNOTAVAIL | libc::ENOENT | libc::ESRCH)
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(nl_error(
+                &format!("removing {} from ifindex {index}", show(addr)),
+                e,
+            )),
+        }
     }
 
-    /// Whether `addr` is configured on `index`.
-    pub async fn has_address(&self, _index: u32, _addr: VirtualAddr) -> Result<bool, Error> {
-        todo!()
+    /// Whether `addr` (address and prefix length) is configured on `index`.
+    pub async fn has_address(&self, index: u32, addr: VirtualAddr) -> Result<bool, Error> {
+        let family = match addr.addr {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        Ok(self
+            .addresses(index, family)
+            .await?
+            .iter()
+            .any(|a| a.header.prefix_len == addr.prefix_len && local_address(a) == Some(addr.addr)))
     }
+
+    /// All addresses of one family on one interface, in kernel order (for
+    /// IPv4 the primary address comes first).
+    async fn addresses(
+        &self,
+        index: u32,
+        family: AddressFamily,
+    ) -> Result<Vec<AddressMessage>, Error> {
+        let mut request = self.handle.address().get().set_link_index_filter(index);
+        // The family selects the kernel's dump handler, so only this family
+        // is walked.
+        request.message_mut().header.family = family;
+        request
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| nl_error(&format!("listing addresses of ifindex {index}"), e))
+    }
+
+    async fn link_name_by_index(&self, index: u32) -> Result<String, Error> {
+        let request = self.handle.link().get().match_index(index).execute();
+        match first(request).await {
+            Ok(Some(msg)) => {
+                link_name(&msg).ok_or_else(|| Error::NoSuchInterface(format!("ifindex {index}")))
+            }
+            Ok(None) => Err(Error::NoSuchInterface(format!("ifindex {index}"))),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => {
+                Err(Error::NoSuchInterface(format!("ifindex {index}")))
+            }
+            Err(e) => Err(nl_error(&format!("looking up ifindex {index}"), e)),
+        }
+    }
+}
+
+/// Check an IPv4 address label the way `ip address add ... label` does: the
+/// kernel shows the address under the label as if it were an interface, so
+/// it must be the interface name itself or `<interface>:<suffix>`, at most
+/// 15 bytes.
+pub fn validate_label(interface: &str, label: &str) -> Result<(), Error> {
+    let prefixed = label == interface
+        || label
+            .strip_prefix(interface)
+            .is_some_and(|rest| rest.starts_with(':'));
+    if !prefixed || label.len() > MAX_NAME_LEN || label.contains('\0') {
+        return Err(Error::InvalidLabel {
+            label: label.to_owned(),
+            interface: interface.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Subscribe to link up/down events (RTNLGRP_LINK) on a separate netlink
 /// socket; events arrive on the returned channel until it is dropped.
+///
+/// Only changes are delivered: the first event seen for a link, then one per
+/// up/down transition (a removed link reports `up: false`).
 pub async fn watch_links() -> Result<mpsc::Receiver<LinkEvent>, Error> {
-    todo!()
+    let (conn, _handle, mut messages) =
+        rtnetlink::new_multicast_connection(&[MulticastGroup::Link]).map_err(|source| {
+            Error::Io {
+                context: "opening rtnetlink link event socket".into(),
+                source,
+            }
+        })?;
+    let (tx, rx) = mpsc::channel(LINK_EVENT_QUEUE);
+    tokio::spawn(async move {
+        // The connection is driven here rather than in its own task so that
+        // dropping the receiver closes the socket at once.
+        let mut conn = pin!(conn);
+        let mut last: HashMap<u32, bool> = HashMap::new();
+        loop {
+            tokio::select! {
+                () = &mut conn => {
+                    tracing::error!("rtnetlink link event socket closed; link state is no longer followed");
+                    break;
+                }
+                () = tx.closed() => break,
+                msg = messages.next() => {
+                    let Some((msg, _)) = msg else { break };
+                    let Some((event, removed)) = link_event(msg) else { continue };
+                    if last.get(&event.index) == Some(&event.up) {
+                        continue;
+                    }
+                    match tx.try_send(event) {
+                        // Interface indexes are not reused, so a removed
+                        // link's entry is dropped rather than kept forever.
+                        Ok(()) if removed => {
+                            last.remove(&event.index);
+                        }
+                        Ok(()) => {
+                            last.insert(event.index, event.up);
+                        }
+                        Err(TrySendError::Full(event)) => {
+                            // Not recorded as delivered, so the next event for
+                            // this link is sent even if its state is unchanged.
+                            tracing::warn!(ifindex = event.index, up = event.up, "link event queue full, event dropped");
+                        }
+                        Err(TrySendError::Closed(_)) => break,
+                    }
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// The event carried by a link notification, and whether the link is gone.
+fn link_event(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<(LinkEvent, bool)> {
+    match msg.payload {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => Some((
+            LinkEvent {
+                index: link.header.index,
+                up: is_up(&link),
+            },
+            false,
+        )),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => Some((
+            LinkEvent {
+                index: link.header.index,
+                up: false,
+            },
+            true,
+        )),
+        _ => None,
+    }
+}
+
+/// IFF_RUNNING is set by the kernel when the operational state is up (or
+/// unknown, for drivers without carrier reporting), so together with IFF_UP
+/// it means "usable".
+fn is_up(link: &LinkMessage) -> bool {
+    link.header
+        .flags
+        .contains(LinkFlags::Up | LinkFlags::Running)
+}
+
+fn link_name(link: &LinkMessage) -> Option<String> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(name) => Some(name.clone()),
+        _ => None,
+    })
+}
+
+/// The interface's own address: IFA_LOCAL for IPv4 (IFA_ADDRESS is the peer
+/// on point-to-point links), IFA_ADDRESS for IPv6.
+fn local_address(msg: &AddressMessage) -> Option<IpAddr> {
+    let mut address = None;
+    for attr in &msg.attributes {
+        match attr {
+            AddressAttribute::Local(a) => return Some(*a),
+            AddressAttribute::Address(a) => address = Some(*a),
+            _ => {}
+        }
+    }
+    address
+}
+
+/// The message naming exactly this address: with IFA_ADDRESS present the
+/// kernel also matches the prefix length when deleting.
+fn address_message(index: u32, addr: VirtualAddr) -> AddressMessage {
+    match addr.addr {
+        IpAddr::V4(v4) => AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(index)
+            .address(v4, addr.prefix_len)
+            .build(),
+        IpAddr::V6(v6) => AddressMessageBuilder::<Ipv6Addr>::new()
+            .index(index)
+            .address(v6, addr.prefix_len)
+            .build(),
+    }
+}
+
+async fn first<T>(
+    stream: impl futures::Stream<Item = Result<T, rtnetlink::Error>>,
+) -> Result<Option<T>, rtnetlink::Error> {
+    let mut stream = pin!(stream);
+    stream.try_next().await
+}
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(msg) => Some(msg.raw_code().abs()),
+        _ => None,
+    }
+}
+
+fn nl_error(context: &str, e: rtnetlink::Error) -> Error {
+    match e {
+        rtnetlink::Error::NetlinkError(msg) => Error::Io {
+            context: context.to_owned(),
+            source: msg.to_io(),
+        },
+        other => Error::Netlink(format!("{context}: {other}")),
+    }
+}
+
+fn show(addr: VirtualAddr) -> String {
+    format!("{}/{}", addr.addr, addr.prefix_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_follow_the_kernel_rules() {
+        assert!(validate_label("eth0", "eth0").is_ok());
+        assert!(validate_label("eth0", "eth0:vip").is_ok());
+        assert!(validate_label("eth0", "eth0:0123456789").is_ok());
+        assert!(validate_label("eth0", "eth0:01234567890").is_err());
+        assert!(validate_label("eth0", "eth1:vip").is_err());
+        assert!(validate_label("eth0", "eth0vip").is_err());
+        assert!(validate_label("eth0", "vip").is_err());
+        assert!(validate_label("eth0", "").is_err());
+        assert!(validate_label("eth0", "eth0:a\0").is_err());
+    }
 }
