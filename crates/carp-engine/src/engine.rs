@@ -1,21 +1,53 @@
 //! The engine handle: start, reload, status, operator actions, shutdown.
-//!
-//! CONTRACT (filled in by the engine work): keep these names and
-//! signatures.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use carp_proto::State;
+use carp_proto::{Authenticator, State};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
+use crate::announce::Announcer;
 use crate::error::Error;
+use crate::netlink::{self, LinkEvent, Netlink};
+use crate::rx::{self, Demux, SharedDemux};
+use crate::socket::{BroadcastSocket, V4Socket, V6Socket};
 use crate::spec::{EngineSpec, VhidKey, VirtualAddr};
+use crate::stats::{DropCounters, Lateness, LatenessSummary};
+use crate::vhid::{self, Command, Effects, VhidHandle, VhidParams};
+
+/// How long stopping VHIDs (bow-out, address removal) may take before the
+/// stragglers are aborted; extended to the longest exit hook timeout.
+const STOP_BOUND: Duration = Duration::from_secs(2);
+
+/// How long a status or operator request waits for one VHID task.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A running engine. Dropping it without [`Engine::shutdown`] aborts the
 /// tasks (addresses stay, as after a crash).
 #[derive(Debug)]
-pub struct Engine {}
+pub struct Engine {
+    running: Mutex<Running>,
+    demux: SharedDemux,
+    lateness: Arc<Lateness>,
+    /// Stops the receivers and the link watcher.
+    cancel: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Running {
+    effects: Effects,
+    vhids: BTreeMap<VhidKey, VhidHandle>,
+    joined_v4: BTreeSet<(u32, Ipv4Addr)>,
+    joined_v6: BTreeSet<u32>,
+    /// Drop counters of configured interfaces, kept across reloads.
+    interface_drops: HashMap<String, Arc<DropCounters>>,
+    other_drops: Arc<DropCounters>,
+    background: Vec<JoinHandle<()>>,
+}
 
 /// What a reload did, by VHID.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,39 +80,529 @@ pub struct VhidStatus {
     pub drops: BTreeMap<&'static str, u64>,
 }
 
+/// A VHID checked against the system, ready to start.
+struct Prepared {
+    params: VhidParams,
+    auth: Authenticator,
+    link_up: bool,
+}
+
+/// Resolve every interface and source address and build every
+/// authenticator, touching nothing.
+async fn prepare(netlink: &Netlink, spec: &EngineSpec) -> Result<Vec<Prepared>, Error> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for iface in &spec.interfaces {
+        let link = netlink
+            .link(&iface.name)
+            .await?
+            .ok_or_else(|| Error::NoSuchInterface(iface.name.clone()))?;
+        for v in &iface.vhids {
+            let key = VhidKey {
+                interface: iface.name.clone(),
+                vhid: v.vhid,
+            };
+            if !seen.insert(key.clone()) {
+                return Err(Error::DuplicateVhid {
+                    interface: key.interface,
+                    vhid: key.vhid,
+                });
+            }
+            let addrs: Vec<IpAddr> = v.addresses.iter().map(|a| a.addr).collect();
+            let auth = Authenticator::new(v.auth, &v.key, v.vhid, &addrs).map_err(|source| {
+                Error::Auth {
+                    interface: iface.name.clone(),
+                    vhid: v.vhid,
+                    source,
+                }
+            })?;
+            let src_v4 = if addrs.iter().any(IpAddr::is_ipv4) {
+                match v.source {
+                    Some(IpAddr::V4(s)) => Some(s),
+                    _ => Some(
+                        link.primary_v4
+                            .ok_or_else(|| Error::NoSourceAddress(iface.name.clone()))?,
+                    ),
+                }
+            } else {
+                None
+            };
+            let src_v6 = if addrs.iter().any(IpAddr::is_ipv6) {
+                match v.source {
+                    Some(IpAddr::V6(s)) => Some(s),
+                    _ => Some(
+                        link.link_local_v6
+                            .ok_or_else(|| Error::NoLinkLocal(iface.name.clone()))?,
+                    ),
+                }
+            } else {
+                None
+            };
+            let params = VhidParams {
+                key,
+                spec: v.clone(),
+                ifindex: link.index,
+                mac: link.mac,
+                src_v4,
+                src_v6,
+                ignore_link_state: iface.ignore_link_state,
+            };
+            out.push(Prepared {
+                params,
+                auth,
+                link_up: link.up,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn wanted_v4(params: &[&VhidParams]) -> BTreeSet<(u32, Ipv4Addr)> {
+    params
+        .iter()
+        .filter(|p| p.src_v4.is_some())
+        .map(|p| (p.ifindex, p.spec.group_v4))
+        .collect()
+}
+
+fn wanted_v6(params: &[&VhidParams]) -> BTreeSet<u32> {
+    params
+        .iter()
+        .filter(|p| p.src_v6.is_some())
+        .map(|p| p.ifindex)
+        .collect()
+}
+
+/// Cancel the tasks and wait for their bow-out, bounded.
+async fn stop(handles: Vec<VhidHandle>) {
+    if handles.is_empty() {
+        return;
+    }
+    let bound = handles
+        .iter()
+        .filter(|h| h.params.spec.hooks.down_on_exit && h.params.spec.hooks.down.is_some())
+        .map(|h| h.params.spec.hooks.timeout + Duration::from_millis(500))
+        .fold(STOP_BOUND, Duration::max);
+    for h in &handles {
+        h.cancel.cancel();
+    }
+    let aborts: Vec<_> = handles
+        .iter()
+        .map(|h| (h.params.key.clone(), h.join.abort_handle()))
+        .collect();
+    let all = futures::future::join_all(handles.into_iter().map(|h| h.join));
+    if tokio::time::timeout(bound, all).await.is_err() {
+        for (key, a) in aborts {
+            if !a.is_finished() {
+                tracing::warn!(interface = %key.interface, vhid = key.vhid, "VHID did not stop in time, aborted");
+                a.abort();
+            }
+        }
+    }
+}
+
+async fn watch_links(
+    mut events: mpsc::Receiver<LinkEvent>,
+    demux: SharedDemux,
+    cancel: CancellationToken,
+) {
+    loop {
+        let ev = tokio::select! {
+            _ = cancel.cancelled() => return,
+            ev = events.recv() => ev,
+        };
+        let Some(ev) = ev else {
+            tracing::warn!("link event stream ended; link state changes are no longer followed");
+            return;
+        };
+        let table = rx::current(&demux);
+        for ((ifindex, _), e) in &table.vhids {
+            if *ifindex == ev.index {
+                let _ = e.commands.send(Command::Link(ev.up)).await;
+            }
+        }
+    }
+}
+
+impl Running {
+    /// Join the groups the new set of VHIDs needs; on failure leave the ones
+    /// just joined.
+    fn join_groups(&mut self, params: &[&VhidParams]) -> Result<(), Error> {
+        let mut new_v4 = Vec::new();
+        let mut new_v6 = Vec::new();
+        let mut res = Ok(());
+        for (ifindex, group) in wanted_v4(params).difference(&self.joined_v4) {
+            match self.effects.v4.join(*ifindex, *group) {
+                Ok(()) => new_v4.push((*ifindex, *group)),
+                Err(e) => {
+                    res = Err(e);
+                    break;
+                }
+            }
+        }
+        if res.is_ok()
+            && let Some(v6) = &self.effects.v6
+        {
+            for ifindex in wanted_v6(params).difference(&self.joined_v6) {
+                match v6.join(*ifindex) {
+                    Ok(()) => new_v6.push(*ifindex),
+                    Err(e) => {
+                        res = Err(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if res.is_err() {
+            for (ifindex, group) in new_v4 {
+                let _ = self.effects.v4.leave(ifindex, group);
+            }
+            if let Some(v6) = &self.effects.v6 {
+                for ifindex in new_v6 {
+                    let _ = v6.leave(ifindex);
+                }
+            }
+            return res;
+        }
+        self.joined_v4.extend(new_v4);
+        self.joined_v6.extend(new_v6);
+        Ok(())
+    }
+
+    /// Leave the groups no running VHID needs any more.
+    fn leave_groups(&mut self) {
+        let params: Vec<&VhidParams> = self.vhids.values().map(|h| &h.params).collect();
+        let (want_v4, want_v6) = (wanted_v4(&params), wanted_v6(&params));
+        for (ifindex, group) in self.joined_v4.difference(&want_v4) {
+            if let Err(e) = self.effects.v4.leave(*ifindex, *group) {
+                tracing::debug!(error = %e, "leaving group");
+            }
+        }
+        if let Some(v6) = &self.effects.v6 {
+            for ifindex in self.joined_v6.difference(&want_v6) {
+                if let Err(e) = v6.leave(*ifindex) {
+                    tracing::debug!(error = %e, "leaving group");
+                }
+            }
+        }
+        self.joined_v4 = want_v4;
+        self.joined_v6 = want_v6;
+    }
+
+    /// Open the IPv6 and broadcast sockets once some VHID needs them.
+    fn open_sockets(
+        &mut self,
+        prepared: &[Prepared],
+        demux: &SharedDemux,
+        cancel: &CancellationToken,
+    ) -> Result<(), Error> {
+        if self.effects.v6.is_none() && prepared.iter().any(|p| p.params.src_v6.is_some()) {
+            let v6 = Arc::new(V6Socket::open()?);
+            self.background.push(tokio::spawn(rx::run_v6(
+                Arc::clone(&v6),
+                Arc::clone(demux),
+                cancel.clone(),
+            )));
+            self.effects.v6 = Some(v6);
+        }
+        if self.effects.broadcast.is_none()
+            && prepared
+                .iter()
+                .any(|p| p.params.spec.broadcast && p.params.src_v4.is_some())
+        {
+            self.effects.broadcast = Some(Arc::new(BroadcastSocket::open()?));
+        }
+        Ok(())
+    }
+
+    fn start_vhid(&mut self, p: Prepared) {
+        let h = vhid::spawn(p.params, p.auth, self.effects.clone(), p.link_up);
+        self.interface_drops
+            .entry(h.params.key.interface.clone())
+            .or_default();
+        self.vhids.insert(h.params.key.clone(), h);
+    }
+
+    fn demux(&self) -> Demux {
+        let mut d = Demux {
+            other: Arc::clone(&self.other_drops),
+            ..Demux::default()
+        };
+        for h in self.vhids.values() {
+            let p = &h.params;
+            d.vhids
+                .insert((p.ifindex, p.spec.vhid), Arc::clone(&h.entry));
+            let own = d.own.entry(p.ifindex).or_default();
+            for a in [p.src_v4.map(IpAddr::V4), p.src_v6.map(IpAddr::V6)]
+                .into_iter()
+                .flatten()
+            {
+                if !own.contains(&a) {
+                    own.push(a);
+                }
+            }
+            if let Some(c) = self.interface_drops.get(&p.key.interface) {
+                d.interfaces
+                    .entry(p.ifindex)
+                    .or_insert_with(|| (p.key.interface.clone(), Arc::clone(c)));
+            }
+        }
+        d
+    }
+
+    fn publish(&self, demux: &SharedDemux) {
+        let table = Arc::new(self.demux());
+        match demux.write() {
+            Ok(mut g) => *g = table,
+            Err(poisoned) => *poisoned.into_inner() = table,
+        }
+    }
+
+    /// Send a request to the matching tasks and collect the replies.
+    async fn ask<T>(
+        &self,
+        matches: impl Fn(&VhidKey) -> bool,
+        make: impl Fn(oneshot::Sender<T>) -> Command,
+    ) -> Vec<(VhidKey, T)> {
+        let requests = self
+            .vhids
+            .values()
+            .filter(|h| matches(&h.params.key))
+            .map(|h| {
+                let (tx, rx) = oneshot::channel();
+                let key = h.params.key.clone();
+                let commands = h.entry.commands.clone();
+                let cmd = make(tx);
+                async move {
+                    let reply = tokio::time::timeout(REQUEST_TIMEOUT, async move {
+                        commands.send(cmd).await.ok()?;
+                        rx.await.ok()
+                    })
+                    .await;
+                    reply.ok().flatten().map(|r| (key, r))
+                }
+            });
+        futures::future::join_all(requests)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
 impl Engine {
     /// Open the shared sockets, join the groups, start one task per VHID.
     /// Fails before touching anything if an interface or source address is
     /// missing.
-    pub async fn start(_spec: EngineSpec) -> Result<Engine, Error> {
-        todo!()
+    pub async fn start(spec: EngineSpec) -> Result<Engine, Error> {
+        // subscribe first, so that no link change after the lookup is missed
+        let link_events = netlink::watch_links().await?;
+        let nl = Netlink::connect().await?;
+        let prepared = prepare(&nl, &spec).await?;
+        let demux: SharedDemux = Arc::new(RwLock::new(Arc::new(Demux::default())));
+        let cancel = CancellationToken::new();
+        let lateness = Arc::new(Lateness::new());
+        let effects = Effects {
+            v4: Arc::new(V4Socket::open()?),
+            v6: None,
+            broadcast: None,
+            netlink: nl,
+            announcer: Arc::new(Announcer::new()?),
+            lateness: Arc::clone(&lateness),
+        };
+        let mut running = Running {
+            effects,
+            vhids: BTreeMap::new(),
+            joined_v4: BTreeSet::new(),
+            joined_v6: BTreeSet::new(),
+            interface_drops: HashMap::new(),
+            other_drops: Arc::new(DropCounters::default()),
+            background: Vec::new(),
+        };
+        let started = running
+            .open_sockets(&prepared, &demux, &cancel)
+            .and_then(|()| {
+                let params: Vec<&VhidParams> = prepared.iter().map(|p| &p.params).collect();
+                running.join_groups(&params)
+            });
+        if let Err(e) = started {
+            cancel.cancel();
+            return Err(e);
+        }
+        for p in prepared {
+            running.start_vhid(p);
+        }
+        running.publish(&demux);
+        let v4 = Arc::clone(&running.effects.v4);
+        running.background.push(tokio::spawn(rx::run_v4(
+            v4,
+            Arc::clone(&demux),
+            cancel.clone(),
+        )));
+        running.background.push(tokio::spawn(watch_links(
+            link_events,
+            Arc::clone(&demux),
+            cancel.clone(),
+        )));
+        tracing::info!(vhids = running.vhids.len(), "engine started");
+        Ok(Engine {
+            running: Mutex::new(running),
+            demux,
+            lateness,
+            cancel,
+        })
     }
 
     /// Apply a new spec: unchanged VHIDs keep their task and state, removed
     /// ones bow out and remove their addresses, changed ones restart, new
     /// ones start.
-    pub async fn reload(&self, _spec: EngineSpec) -> Result<ReloadReport, Error> {
-        todo!()
+    pub async fn reload(&self, spec: EngineSpec) -> Result<ReloadReport, Error> {
+        let mut r = self.running.lock().await;
+        let prepared = prepare(&r.effects.netlink, &spec).await?;
+        r.open_sockets(&prepared, &self.demux, &self.cancel)?;
+        {
+            let params: Vec<&VhidParams> = prepared.iter().map(|p| &p.params).collect();
+            r.join_groups(&params)?;
+        }
+        let mut report = ReloadReport::default();
+        let new_keys: HashSet<VhidKey> = prepared.iter().map(|p| p.params.key.clone()).collect();
+        let mut to_stop = Vec::new();
+        let removed: Vec<VhidKey> = r
+            .vhids
+            .keys()
+            .filter(|k| !new_keys.contains(*k))
+            .cloned()
+            .collect();
+        for key in removed {
+            if let Some(h) = r.vhids.remove(&key) {
+                to_stop.push(h);
+            }
+            report.removed.push(key);
+        }
+        let mut to_start = Vec::new();
+        for p in prepared {
+            match r.vhids.get(&p.params.key) {
+                Some(h) if h.params == p.params => report.unchanged += 1,
+                Some(_) => {
+                    if let Some(h) = r.vhids.remove(&p.params.key) {
+                        to_stop.push(h);
+                    }
+                    report.changed.push(p.params.key.clone());
+                    to_start.push(p);
+                }
+                None => {
+                    report.added.push(p.params.key.clone());
+                    to_start.push(p);
+                }
+            }
+        }
+        // the old tasks bow out and remove their addresses before their
+        // successors start
+        r.publish(&self.demux);
+        stop(to_stop).await;
+        for p in to_start {
+            r.start_vhid(p);
+        }
+        r.publish(&self.demux);
+        r.leave_groups();
+        let names: HashSet<&str> = spec.interfaces.iter().map(|i| i.name.as_str()).collect();
+        r.interface_drops.retain(|n, _| names.contains(n.as_str()));
+        report.added.sort();
+        report.removed.sort();
+        report.changed.sort();
+        tracing::info!(
+            added = report.added.len(),
+            removed = report.removed.len(),
+            changed = report.changed.len(),
+            unchanged = report.unchanged,
+            "reloaded"
+        );
+        Ok(report)
     }
 
     pub async fn status(&self) -> Vec<VhidStatus> {
-        todo!()
+        let r = self.running.lock().await;
+        r.ask(|_| true, Command::Status)
+            .await
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect()
     }
 
     /// Every MASTER matching the filter steps down once.
-    pub async fn step_down(&self, _filter: Option<&VhidKey>) -> Vec<VhidKey> {
-        todo!()
+    pub async fn step_down(&self, filter: Option<&VhidKey>) -> Vec<VhidKey> {
+        let r = self.running.lock().await;
+        r.ask(|k| filter.is_none_or(|f| f == k), Command::StepDown)
+            .await
+            .into_iter()
+            .filter_map(|(k, was_master)| was_master.then_some(k))
+            .collect()
     }
 
     /// Add `delta` (may be negative) to the operator demotion of the matching
     /// VHIDs (all when both filters are `None`).
-    pub async fn demote(&self, _interface: Option<&str>, _vhid: Option<u8>, _delta: i32) -> Vec<VhidKey> {
-        todo!()
+    pub async fn demote(
+        &self,
+        interface: Option<&str>,
+        vhid: Option<u8>,
+        delta: i32,
+    ) -> Vec<VhidKey> {
+        let r = self.running.lock().await;
+        let matches = |k: &VhidKey| {
+            interface.is_none_or(|i| i == k.interface) && vhid.is_none_or(|v| v == k.vhid)
+        };
+        r.ask(matches, |tx| Command::Demote(delta, tx))
+            .await
+            .into_iter()
+            .map(|(k, ())| k)
+            .collect()
+    }
+
+    /// How late advertisement timers fired, since start.
+    pub fn timer_lateness(&self) -> LatenessSummary {
+        self.lateness.summary()
+    }
+
+    /// Drops that belong to no known VHID, by interface name (packets from
+    /// interfaces without VHIDs under `"*"`) and reason.
+    pub async fn interface_drops(&self) -> BTreeMap<String, BTreeMap<&'static str, u64>> {
+        let r = self.running.lock().await;
+        let mut out: BTreeMap<String, BTreeMap<&'static str, u64>> = r
+            .interface_drops
+            .iter()
+            .map(|(n, c)| (n.clone(), c.snapshot()))
+            .collect();
+        out.insert("*".to_string(), r.other_drops.snapshot());
+        out
     }
 
     /// Graceful: every MASTER bows out and removes its addresses, hooks
     /// finish or time out, then the tasks end.
     pub async fn shutdown(self) {
-        todo!()
+        let handles: Vec<VhidHandle> = {
+            let mut r = self.running.lock().await;
+            std::mem::take(&mut r.vhids).into_values().collect()
+        };
+        let n = handles.len();
+        stop(handles).await;
+        self.cancel.cancel();
+        let background = std::mem::take(&mut self.running.lock().await.background);
+        let _ = tokio::time::timeout(STOP_BOUND, futures::future::join_all(background)).await;
+        tracing::info!(vhids = n, "engine stopped");
+    }
+}
+
+impl Drop for Engine {
+    /// Without a graceful shutdown the tasks are aborted and the addresses
+    /// stay, as after a crash.
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        let r = self.running.get_mut();
+        for h in r.vhids.values() {
+            h.join.abort();
+        }
+        for h in &r.background {
+            h.abort();
+        }
     }
 }

@@ -25,4 +25,8 @@ pub enum Error {
         #[source]
         source: carp_proto::AuthError,
     },
+    #[error("vhid {vhid} is configured twice on {interface}")]
+    DuplicateVhid { interface: String, vhid: u8 },
+    #[error("interface {0} has no link-local IPv6 address to send IPv6 advertisements from")]
+    NoLinkLocal(String),
 }

@@ -1,16 +1,27 @@
 //! The async CARP engine: the only place with sockets and time.
 //!
-//! CONTRACT: `spec` (what to run) and `Engine` (the handle the daemon
-//! drives) are the interface to the daemon; keep their names and
-//! signatures, add freely.
+//! `spec` (what to run) and `Engine` (the handle the daemon drives) are the
+//! interface to the daemon.
+//!
+//! ```text
+//!  IPv4 raw socket ──┐                       ┌─> VHID task (eth0, 1) ─┐
+//!  IPv6 raw socket ──┼─> rx: check, demux, ──┼─> VHID task (eth0, 2) ─┼─> sockets, rtnetlink,
+//!                    │   HMAC, try_send      └─> VHID task (eth1, 1) ─┘   ARP/NA, hooks
+//!  link events ──────┴──────────────────────────> (commands)
+//! ```
 
 pub mod announce;
 pub mod engine;
 pub mod error;
 pub mod hooks;
 pub mod netlink;
+mod rx;
+mod socket;
 pub mod spec;
+mod stats;
+mod vhid;
 
 pub use engine::{Engine, ReloadReport, VhidStatus};
 pub use error::Error;
 pub use spec::{EngineSpec, HookSpec, InterfaceSpec, VhidKey, VhidSpec, VirtualAddr};
+pub use stats::LatenessSummary;

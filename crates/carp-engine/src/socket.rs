@@ -1,0 +1,495 @@
+//! The raw sockets shared by every VHID and interface: one IPv4 socket for
+//! protocol 112, one IPv6 socket when some VHID has IPv6 addresses, and a
+//! packet socket for VHIDs that advertise to the Ethernet broadcast address.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use carp_proto::packet::{self, Carrier, GROUP_V6, HEADER_LEN, IPPROTO_CARP, TTL};
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, recvmsg, sendmsg,
+    setsockopt, sockopt,
+};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use crate::error::Error;
+
+/// TOS byte of IPv4 advertisements (OpenBSD, UCARP: IPTOS_LOWDELAY).
+pub(crate) const TOS: u8 = 0x10;
+
+/// A send that cannot get buffer space within this long fails (and counts
+/// as a send error) instead of delaying the VHID's timers.
+const SEND_WAIT: Duration = Duration::from_millis(200);
+
+/// Big enough for any IPv4 header plus far more than an advertisement;
+/// longer packets are truncated and then rejected as too long.
+pub(crate) const RECV_BUF: usize = 2048;
+
+/// A packet received on one of the shared sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Received {
+    pub(crate) ifindex: u32,
+    pub(crate) carrier: Carrier,
+    /// Where the CARP payload lies in the receive buffer.
+    pub(crate) payload: (usize, usize),
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+fn nix_err(context: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
+    let context = context.into();
+    move |e| Error::Io {
+        context,
+        source: e.into(),
+    }
+}
+
+/// `setsockopt(IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)`, which makes
+/// the kernel set DF on every packet; no safe wrapper offers it.
+fn set_pmtudisc_do(fd: RawFd) -> io::Result<()> {
+    let val: libc::c_int = libc::IP_PMTUDISC_DO;
+    // SAFETY: `fd` is an open socket and the option value points to a live
+    // c_int whose size is passed along.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&raw const val).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Hand a non-blocking socket to the tokio reactor.
+fn register(s: Socket) -> io::Result<AsyncFd<Socket>> {
+    // SAFETY: `Socket` owns its descriptor, which is neither closed nor
+    // replaced while the `AsyncFd` holds the socket.
+    unsafe { AsyncFd::register(s) }.map_err(io::Error::from)
+}
+
+/// Send with `f` on a non-blocking socket; wait (bounded) for buffer space.
+async fn send_bounded(
+    fd: &AsyncFd<Socket>,
+    mut f: impl FnMut(RawFd) -> io::Result<usize>,
+) -> io::Result<()> {
+    let raw = fd.get_ref().as_raw_fd();
+    match f(raw) {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+        Err(_) => {}
+    }
+    match tokio::time::timeout(
+        SEND_WAIT,
+        fd.async_io(Interest::WRITABLE, |s| f(s.as_raw_fd())),
+    )
+    .await
+    {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "socket buffer full",
+        )),
+    }
+}
+
+/// Parse the IPv4 header a raw socket hands over with the data. `None` for
+/// anything that is not a well-formed IPv4 header of protocol 112.
+pub(crate) fn parse_ipv4(buf: &[u8]) -> Option<(Carrier, (usize, usize))> {
+    let first = *buf.first()?;
+    if first >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(first & 0x0f) * 4;
+    if ihl < 20 || buf.len() < ihl {
+        return None;
+    }
+    if buf[9] != IPPROTO_CARP {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+    if total < ihl {
+        return None;
+    }
+    let end = total.min(buf.len());
+    let src = Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]);
+    let dst = Ipv4Addr::new(buf[16], buf[17], buf[18], buf[19]);
+    Some((
+        Carrier {
+            ttl: buf[8],
+            src: IpAddr::V4(src),
+            dst: IpAddr::V4(dst),
+        },
+        (ihl, end),
+    ))
+}
+
+/// The IPv4 raw socket (protocol 112).
+#[derive(Debug)]
+pub(crate) struct V4Socket {
+    fd: AsyncFd<Socket>,
+}
+
+impl V4Socket {
+    pub(crate) fn open() -> Result<V4Socket, Error> {
+        let ctx = "IPv4 CARP socket";
+        let s = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(IPPROTO_CARP))),
+        )
+        .map_err(io_err(ctx))?;
+        s.set_nonblocking(true).map_err(io_err(ctx))?;
+        s.set_ttl_v4(u32::from(TTL)).map_err(io_err(ctx))?;
+        s.set_multicast_ttl_v4(u32::from(TTL))
+            .map_err(io_err(ctx))?;
+        s.set_tos_v4(u32::from(TOS)).map_err(io_err(ctx))?;
+        // our own advertisements must not come back to us
+        s.set_multicast_loop_v4(false).map_err(io_err(ctx))?;
+        // only the groups this socket joined, on the interfaces it joined them
+        s.set_multicast_all_v4(false).map_err(io_err(ctx))?;
+        set_pmtudisc_do(s.as_raw_fd()).map_err(io_err(ctx))?;
+        setsockopt(&s, sockopt::Ipv4PacketInfo, &true).map_err(nix_err(ctx))?;
+        let fd = register(s).map_err(io_err(ctx))?;
+        Ok(V4Socket { fd })
+    }
+
+    pub(crate) fn join(&self, ifindex: u32, group: Ipv4Addr) -> Result<(), Error> {
+        self.fd
+            .get_ref()
+            .join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(ifindex))
+            .map_err(io_err(format!("join {group} on interface {ifindex}")))
+    }
+
+    pub(crate) fn leave(&self, ifindex: u32, group: Ipv4Addr) -> Result<(), Error> {
+        self.fd
+            .get_ref()
+            .leave_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(ifindex))
+            .map_err(io_err(format!("leave {group} on interface {ifindex}")))
+    }
+
+    /// Send one advertisement out of `ifindex` from `src` to `dst`.
+    pub(crate) async fn send(
+        &self,
+        ifindex: u32,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        payload: &[u8],
+    ) -> io::Result<()> {
+        let info = libc::in_pktinfo {
+            ipi_ifindex: ifindex as libc::c_int,
+            ipi_spec_dst: libc::in_addr {
+                s_addr: u32::from(src).to_be(),
+            },
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        };
+        let to = SockaddrIn::from(SocketAddrV4::new(dst, 0));
+        send_bounded(&self.fd, |fd| {
+            let iov = [IoSlice::new(payload)];
+            let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
+            sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&to)).map_err(io::Error::from)
+        })
+        .await
+    }
+
+    /// Wait for and read one packet into `buf`. `Ok(None)` for a packet
+    /// that carries no usable IPv4 header or arrival interface.
+    pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        let (n, ifindex) = self
+            .fd
+            .async_io(Interest::READABLE, |s| {
+                let mut iov = [IoSliceMut::new(buf)];
+                let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+                let msg =
+                    recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+                        .map_err(io::Error::from)?;
+                let mut ifindex = None;
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
+                            ifindex = u32::try_from(info.ipi_ifindex).ok();
+                        }
+                    }
+                }
+                Ok((msg.bytes, ifindex))
+            })
+            .await?;
+        let Some(ifindex) = ifindex else {
+            return Ok(None);
+        };
+        let Some((carrier, payload)) = parse_ipv4(&buf[..n.min(buf.len())]) else {
+            return Ok(None);
+        };
+        Ok(Some(Received {
+            ifindex,
+            carrier,
+            payload,
+        }))
+    }
+}
+
+/// The IPv6 raw socket (next header 112): the kernel strips the IPv6
+/// header, so hop limit and destination come as control messages.
+#[derive(Debug)]
+pub(crate) struct V6Socket {
+    fd: AsyncFd<Socket>,
+}
+
+impl V6Socket {
+    pub(crate) fn open() -> Result<V6Socket, Error> {
+        let ctx = "IPv6 CARP socket";
+        let s = Socket::new(
+            Domain::IPV6,
+            Type::RAW,
+            Some(Protocol::from(i32::from(IPPROTO_CARP))),
+        )
+        .map_err(io_err(ctx))?;
+        s.set_nonblocking(true).map_err(io_err(ctx))?;
+        s.set_only_v6(true).map_err(io_err(ctx))?;
+        s.set_multicast_hops_v6(u32::from(TTL))
+            .map_err(io_err(ctx))?;
+        s.set_unicast_hops_v6(u32::from(TTL)).map_err(io_err(ctx))?;
+        s.set_multicast_loop_v6(false).map_err(io_err(ctx))?;
+        s.set_multicast_all_v6(false).map_err(io_err(ctx))?;
+        s.set_recv_hoplimit_v6(true).map_err(io_err(ctx))?;
+        setsockopt(&s, sockopt::Ipv6RecvPacketInfo, &true).map_err(nix_err(ctx))?;
+        let fd = register(s).map_err(io_err(ctx))?;
+        Ok(V6Socket { fd })
+    }
+
+    pub(crate) fn join(&self, ifindex: u32) -> Result<(), Error> {
+        self.fd
+            .get_ref()
+            .join_multicast_v6(&GROUP_V6, ifindex)
+            .map_err(io_err(format!("join {GROUP_V6} on interface {ifindex}")))
+    }
+
+    pub(crate) fn leave(&self, ifindex: u32) -> Result<(), Error> {
+        self.fd
+            .get_ref()
+            .leave_multicast_v6(&GROUP_V6, ifindex)
+            .map_err(io_err(format!("leave {GROUP_V6} on interface {ifindex}")))
+    }
+
+    /// Send one advertisement to ff02::12 out of `ifindex` from the
+    /// link-local address `src`.
+    pub(crate) async fn send(&self, ifindex: u32, src: Ipv6Addr, payload: &[u8]) -> io::Result<()> {
+        let info = libc::in6_pktinfo {
+            ipi6_addr: libc::in6_addr {
+                s6_addr: src.octets(),
+            },
+            ipi6_ifindex: ifindex,
+        };
+        let to = SockaddrIn6::from(SocketAddrV6::new(GROUP_V6, 0, 0, ifindex));
+        send_bounded(&self.fd, |fd| {
+            let iov = [IoSlice::new(payload)];
+            let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
+            sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&to)).map_err(io::Error::from)
+        })
+        .await
+    }
+
+    /// Wait for and read one packet into `buf` (the CARP payload only).
+    /// `Ok(None)` when the kernel left out the arrival information.
+    pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        let (n, src, info, hops) = self
+            .fd
+            .async_io(Interest::READABLE, |s| {
+                let mut iov = [IoSliceMut::new(buf)];
+                let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int);
+                let msg = recvmsg::<SockaddrIn6>(
+                    s.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg),
+                    MsgFlags::empty(),
+                )
+                .map_err(io::Error::from)?;
+                let (mut info, mut hops) = (None, None);
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        match c {
+                            ControlMessageOwned::Ipv6PacketInfo(i) => info = Some(i),
+                            ControlMessageOwned::Ipv6HopLimit(h) => hops = Some(h),
+                            _ => {}
+                        }
+                    }
+                }
+                Ok((msg.bytes, msg.address.map(|a| a.ip()), info, hops))
+            })
+            .await?;
+        let (Some(src), Some(info), Some(hops)) = (src, info, hops) else {
+            return Ok(None);
+        };
+        let carrier = Carrier {
+            ttl: u8::try_from(hops).unwrap_or(0),
+            src: IpAddr::V6(src),
+            dst: IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)),
+        };
+        Ok(Some(Received {
+            ifindex: info.ipi6_ifindex,
+            carrier,
+            payload: (0, n.min(buf.len())),
+        }))
+    }
+}
+
+/// An AF_PACKET datagram socket that sends IPv4 advertisements to the
+/// Ethernet broadcast address (UCARP `--nomcast`), with an IPv4 header built
+/// here since the kernel's IP layer would pick the multicast MAC.
+#[derive(Debug)]
+pub(crate) struct BroadcastSocket {
+    fd: AsyncFd<Socket>,
+}
+
+/// Length of the IPv4 header we build (no options).
+const IPV4_HEADER_LEN: usize = 20;
+
+/// The 56-byte IPv4 advertisement: TOS 0x10, DF, TTL 255, protocol 112.
+pub(crate) fn build_ipv4(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    payload: &[u8; HEADER_LEN],
+) -> [u8; IPV4_HEADER_LEN + HEADER_LEN] {
+    let mut b = [0u8; IPV4_HEADER_LEN + HEADER_LEN];
+    let total = (IPV4_HEADER_LEN + HEADER_LEN) as u16;
+    b[0] = 0x45;
+    b[1] = TOS;
+    b[2..4].copy_from_slice(&total.to_be_bytes());
+    // identification 0: with DF set there is no fragment to reassemble
+    b[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
+    b[8] = TTL;
+    b[9] = IPPROTO_CARP;
+    b[12..16].copy_from_slice(&src.octets());
+    b[16..20].copy_from_slice(&dst.octets());
+    let sum = packet::checksum(&b[..IPV4_HEADER_LEN]);
+    b[10..12].copy_from_slice(&sum.to_be_bytes());
+    b[IPV4_HEADER_LEN..].copy_from_slice(payload);
+    b
+}
+
+impl BroadcastSocket {
+    pub(crate) fn open() -> Result<BroadcastSocket, Error> {
+        let ctx = "packet socket for broadcast advertisements";
+        // protocol 0: this socket only sends and never queues received frames
+        let s = Socket::new(Domain::PACKET, Type::DGRAM, None).map_err(io_err(ctx))?;
+        s.set_nonblocking(true).map_err(io_err(ctx))?;
+        let fd = register(s).map_err(io_err(ctx))?;
+        Ok(BroadcastSocket { fd })
+    }
+
+    pub(crate) async fn send(
+        &self,
+        ifindex: u32,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        payload: &[u8; HEADER_LEN],
+    ) -> io::Result<()> {
+        let frame = build_ipv4(src, dst, payload);
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as libc::c_ushort;
+        to.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+        to.sll_ifindex = ifindex as libc::c_int;
+        to.sll_halen = 6;
+        to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+        send_bounded(&self.fd, |fd| {
+            // SAFETY: `frame` and `to` are live for the call and their sizes
+            // are passed along.
+            let rc = unsafe {
+                libc::sendto(
+                    fd,
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&raw const to).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(ttl: u8, proto: u8, total: u16) -> Vec<u8> {
+        let mut b = vec![
+            0x45, 0x10, 0, 0, 0, 0, 0x40, 0, ttl, proto, 0, 0, 10, 0, 0, 1, 224, 0, 0, 18,
+        ];
+        b[2..4].copy_from_slice(&total.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn ipv4_header_fields() {
+        let mut b = header(255, 112, 56);
+        b.extend_from_slice(&[0xa5; 36]);
+        let (c, range) = parse_ipv4(&b).unwrap();
+        assert_eq!(c.ttl, 255);
+        assert_eq!(c.src, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(c.dst, IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18)));
+        assert_eq!(range, (20, 56));
+    }
+
+    #[test]
+    fn ipv4_header_odd_inputs() {
+        assert!(parse_ipv4(&[]).is_none());
+        assert!(parse_ipv4(&[0x45; 10]).is_none());
+        // IPv6 version nibble
+        let mut b = header(255, 112, 56);
+        b[0] = 0x65;
+        assert!(parse_ipv4(&b).is_none());
+        // header length past the buffer
+        let mut b = header(255, 112, 56);
+        b[0] = 0x4f;
+        assert!(parse_ipv4(&b).is_none());
+        // header length below 20
+        let mut b = header(255, 112, 56);
+        b[0] = 0x44;
+        assert!(parse_ipv4(&b).is_none());
+        // other protocol
+        assert!(parse_ipv4(&header(255, 17, 56)).is_none());
+        // total length shorter than the header
+        assert!(parse_ipv4(&header(255, 112, 10)).is_none());
+        // total length longer than what arrived: payload ends at the buffer
+        let (_, range) = parse_ipv4(&header(255, 112, 1000)).unwrap();
+        assert_eq!(range, (20, 20));
+        // options: payload starts after them
+        let mut b = header(255, 112, 60);
+        b[0] = 0x46;
+        b.extend_from_slice(&[0; 40]);
+        assert_eq!(parse_ipv4(&b).unwrap().1, (24, 60));
+    }
+
+    #[test]
+    fn built_header_round_trips() {
+        let payload = [0x5a; HEADER_LEN];
+        let b = build_ipv4(
+            Ipv4Addr::new(10, 0, 0, 2),
+            Ipv4Addr::new(224, 0, 0, 18),
+            &payload,
+        );
+        assert_eq!(b.len(), 56);
+        assert_eq!(b[1], 0x10);
+        assert_eq!(b[6] & 0x40, 0x40);
+        assert_eq!(packet::checksum(&b[..20]), 0);
+        let (c, range) = parse_ipv4(&b).unwrap();
+        assert_eq!(c.ttl, 255);
+        assert_eq!(&b[range.0..range.1], &payload);
+    }
+}

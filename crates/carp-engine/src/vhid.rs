@@ -1,0 +1,411 @@
+//! One tokio task per VHID: it drives a [`Machine`] with real timers and
+//! turns its actions into effects (advertisements, addresses, ARP/NA,
+//! hooks).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use carp_proto::machine::SendAdvert;
+use carp_proto::{Action, Advert, Authenticator, Machine, MachineConfig, Reason, State, Timing};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::announce::Announcer;
+use crate::engine::VhidStatus;
+use crate::hooks::{self, HookKind};
+use crate::netlink::Netlink;
+use crate::rx::{INBOX, Inbound, VhidEntry};
+use crate::socket::{BroadcastSocket, V4Socket, V6Socket};
+use crate::spec::{VhidKey, VhidSpec};
+use crate::stats::{Lateness, VhidStats};
+
+/// Log send failures at most this often per VHID.
+const SEND_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Operator requests and link events for one VHID task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Status(oneshot::Sender<VhidStatus>),
+    /// Replies whether the VHID was MASTER (and so stepped down).
+    StepDown(oneshot::Sender<bool>),
+    Demote(i32, oneshot::Sender<()>),
+    Link(bool),
+}
+
+/// Everything a VHID needs to know about where it runs, resolved from the
+/// spec and the interface; compared on reload to decide what changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VhidParams {
+    pub(crate) key: VhidKey,
+    pub(crate) spec: VhidSpec,
+    pub(crate) ifindex: u32,
+    pub(crate) mac: [u8; 6],
+    /// Source of IPv4 advertisements (`None` when the VHID has no IPv4
+    /// address).
+    pub(crate) src_v4: Option<Ipv4Addr>,
+    /// Source of IPv6 advertisements (`None` when the VHID has no IPv6
+    /// address).
+    pub(crate) src_v6: Option<Ipv6Addr>,
+    pub(crate) ignore_link_state: bool,
+}
+
+impl VhidParams {
+    /// The address the machine uses for the equal-interval tie-break.
+    fn local_addr(&self) -> IpAddr {
+        match (self.src_v4, self.src_v6) {
+            (Some(v4), _) => IpAddr::V4(v4),
+            (None, Some(v6)) => IpAddr::V6(v6),
+            (None, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
+    }
+}
+
+/// The shared effect providers.
+#[derive(Debug, Clone)]
+pub(crate) struct Effects {
+    pub(crate) v4: Arc<V4Socket>,
+    pub(crate) v6: Option<Arc<V6Socket>>,
+    pub(crate) broadcast: Option<Arc<BroadcastSocket>>,
+    pub(crate) netlink: Netlink,
+    pub(crate) announcer: Arc<Announcer>,
+    pub(crate) lateness: Arc<Lateness>,
+}
+
+/// The engine's handle on one running VHID task.
+#[derive(Debug)]
+pub(crate) struct VhidHandle {
+    pub(crate) params: VhidParams,
+    pub(crate) entry: Arc<VhidEntry>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) join: JoinHandle<()>,
+}
+
+/// Start a VHID task. `link_up` is the parent link's state right now.
+pub(crate) fn spawn(
+    params: VhidParams,
+    auth: Authenticator,
+    effects: Effects,
+    link_up: bool,
+) -> VhidHandle {
+    let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let stats = Arc::new(VhidStats::default());
+    let cancel = CancellationToken::new();
+    let entry = Arc::new(VhidEntry {
+        key: params.key.clone(),
+        auth: auth.clone(),
+        inbox: inbox_tx,
+        commands: cmd_tx,
+        stats: Arc::clone(&stats),
+    });
+    let config = MachineConfig {
+        vhid: params.spec.vhid,
+        timing: Timing::new(params.spec.advbase, params.spec.advskew),
+        dead_ratio: params.spec.dead_ratio,
+        preempt: params.spec.preempt,
+        demote_style: params.spec.demote_style,
+        local_addr: params.local_addr(),
+        initial_counter: rand::random(),
+    };
+    let now = Instant::now();
+    let task = Task {
+        machine: Machine::new(config),
+        params: params.clone(),
+        auth,
+        effects,
+        stats,
+        operator_demote: 0,
+        link_up: link_up || params.ignore_link_state,
+        state_since: now,
+        last_transition: None,
+        transitions: 0,
+        started: false,
+        hooks: Vec::new(),
+        last_send_error_log: None,
+        timer_deadline: None,
+    };
+    let join = tokio::spawn(task.run(inbox_rx, cmd_rx, cancel.clone()));
+    VhidHandle {
+        params,
+        entry,
+        cancel,
+        join,
+    }
+}
+
+struct Task {
+    machine: Machine,
+    params: VhidParams,
+    auth: Authenticator,
+    effects: Effects,
+    stats: Arc<VhidStats>,
+    operator_demote: u8,
+    link_up: bool,
+    state_since: Instant,
+    last_transition: Option<String>,
+    transitions: u64,
+    /// The down-at-start hook has had its chance.
+    started: bool,
+    /// Hook runs not known to be finished; awaited on shutdown.
+    hooks: Vec<JoinHandle<()>>,
+    last_send_error_log: Option<Instant>,
+    /// The deadline whose expiry is being handled, to measure how late the
+    /// resulting advertisement leaves.
+    timer_deadline: Option<Instant>,
+}
+
+fn std_now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Inbound>,
+        mut commands: mpsc::Receiver<Command>,
+        cancel: CancellationToken,
+    ) {
+        self.machine.handle_link(std_now(), self.link_up);
+        self.drain().await;
+        loop {
+            let deadline = self.machine.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                Some(cmd) = commands.recv() => self.command(cmd),
+                Some(msg) = inbox.recv() => {
+                    self.stats.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.machine.handle_advert(std_now(), msg.src, &msg.advert);
+                }
+                _ = sleep_until_opt(deadline) => {
+                    self.timer_deadline = deadline;
+                    self.machine.handle_timeout(std_now());
+                }
+            }
+            self.drain().await;
+            self.timer_deadline = None;
+        }
+        self.machine.shutdown(std_now());
+        self.drain().await;
+        for h in self.hooks.drain(..) {
+            // bounded by the hook's own timeout
+            let _ = h.await;
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::StepDown(reply) => {
+                let master = self.machine.state() == State::Master;
+                if master {
+                    self.machine.step_down(std_now());
+                }
+                let _ = reply.send(master);
+            }
+            Command::Demote(delta, reply) => {
+                let d = (i64::from(self.operator_demote) + i64::from(delta)).clamp(0, 255);
+                self.operator_demote = u8::try_from(d).unwrap_or(u8::MAX);
+                self.machine.set_demote(std_now(), self.operator_demote);
+                let _ = reply.send(());
+            }
+            Command::Link(up) => {
+                if !self.params.ignore_link_state && up != self.link_up {
+                    self.link_up = up;
+                    tracing::info!(interface = %self.params.key.interface, vhid = self.params.key.vhid,
+                        "link {}", if up { "up" } else { "down" });
+                    self.machine.handle_link(std_now(), up);
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> VhidStatus {
+        let timing = self.machine.effective_timing();
+        VhidStatus {
+            key: self.params.key.clone(),
+            state: self.machine.state(),
+            addresses: self.params.spec.addresses.clone(),
+            advbase: timing.advbase,
+            advskew: timing.advskew,
+            demote: self.machine.demote(),
+            master: self.machine.master_addr(),
+            in_state_for: self.state_since.elapsed(),
+            last_transition: self.last_transition.clone(),
+            transitions: self.transitions,
+            adverts_sent: self.stats.sent.load(std::sync::atomic::Ordering::Relaxed),
+            adverts_received: self
+                .stats
+                .received
+                .load(std::sync::atomic::Ordering::Relaxed),
+            drops: self.stats.drops.snapshot(),
+        }
+    }
+
+    async fn drain(&mut self) {
+        while let Some(action) = self.machine.poll_action() {
+            match action {
+                Action::Send(s) => self.send(s).await,
+                Action::InstallAddresses => self.install().await,
+                Action::RemoveAddresses => self.remove().await,
+                Action::Announce => self.announce(),
+                Action::StateChanged { from, to, reason } => self.state_changed(from, to, reason),
+            }
+        }
+    }
+
+    async fn send(&mut self, s: SendAdvert) {
+        let advert = Advert {
+            vhid: self.params.spec.vhid,
+            advskew: s.timing.advskew,
+            advbase: s.timing.advbase,
+            demote: s.demote,
+            counter: s.counter,
+            hmac: self.auth.sign(s.counter),
+        };
+        let bytes = advert.to_bytes();
+        // before sending, so that a looped copy is recognised
+        self.stats.set_last_counter(s.counter);
+        if let Some(deadline) = self.timer_deadline.take() {
+            self.effects
+                .lateness
+                .record(Instant::now().saturating_duration_since(deadline));
+        }
+        let p = &self.params;
+        let mut result = Ok(());
+        if let Some(src) = p.src_v4 {
+            let r = match (&self.effects.broadcast, p.spec.broadcast) {
+                (Some(b), true) => b.send(p.ifindex, src, p.spec.group_v4, &bytes).await,
+                _ => {
+                    self.effects
+                        .v4
+                        .send(p.ifindex, src, p.spec.group_v4, &bytes)
+                        .await
+                }
+            };
+            result = result.and(r);
+        }
+        if let (Some(src), Some(v6)) = (p.src_v6, &self.effects.v6) {
+            result = result.and(v6.send(p.ifindex, src, &bytes).await);
+        }
+        let ok = result.is_ok();
+        if ok {
+            self.stats
+                .sent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else if let Err(e) = result {
+            let now = Instant::now();
+            if self
+                .last_send_error_log
+                .is_none_or(|t| now.duration_since(t) >= SEND_ERROR_LOG_EVERY)
+            {
+                self.last_send_error_log = Some(now);
+                tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, error = %e,
+                    "cannot send advertisement");
+            }
+        }
+        self.machine.handle_send_result(std_now(), ok);
+    }
+
+    async fn install(&mut self) {
+        if !self.params.spec.manage_addresses {
+            return;
+        }
+        let p = &self.params;
+        for a in &p.spec.addresses {
+            let label = if a.addr.is_ipv4() {
+                p.spec.label.as_deref()
+            } else {
+                None
+            };
+            if let Err(e) = self.effects.netlink.add_address(p.ifindex, *a, label).await {
+                tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
+                    "cannot add address");
+            }
+        }
+    }
+
+    async fn remove(&mut self) {
+        if !self.params.spec.manage_addresses {
+            return;
+        }
+        let p = &self.params;
+        for a in &p.spec.addresses {
+            if let Err(e) = self.effects.netlink.del_address(p.ifindex, *a).await {
+                tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
+                    "cannot remove address");
+            }
+        }
+    }
+
+    fn announce(&self) {
+        let p = &self.params;
+        for a in &p.spec.addresses {
+            let r = match a.addr {
+                IpAddr::V4(ip) => self.effects.announcer.gratuitous_arp(p.ifindex, p.mac, ip),
+                IpAddr::V6(ip) => self.effects.announcer.unsolicited_na(p.ifindex, p.mac, ip),
+            };
+            if let Err(e) = r {
+                tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
+                    "cannot announce address");
+            }
+        }
+    }
+
+    fn state_changed(&mut self, from: State, to: State, reason: Reason) {
+        let line = format!("{} -> {} ({})", from.as_str(), to.as_str(), reason.as_str());
+        tracing::info!(interface = %self.params.key.interface, vhid = self.params.key.vhid,
+            from = from.as_str(), to = to.as_str(), reason = reason.as_str(),
+            "{} vhid {}: {line}", self.params.key.interface, self.params.key.vhid);
+        self.last_transition = Some(line);
+        self.transitions += 1;
+        self.state_since = Instant::now();
+
+        let hooks = &self.params.spec.hooks;
+        let first_backup = !self.started && from == State::Init && to == State::Backup;
+        let kind = if to == State::Master {
+            Some(HookKind::Up)
+        } else if from == State::Master {
+            (reason != Reason::Shutdown || hooks.down_on_exit).then_some(HookKind::Down)
+        } else if first_backup {
+            hooks.down_at_start.then_some(HookKind::Down)
+        } else {
+            None
+        };
+        if to != State::Init {
+            self.started = true;
+        }
+        if let Some(kind) = kind {
+            self.run_hook(kind, to);
+        }
+    }
+
+    fn run_hook(&mut self, kind: HookKind, state: State) {
+        self.hooks.retain(|h| !h.is_finished());
+        let addrs: Vec<IpAddr> = self.params.spec.addresses.iter().map(|a| a.addr).collect();
+        let p = &self.params;
+        if let Some(h) = hooks::spawn_hook(
+            &p.spec.hooks,
+            kind,
+            &p.key.interface,
+            p.key.vhid,
+            state,
+            &addrs,
+            |_| {},
+        ) {
+            self.hooks.push(h);
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
