@@ -234,3 +234,222 @@ pub(crate) async fn run_v6(sock: Arc<V6Socket>, demux: SharedDemux, cancel: Canc
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use carp_proto::HmacMode;
+
+    use super::*;
+    use crate::stats::DropCounters;
+
+    const IF: u32 = 7;
+    const VHID: u8 = 5;
+    const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+    const OURS: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    const GROUP: IpAddr = IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18));
+
+    fn auth() -> Authenticator {
+        Authenticator::new(
+            HmacMode::Bsd,
+            b"secret",
+            VHID,
+            &[IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100))],
+        )
+        .unwrap()
+    }
+
+    struct Fixture {
+        demux: Demux,
+        inbox: mpsc::Receiver<Inbound>,
+        stats: Arc<VhidStats>,
+        iface: Arc<DropCounters>,
+    }
+
+    fn fixture() -> Fixture {
+        let (tx, inbox) = mpsc::channel(INBOX);
+        let (cmd, _) = mpsc::channel(1);
+        let stats = Arc::new(VhidStats::default());
+        let iface = Arc::new(DropCounters::default());
+        let entry = VhidEntry {
+            key: VhidKey {
+                interface: "eth0".into(),
+                vhid: VHID,
+            },
+            auth: auth(),
+            inbox: tx,
+            commands: cmd,
+            stats: Arc::clone(&stats),
+        };
+        let mut demux = Demux::default();
+        demux.vhids.insert((IF, VHID), Arc::new(entry));
+        demux.own.insert(IF, vec![OURS]);
+        demux
+            .interfaces
+            .insert(IF, ("eth0".into(), Arc::clone(&iface)));
+        Fixture {
+            demux,
+            inbox,
+            stats,
+            iface,
+        }
+    }
+
+    fn advert(vhid: u8, counter: u64) -> [u8; 36] {
+        Advert {
+            vhid,
+            advskew: 0,
+            advbase: 1,
+            demote: 0,
+            counter,
+            hmac: auth().sign(counter),
+        }
+        .to_bytes()
+    }
+
+    fn carrier(ttl: u8, src: IpAddr) -> Carrier {
+        Carrier {
+            ttl,
+            src,
+            dst: GROUP,
+        }
+    }
+
+    #[test]
+    fn valid_advert_reaches_the_inbox() {
+        let mut f = fixture();
+        f.demux
+            .deliver(IF, &carrier(255, PEER), &advert(VHID, 9))
+            .unwrap();
+        let got = f.inbox.try_recv().unwrap();
+        assert_eq!(got.src, PEER);
+        assert_eq!(got.advert.counter, 9);
+        assert!(f.stats.drops.snapshot().is_empty());
+    }
+
+    #[test]
+    fn unknown_vhid_and_interface_count_per_interface() {
+        let f = fixture();
+        let (scope, reason) = f
+            .demux
+            .deliver(IF, &carrier(255, PEER), &advert(6, 1))
+            .unwrap_err();
+        assert_eq!(
+            (scope, reason),
+            (DropScope::Interface(IF), DropReason::UnknownVhid)
+        );
+        assert_eq!(f.iface.get(DropReason::UnknownVhid), 1);
+        f.demux
+            .deliver(99, &carrier(255, PEER), &advert(VHID, 1))
+            .unwrap_err();
+        assert_eq!(f.demux.other.get(DropReason::UnknownVhid), 1);
+        assert!(f.stats.drops.snapshot().is_empty());
+    }
+
+    #[test]
+    fn header_errors_count_on_the_named_vhid() {
+        let f = fixture();
+        let (scope, reason) = f
+            .demux
+            .deliver(IF, &carrier(64, PEER), &advert(VHID, 1))
+            .unwrap_err();
+        assert_eq!(reason, DropReason::BadTtl);
+        assert!(matches!(scope, DropScope::Vhid(ref k) if k.vhid == VHID));
+        let mut bad = advert(VHID, 1);
+        bad[7] ^= 0xff;
+        assert_eq!(
+            f.demux
+                .deliver(IF, &carrier(255, PEER), &bad)
+                .unwrap_err()
+                .1,
+            DropReason::BadChecksum
+        );
+        assert_eq!(f.stats.drops.get(DropReason::BadTtl), 1);
+        assert_eq!(f.stats.drops.get(DropReason::BadChecksum), 1);
+    }
+
+    #[test]
+    fn odd_payloads_never_panic() {
+        let f = fixture();
+        for len in 0..64 {
+            let payload = vec![0x21; len];
+            let _ = f.demux.deliver(IF, &carrier(255, PEER), &payload);
+        }
+        // a payload too short to name a VHID counts on the interface
+        let (scope, reason) = f
+            .demux
+            .deliver(IF, &carrier(255, PEER), &[0x21])
+            .unwrap_err();
+        assert_eq!(
+            (scope, reason),
+            (DropScope::Interface(IF), DropReason::TooShort)
+        );
+    }
+
+    #[test]
+    fn own_packets_are_dropped() {
+        let f = fixture();
+        assert_eq!(
+            f.demux
+                .deliver(IF, &carrier(255, OURS), &advert(VHID, 1))
+                .unwrap_err()
+                .1,
+            DropReason::OwnPacket
+        );
+        f.stats.set_last_counter(77);
+        assert_eq!(
+            f.demux
+                .deliver(IF, &carrier(255, PEER), &advert(VHID, 77))
+                .unwrap_err()
+                .1,
+            DropReason::OwnPacket
+        );
+        assert_eq!(f.stats.drops.get(DropReason::OwnPacket), 2);
+    }
+
+    #[test]
+    fn bad_hmac_is_dropped() {
+        let f = fixture();
+        let mut a = Advert::parse(&advert(VHID, 3)).unwrap();
+        a.hmac[0] ^= 1;
+        assert_eq!(
+            f.demux
+                .deliver(IF, &carrier(255, PEER), &a.to_bytes())
+                .unwrap_err()
+                .1,
+            DropReason::BadHmac
+        );
+        assert_eq!(f.stats.drops.get(DropReason::BadHmac), 1);
+    }
+
+    #[test]
+    fn full_inbox_drops_instead_of_blocking() {
+        let f = fixture();
+        for i in 0..INBOX as u64 {
+            f.demux
+                .deliver(IF, &carrier(255, PEER), &advert(VHID, i))
+                .unwrap();
+        }
+        let (_, reason) = f
+            .demux
+            .deliver(IF, &carrier(255, PEER), &advert(VHID, 100))
+            .unwrap_err();
+        assert_eq!(reason, DropReason::InboxFull);
+        assert_eq!(f.stats.drops.get(DropReason::InboxFull), 1);
+    }
+
+    #[test]
+    fn drop_log_is_rate_limited() {
+        let f = fixture();
+        let mut log = DropLog::default();
+        let scope = DropScope::Vhid(VhidKey {
+            interface: "eth0".into(),
+            vhid: VHID,
+        });
+        log.log(&f.demux, scope.clone(), DropReason::BadHmac, PEER);
+        let first = log.last[&(scope.clone(), DropReason::BadHmac)];
+        log.log(&f.demux, scope.clone(), DropReason::BadHmac, PEER);
+        assert_eq!(log.last[&(scope, DropReason::BadHmac)], first);
+    }
+}
