@@ -1,3 +1,30 @@
-//! carpd: the daemon binary.
+//! carpd: the CARP failover daemon, configured by a TOML file or by ucarp's
+//! command line.
 
-fn main() {}
+mod cli;
+mod config;
+mod error;
+mod logging;
+mod run;
+mod ucarp;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mode = match cli::parse(std::env::args_os().collect()) {
+        Ok(mode) => mode,
+        Err(e) => {
+            // Help and version go to stdout with status 0, usage errors to
+            // stderr with status 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    match run::main(mode) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("carpd: {}", error::chain(&e));
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,815 @@
+//! The TOML configuration file, validated into an [`EngineSpec`].
+//!
+//! Settings may appear at the top level, in an `[[interface]]` table and in
+//! an `[[interface.vhid]]` table; the most specific one wins. Every value the
+//! daemon checks keeps its byte span, so an error names the file, the line
+//! and the key. `config/carpd.toml` documents every key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use carp_engine::{EngineSpec, HookSpec, InterfaceSpec, VhidSpec, VirtualAddr};
+use carp_proto::HmacMode;
+use carp_proto::machine::DemoteStyle;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Location};
+
+/// Where the daemon looks when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/carpd.toml";
+
+/// The CARP multicast group (224.0.0.18).
+pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+
+pub const DEFAULT_ADVBASE: u8 = 1;
+pub const DEFAULT_ADVSKEW: u8 = 0;
+pub const DEFAULT_DEAD_RATIO: u8 = 3;
+const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest key UCARP accepts (the BSDs truncate to the same length).
+pub const UCARP_MAX_KEY: usize = 19;
+
+/// Linux interface names and address labels fit in IFNAMSIZ (16) with the
+/// terminating NUL.
+const IFNAMSIZ_MAX: usize = 15;
+
+/// A validated configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub spec: EngineSpec,
+}
+
+impl Config {
+    /// Read and validate `path`.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let src = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&src, path)
+    }
+
+    /// Validate `src` as if read from `path` (which names the file in errors
+    /// and anchors relative paths).
+    pub fn from_toml(src: &str, path: &Path) -> Result<Config, Error> {
+        let raw: RawFile = toml::from_str(src).map_err(|e| parse_error(src, path, &e))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        Validator {
+            src,
+            path,
+            base,
+            seen_addrs: HashMap::new(),
+        }
+        .file(raw)
+        .map(|spec| Config { spec })
+    }
+
+    pub fn vhid_count(&self) -> usize {
+        self.spec.interfaces.iter().map(|i| i.vhids.len()).sum()
+    }
+
+    /// `N interfaces, M VHIDs`, for `--check-config` and the start-up log.
+    pub fn summary(&self) -> String {
+        let n = self.spec.interfaces.len();
+        let m = self.vhid_count();
+        format!(
+            "{n} interface{}, {m} VHID{}",
+            if n == 1 { "" } else { "s" },
+            if m == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(src.len());
+    let before = src.get(..offset).unwrap_or(src);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before
+        .get(line_start..)
+        .map_or(1, |s| s.chars().count() + 1);
+    (line, col)
+}
+
+/// The key whose value starts at `offset`: the name just before the last `=`
+/// on that line, if there is one (also inside inline tables).
+fn key_at(src: &str, offset: usize) -> Option<&str> {
+    let before = src.get(..offset.min(src.len()))?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let lhs = line[..line.rfind('=')?].trim_end();
+    let start = lhs
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '"' | '\'' | '.')))
+        .map_or(0, |i| i + 1);
+    let key = lhs[start..].trim_matches(|c| c == '"' || c == '\'');
+    (!key.is_empty()).then_some(key)
+}
+
+/// A TOML syntax or type error as `file:line:col: [key: ]message`.
+fn parse_error(src: &str, path: &Path, e: &toml::de::Error) -> Error {
+    let Some(span) = e.span() else {
+        return Error::Config {
+            location: Location {
+                path: path.to_path_buf(),
+                line: None,
+                col: None,
+            },
+            message: e.message().to_string(),
+        };
+    };
+    let (line, col) = line_col(src, span.start);
+    let message = match key_at(src, span.start) {
+        // Unknown/missing field messages already quote the key.
+        Some(key) if !e.message().contains(&format!("`{key}`")) => {
+            format!("{key}: {}", e.message())
+        }
+        _ => e.message().to_string(),
+    };
+    Error::Config {
+        location: Location {
+            path: path.to_path_buf(),
+            line: Some(line),
+            col: Some(col),
+        },
+        message,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AuthName {
+    Bsd,
+    Ucarp,
+}
+
+/// Declares a table type holding its own fields plus every setting that
+/// cascades (serde's `flatten` cannot be combined with
+/// `deny_unknown_fields`, so the shared fields are repeated by the macro).
+macro_rules! cascading_table {
+    ($(#[$m:meta])* struct $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            $($(#[$fm])* $f: $t,)*
+            advbase: Option<Spanned<i64>>,
+            advskew: Option<Spanned<i64>>,
+            dead_ratio: Option<Spanned<i64>>,
+            preempt: Option<bool>,
+            password: Option<Spanned<String>>,
+            password_file: Option<Spanned<String>>,
+            auth: Option<Spanned<AuthName>>,
+            hook_timeout: Option<Spanned<String>>,
+            up: Option<Spanned<String>>,
+            down: Option<Spanned<String>>,
+            xparam: Option<String>,
+            down_at_start: Option<bool>,
+            down_on_exit: Option<bool>,
+            group: Option<Spanned<String>>,
+            broadcast: Option<bool>,
+            manage_addresses: Option<bool>,
+        }
+
+        impl $name {
+            fn common(&self) -> Common<'_> {
+                Common {
+                    advbase: self.advbase.as_ref(),
+                    advskew: self.advskew.as_ref(),
+                    dead_ratio: self.dead_ratio.as_ref(),
+                    preempt: self.preempt,
+                    password: self.password.as_ref(),
+                    password_file: self.password_file.as_ref(),
+                    auth: self.auth.as_ref(),
+                    hook_timeout: self.hook_timeout.as_ref(),
+                    up: self.up.as_ref(),
+                    down: self.down.as_ref(),
+                    xparam: self.xparam.as_deref(),
+                    down_at_start: self.down_at_start,
+                    down_on_exit: self.down_on_exit,
+                    group: self.group.as_ref(),
+                    broadcast: self.broadcast,
+                    manage_addresses: self.manage_addresses,
+                }
+            }
+        }
+    };
+}
+
+cascading_table! {
+    struct RawFile {
+        ignore_link_state: Option<bool>,
+        #[serde(default)]
+        interface: Vec<Spanned<RawInterface>>,
+    }
+}
+
+cascading_table! {
+    struct RawInterface {
+        name: Spanned<String>,
+        source: Option<Spanned<String>>,
+        ignore_link_state: Option<bool>,
+        #[serde(default)]
+        vhid: Vec<Spanned<RawVhid>>,
+    }
+}
+
+cascading_table! {
+    struct RawVhid {
+        id: Spanned<i64>,
+        addresses: Option<Spanned<Vec<Spanned<String>>>>,
+        label: Option<Spanned<String>>,
+        source: Option<Spanned<String>>,
+    }
+}
+
+/// The cascading settings of one table, borrowed from it.
+struct Common<'a> {
+    advbase: Option<&'a Spanned<i64>>,
+    advskew: Option<&'a Spanned<i64>>,
+    dead_ratio: Option<&'a Spanned<i64>>,
+    preempt: Option<bool>,
+    password: Option<&'a Spanned<String>>,
+    password_file: Option<&'a Spanned<String>>,
+    auth: Option<&'a Spanned<AuthName>>,
+    hook_timeout: Option<&'a Spanned<String>>,
+    up: Option<&'a Spanned<String>>,
+    down: Option<&'a Spanned<String>>,
+    xparam: Option<&'a str>,
+    down_at_start: Option<bool>,
+    down_on_exit: Option<bool>,
+    group: Option<&'a Spanned<String>>,
+    broadcast: Option<bool>,
+    manage_addresses: Option<bool>,
+}
+
+/// A setting's value and the span it was written at.
+#[derive(Debug, Clone)]
+struct At<T> {
+    value: T,
+    span: Range<usize>,
+}
+
+/// The checked cascading settings of one table; `None` means "inherit".
+#[derive(Debug, Clone, Default)]
+struct Level {
+    advbase: Option<At<u8>>,
+    advskew: Option<At<u8>>,
+    dead_ratio: Option<u8>,
+    preempt: Option<bool>,
+    /// Password bytes and a description of their origin for errors.
+    key: Option<At<(Vec<u8>, String)>>,
+    auth: Option<At<AuthName>>,
+    hook_timeout: Option<Duration>,
+    up: Option<PathBuf>,
+    down: Option<PathBuf>,
+    xparam: Option<String>,
+    down_at_start: Option<bool>,
+    down_on_exit: Option<bool>,
+    group: Option<Ipv4Addr>,
+    broadcast: Option<bool>,
+    manage_addresses: Option<bool>,
+    source: Option<IpAddr>,
+    ignore_link_state: Option<bool>,
+}
+
+impl Level {
+    /// `self` with every setting `more` specifies replaced by it.
+    fn overlay(&self, more: &Level) -> Level {
+        fn pick<T: Clone>(a: &Option<T>, b: &Option<T>) -> Option<T> {
+            b.clone().or_else(|| a.clone())
+        }
+        Level {
+            advbase: pick(&self.advbase, &more.advbase),
+            advskew: pick(&self.advskew, &more.advskew),
+            dead_ratio: pick(&self.dead_ratio, &more.dead_ratio),
+            preempt: pick(&self.preempt, &more.preempt),
+            key: pick(&self.key, &more.key),
+            auth: pick(&self.auth, &more.auth),
+            hook_timeout: pick(&self.hook_timeout, &more.hook_timeout),
+            up: pick(&self.up, &more.up),
+            down: pick(&self.down, &more.down),
+            xparam: pick(&self.xparam, &more.xparam),
+            down_at_start: pick(&self.down_at_start, &more.down_at_start),
+            down_on_exit: pick(&self.down_on_exit, &more.down_on_exit),
+            group: pick(&self.group, &more.group),
+            broadcast: pick(&self.broadcast, &more.broadcast),
+            manage_addresses: pick(&self.manage_addresses, &more.manage_addresses),
+            source: pick(&self.source, &more.source),
+            ignore_link_state: pick(&self.ignore_link_state, &more.ignore_link_state),
+        }
+    }
+}
+
+struct Validator<'a> {
+    src: &'a str,
+    path: &'a Path,
+    /// Directory of the file: relative paths in it are relative to this.
+    base: &'a Path,
+    /// Every virtual address so far, with the line and owner that claimed it.
+    seen_addrs: HashMap<IpAddr, (usize, String)>,
+}
+
+impl Validator<'_> {
+    fn line(&self, span: &Range<usize>) -> usize {
+        line_col(self.src, span.start).0
+    }
+
+    /// `file:line: [ctx: ]key: message`.
+    fn err(&self, span: &Range<usize>, ctx: &str, key: &str, msg: impl std::fmt::Display) -> Error {
+        let mut message = String::new();
+        if !ctx.is_empty() {
+            message.push_str(ctx);
+            message.push_str(": ");
+        }
+        if !key.is_empty() {
+            message.push_str(key);
+            message.push_str(": ");
+        }
+        message.push_str(&msg.to_string());
+        Error::Config {
+            location: Location {
+                path: self.path.to_path_buf(),
+                line: Some(self.line(span)),
+                col: None,
+            },
+            message,
+        }
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        self.base.join(p)
+    }
+
+    fn file(mut self, raw: RawFile) -> Result<EngineSpec, Error> {
+        let mut top = self.level(raw.common(), "")?;
+        top.ignore_link_state = raw.ignore_link_state;
+
+        let mut interfaces = Vec::with_capacity(raw.interface.len());
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for iface in &raw.interface {
+            let span = iface.span();
+            let iface = iface.get_ref();
+            let name = iface.name.get_ref();
+            check_ifname(name)
+                .map_err(|m| self.err(&iface.name.span(), "", "interface name", m))?;
+            if let Some(first) = names.insert(name.clone(), self.line(&span)) {
+                return Err(self.err(
+                    &iface.name.span(),
+                    "",
+                    "interface name",
+                    format!("\"{name}\" is already configured at line {first}"),
+                ));
+            }
+            interfaces.push(self.interface(&top, iface)?);
+        }
+        Ok(EngineSpec { interfaces })
+    }
+
+    fn interface(&mut self, top: &Level, raw: &RawInterface) -> Result<InterfaceSpec, Error> {
+        let name = raw.name.get_ref().clone();
+        let ctx = format!("interface \"{name}\"");
+        let mut level = self.level(raw.common(), &ctx)?;
+        level.source = raw
+            .source
+            .as_ref()
+            .map(|s| self.source(s, &ctx))
+            .transpose()?;
+        level.ignore_link_state = raw.ignore_link_state;
+        let level = top.overlay(&level);
+
+        let mut ids: BTreeMap<u8, usize> = BTreeMap::new();
+        let mut vhids = Vec::with_capacity(raw.vhid.len());
+        for v in &raw.vhid {
+            let table_span = v.span();
+            let v = v.get_ref();
+            let id = match u8::try_from(*v.id.get_ref()) {
+                Ok(id @ 1..=255) => id,
+                _ => {
+                    return Err(self.err(
+                        &v.id.span(),
+                        &ctx,
+                        "vhid id",
+                        format!("{} is not in 1..=255", v.id.get_ref()),
+                    ));
+                }
+            };
+            if let Some(first) = ids.insert(id, self.line(&v.id.span())) {
+                return Err(self.err(
+                    &v.id.span(),
+                    &ctx,
+                    "vhid id",
+                    format!("vhid {id} is already configured at line {first}"),
+                ));
+            }
+            vhids.push(self.vhid(&level, &name, id, v, &table_span)?);
+        }
+        Ok(InterfaceSpec {
+            name,
+            ignore_link_state: level.ignore_link_state.unwrap_or(false),
+            vhids,
+        })
+    }
+
+    fn vhid(
+        &mut self,
+        inherited: &Level,
+        ifname: &str,
+        id: u8,
+        raw: &RawVhid,
+        table: &Range<usize>,
+    ) -> Result<VhidSpec, Error> {
+        let ctx = format!("interface \"{ifname}\" vhid {id}");
+        let mut level = self.level(raw.common(), &ctx)?;
+        level.source = raw
+            .source
+            .as_ref()
+            .map(|s| self.source(s, &ctx))
+            .transpose()?;
+        let l = inherited.overlay(&level);
+
+        let addresses = self.addresses(raw.addresses.as_ref(), table, &ctx)?;
+
+        let auth = l.auth.as_ref().map_or(AuthName::Bsd, |a| a.value);
+        let advbase = l.advbase.as_ref().map_or(DEFAULT_ADVBASE, |a| a.value);
+        let advskew = l.advskew.as_ref().map_or(DEFAULT_ADVSKEW, |a| a.value);
+        // The span to blame for a timing combination: the most specific of
+        // the two keys that was written down, else the VHID table.
+        let timing_span = l
+            .advskew
+            .as_ref()
+            .or(l.advbase.as_ref())
+            .map_or(table.clone(), |a| a.span.clone());
+        if advbase == 255 && advskew == 255 {
+            return Err(self.err(
+                &timing_span,
+                &ctx,
+                "advbase, advskew",
+                "255/255 is the bow-out advertisement and cannot be a VHID's timing",
+            ));
+        }
+
+        let Some(key) = l.key.clone() else {
+            return Err(self.err(
+                table,
+                &ctx,
+                "password",
+                "no password: set password or password_file (here, in the interface or at the top)",
+            ));
+        };
+
+        let label = match &raw.label {
+            Some(label) => {
+                check_label(label.get_ref(), ifname)
+                    .map_err(|m| self.err(&label.span(), &ctx, "label", m))?;
+                if !addresses.iter().any(|a| a.addr.is_ipv4()) {
+                    return Err(self.err(
+                        &label.span(),
+                        &ctx,
+                        "label",
+                        "labels apply to IPv4 addresses and this VHID has none",
+                    ));
+                }
+                Some(label.get_ref().clone())
+            }
+            None => None,
+        };
+
+        if auth == AuthName::Ucarp {
+            let auth_span = l.auth.as_ref().map_or(table.clone(), |a| a.span.clone());
+            let v4 = addresses.iter().filter(|a| a.addr.is_ipv4()).count();
+            let v6 = addresses.len() - v4;
+            if v4 != 1 || v6 != 0 {
+                let span = raw.addresses.as_ref().map_or(auth_span, |a| a.span());
+                return Err(self.err(
+                    &span,
+                    &ctx,
+                    "addresses",
+                    format!("auth = \"ucarp\" needs exactly one IPv4 address, got {v4} IPv4 and {v6} IPv6"),
+                ));
+            }
+            let (bytes, origin) = &key.value;
+            if bytes.is_empty() {
+                return Err(self.err(
+                    &key.span,
+                    &ctx,
+                    "password",
+                    format!("{origin} is empty; UCARP peers need one"),
+                ));
+            }
+            if bytes.len() > UCARP_MAX_KEY {
+                return Err(self.err(
+                    &key.span,
+                    &ctx,
+                    "password",
+                    format!(
+                        "{origin} is {} bytes; auth = \"ucarp\" allows at most {UCARP_MAX_KEY}",
+                        bytes.len()
+                    ),
+                ));
+            }
+            if advbase == 0 && advskew == 0 {
+                return Err(self.err(
+                    &timing_span,
+                    &ctx,
+                    "advbase, advskew",
+                    "UCARP peers need advbase > 0 or advskew > 0",
+                ));
+            }
+        }
+
+        Ok(VhidSpec {
+            vhid: id,
+            addresses,
+            label,
+            key: key.value.0,
+            auth: match auth {
+                AuthName::Bsd => HmacMode::Bsd,
+                AuthName::Ucarp => HmacMode::Ucarp,
+            },
+            // UCARP and FreeBSD ignore the demote byte; tell them through
+            // the advertised skew instead.
+            demote_style: match auth {
+                AuthName::Bsd => DemoteStyle::Byte,
+                AuthName::Ucarp => DemoteStyle::Skew,
+            },
+            advbase,
+            advskew,
+            dead_ratio: l.dead_ratio.unwrap_or(DEFAULT_DEAD_RATIO),
+            preempt: l.preempt.unwrap_or(false),
+            source: l.source,
+            group_v4: l.group.unwrap_or(DEFAULT_GROUP),
+            broadcast: l.broadcast.unwrap_or(false),
+            manage_addresses: l.manage_addresses.unwrap_or(true),
+            hooks: HookSpec {
+                up: l.up,
+                down: l.down,
+                xparam: l.xparam,
+                timeout: l.hook_timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT),
+                down_at_start: l.down_at_start.unwrap_or(true),
+                // carpd removes the addresses on exit, so by default the
+                // down hook hears about it.
+                down_on_exit: l.down_on_exit.unwrap_or(true),
+            },
+        })
+    }
+
+    fn addresses(
+        &mut self,
+        raw: Option<&Spanned<Vec<Spanned<String>>>>,
+        table: &Range<usize>,
+        ctx: &str,
+    ) -> Result<Vec<VirtualAddr>, Error> {
+        let Some(raw) = raw else {
+            return Err(self.err(
+                table,
+                ctx,
+                "addresses",
+                "missing: a VHID needs at least one address",
+            ));
+        };
+        if raw.get_ref().is_empty() {
+            return Err(self.err(
+                &raw.span(),
+                ctx,
+                "addresses",
+                "empty: a VHID needs at least one address",
+            ));
+        }
+        let mut out = Vec::with_capacity(raw.get_ref().len());
+        for a in raw.get_ref() {
+            let text = a.get_ref();
+            let va = parse_vaddr(text)
+                .map_err(|m| self.err(&a.span(), ctx, "addresses", format!("{text}: {m}")))?;
+            let line = self.line(&a.span());
+            if let Some((first, owner)) = self.seen_addrs.get(&va.addr) {
+                return Err(self.err(
+                    &a.span(),
+                    ctx,
+                    "addresses",
+                    format!("{} is already used by {owner} at line {first}", va.addr),
+                ));
+            }
+            self.seen_addrs.insert(va.addr, (line, ctx.to_string()));
+            out.push(va);
+        }
+        Ok(out)
+    }
+
+    fn source(&self, s: &Spanned<String>, ctx: &str) -> Result<IpAddr, Error> {
+        match s.get_ref().parse::<Ipv4Addr>() {
+            Ok(a) if a.is_unspecified() || a.is_multicast() || a.is_broadcast() => Err(self.err(
+                &s.span(),
+                ctx,
+                "source",
+                format!("{a} cannot be a source address"),
+            )),
+            Ok(a) => Ok(IpAddr::V4(a)),
+            Err(_) => Err(self.err(
+                &s.span(),
+                ctx,
+                "source",
+                format!("{:?} is not an IPv4 address", s.get_ref()),
+            )),
+        }
+    }
+
+    /// Check the cascading settings written in one table.
+    fn level(&self, c: Common<'_>, ctx: &str) -> Result<Level, Error> {
+        let int = |v: Option<&Spanned<i64>>, key: &str, lo: u8| -> Result<Option<At<u8>>, Error> {
+            v.map(|v| match u8::try_from(*v.get_ref()) {
+                Ok(n) if n >= lo => Ok(At {
+                    value: n,
+                    span: v.span(),
+                }),
+                _ => Err(self.err(
+                    &v.span(),
+                    ctx,
+                    key,
+                    format!("{} is not in {lo}..=255", v.get_ref()),
+                )),
+            })
+            .transpose()
+        };
+
+        let key = match (c.password, c.password_file) {
+            (Some(p), Some(_)) => {
+                return Err(self.err(
+                    &p.span(),
+                    ctx,
+                    "password",
+                    "set password or password_file, not both",
+                ));
+            }
+            (Some(p), None) => Some(At {
+                value: (p.get_ref().as_bytes().to_vec(), "the password".to_string()),
+                span: p.span(),
+            }),
+            (None, Some(f)) => {
+                let path = self.resolve(f.get_ref());
+                let bytes = read_password_file(&path).map_err(|e| {
+                    self.err(
+                        &f.span(),
+                        ctx,
+                        "password_file",
+                        format!("{}: {}", path.display(), e),
+                    )
+                })?;
+                Some(At {
+                    value: (bytes, format!("the password in {}", path.display())),
+                    span: f.span(),
+                })
+            }
+            (None, None) => None,
+        };
+
+        let hook_timeout = c
+            .hook_timeout
+            .map(|t| match humantime::parse_duration(t.get_ref()) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                Ok(_) => Err(self.err(&t.span(), ctx, "hook_timeout", "must be greater than zero")),
+                Err(e) => Err(self.err(
+                    &t.span(),
+                    ctx,
+                    "hook_timeout",
+                    format!("{:?}: {e} (write e.g. \"10s\")", t.get_ref()),
+                )),
+            })
+            .transpose()?;
+
+        let group = c
+            .group
+            .map(|g| match g.get_ref().parse::<Ipv4Addr>() {
+                Ok(a) if a.is_multicast() => Ok(a),
+                Ok(a) => Err(self.err(
+                    &g.span(),
+                    ctx,
+                    "group",
+                    format!("{a} is not an IPv4 multicast address"),
+                )),
+                Err(_) => Err(self.err(
+                    &g.span(),
+                    ctx,
+                    "group",
+                    format!("{:?} is not an IPv4 address", g.get_ref()),
+                )),
+            })
+            .transpose()?;
+
+        let script = |s: Option<&Spanned<String>>, key: &str| -> Result<Option<PathBuf>, Error> {
+            s.map(|s| {
+                if s.get_ref().is_empty() {
+                    Err(self.err(&s.span(), ctx, key, "empty command path"))
+                } else {
+                    Ok(self.resolve(s.get_ref()))
+                }
+            })
+            .transpose()
+        };
+
+        Ok(Level {
+            advbase: int(c.advbase, "advbase", 0)?,
+            advskew: int(c.advskew, "advskew", 0)?,
+            dead_ratio: int(c.dead_ratio, "dead_ratio", 1)?.map(|a| a.value),
+            preempt: c.preempt,
+            key,
+            auth: c.auth.map(|a| At {
+                value: *a.get_ref(),
+                span: a.span(),
+            }),
+            hook_timeout,
+            up: script(c.up, "up")?,
+            down: script(c.down, "down")?,
+            xparam: c.xparam.map(str::to_string),
+            down_at_start: c.down_at_start,
+            down_on_exit: c.down_on_exit,
+            group,
+            broadcast: c.broadcast,
+            manage_addresses: c.manage_addresses,
+            source: None,
+            ignore_link_state: None,
+        })
+    }
+}
+
+/// The first line of a password file, without its line ending (as UCARP's
+/// `--passfile` reads it).
+pub fn read_password_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let bytes = std::fs::read(path)?;
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    Ok(line.to_vec())
+}
+
+/// `addr[/prefix]`; the prefix defaults to a host route (/32, /128).
+pub fn parse_vaddr(s: &str) -> Result<VirtualAddr, String> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let addr: IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| "not an IP address".to_string())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix_len = match prefix {
+        None => max,
+        Some(p) => {
+            let n: u32 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("prefix length {p:?} is not a number"))?;
+            if n > u32::from(max) {
+                return Err(format!("prefix length {n} > {max}"));
+            }
+            n as u8
+        }
+    };
+    if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
+        return Err("not usable as a virtual address (unspecified, multicast or loopback)".into());
+    }
+    if let IpAddr::V4(v4) = addr {
+        if v4.is_broadcast() {
+            return Err("not usable as a virtual address (broadcast)".into());
+        }
+    }
+    Ok(VirtualAddr { addr, prefix_len })
+}
+
+fn check_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty".into());
+    }
+    if name.len() > IFNAMSIZ_MAX {
+        return Err(format!("{name:?} is longer than {IFNAMSIZ_MAX} bytes"));
+    }
+    // What the kernel's dev_valid_name refuses.
+    if name == "."
+        || name == ".."
+        || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err(format!("{name:?} is not a valid interface name"));
+    }
+    Ok(())
+}
+
+/// iproute2's rule: the label is the interface name or starts with
+/// `<interface>:`.
+fn check_label(label: &str, ifname: &str) -> Result<(), String> {
+    if label.len() > IFNAMSIZ_MAX {
+        return Err(format!("{label:?} is longer than {IFNAMSIZ_MAX} bytes"));
+    }
+    if label != ifname
+        && !label
+            .strip_prefix(ifname)
+            .is_some_and(|rest| rest.starts_with(':'))
+    {
+        return Err(format!(
+            "{label:?} must be \"{ifname}\" or start with \"{ifname}:\""
+        ));
+    }
+    Ok(())
+}
