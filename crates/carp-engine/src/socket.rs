@@ -257,7 +257,6 @@ impl V6Socket {
         )
         .map_err(io_err(ctx))?;
         s.set_nonblocking(true).map_err(io_err(ctx))?;
-        s.set_only_v6(true).map_err(io_err(ctx))?;
         s.set_multicast_hops_v6(u32::from(TTL))
             .map_err(io_err(ctx))?;
         s.set_unicast_hops_v6(u32::from(TTL)).map_err(io_err(ctx))?;

@@ -1,0 +1,555 @@
+//! The engine against real kernels: two engines in two network namespaces
+//! joined by a veth pair elect a master, move the address on shutdown, put
+//! correct advertisements on the wire, reload without disturbing unchanged
+//! VHIDs and refuse impossible specs before touching anything.
+//!
+//! Needs root: every test creates its own namespaces (removed on drop, also
+//! when the test fails) and runs each engine on a thread that entered one.
+
+// Setup helpers outside #[test] functions fail the test by panicking too.
+#![allow(clippy::unwrap_used)]
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use carp_engine::{
+    EngineSpec, Error, HookSpec, InterfaceSpec, VhidKey, VhidSpec, VhidStatus, VirtualAddr,
+};
+use carp_proto::packet::GROUP_V4;
+use carp_proto::{Advert, Authenticator, HmacMode, State};
+
+/// Generous bound for elections and kernel work on a loaded 2-core machine.
+const PATIENCE: Duration = Duration::from_secs(20);
+const KEY: &[u8] = b"secret";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn unique(tag: &str) -> String {
+    format!(
+        "carpen-{}-{}-{tag}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: needs root (network namespaces)");
+    }
+    root
+}
+
+/// A network namespace, deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = unique(tag);
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"]);
+        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    fn exec(&self, args: &[&str]) -> String {
+        let mut all = vec!["netns", "exec", &self.name];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    fn has_addr(&self, dev: &str, addr: &str) -> bool {
+        self.ip(&["-o", "addr", "show", "dev", dev])
+            .split_whitespace()
+            .any(|w| w.split('/').next() == Some(addr))
+    }
+
+    /// Spawn `f` on a thread inside this namespace with its own runtime.
+    fn spawn<T, Fut>(&self, f: impl FnOnce() -> Fut + Send + 'static) -> std::thread::JoinHandle<T>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = T>,
+    {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap();
+            // SAFETY: plain syscall on an open descriptor; it only changes
+            // this thread's network namespace.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(f())
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Two namespaces joined by a veth pair: `va` 10.77.0.1/24 in `a`, `vb`
+/// 10.77.0.2/24 in `b`. The `a` side is dropped first so the veth goes away
+/// with it.
+struct Pair {
+    a: Netns,
+    b: Netns,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let a = Netns::new("a");
+        let b = Netns::new("b");
+        a.ip(&[
+            "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &b.name,
+        ]);
+        a.ip(&["addr", "add", "10.77.0.1/24", "dev", "va"]);
+        b.ip(&["addr", "add", "10.77.0.2/24", "dev", "vb"]);
+        a.ip(&["link", "set", "va", "up"]);
+        b.ip(&["link", "set", "vb", "up"]);
+        Pair { a, b }
+    }
+}
+
+enum Request {
+    Status(std::sync::mpsc::Sender<Vec<VhidStatus>>),
+    Reload(
+        EngineSpec,
+        std::sync::mpsc::Sender<Result<carp_engine::ReloadReport, String>>,
+    ),
+    Shutdown,
+}
+
+/// An engine running on its own thread inside a namespace.
+struct Node {
+    tx: Option<tokio::sync::mpsc::UnboundedSender<Request>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Node {
+    fn start(ns: &Netns, spec: EngineSpec) -> Result<Node, String> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let thread = ns.spawn(move || async move {
+            let engine = match carp_engine::Engine::start(spec).await {
+                Ok(e) => e,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = started_tx.send(Ok(()));
+            while let Some(req) = rx.recv().await {
+                match req {
+                    Request::Status(reply) => {
+                        let _ = reply.send(engine.status().await);
+                    }
+                    Request::Reload(spec, reply) => {
+                        let _ = reply.send(engine.reload(spec).await.map_err(|e| e.to_string()));
+                    }
+                    Request::Shutdown => break,
+                }
+            }
+            engine.shutdown().await;
+        });
+        match started_rx.recv().unwrap() {
+            Ok(()) => Ok(Node {
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
+            Err(e) => {
+                thread.join().unwrap();
+                Err(match e {
+                    Error::NoSuchInterface(_) => format!("NoSuchInterface: {e}"),
+                    Error::NoSourceAddress(_) => format!("NoSourceAddress: {e}"),
+                    other => format!("other: {other}"),
+                })
+            }
+        }
+    }
+
+    fn status(&self) -> Vec<VhidStatus> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.tx.as_ref().unwrap().send(Request::Status(tx)).unwrap();
+        rx.recv().unwrap()
+    }
+
+    fn state(&self, vhid: u8) -> Option<State> {
+        self.status()
+            .into_iter()
+            .find(|s| s.key.vhid == vhid)
+            .map(|s| s.state)
+    }
+
+    fn reload(&self, spec: EngineSpec) -> carp_engine::ReloadReport {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.tx
+            .as_ref()
+            .unwrap()
+            .send(Request::Reload(spec, tx))
+            .unwrap();
+        rx.recv().unwrap().unwrap()
+    }
+
+    /// Graceful shutdown; returns when the engine has stopped.
+    fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Request::Shutdown);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn v4(s: &str) -> VirtualAddr {
+    VirtualAddr {
+        addr: s.parse().unwrap(),
+        prefix_len: 24,
+    }
+}
+
+fn vhid_spec(vhid: u8, advskew: u8, addresses: Vec<VirtualAddr>) -> VhidSpec {
+    VhidSpec {
+        vhid,
+        addresses,
+        label: None,
+        key: KEY.to_vec(),
+        auth: HmacMode::Bsd,
+        demote_style: Default::default(),
+        advbase: 1,
+        advskew,
+        dead_ratio: 3,
+        preempt: false,
+        source: None,
+        group_v4: GROUP_V4,
+        broadcast: false,
+        manage_addresses: true,
+        hooks: HookSpec::default(),
+    }
+}
+
+fn spec(interface: &str, vhids: Vec<VhidSpec>) -> EngineSpec {
+    EngineSpec {
+        interfaces: vec![InterfaceSpec {
+            name: interface.into(),
+            ignore_link_state: false,
+            vhids,
+        }],
+    }
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn one_master_and_bow_out_hands_over() {
+    if !is_root() {
+        return;
+    }
+    let pair = Pair::new();
+    let vip = "10.77.0.100";
+    let a = Node::start(&pair.a, spec("va", vec![vhid_spec(1, 0, vec![v4(vip)])])).unwrap();
+    // B's master-down time (10 s) is far longer than the hand-over we accept,
+    // so only the bow-out can explain a quick takeover.
+    let mut slow = vhid_spec(1, 100, vec![v4(vip)]);
+    slow.dead_ratio = 10;
+    let b = Node::start(&pair.b, spec("vb", vec![slow])).unwrap();
+
+    wait_for("A to become MASTER", || a.state(1) == Some(State::Master));
+    wait_for("B to hear A", || b.status()[0].adverts_received >= 2);
+    assert_eq!(b.state(1), Some(State::Backup));
+    assert!(pair.a.has_addr("va", vip));
+    assert!(!pair.b.has_addr("vb", vip));
+    let sa = &a.status()[0];
+    assert!(sa.adverts_sent >= 2);
+    assert_eq!(
+        sa.last_transition.as_deref(),
+        Some("BACKUP -> MASTER (master_down)")
+    );
+    let sb = &b.status()[0];
+    assert!(sb.drops.is_empty(), "unexpected drops: {:?}", sb.drops);
+    assert_eq!(sb.master, Some(IpAddr::V4(Ipv4Addr::new(10, 77, 0, 1))));
+
+    let t0 = Instant::now();
+    a.shutdown();
+    assert!(
+        !pair.a.has_addr("va", vip),
+        "shutdown left the address behind"
+    );
+    wait_for("B to take over", || b.state(1) == Some(State::Master));
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(6), "hand-over took {took:?}");
+    wait_for("B to hold the address", || pair.b.has_addr("vb", vip));
+    assert_eq!(
+        b.status()[0].last_transition.as_deref(),
+        Some("BACKUP -> MASTER (peer_bowed_out)")
+    );
+    b.shutdown();
+    assert!(!pair.b.has_addr("vb", vip));
+}
+
+/// A frame captured on `vb`, from the Ethernet header on.
+fn capture_carp(ns: &Netns, timeout: Duration) -> Vec<u8> {
+    ns.spawn(move || async move {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let proto = i32::from((libc::ETH_P_ALL as u16).to_be());
+        let s = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(proto))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let start = Instant::now();
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+        while start.elapsed() < timeout {
+            let Ok(n) = s.recv(&mut buf) else { continue };
+            // SAFETY: recv initialised the first n bytes.
+            let frame: Vec<u8> = buf[..n]
+                .iter()
+                .map(|b| unsafe { b.assume_init() })
+                .collect();
+            let is_carp_v4 = n >= 34 && frame[12..14] == [0x08, 0x00] && frame[23] == 112;
+            let is_carp_v6 = n >= 54 && frame[12..14] == [0x86, 0xdd] && frame[20] == 112;
+            if is_carp_v4 || is_carp_v6 {
+                return frame;
+            }
+        }
+        panic!("no CARP advertisement captured");
+    })
+    .join()
+    .unwrap()
+}
+
+fn check_v4_frame(frame: &[u8], dst_mac: [u8; 6], vhid: u8, addrs: &[IpAddr]) {
+    assert_eq!(frame[..6], dst_mac, "Ethernet destination");
+    let ip = &frame[14..];
+    assert_eq!(ip[0], 0x45);
+    assert_eq!(ip[1], 0x10, "TOS");
+    assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 56, "total length");
+    assert_eq!(ip[6] & 0x40, 0x40, "DF");
+    assert_eq!(ip[8], 255, "TTL");
+    assert_eq!(ip[9], 112);
+    assert_eq!(
+        carp_proto::packet::checksum(&ip[..20]),
+        0,
+        "IP header checksum"
+    );
+    assert_eq!(ip[12..16], [10, 77, 0, 1], "source");
+    assert_eq!(ip[16..20], [224, 0, 0, 18], "destination");
+    let advert = Advert::parse(&ip[20..56]).unwrap();
+    assert_eq!(advert.vhid, vhid);
+    assert_eq!((advert.advbase, advert.advskew), (1, 0));
+    let auth = Authenticator::new(HmacMode::Bsd, KEY, vhid, addrs).unwrap();
+    assert!(auth.verify(advert.counter, &advert.hmac), "HMAC");
+}
+
+#[test]
+fn advertisement_on_the_wire() {
+    if !is_root() {
+        return;
+    }
+    let pair = Pair::new();
+    let addrs = vec![v4("10.77.0.101"), v4("10.77.0.100")];
+    let ips: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
+    let a = Node::start(&pair.a, spec("va", vec![vhid_spec(9, 0, addrs)])).unwrap();
+    let frame = capture_carp(&pair.b, PATIENCE);
+    check_v4_frame(&frame, [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12], 9, &ips);
+    a.shutdown();
+}
+
+#[test]
+fn broadcast_advertisement_on_the_wire() {
+    if !is_root() {
+        return;
+    }
+    let pair = Pair::new();
+    let addrs = vec![v4("10.77.0.100")];
+    let ips: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
+    let mut v = vhid_spec(4, 0, addrs);
+    v.broadcast = true;
+    let a = Node::start(&pair.a, spec("va", vec![v])).unwrap();
+    let frame = capture_carp(&pair.b, PATIENCE);
+    check_v4_frame(&frame, [0xff; 6], 4, &ips);
+    // a receiver that joined the group accepts it
+    let mut v = vhid_spec(4, 50, vec![v4("10.77.0.100")]);
+    v.broadcast = true;
+    let b = Node::start(&pair.b, spec("vb", vec![v])).unwrap();
+    wait_for("B to hear A", || b.status()[0].adverts_received >= 1);
+    assert_eq!(b.state(4), Some(State::Backup));
+    b.shutdown();
+    a.shutdown();
+}
+
+#[test]
+fn dual_stack_vhid_advertises_on_both_families() {
+    if !is_root() {
+        return;
+    }
+    let pair = Pair::new();
+    let addrs = vec![
+        v4("10.77.0.100"),
+        VirtualAddr {
+            addr: "fd00:77::100".parse().unwrap(),
+            prefix_len: 64,
+        },
+    ];
+    wait_for("link-local addresses", || {
+        pair.a
+            .ip(&["-o", "-6", "addr", "show", "dev", "va"])
+            .contains("fe80")
+            && pair
+                .b
+                .ip(&["-o", "-6", "addr", "show", "dev", "vb"])
+                .contains("fe80")
+    });
+    let a = Node::start(&pair.a, spec("va", vec![vhid_spec(3, 0, addrs.clone())])).unwrap();
+    let b = Node::start(&pair.b, spec("vb", vec![vhid_spec(3, 100, addrs)])).unwrap();
+    wait_for("A to become MASTER", || a.state(3) == Some(State::Master));
+    // both families arrive and pass the HMAC check
+    wait_for("B to hear A on both families", || {
+        b.status()[0].adverts_received >= 4
+    });
+    let sb = &b.status()[0];
+    assert_eq!(sb.state, State::Backup);
+    assert!(sb.drops.is_empty(), "unexpected drops: {:?}", sb.drops);
+    wait_for("A to hold both addresses", || {
+        pair.a.has_addr("va", "fd00:77::100") && pair.a.has_addr("va", "10.77.0.100")
+    });
+    a.shutdown();
+    wait_for("B to take over", || b.state(3) == Some(State::Master));
+    wait_for("B to hold the IPv6 address", || {
+        pair.b.has_addr("vb", "fd00:77::100")
+    });
+    b.shutdown();
+}
+
+#[test]
+fn reload_keeps_unchanged_vhids() {
+    if !is_root() {
+        return;
+    }
+    let pair = Pair::new();
+    let first = spec(
+        "va",
+        vec![
+            vhid_spec(1, 0, vec![v4("10.77.0.101")]),
+            vhid_spec(2, 0, vec![v4("10.77.0.102")]),
+        ],
+    );
+    let a = Node::start(&pair.a, first).unwrap();
+    wait_for("both MASTER", || {
+        a.status().iter().all(|s| s.state == State::Master)
+    });
+    let before = a.status();
+    let second = spec(
+        "va",
+        vec![
+            vhid_spec(1, 0, vec![v4("10.77.0.101")]),
+            vhid_spec(3, 0, vec![v4("10.77.0.103")]),
+        ],
+    );
+    let report = a.reload(second);
+    let key = |vhid| VhidKey {
+        interface: "va".into(),
+        vhid,
+    };
+    assert_eq!(report.added, vec![key(3)]);
+    assert_eq!(report.removed, vec![key(2)]);
+    assert!(report.changed.is_empty());
+    assert_eq!(report.unchanged, 1);
+    assert!(
+        !pair.a.has_addr("va", "10.77.0.102"),
+        "removed VHID left its address"
+    );
+    let after = a.status();
+    assert_eq!(after.len(), 2);
+    let one = after.iter().find(|s| s.key.vhid == 1).unwrap();
+    assert_eq!(one.state, State::Master);
+    assert_eq!(
+        one.transitions,
+        before.iter().find(|s| s.key.vhid == 1).unwrap().transitions
+    );
+
+    // a changed VHID restarts
+    let mut changed = vhid_spec(1, 10, vec![v4("10.77.0.101")]);
+    changed.preempt = true;
+    let report = a.reload(spec(
+        "va",
+        vec![changed, vhid_spec(3, 0, vec![v4("10.77.0.103")])],
+    ));
+    assert_eq!(report.changed, vec![key(1)]);
+    assert_eq!(report.unchanged, 1);
+    wait_for("VHID 1 MASTER again", || a.state(1) == Some(State::Master));
+    a.shutdown();
+}
+
+#[test]
+fn start_fails_cleanly() {
+    if !is_root() {
+        return;
+    }
+    let pair = Pair::new();
+    let err = Node::start(
+        &pair.a,
+        spec("nosuch0", vec![vhid_spec(1, 0, vec![v4("10.77.0.100")])]),
+    )
+    .err()
+    .unwrap();
+    assert!(err.starts_with("NoSuchInterface"), "{err}");
+    // an interface without an IPv4 address
+    pair.a
+        .ip(&["link", "add", "vx", "type", "veth", "peer", "name", "vy"]);
+    pair.a.ip(&["link", "set", "vx", "up"]);
+    let err = Node::start(
+        &pair.a,
+        spec("vx", vec![vhid_spec(1, 0, vec![v4("10.77.0.100")])]),
+    )
+    .err()
+    .unwrap();
+    assert!(err.starts_with("NoSourceAddress"), "{err}");
+    assert!(!pair.a.has_addr("vx", "10.77.0.100"));
+}
