@@ -122,12 +122,13 @@ fn parse_error(src: &str, path: &Path, e: &toml::de::Error) -> Error {
         };
     };
     let (line, col) = line_col(src, span.start);
+    // Integers are read as i64 to range-check them with a clear message;
+    // name the kind of value, not the Rust type.
+    let text = e.message().replace("expected i64", "expected an integer");
     let message = match key_at(src, span.start) {
         // Unknown/missing field messages already quote the key.
-        Some(key) if !e.message().contains(&format!("`{key}`")) => {
-            format!("{key}: {}", e.message())
-        }
-        _ => e.message().to_string(),
+        Some(key) if !text.contains(&format!("`{key}`")) => format!("{key}: {text}"),
+        _ => text,
     };
     Error::Config {
         location: Location {
@@ -812,4 +813,535 @@ fn check_label(label: &str, ifname: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "/etc/test.toml";
+
+    fn load(src: &str) -> Result<Config, Error> {
+        Config::from_toml(src, Path::new(FILE))
+    }
+
+    fn err(src: &str) -> String {
+        match load(src) {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn one_vhid(src: &str) -> VhidSpec {
+        let c = load(src).unwrap();
+        assert_eq!(c.vhid_count(), 1);
+        c.spec.interfaces[0].vhids[0].clone()
+    }
+
+    /// A unique scratch directory, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let dir =
+                std::env::temp_dir().join(format!("carpd-config-{tag}-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const MINIMAL: &str = r#"
+password = "pw"
+[[interface]]
+name = "eth0"
+  [[interface.vhid]]
+  id = 7
+  addresses = ["192.0.2.1"]
+"#;
+
+    #[test]
+    fn every_shipped_config_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                assert!(c.vhid_count() > 0, "{} has no VHID", path.display());
+                n += 1;
+            }
+        }
+        assert!(n >= 2, "expected the example files in {}", dir.display());
+    }
+
+    #[test]
+    fn defaults() {
+        let v = one_vhid(MINIMAL);
+        assert_eq!(v.vhid, 7);
+        assert_eq!(
+            v.addresses,
+            vec![VirtualAddr {
+                addr: "192.0.2.1".parse().unwrap(),
+                prefix_len: 32
+            }]
+        );
+        assert_eq!(v.key, b"pw");
+        assert_eq!(v.auth, HmacMode::Bsd);
+        assert_eq!(v.demote_style, DemoteStyle::Byte);
+        assert_eq!((v.advbase, v.advskew, v.dead_ratio), (1, 0, 3));
+        assert!(!v.preempt && !v.broadcast && v.manage_addresses);
+        assert_eq!(v.source, None);
+        assert_eq!(v.label, None);
+        assert_eq!(v.group_v4, DEFAULT_GROUP);
+        assert_eq!(
+            v.hooks,
+            HookSpec {
+                up: None,
+                down: None,
+                xparam: None,
+                timeout: Duration::from_secs(10),
+                down_at_start: true,
+                down_on_exit: true,
+            }
+        );
+        let c = load(MINIMAL).unwrap();
+        assert!(!c.spec.interfaces[0].ignore_link_state);
+        assert_eq!(c.summary(), "1 interface, 1 VHID");
+        // The password never shows in debug output.
+        assert!(!format!("{c:?}").contains("\"pw\""));
+    }
+
+    #[test]
+    fn settings_cascade() {
+        let c = load(
+            r#"
+advbase = 2
+advskew = 5
+dead_ratio = 4
+preempt = true
+password = "top"
+hook_timeout = "1500ms"
+up = "/bin/up"
+xparam = "x"
+group = "239.1.2.3"
+ignore_link_state = true
+
+[[interface]]
+name = "eth0"
+advskew = 20
+source = "192.0.2.9"
+broadcast = true
+  [[interface.vhid]]
+  id = 1
+  addresses = ["192.0.2.1/24", "2001:db8::1"]
+  [[interface.vhid]]
+  id = 2
+  addresses = ["192.0.2.2/24"]
+  advskew = 30
+  preempt = false
+  password = "vhid"
+  source = "192.0.2.10"
+  down = "down.sh"
+  manage_addresses = false
+  down_at_start = false
+  down_on_exit = false
+
+[[interface]]
+name = "eth1"
+ignore_link_state = false
+  [[interface.vhid]]
+  id = 1
+  addresses = ["198.51.100.1/24"]
+  auth = "ucarp"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.summary(), "2 interfaces, 3 VHIDs");
+        let eth0 = &c.spec.interfaces[0];
+        assert!(eth0.ignore_link_state);
+        let (a, b) = (&eth0.vhids[0], &eth0.vhids[1]);
+
+        assert_eq!(
+            (a.advbase, a.advskew, a.dead_ratio, a.preempt),
+            (2, 20, 4, true)
+        );
+        assert_eq!(a.key, b"top");
+        assert_eq!(a.source, Some("192.0.2.9".parse().unwrap()));
+        assert_eq!(a.group_v4, Ipv4Addr::new(239, 1, 2, 3));
+        assert!(a.broadcast && a.manage_addresses);
+        assert_eq!(a.hooks.timeout, Duration::from_millis(1500));
+        assert_eq!(a.hooks.up, Some(PathBuf::from("/bin/up")));
+        assert_eq!(a.hooks.xparam.as_deref(), Some("x"));
+        assert_eq!(
+            a.addresses[1],
+            VirtualAddr {
+                addr: "2001:db8::1".parse().unwrap(),
+                prefix_len: 128
+            }
+        );
+
+        assert_eq!((b.advbase, b.advskew, b.preempt), (2, 30, false));
+        assert_eq!(b.key, b"vhid");
+        assert_eq!(b.source, Some("192.0.2.10".parse().unwrap()));
+        // Relative to the file's directory.
+        assert_eq!(b.hooks.down, Some(PathBuf::from("/etc/down.sh")));
+        assert!(!b.manage_addresses && !b.hooks.down_at_start && !b.hooks.down_on_exit);
+
+        let eth1 = &c.spec.interfaces[1];
+        assert!(!eth1.ignore_link_state);
+        let u = &eth1.vhids[0];
+        assert_eq!(
+            (u.auth, u.demote_style),
+            (HmacMode::Ucarp, DemoteStyle::Skew)
+        );
+        assert_eq!((u.advskew, u.source, u.broadcast), (5, None, false));
+    }
+
+    #[test]
+    fn password_files() {
+        let dir = TempDir::new("pw");
+        std::fs::write(dir.0.join("secret"), "s3cret\r\nsecond line\n").unwrap();
+        std::fs::write(dir.0.join("vhid"), "other").unwrap();
+        let src = r#"
+password_file = "secret"
+[[interface]]
+name = "eth0"
+  [[interface.vhid]]
+  id = 1
+  addresses = ["192.0.2.1"]
+  [[interface.vhid]]
+  id = 2
+  addresses = ["192.0.2.2"]
+  password_file = "vhid"
+  [[interface.vhid]]
+  id = 3
+  addresses = ["192.0.2.3"]
+  password = "inline"
+"#;
+        let c = Config::from_toml(src, &dir.0.join("carpd.toml")).unwrap();
+        let keys: Vec<&[u8]> = c.spec.interfaces[0]
+            .vhids
+            .iter()
+            .map(|v| v.key.as_slice())
+            .collect();
+        assert_eq!(keys, [&b"s3cret"[..], b"other", b"inline"]);
+
+        // A file that cannot be read: the error names the config line, the
+        // key and the password file.
+        let e = Config::from_toml(
+            "\n\npassword_file = \"missing\"\n",
+            &dir.0.join("carpd.toml"),
+        )
+        .unwrap_err();
+        let missing = dir.0.join("missing");
+        let want = format!(
+            "{}:3: password_file: {}: ",
+            dir.0.join("carpd.toml").display(),
+            missing.display()
+        );
+        assert!(e.to_string().starts_with(&want), "{e}");
+        // A directory is not a password file, even for root.
+        let e =
+            Config::from_toml("password_file = \".\"\n", &dir.0.join("carpd.toml")).unwrap_err();
+        assert!(e.to_string().contains(":1: password_file: "), "{e}");
+    }
+
+    #[test]
+    fn labels() {
+        let with =
+            |label: &str| load(&MINIMAL.replace("id = 7", &format!("id = 7\n  label = {label:?}")));
+        assert_eq!(
+            with("eth0").unwrap().spec.interfaces[0].vhids[0]
+                .label
+                .as_deref(),
+            Some("eth0")
+        );
+        assert_eq!(
+            with("eth0:vip1").unwrap().spec.interfaces[0].vhids[0]
+                .label
+                .as_deref(),
+            Some("eth0:vip1")
+        );
+        for bad in ["eth1:x", "eth0x", "eth0:0123456789a", ""] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with("/etc/test.toml:7: interface \"eth0\" vhid 7: label: "),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let with = |t: &str| load(&format!("hook_timeout = {t:?}\n{MINIMAL}"));
+        assert_eq!(
+            with("2m").unwrap().spec.interfaces[0].vhids[0]
+                .hooks
+                .timeout,
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            with("250ms").unwrap().spec.interfaces[0].vhids[0]
+                .hooks
+                .timeout,
+            Duration::from_millis(250)
+        );
+        assert!(
+            with("0s")
+                .unwrap_err()
+                .to_string()
+                .starts_with("/etc/test.toml:1: hook_timeout: must be")
+        );
+        assert!(
+            with("soon")
+                .unwrap_err()
+                .to_string()
+                .starts_with("/etc/test.toml:1: hook_timeout: \"soon\"")
+        );
+    }
+
+    /// Every invalid value is reported with the file, its line and its key.
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let cases: &[(&str, &str)] = &[
+            // Syntax and types, from the TOML parser: file:line:col.
+            ("password = \"x\" junk\n", "/etc/test.toml:1:16: "),
+            (
+                "password = \"x\"\nadvbase = \"1\"\n",
+                "/etc/test.toml:2:11: advbase: invalid type: string \"1\", expected an integer",
+            ),
+            (
+                "password = \"x\"\n\nbogus = 1\n",
+                "/etc/test.toml:3:1: unknown field `bogus`",
+            ),
+            (
+                "[[interface]]\nname = \"eth0\"\n  [[interface.vhid]]\n  id = 1\n  adresses = []\n",
+                "/etc/test.toml:5:3: unknown field `adresses`",
+            ),
+            (
+                "[[interface]]\nname = 5\n",
+                "/etc/test.toml:2:8: name: invalid type: integer `5`, expected a string",
+            ),
+            (
+                "auth = \"md5\"\n",
+                "/etc/test.toml:1:8: auth: unknown variant `md5`, expected `bsd` or `ucarp`",
+            ),
+            (
+                "[[interface]]\n[[interface.vhid]]\nid = 1\n",
+                "/etc/test.toml:1:1: missing field `name`",
+            ),
+            (
+                "preempt = 1\n",
+                "/etc/test.toml:1:11: preempt: invalid type: integer `1`, expected a boolean",
+            ),
+            // Values, from validation: file:line: [where:] key: problem.
+            (
+                "advbase = 256\n",
+                "/etc/test.toml:1: advbase: 256 is not in 0..=255",
+            ),
+            (
+                "\nadvskew = -1\n",
+                "/etc/test.toml:2: advskew: -1 is not in 0..=255",
+            ),
+            (
+                "dead_ratio = 0\n",
+                "/etc/test.toml:1: dead_ratio: 0 is not in 1..=255",
+            ),
+            (
+                "password = \"a\"\npassword_file = \"b\"\n",
+                "/etc/test.toml:1: password: set password or password_file, not both",
+            ),
+            (
+                "group = \"10.0.0.1\"\n",
+                "/etc/test.toml:1: group: 10.0.0.1 is not an IPv4 multicast address",
+            ),
+            (
+                "group = \"nope\"\n",
+                "/etc/test.toml:1: group: \"nope\" is not an IPv4 address",
+            ),
+            ("up = \"\"\n", "/etc/test.toml:1: up: empty command path"),
+            (
+                "[[interface]]\nname = \"eth0/x\"\n",
+                "/etc/test.toml:2: interface name: \"eth0/x\" is not a valid interface name",
+            ),
+            (
+                "[[interface]]\nname = \"a-very-long-name0\"\n",
+                "/etc/test.toml:2: interface name: \"a-very-long-name0\" is longer than 15 bytes",
+            ),
+            (
+                "[[interface]]\nname = \"eth0\"\n[[interface]]\nname = \"eth0\"\n",
+                "/etc/test.toml:4: interface name: \"eth0\" is already configured at line 1",
+            ),
+            (
+                "[[interface]]\nname = \"eth0\"\nsource = \"2001:db8::1\"\n",
+                "/etc/test.toml:3: interface \"eth0\": source: \"2001:db8::1\" is not an IPv4 address",
+            ),
+            (
+                "[[interface]]\nname = \"eth0\"\nadvskew = 999\n",
+                "/etc/test.toml:3: interface \"eth0\": advskew: 999 is not in 0..=255",
+            ),
+        ];
+        for (src, want) in cases {
+            let got = err(src);
+            assert!(
+                got.starts_with(want),
+                "for {src:?}\n got: {got}\nwant: {want}"
+            );
+            assert!(!got.contains('\n'), "multi-line: {got}");
+        }
+    }
+
+    #[test]
+    fn vhid_errors() {
+        let vhid = |body: &str| {
+            format!(
+                "password = \"pw\"\n[[interface]]\nname = \"eth0\"\n  [[interface.vhid]]\n  id = 1\n{body}"
+            )
+        };
+        let cases: &[(&str, &str)] = &[
+            (
+                "  addresses = [\"10.0.0.1/33\"]\n",
+                "6: interface \"eth0\" vhid 1: addresses: 10.0.0.1/33: prefix length 33 > 32",
+            ),
+            (
+                "  addresses = [\"2001:db8::1/129\"]\n",
+                "6: interface \"eth0\" vhid 1: addresses: 2001:db8::1/129: prefix length 129 > 128",
+            ),
+            (
+                "  addresses = [\"10.0.0.1/x\"]\n",
+                "6: interface \"eth0\" vhid 1: addresses: 10.0.0.1/x: prefix length \"x\" is not a number",
+            ),
+            (
+                "  addresses = [\"10.0.0.300\"]\n",
+                "6: interface \"eth0\" vhid 1: addresses: 10.0.0.300: not an IP address",
+            ),
+            (
+                "  addresses = [\"224.0.0.1\"]\n",
+                "6: interface \"eth0\" vhid 1: addresses: 224.0.0.1: not usable",
+            ),
+            (
+                "  addresses = [\"127.0.0.1\"]\n",
+                "6: interface \"eth0\" vhid 1: addresses: 127.0.0.1: not usable",
+            ),
+            (
+                "  addresses = [\"0.0.0.0\"]\n",
+                "6: interface \"eth0\" vhid 1: addresses: 0.0.0.0: not usable",
+            ),
+            (
+                "  addresses = []\n",
+                "6: interface \"eth0\" vhid 1: addresses: empty",
+            ),
+            ("", "4: interface \"eth0\" vhid 1: addresses: missing"),
+            (
+                "  addresses = [\"10.0.0.1\",\n    \"10.0.0.1/24\"]\n",
+                "7: interface \"eth0\" vhid 1: addresses: 10.0.0.1 is already used by interface \"eth0\" vhid 1 at line 6",
+            ),
+            (
+                "  addresses = [\"10.0.0.1\"]\n  [[interface.vhid]]\n  id = 1\n  addresses = [\"10.0.0.2\"]\n",
+                "8: interface \"eth0\": vhid id: vhid 1 is already configured at line 5",
+            ),
+            (
+                "  addresses = [\"10.0.0.1\"]\n[[interface]]\nname = \"eth1\"\n  [[interface.vhid]]\n  id = 1\n  addresses = [\"10.0.0.1\"]\n",
+                "11: interface \"eth1\" vhid 1: addresses: 10.0.0.1 is already used by interface \"eth0\" vhid 1 at line 6",
+            ),
+            (
+                "  addresses = [\"10.0.0.1\"]\n  label = \"eth0:v\"\n  id2 = 3\n",
+                "8:3: unknown field `id2`",
+            ),
+            (
+                "  addresses = [\"2001:db8::1\"]\n  label = \"eth0:v\"\n",
+                "7: interface \"eth0\" vhid 1: label: labels apply to IPv4",
+            ),
+            (
+                "  addresses = [\"10.0.0.1\"]\n  advbase = 255\n  advskew = 255\n",
+                "8: interface \"eth0\" vhid 1: advbase, advskew: 255/255 is the bow-out",
+            ),
+            (
+                "  addresses = [\"10.0.0.1\", \"10.0.0.2\"]\n  auth = \"ucarp\"\n",
+                "6: interface \"eth0\" vhid 1: addresses: auth = \"ucarp\" needs exactly one IPv4 address, got 2 IPv4 and 0 IPv6",
+            ),
+            (
+                "  addresses = [\"10.0.0.1\"]\n  auth = \"ucarp\"\n  password = \"01234567890123456789\"\n",
+                "8: interface \"eth0\" vhid 1: password: the password is 20 bytes; auth = \"ucarp\" allows at most 19",
+            ),
+            (
+                "  addresses = [\"10.0.0.1\"]\n  auth = \"ucarp\"\n  password = \"\"\n",
+                "8: interface \"eth0\" vhid 1: password: the password is empty",
+            ),
+            (
+                "  addresses = [\"10.0.0.1\"]\n  auth = \"ucarp\"\n  advbase = 0\n",
+                "8: interface \"eth0\" vhid 1: advbase, advskew: UCARP peers need advbase > 0 or advskew > 0",
+            ),
+            ("  id = 2\n", "6:3: duplicate key"),
+        ];
+        for (body, want) in cases {
+            let got = err(&vhid(body));
+            let want = format!("/etc/test.toml:{want}");
+            assert!(
+                got.starts_with(&want),
+                "for {body:?}\n got: {got}\nwant: {want}"
+            );
+        }
+        // vhid id range.
+        let e = err(
+            "password = \"pw\"\n[[interface]]\nname = \"eth0\"\n  [[interface.vhid]]\n  id = 0\n",
+        );
+        assert_eq!(
+            e,
+            "/etc/test.toml:5: interface \"eth0\": vhid id: 0 is not in 1..=255"
+        );
+        let e = err(
+            "password = \"pw\"\n[[interface]]\nname = \"eth0\"\n  [[interface.vhid]]\n  id = 256\n",
+        );
+        assert_eq!(
+            e,
+            "/etc/test.toml:5: interface \"eth0\": vhid id: 256 is not in 1..=255"
+        );
+        // No password anywhere.
+        let e = err(
+            "[[interface]]\nname = \"eth0\"\n  [[interface.vhid]]\n  id = 1\n  addresses = [\"10.0.0.1\"]\n",
+        );
+        assert!(
+            e.starts_with("/etc/test.toml:3: interface \"eth0\" vhid 1: password: no password"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bsd_allows_what_ucarp_cannot() {
+        // Empty password, long password, sub-second 0/0 timing and several
+        // addresses are all legal between BSD peers.
+        let v = one_vhid(
+            "password = \"\"\nadvbase = 0\n[[interface]]\nname = \"eth0\"\n[[interface.vhid]]\nid = 1\naddresses = [\"10.0.0.1\", \"10.0.0.2\", \"fe80::1/64\"]\n",
+        );
+        assert_eq!(
+            (v.advbase, v.advskew, v.key.len(), v.addresses.len()),
+            (0, 0, 0, 3)
+        );
+        let v = one_vhid(&MINIMAL.replace("\"pw\"", "\"0123456789012345678901234\""));
+        assert_eq!(v.key.len(), 25);
+    }
+
+    #[test]
+    fn line_and_key_helpers() {
+        let src = "a = 1\nbb = 2\n  [t]\n  c.d = { e = 3 }\n";
+        assert_eq!(line_col(src, 0), (1, 1));
+        assert_eq!(line_col(src, 6), (2, 1));
+        assert_eq!(line_col(src, 11), (2, 6));
+        assert_eq!(line_col(src, 10_000), (5, 1));
+        assert_eq!(key_at(src, 4), Some("a"));
+        assert_eq!(key_at(src, 11), Some("bb"));
+        assert_eq!(key_at(src, 14), None);
+        let e3 = src.find('3').unwrap();
+        assert_eq!(key_at(src, e3), Some("e"));
+    }
 }
