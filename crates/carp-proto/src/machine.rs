@@ -611,3 +611,410 @@ fn tie_rank(addr: IpAddr) -> (u8, u128) {
         IpAddr::V6(a) => (1, u128::from_be_bytes(a.octets())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    const SKEW_UNIT: Duration = Duration::from_nanos(3_906_250);
+
+    fn cfg(advbase: u8, advskew: u8, style: DemoteStyle) -> MachineConfig {
+        MachineConfig {
+            vhid: 1,
+            timing: Timing::new(advbase, advskew),
+            dead_ratio: 3,
+            preempt: false,
+            demote_style: style,
+            local_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            initial_counter: 41,
+        }
+    }
+
+    fn advert(advbase: u8, advskew: u8, demote: u8, counter: u64) -> Advert {
+        Advert {
+            vhid: 1,
+            advskew,
+            advbase,
+            demote,
+            counter,
+            hmac: [0; 20],
+        }
+    }
+
+    fn peer(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, last))
+    }
+
+    fn drain(m: &mut Machine) -> Vec<Action> {
+        std::iter::from_fn(|| m.poll_action()).collect()
+    }
+
+    fn changed(from: State, to: State, reason: Reason) -> Action {
+        Action::StateChanged { from, to, reason }
+    }
+
+    fn send(advbase: u8, advskew: u8, demote: u8, counter: u64) -> Action {
+        Action::Send(SendAdvert {
+            timing: Timing::new(advbase, advskew),
+            demote,
+            counter,
+        })
+    }
+
+    /// A lone machine that has just become MASTER at `t0 + 3 s`.
+    fn master(config: MachineConfig) -> (Machine, Instant) {
+        let t0 = Instant::now();
+        let mut m = Machine::new(config);
+        m.handle_link(t0, true);
+        let t = m.poll_timeout().unwrap();
+        m.handle_timeout(t);
+        drain(&mut m);
+        (m, t)
+    }
+
+    #[test]
+    fn startup_and_takeover_order() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(cfg(1, 10, DemoteStyle::Byte));
+        assert_eq!(m.poll_timeout(), None);
+        m.handle_link(t0, true);
+        assert_eq!(
+            drain(&mut m),
+            [changed(State::Init, State::Backup, Reason::Startup)]
+        );
+        let down = t0 + Duration::from_secs(3) + SKEW_UNIT * 10;
+        assert_eq!(m.poll_timeout(), Some(down));
+        m.handle_timeout(down - Duration::from_nanos(1));
+        assert!(drain(&mut m).is_empty());
+        m.handle_timeout(down);
+        assert_eq!(
+            drain(&mut m),
+            [
+                changed(State::Backup, State::Master, Reason::MasterDown),
+                Action::InstallAddresses,
+                send(1, 10, 0, 42),
+                Action::Announce,
+            ]
+        );
+        let interval = Duration::from_secs(1) + SKEW_UNIT * 10;
+        assert_eq!(m.poll_timeout(), Some(down + interval));
+        m.handle_timeout(down + interval);
+        assert_eq!(drain(&mut m), [send(1, 10, 0, 43)]);
+        m.handle_timeout(down + interval * 2);
+        assert_eq!(drain(&mut m), [send(1, 10, 0, 44), Action::Announce]);
+        m.handle_timeout(down + interval * 3);
+        assert_eq!(drain(&mut m), [send(1, 10, 0, 45)]);
+    }
+
+    #[test]
+    fn link_reasons_and_no_ops() {
+        let t = Instant::now();
+        let mut m = Machine::new(cfg(1, 0, DemoteStyle::Byte));
+        m.handle_link(t, false);
+        m.step_down(t);
+        assert!(drain(&mut m).is_empty());
+        m.handle_link(t, true);
+        m.handle_link(t, true);
+        m.step_down(t);
+        m.handle_link(t, false);
+        m.handle_link(t, true);
+        assert_eq!(
+            drain(&mut m),
+            [
+                changed(State::Init, State::Backup, Reason::Startup),
+                changed(State::Backup, State::Init, Reason::LinkDown),
+                changed(State::Init, State::Backup, Reason::LinkUp),
+            ]
+        );
+    }
+
+    #[test]
+    fn init_and_foreign_vhid_ignore_adverts() {
+        let t = Instant::now();
+        let mut m = Machine::new(cfg(1, 0, DemoteStyle::Byte));
+        m.handle_advert(t, peer(2), &advert(1, 0, 0, 1000));
+        assert_eq!(m.master_addr(), None);
+        m.handle_link(t, true);
+        let mut other = advert(1, 0, 0, 2000);
+        other.vhid = 2;
+        m.handle_advert(t, peer(3), &other);
+        assert_eq!(m.master_addr(), None);
+        m.handle_timeout(t + Duration::from_secs(3));
+        assert!(drain(&mut m).contains(&send(1, 0, 0, 42)));
+    }
+
+    #[test]
+    fn adopts_peer_counter_with_wrap() {
+        let t = Instant::now();
+        let mut m = Machine::new(cfg(1, 0, DemoteStyle::Byte));
+        m.handle_link(t, true);
+        m.handle_advert(t, peer(2), &advert(1, 10, 0, u64::MAX));
+        assert_eq!(m.master_addr(), Some(peer(2)));
+        m.handle_timeout(m.poll_timeout().unwrap());
+        assert!(drain(&mut m).contains(&send(1, 0, 0, 0)));
+        // Kept while MASTER.
+        assert_eq!(m.master_addr(), Some(peer(2)));
+    }
+
+    #[test]
+    fn yield_order() {
+        let (mut m, t) = master(cfg(1, 10, DemoteStyle::Byte));
+        m.handle_advert(t, peer(2), &advert(1, 0, 0, 100));
+        assert_eq!(
+            drain(&mut m),
+            [
+                changed(State::Master, State::Backup, Reason::PeerPreferred),
+                send(1, 10, 0, 101),
+                Action::RemoveAddresses,
+            ]
+        );
+        assert_eq!(
+            m.poll_timeout(),
+            Some(t + Duration::from_secs(3) + SKEW_UNIT * 10)
+        );
+    }
+
+    #[test]
+    fn tie_break_follows_ucarp_order() {
+        let (mut m, t) = master(cfg(1, 0, DemoteStyle::Byte));
+        // 10.0.0.2 is not lower than 10.0.0.1: answer, stay MASTER.
+        m.handle_advert(t, peer(2), &advert(1, 0, 0, 7));
+        assert_eq!(drain(&mut m), [Action::Announce, send(1, 0, 0, 8)]);
+        // 10.0.1.0: last octet 0 < 1, so lower in UCARP's order.
+        m.handle_advert(
+            t,
+            IpAddr::V4(Ipv4Addr::new(10, 0, 1, 0)),
+            &advert(1, 0, 0, 7),
+        );
+        assert_eq!(
+            drain(&mut m)[0],
+            changed(State::Master, State::Backup, Reason::PeerWinsTie)
+        );
+        let rank = |a: [u8; 4]| tie_rank(IpAddr::V4(Ipv4Addr::from(a)));
+        assert!(rank([10, 0, 1, 1]) < rank([10, 0, 0, 2]));
+        assert!(rank([255, 255, 255, 1]) < rank([0, 0, 0, 2]));
+        assert!(rank([255, 255, 255, 255]) < tie_rank("::".parse().unwrap()));
+        assert!(tie_rank("fe80::1".parse().unwrap()) < tie_rank("fe80::1:0".parse().unwrap()));
+    }
+
+    #[test]
+    fn bow_out_never_wins_against_a_master() {
+        let (mut m, t) = master(cfg(1, 0, DemoteStyle::Byte));
+        m.set_demote(t, 5);
+        drain(&mut m);
+        m.handle_advert(t, peer(0), &advert(255, 255, 0, 7));
+        assert_eq!(drain(&mut m), [Action::Announce, send(1, 0, 5, 8)]);
+        assert_eq!(m.state(), State::Master);
+    }
+
+    #[test]
+    fn backup_rules() {
+        let t = Instant::now();
+        let backup = |preempt: bool| {
+            let mut c = cfg(1, 10, DemoteStyle::Byte);
+            c.preempt = preempt;
+            let mut m = Machine::new(c);
+            m.handle_link(t, true);
+            drain(&mut m);
+            m
+        };
+        let reason = |m: &mut Machine| match drain(m).first() {
+            Some(Action::StateChanged { reason, .. }) => Some(*reason),
+            _ => None,
+        };
+        let mut m = backup(false);
+        m.handle_advert(t, peer(2), &advert(255, 255, 0, 0));
+        assert_eq!(reason(&mut m), Some(Reason::PeerBowedOut));
+        let mut m = backup(false);
+        m.handle_advert(t, peer(2), &advert(1, 0, 1, 0));
+        assert_eq!(reason(&mut m), Some(Reason::PeerDemoted));
+        let mut m = backup(false);
+        m.handle_advert(t, peer(2), &advert(1, 20, 0, 0));
+        assert_eq!(reason(&mut m), None);
+        let mut m = backup(true);
+        m.handle_advert(t, peer(2), &advert(1, 20, 0, 0));
+        assert_eq!(reason(&mut m), Some(Reason::Preempt));
+        // Preemption needs equal demotion.
+        let mut m = backup(true);
+        m.set_demote(t, 1);
+        m.handle_advert(t, peer(2), &advert(1, 20, 0, 0));
+        assert_eq!(reason(&mut m), None);
+        // 3 s is not more than 3 * 1 s; 3 + 1/256 s is.
+        let mut m = backup(false);
+        m.handle_advert(t, peer(2), &advert(3, 0, 0, 0));
+        assert_eq!(reason(&mut m), None);
+        assert_eq!(
+            m.poll_timeout(),
+            Some(t + Duration::from_secs(3) + SKEW_UNIT * 10)
+        );
+        m.handle_advert(t, peer(2), &advert(3, 1, 0, 0));
+        assert_eq!(reason(&mut m), Some(Reason::PeerWillTimeOut));
+    }
+
+    #[test]
+    fn send_errors_demote_once_and_recover_after_three_successes() {
+        let (mut m, t) = master(cfg(1, 0, DemoteStyle::Byte));
+        m.handle_send_result(t, false);
+        m.handle_send_result(t, false);
+        m.handle_send_result(t, true);
+        m.handle_send_result(t, false);
+        m.handle_send_result(t, false);
+        assert!(drain(&mut m).is_empty());
+        m.handle_send_result(t, false);
+        assert_eq!(drain(&mut m), [send(1, 0, 1, 43)]);
+        m.handle_send_result(t, false);
+        m.handle_send_result(t, false);
+        m.handle_send_result(t, false);
+        assert!(drain(&mut m).is_empty());
+        assert_eq!(m.demote(), 1);
+        m.handle_send_result(t, true);
+        m.handle_send_result(t, true);
+        m.handle_send_result(t, false);
+        m.handle_send_result(t, true);
+        m.handle_send_result(t, true);
+        assert!(drain(&mut m).is_empty());
+        m.handle_send_result(t, true);
+        assert_eq!(drain(&mut m), [send(1, 0, 0, 44)]);
+        assert_eq!(m.demote(), 0);
+        // Added to the external demotion, saturating.
+        m.set_demote(t, 255);
+        for _ in 0..3 {
+            m.handle_send_result(t, false);
+        }
+        assert_eq!(m.demote(), 255);
+    }
+
+    #[test]
+    fn skew_style_folds_demotion_into_advskew() {
+        let timing = |advskew: u8, demote: u8| {
+            let mut m = Machine::new(cfg(1, advskew, DemoteStyle::Skew));
+            m.set_demote(Instant::now(), demote);
+            m.effective_timing()
+        };
+        assert_eq!(timing(10, 0), Timing::new(1, 10));
+        assert_eq!(timing(10, 5), Timing::new(1, 15));
+        assert_eq!(timing(230, 50), Timing::new(1, 240));
+        assert_eq!(timing(0, 255), Timing::new(1, 240));
+        assert_eq!(timing(250, 10), Timing::new(1, 250));
+        let mut m = Machine::new(cfg(1, 10, DemoteStyle::Byte));
+        m.set_demote(Instant::now(), 5);
+        assert_eq!(m.effective_timing(), Timing::new(1, 10));
+
+        let (mut m, t) = master(cfg(1, 0, DemoteStyle::Skew));
+        m.set_demote(t, 3);
+        assert_eq!(drain(&mut m), [send(1, 3, 0, 43)]);
+        // The periodic timer restarts with the new interval.
+        assert_eq!(
+            m.poll_timeout(),
+            Some(t + Duration::from_secs(1) + SKEW_UNIT * 3)
+        );
+        // Same value again: nothing to advertise.
+        m.set_demote(t, 3);
+        assert!(drain(&mut m).is_empty());
+    }
+
+    #[test]
+    fn backup_deadline_follows_demotion() {
+        let t = Instant::now();
+        let mut m = Machine::new(cfg(1, 0, DemoteStyle::Skew));
+        m.handle_link(t, true);
+        assert_eq!(m.poll_timeout(), Some(t + Duration::from_secs(3)));
+        m.set_demote(t + Duration::from_secs(2), 10);
+        assert_eq!(
+            m.poll_timeout(),
+            Some(t + Duration::from_secs(3) + SKEW_UNIT * 10)
+        );
+        assert!(drain(&mut m).iter().all(|a| !matches!(a, Action::Send(_))));
+    }
+
+    #[test]
+    fn step_down_and_hold() {
+        let mut c = cfg(1, 0, DemoteStyle::Byte);
+        c.preempt = true;
+        let (mut m, t) = master(c);
+        m.step_down(t);
+        assert_eq!(
+            drain(&mut m),
+            [
+                changed(State::Master, State::Backup, Reason::StepDown),
+                Action::RemoveAddresses,
+            ]
+        );
+        // Worse and demoted peers do not bring us back during the hold...
+        let hold = Duration::from_secs(3);
+        m.handle_advert(t + hold / 2, peer(2), &advert(1, 50, 0, 0));
+        m.handle_advert(t + hold / 2, peer(2), &advert(1, 50, 9, 0));
+        assert!(drain(&mut m).is_empty());
+        // ...a bow-out does...
+        let mut config = m.config().clone();
+        config.initial_counter = 0;
+        m.handle_advert(t + hold / 2, peer(2), &advert(255, 255, 0, 0));
+        assert_eq!(
+            drain(&mut m)[0],
+            changed(State::Backup, State::Master, Reason::PeerBowedOut)
+        );
+        // ...and after the hold preemption works again.
+        let (mut m, t) = master(config);
+        m.step_down(t);
+        drain(&mut m);
+        m.handle_advert(t + hold, peer(2), &advert(1, 50, 0, 0));
+        assert_eq!(
+            drain(&mut m)[0],
+            changed(State::Backup, State::Master, Reason::Preempt)
+        );
+    }
+
+    #[test]
+    fn shutdown() {
+        let (mut m, t) = master(cfg(1, 0, DemoteStyle::Byte));
+        m.set_demote(t, 2);
+        drain(&mut m);
+        m.shutdown(t);
+        assert_eq!(
+            drain(&mut m),
+            [
+                changed(State::Master, State::Init, Reason::Shutdown),
+                send(255, 255, 2, 44),
+                Action::RemoveAddresses,
+            ]
+        );
+        assert_eq!(m.poll_timeout(), None);
+        m.handle_link(t, true);
+        m.handle_advert(t, peer(2), &advert(1, 0, 0, 0));
+        m.handle_send_result(t, false);
+        m.set_demote(t, 0);
+        m.shutdown(t);
+        assert!(drain(&mut m).is_empty());
+        assert_eq!(m.state(), State::Init);
+
+        let t = Instant::now();
+        let mut m = Machine::new(cfg(1, 0, DemoteStyle::Skew));
+        m.handle_link(t, true);
+        drain(&mut m);
+        m.shutdown(t);
+        assert_eq!(
+            drain(&mut m),
+            [changed(State::Backup, State::Init, Reason::Shutdown)]
+        );
+        assert_eq!(m.poll_timeout(), None);
+    }
+
+    #[test]
+    fn advbase_0_intervals() {
+        let (mut m, t) = master(cfg(0, 0, DemoteStyle::Byte));
+        assert_eq!(m.poll_timeout(), Some(t + SKEW_UNIT));
+        m.handle_timeout(t + SKEW_UNIT);
+        assert_eq!(m.poll_timeout(), Some(t + SKEW_UNIT * 2));
+        // advbase 0: "will time out" compares with our master-down time
+        // (3/256 s here).
+        let t = Instant::now();
+        let mut m = Machine::new(cfg(0, 0, DemoteStyle::Byte));
+        m.handle_link(t, true);
+        m.handle_advert(t, peer(2), &advert(0, 3, 0, 0));
+        assert_eq!(m.state(), State::Backup);
+        m.handle_advert(t, peer(2), &advert(0, 4, 0, 0));
+        assert_eq!(m.state(), State::Master);
+    }
+}

@@ -695,8 +695,7 @@ fn random_loss_one_hour() {
         let heard = sim
             .delivered
             .iter()
-            .filter(|d| d.from == 0 && d.to == 1 && d.at < t.at)
-            .next_back()
+            .rfind(|d| d.from == 0 && d.to == 1 && d.at < t.at)
             .unwrap()
             .at;
         assert_eq!(t.at, heard + secs(3) + skew(10));
