@@ -148,6 +148,7 @@ enum Request {
         EngineSpec,
         std::sync::mpsc::Sender<Result<carp_engine::ReloadReport, String>>,
     ),
+    Lateness(std::sync::mpsc::Sender<carp_engine::LatenessSummary>),
     Shutdown,
 }
 
@@ -177,6 +178,9 @@ impl Node {
                     }
                     Request::Reload(spec, reply) => {
                         let _ = reply.send(engine.reload(spec).await.map_err(|e| e.to_string()));
+                    }
+                    Request::Lateness(reply) => {
+                        let _ = reply.send(engine.timer_lateness());
                     }
                     Request::Shutdown => break,
                 }
@@ -220,6 +224,16 @@ impl Node {
             .send(Request::Reload(spec, tx))
             .unwrap();
         rx.recv().unwrap().unwrap()
+    }
+
+    fn lateness(&self) -> carp_engine::LatenessSummary {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.tx
+            .as_ref()
+            .unwrap()
+            .send(Request::Lateness(tx))
+            .unwrap();
+        rx.recv().unwrap()
     }
 
     /// Graceful shutdown; returns when the engine has stopped.
@@ -552,4 +566,42 @@ fn start_fails_cleanly() {
     .unwrap();
     assert!(err.starts_with("NoSourceAddress"), "{err}");
     assert!(!pair.a.has_addr("vx", "10.77.0.100"));
+}
+
+#[test]
+fn link_down_leaves_and_link_up_returns() {
+    if !is_root() {
+        return;
+    }
+    let pair = Pair::new();
+    let vip = "10.77.0.100";
+    let a = Node::start(&pair.a, spec("va", vec![vhid_spec(1, 0, vec![v4(vip)])])).unwrap();
+    wait_for("MASTER", || a.state(1) == Some(State::Master));
+    wait_for("a few advertisements", || a.status()[0].adverts_sent >= 3);
+    let late = a.lateness();
+    assert!(late.count >= 2, "{late:?}");
+    assert!(late.p50_us <= late.p99_us && late.p99_us <= late.max_us);
+
+    pair.a.ip(&["link", "set", "va", "down"]);
+    wait_for("INIT", || a.state(1) == Some(State::Init));
+    wait_for("the address removed", || !pair.a.has_addr("va", vip));
+    assert_eq!(
+        a.status()[0].last_transition.as_deref(),
+        Some("MASTER -> INIT (link_down)")
+    );
+    pair.a.ip(&["link", "set", "va", "up"]);
+    wait_for("BACKUP again", || a.state(1) != Some(State::Init));
+    wait_for("MASTER again", || a.state(1) == Some(State::Master));
+    wait_for("the address back", || pair.a.has_addr("va", vip));
+
+    // with ignore_link_state the VHID stays where it is
+    let mut s = spec("va", vec![vhid_spec(1, 0, vec![v4(vip)])]);
+    s.interfaces[0].ignore_link_state = true;
+    let report = a.reload(s);
+    assert_eq!(report.changed.len(), 1);
+    wait_for("MASTER after restart", || a.state(1) == Some(State::Master));
+    pair.a.ip(&["link", "set", "va", "down"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(a.state(1), Some(State::Master));
+    a.shutdown();
 }
