@@ -260,3 +260,333 @@ impl UcarpArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carp_engine::VirtualAddr;
+
+    fn parse(args: &[&str]) -> UcarpArgs {
+        UcarpArgs::try_parse_from(std::iter::once("ucarp").chain(args.iter().copied())).unwrap()
+    }
+
+    fn spec(args: &[&str]) -> EngineSpec {
+        parse(args).to_spec().unwrap()
+    }
+
+    fn usage(args: &[&str]) -> String {
+        match parse(args).to_spec() {
+            Err(Error::Usage(m)) => m,
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    fn vhid(spec: &EngineSpec) -> &VhidSpec {
+        &spec.interfaces[0].vhids[0]
+    }
+
+    const BASIC: &[&str] = &["-i", "eth0", "-v", "1", "-p", "pw", "-a", "10.0.0.100"];
+
+    #[test]
+    fn long_form_builds_the_expected_spec() {
+        let got = spec(&[
+            "--interface=eth0",
+            "--srcip=10.0.0.1",
+            "--vhid=42",
+            "--pass=secret",
+            "--addr=10.0.0.100",
+            "--preempt",
+            "--neutral",
+            "--advbase=2",
+            "--advskew=10",
+            "--upscript=/etc/vip-up.sh",
+            "--downscript=/etc/vip-down.sh",
+            "--deadratio=4",
+            "--shutdown",
+            "--ignoreifstate",
+            "--nomcast",
+            "--mcast=239.1.1.1",
+            "--xparam=extra",
+            "--facility=local3",
+            "--debug",
+        ]);
+        let want = EngineSpec {
+            interfaces: vec![InterfaceSpec {
+                name: "eth0".into(),
+                ignore_link_state: true,
+                vhids: vec![VhidSpec {
+                    vhid: 42,
+                    addresses: vec![VirtualAddr {
+                        addr: "10.0.0.100".parse().unwrap(),
+                        prefix_len: 32,
+                    }],
+                    label: None,
+                    key: b"secret".to_vec(),
+                    auth: HmacMode::Ucarp,
+                    demote_style: DemoteStyle::Skew,
+                    advbase: 2,
+                    advskew: 10,
+                    dead_ratio: 4,
+                    preempt: true,
+                    source: Some("10.0.0.1".parse().unwrap()),
+                    group_v4: Ipv4Addr::new(239, 1, 1, 1),
+                    broadcast: true,
+                    manage_addresses: false,
+                    hooks: HookSpec {
+                        up: Some("/etc/vip-up.sh".into()),
+                        down: Some("/etc/vip-down.sh".into()),
+                        xparam: Some("extra".into()),
+                        timeout: Duration::from_secs(30),
+                        down_at_start: false,
+                        down_on_exit: true,
+                    },
+                }],
+            }],
+        };
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn short_form_matches_long_form() {
+        let short = spec(&[
+            "-i",
+            "eth0",
+            "-s",
+            "10.0.0.1",
+            "-v",
+            "42",
+            "-p",
+            "secret",
+            "-a",
+            "10.0.0.100",
+            "-P",
+            "-n",
+            "-b",
+            "2",
+            "-k",
+            "10",
+            "-u",
+            "/etc/vip-up.sh",
+            "-d",
+            "/etc/vip-down.sh",
+            "-r",
+            "4",
+            "-z",
+            "-S",
+            "-M",
+            "-m",
+            "239.1.1.1",
+            "-x",
+            "extra",
+            "-f",
+            "local3",
+            "-D",
+        ]);
+        let long = spec(&[
+            "--interface",
+            "eth0",
+            "--srcip",
+            "10.0.0.1",
+            "--vhid",
+            "42",
+            "--pass",
+            "secret",
+            "--addr",
+            "10.0.0.100",
+            "--preempt",
+            "--neutral",
+            "--advbase",
+            "2",
+            "--advskew",
+            "10",
+            "--upscript",
+            "/etc/vip-up.sh",
+            "--downscript",
+            "/etc/vip-down.sh",
+            "--deadratio",
+            "4",
+            "--shutdown",
+            "--ignoreifstate",
+            "--nomcast",
+            "--mcast=239.1.1.1",
+            "--xparam",
+            "extra",
+            "--facility",
+            "local3",
+            "--debug",
+        ]);
+        assert_eq!(short, long);
+        // getopt style: attached values and bundled flags.
+        let bundled = spec(&[
+            "-ieth0",
+            "-s10.0.0.1",
+            "-v42",
+            "-psecret",
+            "-a10.0.0.100",
+            "-PnzSM",
+            "-b2",
+            "-k10",
+            "-u/etc/vip-up.sh",
+            "-d/etc/vip-down.sh",
+            "-r4",
+            "-m239.1.1.1",
+            "-xextra",
+            "-flocal3",
+            "-D",
+        ]);
+        assert_eq!(bundled, long);
+    }
+
+    #[test]
+    fn ucarp_defaults() {
+        let args = parse(BASIC);
+        assert!(!args.daemonize && !args.debug);
+        assert_eq!(args.facility, "daemon".parse().unwrap());
+        let s = spec(BASIC);
+        let v = vhid(&s);
+        assert_eq!((v.advbase, v.advskew, v.dead_ratio), (1, 0, 3));
+        assert_eq!(v.group_v4, DEFAULT_GROUP);
+        assert_eq!(v.source, None);
+        assert!(!v.preempt && !v.broadcast && !v.manage_addresses);
+        assert!(!s.interfaces[0].ignore_link_state);
+        assert!(v.hooks.down_at_start && !v.hooks.down_on_exit);
+        assert_eq!((v.hooks.up.as_ref(), v.hooks.down.as_ref()), (None, None));
+    }
+
+    #[test]
+    fn carpd_extras() {
+        let mut args = BASIC.to_vec();
+        args.extend([
+            "--manage-addresses",
+            "--hook-timeout=5s",
+            "--log-format=json",
+            "--log-level=debug",
+        ]);
+        let parsed = parse(&args);
+        assert_eq!(parsed.log.log_format, crate::logging::LogFormat::Json);
+        let s = parsed.to_spec().unwrap();
+        assert!(vhid(&s).manage_addresses);
+        assert_eq!(vhid(&s).hooks.timeout, Duration::from_secs(5));
+        args.push("--hook-timeout=0s");
+        assert!(
+            UcarpArgs::try_parse_from(std::iter::once("ucarp").chain(args.iter().copied()))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn passfile_and_last_password_wins() {
+        let path = std::env::temp_dir().join(format!("carpd-ucarp-pass-{}", std::process::id()));
+        std::fs::write(&path, "fromfile\nignored\n").unwrap();
+        let p = path.to_str().unwrap();
+        let key = |args: &[&str]| {
+            let mut all = vec!["-i", "eth0", "-v", "1", "-a", "10.0.0.100"];
+            all.extend(args);
+            vhid(&spec(&all)).key.clone()
+        };
+        assert_eq!(key(&["-o", p]), b"fromfile");
+        assert_eq!(key(&[&format!("--passfile={p}")]), b"fromfile");
+        assert_eq!(key(&["-p", "inline", "-o", p]), b"fromfile");
+        assert_eq!(key(&["-o", p, "-p", "inline"]), b"inline");
+        // Repeated options: the last one counts, as with getopt.
+        assert_eq!(key(&["-p", "one", "-p", "two"]), b"two");
+        std::fs::remove_file(&path).unwrap();
+
+        let err = parse(&[
+            "-i",
+            "eth0",
+            "-v",
+            "1",
+            "-a",
+            "10.0.0.100",
+            "-o",
+            "/nonexistent/pw",
+        ])
+        .to_spec()
+        .unwrap_err();
+        assert!(matches!(err, Error::PasswordFile { .. }), "{err:?}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn what_ucarp_refuses() {
+        assert!(usage(&["-v", "1", "-p", "pw", "-a", "10.0.0.100"]).contains("--interface"));
+        assert!(usage(&["-i", "eth0", "-p", "pw", "-a", "10.0.0.100"]).contains("--vhid"));
+        assert!(usage(&["-i", "eth0", "-v", "1", "-a", "10.0.0.100"]).contains("password"));
+        assert!(
+            usage(&["-i", "eth0", "-v", "1", "-p", "", "-a", "10.0.0.100"]).contains("password")
+        );
+        assert!(usage(&["-i", "eth0", "-v", "1", "-p", "pw"]).contains("--addr"));
+        let mut args = BASIC.to_vec();
+        args.extend(["-b", "0"]);
+        assert!(usage(&args).contains("advertisement time base"));
+        let mut args = BASIC.to_vec();
+        args.extend(["-b", "255", "-k", "255"]);
+        assert!(usage(&args).contains("bow-out"));
+        let mut args = BASIC.to_vec();
+        args.extend(["--mcast=10.0.0.1"]);
+        assert!(usage(&args).contains("multicast"));
+        assert!(
+            usage(&[
+                "-i",
+                "eth0",
+                "-v",
+                "1",
+                "-p",
+                "01234567890123456789",
+                "-a",
+                "10.0.0.100"
+            ])
+            .contains("19")
+        );
+        assert!(
+            usage(&["-i", "eth0", "-v", "1", "-p", "pw", "-a", "127.0.0.1"]).contains("--addr")
+        );
+
+        // Sub-second with a skew is fine, as in ucarp.
+        let mut args = BASIC.to_vec();
+        args.extend(["-b", "0", "-k", "20"]);
+        assert_eq!(vhid(&spec(&args)).advbase, 0);
+    }
+
+    #[test]
+    fn bad_values_are_clap_errors() {
+        for bad in [
+            &["-v", "0"][..],
+            &["-v", "256"],
+            &["-k", "256"],
+            &["-b", "-1"],
+            &["-r", "0"],
+            &["-a", "10.0.0"],
+            &["-a", "2001:db8::1"],
+            &["-s", "host"],
+            &["-f", "bogus"],
+            &["--frobnicate"],
+        ] {
+            let r = UcarpArgs::try_parse_from(std::iter::once("ucarp").chain(bad.iter().copied()));
+            let e = r.expect_err(&format!("{bad:?} accepted"));
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn invoked_as_ucarp() {
+        let args = [
+            "/usr/sbin/ucarp",
+            "-i",
+            "eth0",
+            "-v",
+            "3",
+            "-p",
+            "pw",
+            "-a",
+            "10.0.0.3",
+        ];
+        let crate::cli::Mode::Ucarp(a) =
+            crate::cli::parse(args.iter().map(Into::into).collect()).unwrap()
+        else {
+            panic!("not UCARP mode")
+        };
+        assert_eq!(vhid(&a.to_spec().unwrap()).vhid, 3);
+    }
+}
