@@ -15,9 +15,11 @@ use netlink_packet_route::address::{
 };
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::AsyncSocket;
 use rtnetlink::{AddressMessageBuilder, Handle, MulticastGroup};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::task::JoinSet;
 
 use crate::error::Error;
 use crate::spec::VirtualAddr;
@@ -28,6 +30,9 @@ pub const MAX_NAME_LEN: usize = 15;
 /// Link events waiting for the engine; a burst longer than this is logged and
 /// the surplus dropped (the next event for the same link carries the state).
 const LINK_EVENT_QUEUE: usize = 256;
+
+/// Receive buffer requested for the link event socket.
+const LINK_EVENT_RCVBUF: usize = 1 << 20;
 
 /// What the engine needs to know about a parent interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,55 +257,137 @@ pub fn validate_label(interface: &str, label: &str) -> Result<(), Error> {
 /// socket; events arrive on the returned channel until it is dropped.
 ///
 /// Only changes are delivered: the first event seen for a link, then one per
-/// up/down transition (a removed link reports `up: false`).
+/// up/down transition (a removed link reports `up: false`). If the kernel
+/// drops notifications (socket buffer overrun), all links are re-read and
+/// any change missed meanwhile is delivered.
 pub async fn watch_links() -> Result<mpsc::Receiver<LinkEvent>, Error> {
-    let (conn, _handle, mut messages) =
+    let (mut conn, handle, mut messages) =
         rtnetlink::new_multicast_connection(&[MulticastGroup::Link]).map_err(|source| {
             Error::Io {
                 context: "opening rtnetlink link event socket".into(),
                 source,
             }
         })?;
+    // Room for bursts (many links changing at once) before the kernel has to
+    // drop notifications; capped by net.core.rmem_max.
+    if let Err(e) = conn
+        .socket_mut()
+        .socket_mut()
+        .set_rx_buf_sz(LINK_EVENT_RCVBUF)
+    {
+        tracing::debug!(error = %e, "enlarging the link event socket buffer");
+    }
     let (tx, rx) = mpsc::channel(LINK_EVENT_QUEUE);
     tokio::spawn(async move {
         // The connection is driven here rather than in its own task so that
         // dropping the receiver closes the socket at once.
         let mut conn = pin!(conn);
-        let mut last: HashMap<u32, bool> = HashMap::new();
+        let mut watch = LinkWatch {
+            tx,
+            last: HashMap::new(),
+        };
+        let mut resync = JoinSet::new();
         loop {
             tokio::select! {
                 () = &mut conn => {
                     tracing::error!("rtnetlink link event socket closed; link state is no longer followed");
                     break;
                 }
-                () = tx.closed() => break,
+                () = watch.tx.closed() => break,
                 msg = messages.next() => {
                     let Some((msg, _)) = msg else { break };
-                    let Some((event, removed)) = link_event(msg) else { continue };
-                    if last.get(&event.index) == Some(&event.up) {
+                    if let NetlinkPayload::Overrun(_) = msg.payload {
+                        tracing::warn!("link notifications lost; re-reading all links");
+                        if resync.is_empty() {
+                            let handle = handle.clone();
+                            resync.spawn(async move {
+                                handle.link().get().execute().try_collect::<Vec<_>>().await
+                            });
+                        }
                         continue;
                     }
-                    match tx.try_send(event) {
-                        // Interface indexes are not reused, so a removed
-                        // link's entry is dropped rather than kept forever.
-                        Ok(()) if removed => {
-                            last.remove(&event.index);
+                    let Some((event, removed)) = link_event(msg) else { continue };
+                    if !watch.deliver(event, removed) {
+                        break;
+                    }
+                }
+                Some(dump) = resync.join_next(), if !resync.is_empty() => {
+                    match dump {
+                        Ok(Ok(links)) => {
+                            if !watch.resync(&links) {
+                                break;
+                            }
                         }
-                        Ok(()) => {
-                            last.insert(event.index, event.up);
-                        }
-                        Err(TrySendError::Full(event)) => {
-                            // Not recorded as delivered, so the next event for
-                            // this link is sent even if its state is unchanged.
-                            tracing::warn!(ifindex = event.index, up = event.up, "link event queue full, event dropped");
-                        }
-                        Err(TrySendError::Closed(_)) => break,
+                        Ok(Err(e)) => tracing::error!(error = %e, "re-reading links after lost notifications"),
+                        Err(e) => tracing::error!(error = %e, "re-reading links after lost notifications"),
                     }
                 }
             }
         }
     });
     Ok(rx)
+}
+
+/// The sending side of [`watch_links`]: the last state delivered per link.
+struct LinkWatch {
+    tx: mpsc::Sender<LinkEvent>,
+    last: HashMap<u32, bool>,
+}
+
+impl LinkWatch {
+    /// Deliver `event` if it is a change; false once the receiver is gone.
+    fn deliver(&mut self, event: LinkEvent, removed: bool) -> bool {
+        if !removed && self.last.get(&event.index) == Some(&event.up) {
+            return true;
+        }
+        match self.tx.try_send(event) {
+            // Interface indexes are not reused, so a removed link's entry is
+            // dropped rather than kept forever.
+            Ok(()) if removed => {
+                self.last.remove(&event.index);
+            }
+            Ok(()) => {
+                self.last.insert(event.index, event.up);
+            }
+            Err(TrySendError::Full(event)) => {
+                // Not recorded as delivered, so the next event for this link
+                // is sent even if its state is unchanged.
+                tracing::warn!(
+                    ifindex = event.index,
+                    up = event.up,
+                    "link event queue full, event dropped"
+                );
+            }
+            Err(TrySendError::Closed(_)) => return false,
+        }
+        true
+    }
+
+    /// Deliver what changed according to a full link dump, including links
+    /// that disappeared.
+    fn resync(&mut self, links: &[LinkMessage]) -> bool {
+        let present: HashMap<u32, bool> = links
+            .iter()
+            .map(|link| (link.header.index, is_up(link)))
+            .collect();
+        let gone: Vec<u32> = self
+            .last
+            .keys()
+            .filter(|index| !present.contains_key(index))
+            .copied()
+            .collect();
+        for index in gone {
+            if !self.deliver(LinkEvent { index, up: false }, true) {
+                return false;
+            }
+        }
+        for (index, up) in present {
+            if !self.deliver(LinkEvent { index, up }, false) {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 /// The event carried by a link notification, and whether the link is gone.
@@ -412,5 +499,58 @@ mod tests {
         assert!(validate_label("eth0", "vip").is_err());
         assert!(validate_label("eth0", "").is_err());
         assert!(validate_label("eth0", "eth0:a\0").is_err());
+    }
+
+    fn link(index: u32, up: bool) -> LinkMessage {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        if up {
+            link.header.flags = LinkFlags::Up | LinkFlags::Running | LinkFlags::LowerUp;
+        } else {
+            link.header.flags = LinkFlags::Up;
+        }
+        link
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<LinkEvent>) -> Vec<LinkEvent> {
+        let mut events = Vec::new();
+        while let Ok(event) = rx.try_recv() {
+            events.push(event);
+        }
+        events.sort_by_key(|e| e.index);
+        events
+    }
+
+    #[test]
+    fn only_changes_are_delivered_and_a_resync_fills_the_gaps() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut watch = LinkWatch {
+            tx,
+            last: HashMap::new(),
+        };
+        let ev = |index, up| LinkEvent { index, up };
+        assert!(watch.deliver(ev(2, true), false));
+        assert!(watch.deliver(ev(2, true), false));
+        assert!(watch.deliver(ev(3, true), false));
+        assert!(watch.deliver(ev(4, false), false));
+        assert_eq!(drain(&mut rx), [ev(2, true), ev(3, true), ev(4, false)]);
+
+        // Missed meanwhile: 2 went down, 3 was removed, 4 unchanged, 5 new.
+        assert!(watch.resync(&[link(2, false), link(4, false), link(5, true)]));
+        assert_eq!(drain(&mut rx), [ev(2, false), ev(3, false), ev(5, true)]);
+        assert!(!watch.last.contains_key(&3));
+
+        // A full queue does not record the event as delivered.
+        for index in 10..18 {
+            assert!(watch.deliver(ev(index, true), false));
+        }
+        assert!(watch.deliver(ev(2, true), false));
+        assert!(!watch.last.get(&2).copied().unwrap_or(false));
+        drain(&mut rx);
+        assert!(watch.deliver(ev(2, true), false));
+        assert_eq!(drain(&mut rx), [ev(2, true)]);
+
+        drop(rx);
+        assert!(!watch.deliver(ev(2, false), false));
     }
 }
