@@ -15,8 +15,10 @@
 //!
 //! * INIT ignores advertisements. Link up: INIT -> BACKUP ([`Reason::Startup`]
 //!   the first time, [`Reason::LinkUp`] after that), master-down timer armed.
-//! * BACKUP, on an advertisement (the peer's counter is adopted, as UCARP and
-//!   FreeBSD do, so our next one carries the peer's counter + 1):
+//! * Any advertisement heard in BACKUP or MASTER sets [`Machine::master_addr`]
+//!   and its counter is adopted, as UCARP and FreeBSD do: our next
+//!   advertisement carries the peer's counter + 1.
+//! * BACKUP, on an advertisement:
 //!   1. a bow-out (advbase 255, advskew 255): MASTER ([`Reason::PeerBowedOut`]);
 //!   2. their demotion higher than ours: MASTER, with or without preemption
 //!      ([`Reason::PeerDemoted`], OpenBSD);
@@ -62,7 +64,8 @@
 //!
 //! The demotion in effect is the external one ([`Machine::set_demote`]) plus
 //! one while sends keep failing (3 failures in a row add it, 3 successes in
-//! a row remove it). [`DemoteStyle::Byte`] advertises it in header byte 4;
+//! a row remove it; only a MASTER sends, so a BACKUP keeps it until it is
+//! MASTER again). [`DemoteStyle::Byte`] advertises it in header byte 4;
 //! [`DemoteStyle::Skew`] adds it to the advertised advskew, capped at 240
 //! but never below the configured advskew. When it changes, a MASTER
 //! advertises at once and a BACKUP's master-down deadline follows the new
