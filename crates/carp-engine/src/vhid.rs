@@ -188,6 +188,9 @@ impl Task {
             self.drain().await;
             self.timer_deadline = None;
         }
+        // earlier hook runs finish on their own (with their timeout); only
+        // the exit hook is waited for
+        self.hooks.clear();
         self.machine.shutdown(std_now());
         self.drain().await;
         for h in self.hooks.drain(..) {
