@@ -1,7 +1,7 @@
 //! tracing output: human text or JSON lines on stderr, and syslog in
 //! UCARP-compatible mode (ucarp logs to syslog unless `--facility=none`).
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::unix::net::UnixDatagram;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -108,7 +108,10 @@ pub fn init(s: &LogSettings) -> Result<(), Error> {
 
     let mut layers: Vec<BoxedLayer> = Vec::new();
     if s.stderr {
-        let layer = tracing_subscriber::fmt::layer().with_writer(io::stderr);
+        // Colours only for a person at a terminal, not in files or journals.
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(io::stderr)
+            .with_ansi(io::stderr().is_terminal());
         layers.push(match s.args.log_format {
             LogFormat::Text => layer.boxed(),
             LogFormat::Json => layer.json().boxed(),
