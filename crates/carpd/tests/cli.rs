@@ -1,6 +1,9 @@
 //! The carpd binary as a process: exit codes and messages of the command
 //! line and of `--check-config`. Nothing here starts the engine.
 
+// Test helpers outside #[test] functions: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
