@@ -48,6 +48,14 @@ pub fn main(mode: Mode) -> Result<(), Error> {
                 ident: UCARP_NAME.into(),
             })?;
             info!("starting in UCARP-compatible mode");
+            // ucarp's own start-up warnings: without scripts (and without
+            // --manage-addresses) nothing moves the address.
+            if args.upscript.is_none() {
+                warn!("no script called when going up");
+            }
+            if args.downscript.is_none() {
+                warn!("no script called when going down");
+            }
             serve(spec, None, args.daemonize)
         }
     }
