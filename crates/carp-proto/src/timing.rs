@@ -17,7 +17,10 @@ pub struct Timing {
 
 impl Timing {
     /// The bow-out advertisement (advbase 255, advskew 255) sent when leaving.
-    pub const BOW_OUT: Timing = Timing { advbase: 255, advskew: 255 };
+    pub const BOW_OUT: Timing = Timing {
+        advbase: 255,
+        advskew: 255,
+    };
 
     pub const fn new(advbase: u8, advskew: u8) -> Self {
         Timing { advbase, advskew }
@@ -57,11 +60,17 @@ mod tests {
         assert_eq!(Timing::new(1, 0).interval(), Duration::from_secs(1));
         assert_eq!(Timing::new(1, 128).interval(), Duration::from_millis(1500));
         assert_eq!(Timing::new(0, 8).interval(), Duration::from_micros(31_250));
-        assert_eq!(Timing::new(0, 0).interval(), Duration::from_nanos(3_906_250));
+        assert_eq!(
+            Timing::new(0, 0).interval(),
+            Duration::from_nanos(3_906_250)
+        );
         assert_eq!(
             Timing::new(1, 10).master_down(3),
             Duration::from_secs(3) + Duration::from_nanos(39_062_500)
         );
-        assert_eq!(Timing::new(0, 8).master_down(3), Duration::from_micros(93_750));
+        assert_eq!(
+            Timing::new(0, 8).master_down(3),
+            Duration::from_micros(93_750)
+        );
     }
 }
