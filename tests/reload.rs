@@ -41,6 +41,15 @@ fn setup(c: &mut Cluster) -> Config {
         || all_vhids().all(|v| c.host(0).has_addr(&vip(v))),
     );
     assert!(ok.is_some(), "node 0 never held all {VHIDS} addresses");
+    // The log check of `assert_untouched` is only worth something if it
+    // recognises the transitions that did happen.
+    let log = c.node(0).log();
+    for v in all_vhids() {
+        assert!(
+            !transitions(&log, "eth0", v).is_empty(),
+            "no transition line found for vhid {v} in:\n{log}"
+        );
+    }
     c.start(1, &config(100, true, all_vhids()));
     sleep(Duration::from_millis(2500));
     for v in all_vhids() {
