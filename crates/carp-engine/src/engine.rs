@@ -73,7 +73,15 @@ pub struct VhidStatus {
     pub in_state_for: Duration,
     /// Last transition and its reason, e.g. "BACKUP -> MASTER (master_down)".
     pub last_transition: Option<String>,
+    /// The reason of the last transition ([`carp_proto::Reason::as_str`]).
+    pub last_reason: Option<&'static str>,
     pub transitions: u64,
+    /// Transitions by reason name, since this VHID (re)started.
+    pub transitions_by_reason: BTreeMap<&'static str, u64>,
+    /// Hook commands started, and how many of them failed (non-zero exit,
+    /// killed, timed out or not runnable).
+    pub hook_runs: u64,
+    pub hook_failures: u64,
     pub adverts_sent: u64,
     pub adverts_received: u64,
     /// Drops by reason name ([`carp_proto::DropReason::as_str`]).

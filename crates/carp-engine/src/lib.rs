@@ -24,4 +24,4 @@ mod vhid;
 pub use engine::{Engine, ReloadReport, VhidStatus};
 pub use error::Error;
 pub use spec::{EngineSpec, HookSpec, InterfaceSpec, VhidKey, VhidSpec, VirtualAddr};
-pub use stats::LatenessSummary;
+pub use stats::{LATENESS_BUCKETS_US, LatenessSummary};

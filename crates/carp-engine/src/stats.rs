@@ -49,6 +49,10 @@ pub(crate) struct VhidStats {
     /// Valid advertisements handed to the task.
     pub(crate) received: AtomicU64,
     pub(crate) sent: AtomicU64,
+    /// Hook commands started, and those that failed, timed out or could not
+    /// be run.
+    pub(crate) hook_runs: AtomicU64,
+    pub(crate) hook_failures: AtomicU64,
     /// Counter of the last advertisement we sent, for loop detection.
     last_counter: AtomicU64,
     sent_any: AtomicBool,
@@ -78,9 +82,18 @@ struct LatenessInner {
     samples: VecDeque<u32>,
     count: u64,
     max_us: u64,
+    sum_us: u64,
+    /// Samples at or below each of [`LATENESS_BUCKETS_US`] (not cumulative).
+    buckets: [u64; LATENESS_BUCKETS_US.len()],
 }
 
 const LATENESS_SAMPLES: usize = 16_384;
+
+/// Upper bounds of the lateness histogram buckets, in microseconds: from
+/// scheduler noise to a stall long enough to cost a failover.
+pub const LATENESS_BUCKETS_US: [u64; 10] = [
+    100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+];
 
 /// Summary of timer lateness, in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -92,6 +105,11 @@ pub struct LatenessSummary {
     pub p99_us: u64,
     /// Largest lateness ever seen.
     pub max_us: u64,
+    /// Sum of all samples since start.
+    pub sum_us: u64,
+    /// Samples since start at or below each bound of
+    /// [`LATENESS_BUCKETS_US`], cumulative (as a Prometheus histogram).
+    pub buckets: [u64; LATENESS_BUCKETS_US.len()],
 }
 
 impl Lateness {
@@ -110,15 +128,25 @@ impl Lateness {
         g.samples.push_back(u32::try_from(us).unwrap_or(u32::MAX));
         g.count += 1;
         g.max_us = g.max_us.max(us);
+        g.sum_us = g.sum_us.saturating_add(us);
+        if let Some(i) = LATENESS_BUCKETS_US.iter().position(|b| us <= *b) {
+            g.buckets[i] += 1;
+        }
     }
 
     pub(crate) fn summary(&self) -> LatenessSummary {
         let Ok(g) = self.inner.lock() else {
             return LatenessSummary::default();
         };
-        let (count, max_us) = (g.count, g.max_us);
+        let (count, max_us, sum_us) = (g.count, g.max_us, g.sum_us);
+        let mut buckets = g.buckets;
         let mut v: Vec<u32> = g.samples.iter().copied().collect();
         drop(g);
+        let mut total = 0;
+        for b in &mut buckets {
+            total += *b;
+            *b = total;
+        }
         v.sort_unstable();
         // nearest-rank percentile
         let pct = |p: usize| -> u64 {
@@ -130,6 +158,8 @@ impl Lateness {
             p50_us: pct(50),
             p99_us: pct(99),
             max_us,
+            sum_us,
+            buckets,
         }
     }
 }
@@ -172,5 +202,12 @@ mod tests {
         assert_eq!(s.p50_us, 50);
         assert_eq!(s.p99_us, 99);
         assert_eq!(s.max_us, 100);
+        assert_eq!(s.sum_us, 5050);
+        // 100 us bucket holds them all; the histogram is cumulative
+        assert_eq!(s.buckets, [100; LATENESS_BUCKETS_US.len()]);
+        l.record(Duration::from_secs(5));
+        let s = l.summary();
+        assert_eq!(s.buckets[LATENESS_BUCKETS_US.len() - 1], 100);
+        assert_eq!(s.count, 101);
     }
 }

@@ -2,8 +2,10 @@
 //! turns its actions into effects (advertisements, addresses, ARP/NA,
 //! hooks).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use carp_proto::machine::SendAdvert;
@@ -121,7 +123,9 @@ pub(crate) fn spawn(
         link_up: link_up || params.ignore_link_state,
         state_since: now,
         last_transition: None,
+        last_reason: None,
         transitions: 0,
+        transitions_by_reason: BTreeMap::new(),
         started: false,
         hooks: Vec::new(),
         last_send_error_log: None,
@@ -146,7 +150,9 @@ struct Task {
     link_up: bool,
     state_since: Instant,
     last_transition: Option<String>,
+    last_reason: Option<&'static str>,
     transitions: u64,
+    transitions_by_reason: BTreeMap<&'static str, u64>,
     /// The down-at-start hook has had its chance.
     started: bool,
     /// Hook runs not known to be finished; awaited on shutdown.
@@ -168,6 +174,7 @@ impl Task {
         mut commands: mpsc::Receiver<Command>,
         cancel: CancellationToken,
     ) {
+        self.remove_stale().await;
         self.machine.handle_link(std_now(), self.link_up);
         self.drain().await;
         loop {
@@ -177,7 +184,7 @@ impl Task {
                 _ = cancel.cancelled() => break,
                 Some(cmd) = commands.recv() => self.command(cmd),
                 Some(msg) = inbox.recv() => {
-                    self.stats.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.stats.received.fetch_add(1, Ordering::Relaxed);
                     self.machine.handle_advert(std_now(), msg.src, &msg.advert);
                 }
                 _ = sleep_until_opt(deadline) => {
@@ -240,12 +247,13 @@ impl Task {
             master: self.machine.master_addr(),
             in_state_for: self.state_since.elapsed(),
             last_transition: self.last_transition.clone(),
+            last_reason: self.last_reason,
             transitions: self.transitions,
-            adverts_sent: self.stats.sent.load(std::sync::atomic::Ordering::Relaxed),
-            adverts_received: self
-                .stats
-                .received
-                .load(std::sync::atomic::Ordering::Relaxed),
+            transitions_by_reason: self.transitions_by_reason.clone(),
+            hook_runs: self.stats.hook_runs.load(Ordering::Relaxed),
+            hook_failures: self.stats.hook_failures.load(Ordering::Relaxed),
+            adverts_sent: self.stats.sent.load(Ordering::Relaxed),
+            adverts_received: self.stats.received.load(Ordering::Relaxed),
             drops: self.stats.drops.snapshot(),
         }
     }
@@ -298,9 +306,7 @@ impl Task {
         }
         let ok = result.is_ok();
         if ok {
-            self.stats
-                .sent
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats.sent.fetch_add(1, Ordering::Relaxed);
         } else if let Err(e) = result {
             let now = Instant::now();
             if self
@@ -329,6 +335,26 @@ impl Task {
             if let Err(e) = self.effects.netlink.add_address(p.ifindex, *a, label).await {
                 tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
                     "cannot add address");
+            }
+        }
+    }
+
+    /// A task starts in INIT and goes to BACKUP before it can become
+    /// MASTER, so any of its addresses present now were left by a previous
+    /// run that did not stop cleanly (SIGKILL, crash): remove them, or two
+    /// hosts would answer for them.
+    async fn remove_stale(&mut self) {
+        if !self.params.spec.manage_addresses {
+            return;
+        }
+        let p = &self.params;
+        for a in &p.spec.addresses {
+            match self.effects.netlink.del_address(p.ifindex, *a).await {
+                Ok(true) => tracing::info!(interface = %p.key.interface, vhid = p.key.vhid,
+                    address = %a.addr, "removed an address left by a previous run"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid,
+                    address = %a.addr, error = %e, "cannot remove an address left by a previous run"),
             }
         }
     }
@@ -366,7 +392,12 @@ impl Task {
             from = from.as_str(), to = to.as_str(), reason = reason.as_str(),
             "{} vhid {}: {line}", self.params.key.interface, self.params.key.vhid);
         self.last_transition = Some(line);
+        self.last_reason = Some(reason.as_str());
         self.transitions += 1;
+        *self
+            .transitions_by_reason
+            .entry(reason.as_str())
+            .or_default() += 1;
         self.state_since = Instant::now();
 
         let hooks = &self.params.spec.hooks;
@@ -392,6 +423,7 @@ impl Task {
         self.hooks.retain(|h| !h.is_finished());
         let addrs: Vec<IpAddr> = self.params.spec.addresses.iter().map(|a| a.addr).collect();
         let p = &self.params;
+        let stats = Arc::clone(&self.stats);
         if let Some(h) = hooks::spawn_hook(
             &p.spec.hooks,
             kind,
@@ -399,8 +431,13 @@ impl Task {
             p.key.vhid,
             state,
             &addrs,
-            |_| {},
+            move |outcome| {
+                if outcome != hooks::HookOutcome::Success {
+                    stats.hook_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            },
         ) {
+            self.stats.hook_runs.fetch_add(1, Ordering::Relaxed);
             self.hooks.push(h);
         }
     }
