@@ -60,6 +60,10 @@ pub struct VhidSpec {
     /// Install/remove the addresses ourselves (false in UCARP-compatible
     /// mode, where the scripts own them).
     pub manage_addresses: bool,
+    /// Drop advertisements whose counter does not increase (see
+    /// [`carp_proto::replay`]); off for OpenBSD peers, whose counter is
+    /// constant.
+    pub replay_protection: bool,
     pub hooks: HookSpec,
 }
 
@@ -80,6 +84,7 @@ impl std::fmt::Debug for VhidSpec {
             .field("group_v4", &self.group_v4)
             .field("broadcast", &self.broadcast)
             .field("manage_addresses", &self.manage_addresses)
+            .field("replay_protection", &self.replay_protection)
             .field("hooks", &self.hooks)
             .finish()
     }

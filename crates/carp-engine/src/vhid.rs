@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use carp_proto::machine::SendAdvert;
+use carp_proto::replay::ReplayWindow;
 use carp_proto::{Action, Advert, Authenticator, Machine, MachineConfig, Reason, State, Timing};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -26,6 +27,8 @@ use crate::stats::{Lateness, VhidStats};
 
 /// Log send failures at most this often per VHID.
 const SEND_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Log replayed advertisements at most this often per VHID.
+const REPLAY_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Operator requests and link events for one VHID task.
 #[derive(Debug)]
@@ -130,6 +133,8 @@ pub(crate) fn spawn(
         hooks: Vec::new(),
         last_send_error_log: None,
         timer_deadline: None,
+        replay: params.spec.replay_protection.then(ReplayWindow::new),
+        last_replay_log: None,
     };
     let join = tokio::spawn(task.run(inbox_rx, cmd_rx, cancel.clone()));
     VhidHandle {
@@ -161,6 +166,9 @@ struct Task {
     /// The deadline whose expiry is being handled, to measure how late the
     /// resulting advertisement leaves.
     timer_deadline: Option<Instant>,
+    /// Counters accepted per peer, when replay protection is on.
+    replay: Option<ReplayWindow>,
+    last_replay_log: Option<Instant>,
 }
 
 fn std_now() -> std::time::Instant {
@@ -184,8 +192,10 @@ impl Task {
                 _ = cancel.cancelled() => break,
                 Some(cmd) = commands.recv() => self.command(cmd),
                 Some(msg) = inbox.recv() => {
-                    self.stats.received.fetch_add(1, Ordering::Relaxed);
-                    self.machine.handle_advert(std_now(), msg.src, &msg.advert);
+                    if self.fresh(&msg) {
+                        self.stats.received.fetch_add(1, Ordering::Relaxed);
+                        self.machine.handle_advert(std_now(), msg.src, &msg.advert);
+                    }
                 }
                 _ = sleep_until_opt(deadline) => {
                     self.timer_deadline = deadline;
@@ -204,6 +214,29 @@ impl Task {
             // bounded by the hook's own timeout
             let _ = h.await;
         }
+    }
+
+    /// Replay protection: whether an authenticated advertisement is new
+    /// enough to reach the machine (always, with the protection off).
+    fn fresh(&mut self, msg: &Inbound) -> bool {
+        let Some(window) = &mut self.replay else {
+            return true;
+        };
+        let Err(reason) = window.check(msg.src, msg.advert.counter) else {
+            return true;
+        };
+        self.stats.drops.add(reason);
+        let now = Instant::now();
+        if self
+            .last_replay_log
+            .is_none_or(|t| now.duration_since(t) >= REPLAY_LOG_EVERY)
+        {
+            self.last_replay_log = Some(now);
+            let p = &self.params.key;
+            tracing::info!(interface = %p.interface, vhid = p.vhid, src = %msg.src, reason = reason.as_str(),
+                "dropped advertisement: {reason} (further drops for this reason counted silently for 10 s)");
+        }
+        false
     }
 
     fn command(&mut self, cmd: Command) {

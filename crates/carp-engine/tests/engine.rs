@@ -280,6 +280,7 @@ fn vhid_spec(vhid: u8, advskew: u8, addresses: Vec<VirtualAddr>) -> VhidSpec {
         group_v4: GROUP_V4,
         broadcast: false,
         manage_addresses: true,
+        replay_protection: false,
         hooks: HookSpec::default(),
     }
 }

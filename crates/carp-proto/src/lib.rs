@@ -5,6 +5,7 @@
 //! * [`auth`]: the HMAC-SHA1 variants spoken by UCARP and the BSD kernels.
 //! * [`machine`]: the INIT/BACKUP/MASTER state machine of one VHID, driven
 //!   by the caller's clock.
+//! * [`replay`]: opt-in replay protection for peers whose counters increase.
 //!
 //! Nothing here reads a clock, touches a socket or spawns a task, so every
 //! rule can be tested byte for byte and microsecond for microsecond.
@@ -12,6 +13,7 @@
 pub mod auth;
 pub mod machine;
 pub mod packet;
+pub mod replay;
 pub mod timing;
 
 pub use auth::{AuthError, Authenticator, HmacMode};

@@ -173,6 +173,7 @@ macro_rules! cascading_table {
             group: Option<Spanned<String>>,
             broadcast: Option<bool>,
             manage_addresses: Option<bool>,
+            replay_protection: Option<bool>,
         }
 
         impl $name {
@@ -194,6 +195,7 @@ macro_rules! cascading_table {
                     group: self.group.as_ref(),
                     broadcast: self.broadcast,
                     manage_addresses: self.manage_addresses,
+                    replay_protection: self.replay_protection,
                 }
             }
         }
@@ -245,6 +247,7 @@ struct Common<'a> {
     group: Option<&'a Spanned<String>>,
     broadcast: Option<bool>,
     manage_addresses: Option<bool>,
+    replay_protection: Option<bool>,
 }
 
 /// A setting's value and the span it was written at.
@@ -273,6 +276,7 @@ struct Level {
     group: Option<Ipv4Addr>,
     broadcast: Option<bool>,
     manage_addresses: Option<bool>,
+    replay_protection: Option<bool>,
     source: Option<IpAddr>,
     ignore_link_state: Option<bool>,
 }
@@ -299,6 +303,7 @@ impl Level {
             group: pick(&self.group, &more.group),
             broadcast: pick(&self.broadcast, &more.broadcast),
             manage_addresses: pick(&self.manage_addresses, &more.manage_addresses),
+            replay_protection: pick(&self.replay_protection, &more.replay_protection),
             source: pick(&self.source, &more.source),
             ignore_link_state: pick(&self.ignore_link_state, &more.ignore_link_state),
         }
@@ -545,6 +550,8 @@ impl Validator<'_> {
             group_v4: l.group.unwrap_or(DEFAULT_GROUP),
             broadcast: l.broadcast.unwrap_or(false),
             manage_addresses: l.manage_addresses.unwrap_or(true),
+            // off by default: OpenBSD peers send a constant counter
+            replay_protection: l.replay_protection.unwrap_or(false),
             hooks: HookSpec {
                 up: l.up,
                 down: l.down,
@@ -730,6 +737,7 @@ impl Validator<'_> {
             group,
             broadcast: c.broadcast,
             manage_addresses: c.manage_addresses,
+            replay_protection: c.replay_protection,
             source: None,
             ignore_link_state: None,
         })
@@ -884,6 +892,30 @@ name = "eth0"
     }
 
     #[test]
+    fn replay_protection_cascades() {
+        let c = load(
+            r#"
+password = "pw"
+replay_protection = true
+[[interface]]
+name = "eth0"
+  [[interface.vhid]]
+  id = 7
+  addresses = ["192.0.2.1"]
+  [[interface.vhid]]
+  id = 8
+  addresses = ["192.0.2.2"]
+  replay_protection = false
+"#,
+        )
+        .unwrap();
+        let v = &c.spec.interfaces[0].vhids;
+        assert!(v[0].replay_protection);
+        assert!(!v[1].replay_protection);
+        assert!(err("replay_protection = 1\n").contains("replay_protection"));
+    }
+
+    #[test]
     fn defaults() {
         let v = one_vhid(MINIMAL);
         assert_eq!(v.vhid, 7);
@@ -899,6 +931,7 @@ name = "eth0"
         assert_eq!(v.demote_style, DemoteStyle::Byte);
         assert_eq!((v.advbase, v.advskew, v.dead_ratio), (1, 0, 3));
         assert!(!v.preempt && !v.broadcast && v.manage_addresses);
+        assert!(!v.replay_protection);
         assert_eq!(v.source, None);
         assert_eq!(v.label, None);
         assert_eq!(v.group_v4, DEFAULT_GROUP);

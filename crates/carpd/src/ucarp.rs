@@ -242,6 +242,7 @@ impl UcarpArgs {
             group_v4: self.mcast,
             broadcast: self.nomcast,
             manage_addresses: self.manage_addresses,
+            replay_protection: false,
             hooks: HookSpec {
                 up: self.upscript.clone(),
                 down: self.downscript.clone(),
@@ -332,6 +333,7 @@ mod tests {
                     group_v4: Ipv4Addr::new(239, 1, 1, 1),
                     broadcast: true,
                     manage_addresses: false,
+                    replay_protection: false,
                     hooks: HookSpec {
                         up: Some("/etc/vip-up.sh".into()),
                         down: Some("/etc/vip-down.sh".into()),
