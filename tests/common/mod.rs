@@ -129,6 +129,10 @@ impl Netns {
     /// address detection off (so link-local and virtual IPv6 addresses are
     /// usable at once).
     pub fn new(tag: &str) -> Netns {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the end-to-end tests create network namespaces: run them as root"
+        );
         reap_stale_namespaces();
         let name = unique(tag);
         run(&["ip", "netns", "add", &name]);
