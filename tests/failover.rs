@@ -263,3 +263,35 @@ fn link_down_backup_takes_over() {
     );
     assert!(c.node(0).is_running() && c.node(1).is_running());
 }
+
+#[test]
+fn partition_heals_to_one_master() {
+    let mut c = Cluster::new(2, 1);
+    let w = c.watch();
+    start_master(&mut c, 0, &config(0));
+    start_backups(&mut c, &[(1, &config(100))], 0);
+
+    // Node 1 stops hearing node 0: after its master-down time both are
+    // masters (split brain, as CARP must behave).
+    c.host(1).block_carp(true);
+    c.wait_owners(VIP, &[0, 1], master_down(3, 100) + 2 * MARGIN);
+
+    // Healed: node 1 hears the better master and yields.
+    let healed = Instant::now();
+    c.host(1).block_carp(false);
+    c.wait_owners(VIP, &[0], adv_interval(0) + 2 * MARGIN);
+    let took = healed.elapsed();
+    eprintln!("took {took:?}");
+
+    let converged = Instant::now();
+    sleep(Duration::from_secs(4));
+    assert_eq!(c.owners(VIP), vec![0]);
+    let h = w.history();
+    assert_eq!(
+        h.max_owners_since(VIP, converged),
+        1,
+        "{:?}",
+        h.timeline(VIP)
+    );
+    assert!(c.node(0).is_running() && c.node(1).is_running());
+}

@@ -186,6 +186,21 @@ impl Netns {
             .collect()
     }
 
+    /// Drops (or stops dropping) every CARP packet arriving in the namespace,
+    /// to cut it off from its peers while its links stay up.
+    pub fn block_carp(&self, block: bool) {
+        if block {
+            self.exec(&["nft", "add", "table", "inet", "carpt"]);
+            self.exec(&[
+                "nft",
+                "add chain inet carpt input { type filter hook input priority 0 ; }",
+            ]);
+            self.exec(&["nft", "add rule inet carpt input meta l4proto 112 drop"]);
+        } else {
+            self.exec(&["nft", "delete", "table", "inet", "carpt"]);
+        }
+    }
+
     /// Whether `addr` (without prefix length) is configured in the namespace.
     pub fn has_addr(&self, addr: &str) -> bool {
         self.addrs().contains(addr)
@@ -753,8 +768,14 @@ impl Watcher {
                 );
             }
         }
+        // Changes from the dump on are kept: replaying one the dump already
+        // shows is harmless, losing one is not.
+        let dumped = Instant::now();
         w.initial = nss.iter().map(|ns| ns.addrs()).collect();
-        w.events.lock().expect("events lock").clear();
+        w.events
+            .lock()
+            .expect("events lock")
+            .retain(|e| e.at >= dumped);
         w
     }
 
@@ -857,19 +878,18 @@ impl History {
     /// When `node` got `addr` first at or after `since` (already holding it
     /// at `since` counts as `since`).
     pub fn first_owned_since(&self, node: usize, addr: &str, since: Instant) -> Option<Instant> {
-        let tl = self.timeline(addr);
         let mut current = false;
-        for (at, owners) in &tl {
-            let t = at.unwrap_or(since);
-            if t < since {
-                current = owners.contains(&node);
-                continue;
-            }
-            if current {
-                return Some(since);
-            }
-            if owners.contains(&node) {
-                return Some(t.max(since));
+        for (at, owners) in self.timeline(addr) {
+            match at {
+                Some(t) if t >= since => {
+                    if current {
+                        return Some(since);
+                    }
+                    if owners.contains(&node) {
+                        return Some(t);
+                    }
+                }
+                _ => current = owners.contains(&node),
             }
         }
         current.then_some(since)
