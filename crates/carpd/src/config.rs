@@ -6,7 +6,7 @@
 //! and the key. `config/carpd.toml` documents every key.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,10 +37,21 @@ pub const UCARP_MAX_KEY: usize = 19;
 /// terminating NUL.
 const IFNAMSIZ_MAX: usize = 15;
 
+/// Where the control socket is when neither the file nor the command line
+/// says.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/carpd.sock";
+
+/// The longest path a Unix socket address holds (`sun_path` less the NUL).
+const SUN_PATH_MAX: usize = 107;
+
 /// A validated configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub spec: EngineSpec,
+    /// `control_socket`, if the file sets it.
+    pub control_socket: Option<PathBuf>,
+    /// `[metrics] listen`: where to serve Prometheus metrics (off if unset).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -56,16 +67,29 @@ impl Config {
     /// Validate `src` as if read from `path` (which names the file in errors
     /// and anchors relative paths).
     pub fn from_toml(src: &str, path: &Path) -> Result<Config, Error> {
-        let raw: RawFile = toml::from_str(src).map_err(|e| parse_error(src, path, &e))?;
+        let mut raw: RawFile = toml::from_str(src).map_err(|e| parse_error(src, path, &e))?;
         let base = path.parent().unwrap_or(Path::new(""));
-        Validator {
+        let v = Validator {
             src,
             path,
             base,
             seen_addrs: HashMap::new(),
-        }
-        .file(raw)
-        .map(|spec| Config { spec })
+        };
+        let control_socket = raw
+            .control_socket
+            .take()
+            .map(|s| v.control_socket(&s))
+            .transpose()?;
+        let metrics_listen = raw
+            .metrics
+            .take()
+            .map(|m| v.metrics_listen(&m.listen))
+            .transpose()?;
+        v.file(raw).map(|spec| Config {
+            spec,
+            control_socket,
+            metrics_listen,
+        })
     }
 
     pub fn vhid_count(&self) -> usize {
@@ -163,6 +187,7 @@ macro_rules! cascading_table {
             preempt: Option<bool>,
             password: Option<Spanned<String>>,
             password_file: Option<Spanned<String>>,
+            password_env: Option<Spanned<String>>,
             auth: Option<Spanned<AuthName>>,
             hook_timeout: Option<Spanned<String>>,
             up: Option<Spanned<String>>,
@@ -185,6 +210,7 @@ macro_rules! cascading_table {
                     preempt: self.preempt,
                     password: self.password.as_ref(),
                     password_file: self.password_file.as_ref(),
+                    password_env: self.password_env.as_ref(),
                     auth: self.auth.as_ref(),
                     hook_timeout: self.hook_timeout.as_ref(),
                     up: self.up.as_ref(),
@@ -205,6 +231,8 @@ macro_rules! cascading_table {
 cascading_table! {
     struct RawFile {
         ignore_link_state: Option<bool>,
+        control_socket: Option<Spanned<String>>,
+        metrics: Option<RawMetrics>,
         #[serde(default)]
         interface: Vec<Spanned<RawInterface>>,
     }
@@ -229,6 +257,13 @@ cascading_table! {
     }
 }
 
+/// The `[metrics]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Spanned<String>,
+}
+
 /// The cascading settings of one table, borrowed from it.
 struct Common<'a> {
     advbase: Option<&'a Spanned<i64>>,
@@ -237,6 +272,7 @@ struct Common<'a> {
     preempt: Option<bool>,
     password: Option<&'a Spanned<String>>,
     password_file: Option<&'a Spanned<String>>,
+    password_env: Option<&'a Spanned<String>>,
     auth: Option<&'a Spanned<AuthName>>,
     hook_timeout: Option<&'a Spanned<String>>,
     up: Option<&'a Spanned<String>>,
@@ -463,7 +499,7 @@ impl Validator<'_> {
                 table,
                 &ctx,
                 "password",
-                "no password: set password or password_file (here, in the interface or at the top)",
+                "no password: set password, password_file or password_env (here, in the interface or at the top)",
             ));
         };
 
@@ -625,6 +661,64 @@ impl Validator<'_> {
         }
     }
 
+    /// The password from the environment variable `name` (as bytes: the
+    /// password is not necessarily UTF-8).
+    fn password_env(&self, name: &Spanned<String>, ctx: &str) -> Result<Vec<u8>, Error> {
+        let n = name.get_ref();
+        if n.is_empty() || n.contains(['=', '\0']) {
+            return Err(self.err(
+                &name.span(),
+                ctx,
+                "password_env",
+                format!("{n:?} is not an environment variable name"),
+            ));
+        }
+        match std::env::var_os(n) {
+            Some(v) => Ok(std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec()),
+            None => Err(self.err(
+                &name.span(),
+                ctx,
+                "password_env",
+                format!("the environment variable {n} is not set"),
+            )),
+        }
+    }
+
+    fn control_socket(&self, s: &Spanned<String>) -> Result<PathBuf, Error> {
+        let p = Path::new(s.get_ref());
+        if !p.is_absolute() {
+            return Err(self.err(
+                &s.span(),
+                "",
+                "control_socket",
+                format!("{:?} is not an absolute path", s.get_ref()),
+            ));
+        }
+        if s.get_ref().len() > SUN_PATH_MAX {
+            return Err(self.err(
+                &s.span(),
+                "",
+                "control_socket",
+                format!("longer than the {SUN_PATH_MAX} bytes a socket path can have"),
+            ));
+        }
+        Ok(p.to_path_buf())
+    }
+
+    fn metrics_listen(&self, s: &Spanned<String>) -> Result<SocketAddr, Error> {
+        s.get_ref().parse().map_err(|_| {
+            self.err(
+                &s.span(),
+                "metrics",
+                "listen",
+                format!(
+                    "{:?} is not an address:port (e.g. \"127.0.0.1:9750\")",
+                    s.get_ref()
+                ),
+            )
+        })
+    }
+
     /// Check the cascading settings written in one table.
     fn level(&self, c: Common<'_>, ctx: &str) -> Result<Level, Error> {
         let int = |v: Option<&Spanned<i64>>, key: &str, lo: u8| -> Result<Option<At<u8>>, Error> {
@@ -643,16 +737,22 @@ impl Validator<'_> {
             .transpose()
         };
 
+        let given = [
+            c.password.map(|p| ("password", p)),
+            c.password_file.map(|p| ("password_file", p)),
+            c.password_env.map(|p| ("password_env", p)),
+        ];
+        let mut given = given.iter().flatten();
+        if let (Some((first, at)), Some((second, _))) = (given.next(), given.next()) {
+            return Err(self.err(
+                &at.span(),
+                ctx,
+                first,
+                format!("set only one of password, password_file and password_env, not {first} and {second}"),
+            ));
+        }
         let key = match (c.password, c.password_file) {
-            (Some(p), Some(_)) => {
-                return Err(self.err(
-                    &p.span(),
-                    ctx,
-                    "password",
-                    "set password or password_file, not both",
-                ));
-            }
-            (Some(p), None) => Some(At {
+            (Some(p), _) => Some(At {
                 value: (p.get_ref().as_bytes().to_vec(), "the password".to_string()),
                 span: p.span(),
             }),
@@ -671,7 +771,16 @@ impl Validator<'_> {
                     span: f.span(),
                 })
             }
-            (None, None) => None,
+            (None, None) => match c.password_env {
+                Some(name) => Some(At {
+                    value: (
+                        self.password_env(name, ctx)?,
+                        format!("the password in ${}", name.get_ref()),
+                    ),
+                    span: name.span(),
+                }),
+                None => None,
+            },
         };
 
         let hook_timeout = c
@@ -1191,7 +1300,7 @@ name = "eth0"
             ),
             (
                 "password = \"a\"\npassword_file = \"b\"\n",
-                "/etc/test.toml:1: password: set password or password_file, not both",
+                "/etc/test.toml:1: password: set only one of password, password_file and password_env, not password and password_file",
             ),
             (
                 "group = \"10.0.0.1\"\n",
@@ -1376,5 +1485,55 @@ name = "eth0"
         assert_eq!(key_at(src, 14), None);
         let e3 = src.find('3').unwrap();
         assert_eq!(key_at(src, e3), Some("e"));
+    }
+
+    #[test]
+    fn control_socket_and_metrics() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!((c.control_socket, c.metrics_listen), (None, None));
+        let c = load(&format!(
+            "control_socket = \"/run/x/carpd.sock\"\n{MINIMAL}\n[metrics]\nlisten = \"127.0.0.1:9750\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.control_socket, Some(PathBuf::from("/run/x/carpd.sock")));
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9750".parse().unwrap()));
+        assert_eq!(
+            err(&format!("control_socket = \"x.sock\"\n{MINIMAL}")),
+            "/etc/test.toml:1: control_socket: \"x.sock\" is not an absolute path"
+        );
+        assert_eq!(
+            err(&format!("{MINIMAL}\n[metrics]\nlisten = \"localhost\"\n")),
+            "/etc/test.toml:10: metrics: listen: \"localhost\" is not an address:port (e.g. \"127.0.0.1:9750\")"
+        );
+        assert!(err(&format!("{MINIMAL}\n[metrics]\nport = 1\n")).contains("unknown field `port`"));
+    }
+
+    #[test]
+    fn password_from_the_environment() {
+        // PATH is set wherever tests run; any variable shows the mechanism.
+        let path = std::env::var_os("PATH").unwrap();
+        let v = one_vhid(&MINIMAL.replace("password = \"pw\"", "password_env = \"PATH\""));
+        assert_eq!(
+            v.key,
+            std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())
+        );
+        assert_eq!(
+            err(&MINIMAL.replace(
+                "password = \"pw\"",
+                "password_env = \"CARPD_TEST_NEVER_SET_3141\""
+            )),
+            "/etc/test.toml:2: password_env: the environment variable CARPD_TEST_NEVER_SET_3141 is not set"
+        );
+        assert_eq!(
+            err(&MINIMAL.replace("password = \"pw\"", "password_env = \"\"")),
+            "/etc/test.toml:2: password_env: \"\" is not an environment variable name"
+        );
+        assert_eq!(
+            err(&MINIMAL.replace(
+                "password = \"pw\"",
+                "password_file = \"x\"\npassword_env = \"PATH\""
+            )),
+            "/etc/test.toml:2: password_file: set only one of password, password_file and password_env, not password_file and password_env"
+        );
     }
 }

@@ -62,6 +62,34 @@ pub enum Error {
     Engine(#[from] carp_engine::Error),
     #[error("shutdown interrupted by a second signal; addresses may remain")]
     ShutdownInterrupted,
+    #[error(
+        "another carpd is already running on the control socket {} (or set a different control_socket)",
+        .0.display()
+    )]
+    AlreadyRunning(PathBuf),
+    #[error("{} exists and is not a socket; not replacing it", .0.display())]
+    NotASocket(PathBuf),
+    #[error("control socket {}", path.display())]
+    ControlSocket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen for metrics on {addr}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A control request the daemon refused or could not carry out.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {

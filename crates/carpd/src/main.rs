@@ -2,9 +2,13 @@
 //! command line.
 
 mod cli;
+mod client;
 mod config;
+mod control;
 mod error;
 mod logging;
+mod metrics;
+mod notify;
 mod run;
 mod ucarp;
 

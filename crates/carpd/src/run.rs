@@ -1,20 +1,48 @@
-//! Start-up, the signal loop and shutdown.
+//! Start-up, the signal loop, reloads and shutdown.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use carp_engine::{Engine, EngineSpec, VhidKey};
+use carp_engine::{Engine, EngineSpec, VhidKey, VhidStatus};
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::{Mutex, RwLock};
 use tracing::{error, info, warn};
 
 use crate::cli::{Mode, UCARP_NAME};
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_CONTROL_SOCKET};
+use crate::control::{self, ReloadInfo, key_name};
 use crate::error::{Error, chain};
 use crate::logging::{self, Facility, LogSettings};
+use crate::metrics::{self, Snapshot};
+use crate::{client, notify};
 
-/// Run the daemon described by the command line until a signal stops it.
+/// What to run and what to serve around it.
+struct Setup {
+    spec: EngineSpec,
+    /// The file to reload from (none in UCARP-compatible mode).
+    reload: Option<ReloadSource>,
+    control_socket: Option<PathBuf>,
+    metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug)]
+struct ReloadSource {
+    path: PathBuf,
+    /// The control socket was given on the command line, which wins over
+    /// the file, so the file's `control_socket` does not matter.
+    socket_from_cli: bool,
+}
+
+/// Run the daemon described by the command line until a signal stops it,
+/// or carry out one client command.
 pub fn main(mode: Mode) -> Result<(), Error> {
     match mode {
         Mode::Config(args) => {
+            if let Some(command) = args.command {
+                return client::run(command);
+            }
             let config = Config::load(&args.config)?;
             if args.check_config {
                 println!("{}: ok: {}", args.config.display(), config.summary());
@@ -27,8 +55,24 @@ pub fn main(mode: Mode) -> Result<(), Error> {
                 syslog: Facility::NONE,
                 ident: "carpd".into(),
             })?;
+            let control_socket = args
+                .control_socket
+                .clone()
+                .or(config.control_socket.clone())
+                .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into());
             info!(config = %args.config.display(), "starting with {}", config.summary());
-            serve(config.spec, Some(args.config), false)
+            serve(
+                Setup {
+                    spec: config.spec,
+                    reload: Some(ReloadSource {
+                        path: args.config,
+                        socket_from_cli: args.control_socket.is_some(),
+                    }),
+                    control_socket: Some(control_socket),
+                    metrics_listen: config.metrics_listen,
+                },
+                false,
+            )
         }
         Mode::Ucarp(args) => {
             // Everything ucarp checks is checked before going to the
@@ -56,12 +100,22 @@ pub fn main(mode: Mode) -> Result<(), Error> {
             if args.downscript.is_none() {
                 warn!("no script called when going down");
             }
-            serve(spec, None, args.daemonize)
+            // Like ucarp, no control socket: one process per VHID is the
+            // ucarp way, and they would all want the same default path.
+            serve(
+                Setup {
+                    spec,
+                    reload: None,
+                    control_socket: None,
+                    metrics_listen: None,
+                },
+                args.daemonize,
+            )
         }
     }
 }
 
-fn serve(spec: EngineSpec, reload_from: Option<PathBuf>, detached: bool) -> Result<(), Error> {
+fn serve(setup: Setup, detached: bool) -> Result<(), Error> {
     // Multi-threaded so a VHID task busy in a netlink round trip or a hook
     // spawn never holds back the timers of the others; two workers match
     // the small machines this runs on, and the work per VHID is tiny.
@@ -71,7 +125,7 @@ fn serve(spec: EngineSpec, reload_from: Option<PathBuf>, detached: bool) -> Resu
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    let result = runtime.block_on(daemon(spec, reload_from));
+    let result = runtime.block_on(daemon(setup));
     if detached {
         // stderr is gone: the log is the only place the reason can go.
         if let Err(e) = &result {
@@ -85,7 +139,181 @@ fn listen(kind: SignalKind, name: &'static str) -> Result<Signal, Error> {
     signal(kind).map_err(|source| Error::Signal { name, source })
 }
 
-async fn daemon(spec: EngineSpec, reload_from: Option<PathBuf>) -> Result<(), Error> {
+/// Removes the control socket file when the daemon ends, however it ends.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        control::remove(&self.0);
+    }
+}
+
+/// What the control socket, the metrics listener and the signal loop share.
+#[derive(Debug)]
+pub struct Shared {
+    /// `None` once shutdown has begun.
+    engine: RwLock<Option<Engine>>,
+    /// Held for a whole reload, so two never interleave.
+    reload: Mutex<ReloadState>,
+}
+
+#[derive(Debug)]
+struct ReloadState {
+    source: Option<ReloadSource>,
+    /// The socket being served, if any.
+    control_socket: Option<PathBuf>,
+    metrics: Option<metrics::Server>,
+}
+
+const SHUTTING_DOWN: &str = "carpd is shutting down";
+
+impl Shared {
+    pub async fn status(
+        &self,
+    ) -> Result<
+        (
+            Vec<VhidStatus>,
+            BTreeMap<String, BTreeMap<&'static str, u64>>,
+        ),
+        String,
+    > {
+        let g = self.engine.read().await;
+        let engine = g.as_ref().ok_or(SHUTTING_DOWN)?;
+        Ok((engine.status().await, engine.interface_drops().await))
+    }
+
+    /// Add `by` to the demotion of the matching VHIDs; their status after.
+    pub async fn demote(
+        &self,
+        interface: Option<&str>,
+        vhid: Option<u8>,
+        by: i32,
+    ) -> Result<Vec<VhidStatus>, String> {
+        let g = self.engine.read().await;
+        let engine = g.as_ref().ok_or(SHUTTING_DOWN)?;
+        let done = engine.demote(interface, vhid, by).await;
+        Ok(engine
+            .status()
+            .await
+            .into_iter()
+            .filter(|s| done.contains(&s.key))
+            .collect())
+    }
+
+    /// Masters among the matching VHIDs step down: (how many matched, which
+    /// stepped down).
+    pub async fn step_down(
+        &self,
+        interface: Option<&str>,
+        vhid: Option<u8>,
+    ) -> Result<(usize, Vec<VhidKey>), String> {
+        let g = self.engine.read().await;
+        let engine = g.as_ref().ok_or(SHUTTING_DOWN)?;
+        if interface.is_none() && vhid.is_none() {
+            let n = engine.status().await.len();
+            return Ok((n, engine.step_down(None).await));
+        }
+        let matching: Vec<VhidKey> = engine
+            .status()
+            .await
+            .into_iter()
+            .map(|s| s.key)
+            .filter(|k| {
+                interface.is_none_or(|i| i == k.interface) && vhid.is_none_or(|v| v == k.vhid)
+            })
+            .collect();
+        let mut stepped = Vec::new();
+        for k in &matching {
+            stepped.extend(engine.step_down(Some(k)).await);
+        }
+        Ok((matching.len(), stepped))
+    }
+
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        let g = self.engine.read().await;
+        let engine = g.as_ref()?;
+        Some(Snapshot {
+            vhids: engine.status().await,
+            interface_drops: engine.interface_drops().await,
+            lateness: engine.timer_lateness(),
+        })
+    }
+
+    /// SIGHUP and `carpd reload`: validate the file, then apply it; on any
+    /// error the running configuration stays as it is and the error is
+    /// logged and returned.
+    pub async fn reload(self: &Arc<Self>, origin: &str) -> Result<ReloadInfo, String> {
+        let result = self.try_reload().await;
+        match &result {
+            Ok(info) => info!(origin, "{}", info.summary()),
+            Err(e) => error!(
+                origin,
+                "reload refused: {e}; the running configuration stays"
+            ),
+        }
+        result
+    }
+
+    async fn try_reload(self: &Arc<Self>) -> Result<ReloadInfo, String> {
+        let mut st = self.reload.lock().await;
+        let Some(source) = &st.source else {
+            return Err("nothing to reload: the UCARP-compatible command line has no file".into());
+        };
+        let path = source.path.clone();
+        let config = Config::load(&path).map_err(|e| chain(&e))?;
+        if !source.socket_from_cli {
+            let want = config
+                .control_socket
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into());
+            if let Some(running) = &st.control_socket
+                && *running != want
+            {
+                return Err(format!(
+                    "{}: control_socket cannot change on reload ({} -> {}); restart carpd to move it",
+                    path.display(),
+                    running.display(),
+                    want.display()
+                ));
+            }
+        }
+        let running_metrics = st.metrics.as_ref().map(|m| m.addr);
+        // Bound before anything changes, so a taken port refuses the reload.
+        let new_metrics = if config.metrics_listen == running_metrics {
+            None
+        } else {
+            match config.metrics_listen {
+                Some(addr) => Some(Some((
+                    addr,
+                    metrics::bind(addr).await.map_err(|e| chain(&e))?,
+                ))),
+                None => Some(None),
+            }
+        };
+
+        notify::reloading();
+        let outcome = {
+            let g = self.engine.read().await;
+            match g.as_ref() {
+                Some(engine) => engine.reload(config.spec).await.map_err(|e| chain(&e)),
+                None => Err(SHUTTING_DOWN.to_string()),
+            }
+        };
+        let result = outcome.map(|report| {
+            let mut info = ReloadInfo::new(&report);
+            if let Some(m) = new_metrics {
+                // The old listener stops as it is dropped.
+                st.metrics = m.map(|(addr, l)| metrics::spawn(l, addr, Arc::clone(self)));
+                info.metrics = Some(metrics::describe(st.metrics.as_ref().map(|m| m.addr)));
+            }
+            info
+        });
+        notify::ready("running");
+        result
+    }
+}
+
+async fn daemon(setup: Setup) -> Result<(), Error> {
     // Handlers first: a TERM during start-up must not kill the process with
     // addresses half installed.
     let mut term = listen(SignalKind::terminate(), "SIGTERM")?;
@@ -94,26 +322,93 @@ async fn daemon(spec: EngineSpec, reload_from: Option<PathBuf>) -> Result<(), Er
     let mut usr1 = listen(SignalKind::user_defined1(), "SIGUSR1")?;
     let mut usr2 = listen(SignalKind::user_defined2(), "SIGUSR2")?;
 
-    let engine = Engine::start(spec).await?;
-    info!("running");
+    // The socket first: a second carpd stops here, before touching anything.
+    let mut _socket_file = None;
+    let control_listener = match &setup.control_socket {
+        Some(path) => {
+            let (listener, stale) = control::claim(path)?;
+            _socket_file = Some(SocketFile(path.clone()));
+            if stale {
+                info!(path = %path.display(), "replaced a stale control socket");
+            }
+            let listener = tokio::net::UnixListener::from_std(listener).map_err(|source| {
+                Error::ControlSocket {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            Some(listener)
+        }
+        None => None,
+    };
+    let metrics_listener = match setup.metrics_listen {
+        Some(addr) => Some((addr, metrics::bind(addr).await?)),
+        None => None,
+    };
+
+    let n = setup
+        .spec
+        .interfaces
+        .iter()
+        .map(|i| i.vhids.len())
+        .sum::<usize>();
+    let engine = Engine::start(setup.spec).await?;
+    let shared = Arc::new(Shared {
+        engine: RwLock::new(Some(engine)),
+        reload: Mutex::new(ReloadState {
+            source: setup.reload,
+            control_socket: setup.control_socket.clone(),
+            metrics: None,
+        }),
+    });
+    if let Some((addr, listener)) = metrics_listener {
+        shared.reload.lock().await.metrics =
+            Some(metrics::spawn(listener, addr, Arc::clone(&shared)));
+    }
+    let control_task =
+        control_listener.map(|l| tokio::spawn(control::serve(l, Arc::clone(&shared))));
+    let watchdog = notify::watchdog();
+    notify::ready(&format!("running {n} VHID(s)"));
+    info!(
+        control_socket = %setup.control_socket.as_ref().map_or("none".into(), |p| p.display().to_string()),
+        metrics = %metrics::describe(setup.metrics_listen),
+        "running"
+    );
 
     let why = loop {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => match &reload_from {
-                Some(path) => reload(&engine, path).await,
-                None => info!("SIGHUP ignored: the UCARP-compatible command line has no file to reload"),
-            },
-            _ = usr1.recv() => log_status(&engine).await,
+            _ = hup.recv() => {
+                // logged inside, whatever the outcome
+                let _ = shared.reload("SIGHUP").await;
+            }
+            _ = usr1.recv() => {
+                if let Ok((all, _)) = shared.status().await {
+                    log_status(all);
+                }
+            }
             _ = usr2.recv() => {
-                let stepped = engine.step_down(None).await;
-                info!("SIGUSR2: {} master(s) stepped down: {}", stepped.len(), keys(&stepped));
+                if let Ok((_, stepped)) = shared.step_down(None, None).await {
+                    info!("SIGUSR2: {} master(s) stepped down: {}", stepped.len(), keys(&stepped));
+                }
             }
         }
     };
 
     info!("{why}: shutting down (masters bow out and remove their addresses)");
+    notify::stopping();
+    if let Some(t) = control_task {
+        t.abort();
+    }
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    shared.reload.lock().await.metrics = None;
+    // Waits for requests in flight; later ones hear "shutting down".
+    let Some(engine) = shared.engine.write().await.take() else {
+        return Ok(());
+    };
     tokio::select! {
         () = engine.shutdown() => {
             info!("stopped");
@@ -124,38 +419,7 @@ async fn daemon(spec: EngineSpec, reload_from: Option<PathBuf>) -> Result<(), Er
     }
 }
 
-/// Re-read and validate the file; keep the running configuration if it is
-/// not valid.
-async fn reload(engine: &Engine, path: &Path) {
-    // A small file read; not worth a blocking-pool round trip.
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            error!("SIGHUP: {}; keeping the running configuration", chain(&e));
-            return;
-        }
-    };
-    match engine.reload(config.spec).await {
-        Ok(r) => {
-            info!(
-                added = %keys(&r.added),
-                removed = %keys(&r.removed),
-                changed = %keys(&r.changed),
-                unchanged = r.unchanged,
-                "SIGHUP: reloaded {}: {} added, {} removed, {} changed, {} unchanged",
-                path.display(),
-                r.added.len(),
-                r.removed.len(),
-                r.changed.len(),
-                r.unchanged
-            );
-        }
-        Err(e) => error!("SIGHUP: reload of {} failed: {}", path.display(), chain(&e)),
-    }
-}
-
-async fn log_status(engine: &Engine) {
-    let all = engine.status().await;
+fn log_status(all: Vec<VhidStatus>) {
     if all.is_empty() {
         info!("status: no VHIDs configured");
     }
@@ -195,8 +459,5 @@ fn keys(list: &[VhidKey]) -> String {
     if list.is_empty() {
         return "-".into();
     }
-    list.iter()
-        .map(|k| format!("{}/{}", k.interface, k.vhid))
-        .collect::<Vec<_>>()
-        .join(" ")
+    list.iter().map(key_name).collect::<Vec<_>>().join(" ")
 }

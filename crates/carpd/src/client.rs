@@ -1,0 +1,288 @@
+//! The client side of the control socket (`carpd status`, `demote`,
+//! `promote`, `stepdown`, `reload`), and the manual page and completions
+//! generated from the command-line definition.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::CommandFactory;
+
+use crate::cli::{Command, ConfigArgs, Filter};
+use crate::control::{MAX_REQUEST, Request, Response, VhidInfo};
+use crate::error::Error;
+
+/// A reload waits for removed VHIDs to bow out and for their exit hooks.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Status { json, socket } => {
+            let r = ask(&socket.socket, &Request::Status)?;
+            if json {
+                let doc = serde_json::json!({
+                    "vhids": r.vhids,
+                    "interface_drops": r.interface_drops,
+                });
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            } else {
+                print!("{}", table(&r));
+            }
+            Ok(())
+        }
+        Command::Demote(a) => adjust(&a.socket.socket, i32::from(a.by), a.filter),
+        Command::Promote(a) => adjust(&a.socket.socket, -i32::from(a.by), a.filter),
+        Command::Stepdown { filter, socket } => {
+            let r = ask(
+                &socket.socket,
+                &Request::Stepdown {
+                    interface: filter.interface,
+                    vhid: filter.vhid,
+                },
+            )?;
+            say(&r);
+            Ok(())
+        }
+        Command::Reload { socket } => {
+            let r = ask(&socket.socket, &Request::Reload)?;
+            say(&r);
+            Ok(())
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(ConfigArgs::command())
+                .render(&mut out)
+                .map_err(|source| Error::Io {
+                    context: "rendering the manual page".into(),
+                    source,
+                })?;
+            write_stdout(&out)
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut ConfigArgs::command(), "carpd", &mut out);
+            write_stdout(&out)
+        }
+    }
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), Error> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(|source| Error::Io {
+            context: "writing to stdout".into(),
+            source,
+        })
+}
+
+fn adjust(socket: &Path, by: i32, filter: Filter) -> Result<(), Error> {
+    let r = ask(
+        socket,
+        &Request::Demote {
+            by,
+            interface: filter.interface,
+            vhid: filter.vhid,
+        },
+    )?;
+    say(&r);
+    Ok(())
+}
+
+fn say(r: &Response) {
+    if let Some(m) = &r.message {
+        println!("{m}");
+    }
+}
+
+/// Send one request and read its response; a refusal becomes an error.
+pub fn ask(socket: &Path, request: &Request) -> Result<Response, Error> {
+    let io = |source| Error::ControlSocket {
+        path: socket.to_path_buf(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(io)?;
+    stream
+        .set_read_timeout(Some(RESPONSE_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(RESPONSE_TIMEOUT)))
+        .map_err(io)?;
+    let mut line = serde_json::to_vec(request).map_err(|e| Error::Refused(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    let mut reply = Vec::new();
+    // A status of thousands of VHIDs is large, but not unbounded.
+    let limit = u64::try_from(MAX_REQUEST * 1024).unwrap_or(u64::MAX);
+    BufReader::new(std::io::Read::take(&stream, limit))
+        .read_until(b'\n', &mut reply)
+        .map_err(io)?;
+    if reply.is_empty() {
+        return Err(Error::Refused(format!(
+            "{}: the daemon closed the connection without an answer",
+            socket.display()
+        )));
+    }
+    let response: Response = serde_json::from_slice(&reply)
+        .map_err(|e| Error::Refused(format!("unreadable answer from the daemon: {e}")))?;
+    if response.ok {
+        Ok(response)
+    } else {
+        Err(Error::Refused(
+            response
+                .error
+                .unwrap_or_else(|| "refused without a reason".into()),
+        ))
+    }
+}
+
+/// `1h 2m 3s`, whole seconds.
+fn ago(secs: f64) -> String {
+    // Saturating float-to-int conversion; a negative or NaN age reads 0s.
+    let whole = Duration::from_secs(secs as u64);
+    humantime::format_duration(whole).to_string()
+}
+
+fn table(r: &Response) -> String {
+    if r.vhids.is_empty() {
+        return "no VHIDs configured\n".into();
+    }
+    let header = [
+        "INTERFACE",
+        "VHID",
+        "STATE",
+        "ADDRESSES",
+        "ADVBASE",
+        "ADVSKEW",
+        "DEMOTE",
+        "MASTER",
+        "IN STATE",
+        "LAST TRANSITION",
+        "SENT",
+        "RECEIVED",
+        "DROPS",
+        "TRANSITIONS",
+    ];
+    let row = |v: &VhidInfo| -> Vec<String> {
+        let master = match (&v.master, v.state.as_str()) {
+            (_, "MASTER") => "this node".to_string(),
+            (Some(m), _) => m.clone(),
+            (None, _) => "-".to_string(),
+        };
+        vec![
+            v.interface.clone(),
+            v.vhid.to_string(),
+            v.state.clone(),
+            v.addresses.join(","),
+            v.advbase.to_string(),
+            v.advskew.to_string(),
+            v.demote.to_string(),
+            master,
+            ago(v.in_state_secs),
+            v.last_transition.clone().unwrap_or_else(|| "-".into()),
+            v.adverts_sent.to_string(),
+            v.adverts_received.to_string(),
+            v.drops.values().sum::<u64>().to_string(),
+            v.transitions.to_string(),
+        ]
+    };
+    let rows: Vec<Vec<String>> = std::iter::once(header.iter().map(|h| h.to_string()).collect())
+        .chain(r.vhids.iter().map(row))
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for cells in &rows {
+        let line: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    let drops: Vec<String> = r
+        .vhids
+        .iter()
+        .filter(|v| !v.drops.is_empty())
+        .map(|v| {
+            let reasons: Vec<String> = v.drops.iter().map(|(k, n)| format!("{k}={n}")).collect();
+            format!("{}/{}: {}", v.interface, v.vhid, reasons.join(" "))
+        })
+        .chain(r.interface_drops.iter().map(|(i, d)| {
+            let reasons: Vec<String> = d.iter().map(|(k, n)| format!("{k}={n}")).collect();
+            format!("{i} (no VHID): {}", reasons.join(" "))
+        }))
+        .collect();
+    if !drops.is_empty() {
+        out.push_str("\ndropped advertisements:\n");
+        for d in drops {
+            out.push_str("  ");
+            out.push_str(&d);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn man_page_and_completions_are_generated() {
+        let mut man = Vec::new();
+        clap_mangen::Man::new(ConfigArgs::command())
+            .render(&mut man)
+            .unwrap();
+        let man = String::from_utf8(man).unwrap();
+        assert!(man.contains(".TH carpd"), "{man}");
+        assert!(man.contains("control\\-socket"), "{man}");
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut ConfigArgs::command(), "carpd", &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains("stepdown"), "{shell}: {text}");
+        }
+    }
+
+    #[test]
+    fn status_table() {
+        let v = VhidInfo {
+            interface: "eth0".into(),
+            vhid: 1,
+            state: "BACKUP".into(),
+            addresses: vec!["10.0.0.1/24".into()],
+            advbase: 1,
+            advskew: 100,
+            demote: 0,
+            master: Some("10.0.0.2".into()),
+            in_state_secs: 65.4,
+            last_transition: Some("INIT -> BACKUP (startup)".into()),
+            last_reason: Some("startup".into()),
+            transitions: 1,
+            transitions_by_reason: [("startup".to_string(), 1)].into(),
+            adverts_sent: 0,
+            adverts_received: 60,
+            drops: [("bad_hmac".to_string(), 3)].into(),
+            hook_runs: 0,
+            hook_failures: 0,
+        };
+        let t = table(&Response {
+            ok: true,
+            vhids: vec![v],
+            ..Response::default()
+        });
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("INTERFACE  VHID  STATE"), "{t}");
+        assert!(lines[1].contains("10.0.0.2"), "{t}");
+        assert!(lines[1].contains("1m 5s"), "{t}");
+        assert!(lines[1].contains("INIT -> BACKUP (startup)"), "{t}");
+        assert!(t.contains("eth0/1: bad_hmac=3"), "{t}");
+    }
+}

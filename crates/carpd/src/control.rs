@@ -1,0 +1,486 @@
+//! The control socket: a Unix stream socket (mode 0600) carrying one JSON
+//! request per line and answering each with one JSON response per line.
+//!
+//! ```text
+//! -> {"command":"status"}
+//! <- {"ok":true,"vhids":[{"interface":"eth0","vhid":1,"state":"MASTER",...}]}
+//! -> {"command":"demote","by":10,"interface":"eth0","vhid":1}
+//! -> {"command":"demote","by":-10}                      (promote)
+//! -> {"command":"stepdown","vhid":1}
+//! -> {"command":"reload"}
+//! <- {"ok":false,"error":"/etc/carpd.toml:3: advbase: 300 is not in 0..=255"}
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use carp_engine::{ReloadReport, VhidKey, VhidStatus};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::error::Error;
+use crate::run::Shared;
+
+/// Longest request line accepted; a request is a few dozen bytes.
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// A client has this long to send each request and to take each response,
+/// so a stuck one costs the daemon nothing but an idle task.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more are closed at once.
+const MAX_CLIENTS: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    /// Add `by` (negative: promote) to the operator demotion of the
+    /// matching VHIDs (all when no filter is given).
+    Demote {
+        by: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interface: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vhid: Option<u8>,
+    },
+    Stepdown {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interface: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vhid: Option<u8>,
+    },
+    Reload,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What the request did, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Status: every VHID; demote and stepdown: the VHIDs acted on.
+    #[serde(default)]
+    pub vhids: Vec<VhidInfo>,
+    /// Status: drops that belong to no VHID, by interface and reason
+    /// (`*`: interfaces without VHIDs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub interface_drops: BTreeMap<String, BTreeMap<String, u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ReloadInfo>,
+}
+
+impl Response {
+    pub fn error(text: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            error: Some(text.into()),
+            ..Response::default()
+        }
+    }
+
+    fn done(message: String, vhids: Vec<VhidInfo>) -> Response {
+        Response {
+            ok: true,
+            message: Some(message),
+            vhids,
+            ..Response::default()
+        }
+    }
+}
+
+/// One VHID as the control socket reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VhidInfo {
+    pub interface: String,
+    pub vhid: u8,
+    /// `INIT`, `BACKUP` or `MASTER`.
+    pub state: String,
+    /// `addr/prefix`.
+    pub addresses: Vec<String>,
+    /// Timers and demotion in effect (advskew after demotion in skew style).
+    pub advbase: u8,
+    pub advskew: u8,
+    pub demote: u8,
+    /// Source of the current master's advertisements (`null` while this node
+    /// is master or none was heard).
+    pub master: Option<String>,
+    pub in_state_secs: f64,
+    /// e.g. `BACKUP -> MASTER (master_down)`.
+    pub last_transition: Option<String>,
+    pub last_reason: Option<String>,
+    pub transitions: u64,
+    pub transitions_by_reason: BTreeMap<String, u64>,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    /// Dropped advertisements by reason (only reasons that happened).
+    pub drops: BTreeMap<String, u64>,
+    pub hook_runs: u64,
+    pub hook_failures: u64,
+}
+
+impl From<&VhidStatus> for VhidInfo {
+    fn from(s: &VhidStatus) -> VhidInfo {
+        let names =
+            |m: &BTreeMap<&'static str, u64>| m.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        VhidInfo {
+            interface: s.key.interface.clone(),
+            vhid: s.key.vhid,
+            state: s.state.as_str().to_string(),
+            addresses: s
+                .addresses
+                .iter()
+                .map(|a| format!("{}/{}", a.addr, a.prefix_len))
+                .collect(),
+            advbase: s.advbase,
+            advskew: s.advskew,
+            demote: s.demote,
+            master: s.master.map(|m| m.to_string()),
+            in_state_secs: s.in_state_for.as_secs_f64(),
+            last_transition: s.last_transition.clone(),
+            last_reason: s.last_reason.map(str::to_string),
+            transitions: s.transitions,
+            transitions_by_reason: names(&s.transitions_by_reason),
+            adverts_sent: s.adverts_sent,
+            adverts_received: s.adverts_received,
+            drops: names(&s.drops),
+            hook_runs: s.hook_runs,
+            hook_failures: s.hook_failures,
+        }
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadInfo {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: usize,
+    /// The metrics listener after the reload, if it changed (`"off"` when
+    /// turned off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
+}
+
+impl ReloadInfo {
+    pub fn new(r: &ReloadReport) -> ReloadInfo {
+        let names = |l: &[VhidKey]| l.iter().map(key_name).collect();
+        ReloadInfo {
+            added: names(&r.added),
+            removed: names(&r.removed),
+            changed: names(&r.changed),
+            unchanged: r.unchanged,
+            metrics: None,
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        let list = |l: &[String]| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", l.join(" "))
+            }
+        };
+        let mut s = format!(
+            "reloaded: {} added{}, {} removed{}, {} changed{}, {} unchanged",
+            self.added.len(),
+            list(&self.added),
+            self.removed.len(),
+            list(&self.removed),
+            self.changed.len(),
+            list(&self.changed),
+            self.unchanged
+        );
+        if let Some(m) = &self.metrics {
+            s.push_str(&format!("; metrics: {m}"));
+        }
+        s
+    }
+}
+
+/// `eth0/1`.
+pub fn key_name(k: &VhidKey) -> String {
+    format!("{}/{}", k.interface, k.vhid)
+}
+
+/// Take over `path` for this daemon: refuse if a carpd answers there,
+/// replace a stale socket nobody answers on, never remove anything that is
+/// not a socket. Returns the bound listener (mode 0600) and whether a stale
+/// socket was replaced. Touches nothing else, so it runs before the engine
+/// starts.
+pub fn claim(path: &Path) -> Result<(std::os::unix::net::UnixListener, bool), Error> {
+    let io = |source| Error::ControlSocket {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut stale = false;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => return Err(Error::NotASocket(path.to_path_buf())),
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(Error::AlreadyRunning(path.to_path_buf())),
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                match std::fs::remove_file(path) {
+                    Ok(()) => stale = true,
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(e)),
+                }
+            }
+            Err(e) => return Err(io(e)),
+        },
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    // Created without group or other access from the start (the umask is
+    // process wide, but nothing else creates files at this point), and
+    // chmod-ed in case the umask did not apply.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound.map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    listener.set_nonblocking(true).map_err(io)?;
+    Ok((listener, stale))
+}
+
+/// Serve clients until the task is aborted (aborting also ends every
+/// connection).
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let mut clients = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = clients.join_next() => continue,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                warn!(error = %e, "control socket: accept failed");
+                // e.g. out of file descriptors: do not spin
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            debug!("control socket: too many clients, connection closed");
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        clients.spawn(async move {
+            connection(stream, &shared).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn connection(stream: UnixStream, shared: &Arc<Shared>) {
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    loop {
+        let mut line = Vec::new();
+        let limit = u64::try_from(MAX_REQUEST + 1).unwrap_or(u64::MAX);
+        let got = tokio::time::timeout(
+            IO_TIMEOUT,
+            (&mut read).take(limit).read_until(b'\n', &mut line),
+        )
+        .await;
+        // A timed-out or oversized request leaves the stream mid-line:
+        // answer, then close.
+        let (response, close) = match got {
+            // EOF, or a client gone
+            Ok(Ok(0) | Err(_)) => return,
+            Err(_) => (Response::error("timed out waiting for a request"), true),
+            Ok(Ok(_)) if line.len() > MAX_REQUEST => (
+                Response::error(format!("request longer than {MAX_REQUEST} bytes")),
+                true,
+            ),
+            Ok(Ok(_)) => match serde_json::from_slice::<Request>(&line) {
+                Ok(request) => (handle(shared, request).await, false),
+                Err(e) => (Response::error(format!("bad request: {e}")), false),
+            },
+        };
+        let mut out = match serde_json::to_vec(&response) {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(error = %e, "control socket: cannot encode a response");
+                return;
+            }
+        };
+        out.push(b'\n');
+        match tokio::time::timeout(IO_TIMEOUT, write.write_all(&out)).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+        if close {
+            return;
+        }
+    }
+}
+
+async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
+    match request {
+        Request::Status => match shared.status().await {
+            Ok((vhids, interface_drops)) => Response {
+                ok: true,
+                vhids: vhids.iter().map(VhidInfo::from).collect(),
+                interface_drops: interface_drops
+                    .into_iter()
+                    .filter(|(_, d)| !d.is_empty())
+                    .map(|(i, d)| (i, d.into_iter().map(|(r, n)| (r.to_string(), n)).collect()))
+                    .collect(),
+                ..Response::default()
+            },
+            Err(e) => Response::error(e),
+        },
+        Request::Demote {
+            by,
+            interface,
+            vhid,
+        } => {
+            let done = shared.demote(interface.as_deref(), vhid, by).await;
+            match done {
+                Ok(list) if list.is_empty() => Response::error(no_match(&interface, vhid)),
+                Ok(list) => {
+                    let verb = if by >= 0 { "demoted" } else { "promoted" };
+                    info!(
+                        by,
+                        vhids = %list.iter().map(|s| key_name(&s.key)).collect::<Vec<_>>().join(" "),
+                        "control: {verb} {} VHID(s)",
+                        list.len()
+                    );
+                    let what = list
+                        .iter()
+                        .map(|s| format!("{} demote {}", key_name(&s.key), s.demote))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    Response::done(
+                        format!(
+                            "{verb} {} VHID(s) by {}: {what}",
+                            list.len(),
+                            by.unsigned_abs()
+                        ),
+                        list.iter().map(VhidInfo::from).collect(),
+                    )
+                }
+                Err(e) => Response::error(e),
+            }
+        }
+        Request::Stepdown { interface, vhid } => {
+            match shared.step_down(interface.as_deref(), vhid).await {
+                Ok((0, _)) => Response::error(no_match(&interface, vhid)),
+                Ok((matched, stepped)) => {
+                    let names: Vec<String> = stepped.iter().map(key_name).collect();
+                    info!(vhids = %names.join(" "), "control: {} master(s) stepped down", names.len());
+                    let message = if names.is_empty() {
+                        format!("none of the {matched} matching VHID(s) is master; nothing to do")
+                    } else {
+                        format!("stepped down: {}", names.join(" "))
+                    };
+                    Response::done(message, Vec::new())
+                }
+                Err(e) => Response::error(e),
+            }
+        }
+        Request::Reload => match shared.reload("control socket").await {
+            Ok(info) => Response {
+                ok: true,
+                message: Some(info.summary()),
+                reload: Some(info),
+                ..Response::default()
+            },
+            Err(e) => Response::error(e),
+        },
+    }
+}
+
+fn no_match(interface: &Option<String>, vhid: Option<u8>) -> String {
+    match (interface, vhid) {
+        (None, None) => "no VHIDs are configured".into(),
+        (Some(i), None) => format!("no VHID on interface {i}"),
+        (None, Some(v)) => format!("no VHID {v} on any interface"),
+        (Some(i), Some(v)) => format!("no VHID {v} on interface {i}"),
+    }
+}
+
+/// Remove the socket file on the way out.
+pub fn remove(path: &PathBuf) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != ErrorKind::NotFound
+    {
+        warn!(path = %path.display(), error = %e, "cannot remove the control socket");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_format() {
+        let r: Request = serde_json::from_str(r#"{"command":"status"}"#).unwrap();
+        assert_eq!(r, Request::Status);
+        let r: Request = serde_json::from_str(r#"{"command":"demote","by":-3,"vhid":7}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Demote {
+                by: -3,
+                interface: None,
+                vhid: Some(7)
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Stepdown {
+                interface: Some("eth0".into()),
+                vhid: None
+            })
+            .unwrap(),
+            r#"{"command":"stepdown","interface":"eth0"}"#
+        );
+        for bad in [
+            r#"{"command":"format-disk"}"#,
+            r#"{"command":"demote","by":1,"x":1}"#,
+            r#"{"command":"demote","by":1,"vhid":300}"#,
+            "not json",
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let r = Response::error("broken");
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(text, r#"{"ok":false,"error":"broken","vhids":[]}"#);
+        assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), r);
+    }
+
+    #[test]
+    fn stale_socket_is_replaced_and_a_live_one_refused() {
+        let dir = std::env::temp_dir().join(format!("carpd-control-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.sock");
+        let (first, stale) = claim(&path).unwrap();
+        assert!(!stale);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(matches!(claim(&path), Err(Error::AlreadyRunning(_))));
+        drop(first);
+        // the file stays behind, as after a crash
+        let (_second, stale) = claim(&path).unwrap();
+        assert!(stale);
+        let file = dir.join("plain");
+        std::fs::write(&file, "x").unwrap();
+        assert!(matches!(claim(&file), Err(Error::NotASocket(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,446 @@
+//! Prometheus metrics: an HTTP listener (off unless `[metrics] listen` is
+//! set) answering `GET /metrics` with the OpenMetrics text format.
+//!
+//! Nothing is counted here: every scrape takes a snapshot of the engine
+//! (the counters its tasks keep anyway) and encodes it with
+//! `prometheus-client` through a [`Collector`] over that snapshot. The
+//! series are listed in README.md ("Metrics").
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use carp_engine::{LATENESS_BUCKETS_US, LatenessSummary, VhidStatus};
+use carp_proto::{DropReason, State};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, warn};
+
+use crate::error::Error;
+use crate::run::Shared;
+
+/// A request line and headers fit in this; anything longer is not a scrape.
+const MAX_REQUEST: usize = 8 * 1024;
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_CLIENTS: usize = 8;
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What one scrape reports.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub vhids: Vec<VhidStatus>,
+    /// Drops of no known VHID by interface (`*`: unknown interface).
+    pub interface_drops: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    pub lateness: LatenessSummary,
+}
+
+/// A running metrics listener; dropping it stops it.
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Bind the listener (so a bad address fails start-up or reload before
+/// anything else changes).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Metrics { addr, source })
+}
+
+pub fn spawn(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) -> Server {
+    Server {
+        addr,
+        task: tokio::spawn(serve(listener, shared)),
+    }
+}
+
+async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let mut clients = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = clients.join_next() => continue,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                warn!(error = %e, "metrics: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            debug!("metrics: too many clients, connection closed");
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        clients.spawn(async move {
+            if let Err(e) = connection(stream, &shared).await {
+                debug!(error = %e, "metrics: connection");
+            }
+            drop(slot);
+        });
+    }
+}
+
+async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let head = match tokio::time::timeout(IO_TIMEOUT, read_head(&mut stream)).await {
+        Ok(r) => r?,
+        Err(_) => return Ok(()),
+    };
+    let (status, body) = match route(&head) {
+        Route::Metrics => match shared.snapshot().await {
+            Some(s) => match render(s) {
+                Ok(text) => ("200 OK", text),
+                Err(_) => ("500 Internal Server Error", "encoding failed\n".into()),
+            },
+            None => ("503 Service Unavailable", "shutting down\n".into()),
+        },
+        Route::NotFound => ("404 Not Found", "try /metrics\n".into()),
+        Route::Bad => ("400 Bad Request", "bad request\n".into()),
+    };
+    let content_type = if status.starts_with("200") {
+        CONTENT_TYPE
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    out.push_str(&body);
+    tokio::time::timeout(IO_TIMEOUT, stream.write_all(out.as_bytes()))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    stream.shutdown().await
+}
+
+/// The request line and headers, up to the blank line (at most
+/// [`MAX_REQUEST`] bytes; the body of a GET is never read).
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(buf)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Metrics,
+    NotFound,
+    Bad,
+}
+
+fn route(head: &[u8]) -> Route {
+    let Some(line) = head.split(|b| *b == b'\n').next() else {
+        return Route::Bad;
+    };
+    let Ok(line) = std::str::from_utf8(line) else {
+        return Route::Bad;
+    };
+    let mut parts = line.trim_end_matches('\r').split(' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Route::Bad;
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Route::Bad;
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    if method == "GET" && path == "/metrics" {
+        Route::Metrics
+    } else {
+        Route::NotFound
+    }
+}
+
+/// Encode a snapshot in the OpenMetrics text format.
+pub fn render(snapshot: Snapshot) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// `interface`, `vhid` and more labels.
+type Labels = Vec<(&'static str, String)>;
+
+fn vhid_labels(s: &VhidStatus) -> Labels {
+    vec![
+        ("interface", s.key.interface.clone()),
+        ("vhid", s.key.vhid.to_string()),
+    ]
+}
+
+fn with(mut l: Labels, key: &'static str, value: &str) -> Labels {
+    l.push((key, value.to_string()));
+    l
+}
+
+/// One metric family: a descriptor and its samples.
+fn family<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (Labels, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, m) in samples {
+        m.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+const STATES: [State; 3] = [State::Init, State::Backup, State::Master];
+
+impl Collector for Snapshot {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let v = &self.vhids;
+        family(
+            &mut enc,
+            "carpd_vhid_state",
+            "Current state of the VHID: 1 for the state it is in, 0 for the others",
+            MetricType::Gauge,
+            v.iter().flat_map(|s| {
+                STATES.iter().map(move |st| {
+                    (
+                        with(vhid_labels(s), "state", st.as_str()),
+                        ConstGauge::new(i64::from(s.state == *st)),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut enc,
+            "carpd_vhid_transitions",
+            "State transitions by reason since the VHID (re)started",
+            MetricType::Counter,
+            v.iter().flat_map(|s| {
+                s.transitions_by_reason
+                    .iter()
+                    .map(move |(r, n)| (with(vhid_labels(s), "reason", r), ConstCounter::new(*n)))
+            }),
+        )?;
+        family(
+            &mut enc,
+            "carpd_vhid_advertisements_sent",
+            "Advertisements sent",
+            MetricType::Counter,
+            v.iter()
+                .map(|s| (vhid_labels(s), ConstCounter::new(s.adverts_sent))),
+        )?;
+        family(
+            &mut enc,
+            "carpd_vhid_advertisements_received",
+            "Valid advertisements received",
+            MetricType::Counter,
+            v.iter()
+                .map(|s| (vhid_labels(s), ConstCounter::new(s.adverts_received))),
+        )?;
+        family(
+            &mut enc,
+            "carpd_vhid_drops",
+            "Advertisements for the VHID dropped, by reason",
+            MetricType::Counter,
+            v.iter().flat_map(|s| {
+                DropReason::ALL.iter().map(move |r| {
+                    let n = s.drops.get(r.as_str()).copied().unwrap_or(0);
+                    (
+                        with(vhid_labels(s), "reason", r.as_str()),
+                        ConstCounter::new(n),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut enc,
+            "carpd_interface_drops",
+            "Packets dropped before they could be matched to a VHID, by interface (\"*\": one without VHIDs) and reason",
+            MetricType::Counter,
+            self.interface_drops.iter().flat_map(|(i, d)| {
+                d.iter().map(move |(r, n)| {
+                    (
+                        vec![("interface", i.clone()), ("reason", r.to_string())],
+                        ConstCounter::new(*n),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut enc,
+            "carpd_vhid_demote",
+            "Demotion in effect",
+            MetricType::Gauge,
+            v.iter()
+                .map(|s| (vhid_labels(s), ConstGauge::new(i64::from(s.demote)))),
+        )?;
+        family(
+            &mut enc,
+            "carpd_hook_runs",
+            "Up/down hook commands started",
+            MetricType::Counter,
+            v.iter()
+                .map(|s| (vhid_labels(s), ConstCounter::new(s.hook_runs))),
+        )?;
+        family(
+            &mut enc,
+            "carpd_hook_failures",
+            "Hook commands that exited non-zero, were killed, timed out or could not be run",
+            MetricType::Counter,
+            v.iter()
+                .map(|s| (vhid_labels(s), ConstCounter::new(s.hook_failures))),
+        )?;
+        let l = &self.lateness;
+        // The encoder takes per-bucket counts and accumulates them itself.
+        let mut below = 0;
+        let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(LATENESS_BUCKETS_US.len() + 1);
+        for (bound, cumulative) in LATENESS_BUCKETS_US.iter().zip(l.buckets) {
+            buckets.push((us_to_secs(*bound), cumulative.saturating_sub(below)));
+            below = cumulative;
+        }
+        buckets.push((f64::INFINITY, l.count.saturating_sub(below)));
+        let mut metric = enc.encode_descriptor(
+            "carpd_timer_lateness_seconds",
+            "How late advertisements left versus their schedule",
+            None,
+            MetricType::Histogram,
+        )?;
+        metric.encode_histogram::<NoLabelSet>(us_to_secs(l.sum_us), l.count, &buckets, None)?;
+        Ok(())
+    }
+}
+
+fn us_to_secs(us: u64) -> f64 {
+    Duration::from_micros(us).as_secs_f64()
+}
+
+/// A one-line description of where metrics are served, for logs.
+pub fn describe(addr: Option<SocketAddr>) -> String {
+    let mut s = String::new();
+    match addr {
+        Some(a) => {
+            let _ = write!(s, "http://{a}/metrics");
+        }
+        None => s.push_str("off"),
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carp_engine::{VhidKey, VirtualAddr};
+
+    fn status(state: State) -> VhidStatus {
+        VhidStatus {
+            key: VhidKey {
+                interface: "eth0".into(),
+                vhid: 7,
+            },
+            state,
+            addresses: vec![VirtualAddr {
+                addr: "192.0.2.1".parse().unwrap(),
+                prefix_len: 24,
+            }],
+            advbase: 1,
+            advskew: 0,
+            demote: 0,
+            master: None,
+            in_state_for: Duration::from_secs(3),
+            last_transition: Some("BACKUP -> MASTER (master_down)".into()),
+            last_reason: Some("master_down"),
+            transitions: 2,
+            transitions_by_reason: [("startup", 1), ("master_down", 1)].into(),
+            hook_runs: 1,
+            hook_failures: 0,
+            adverts_sent: 5,
+            adverts_received: 0,
+            drops: [("bad_hmac", 2)].into(),
+        }
+    }
+
+    #[test]
+    fn scrape_text() {
+        let mut lateness = LatenessSummary {
+            count: 3,
+            sum_us: 1600,
+            ..LatenessSummary::default()
+        };
+        lateness.buckets = [1, 2, 3, 3, 3, 3, 3, 3, 3, 3];
+        let text = render(Snapshot {
+            vhids: vec![status(State::Master)],
+            interface_drops: [("*".to_string(), [("bad_ttl", 4)].into())].into(),
+            lateness,
+        })
+        .unwrap();
+        for line in [
+            "# TYPE carpd_vhid_state gauge",
+            r#"carpd_vhid_state{interface="eth0",vhid="7",state="MASTER"} 1"#,
+            r#"carpd_vhid_state{interface="eth0",vhid="7",state="BACKUP"} 0"#,
+            r#"carpd_vhid_transitions_total{interface="eth0",vhid="7",reason="master_down"} 1"#,
+            r#"carpd_vhid_advertisements_sent_total{interface="eth0",vhid="7"} 5"#,
+            r#"carpd_vhid_advertisements_received_total{interface="eth0",vhid="7"} 0"#,
+            r#"carpd_vhid_drops_total{interface="eth0",vhid="7",reason="bad_hmac"} 2"#,
+            r#"carpd_vhid_drops_total{interface="eth0",vhid="7",reason="bad_ttl"} 0"#,
+            r#"carpd_interface_drops_total{interface="*",reason="bad_ttl"} 4"#,
+            r#"carpd_hook_runs_total{interface="eth0",vhid="7"} 1"#,
+            r#"carpd_hook_failures_total{interface="eth0",vhid="7"} 0"#,
+            r#"carpd_vhid_demote{interface="eth0",vhid="7"} 0"#,
+            "# TYPE carpd_timer_lateness_seconds histogram",
+            r#"carpd_timer_lateness_seconds_bucket{le="0.0001"} 1"#,
+            r#"carpd_timer_lateness_seconds_bucket{le="+Inf"} 3"#,
+            "carpd_timer_lateness_seconds_count 3",
+            "# EOF",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+        assert!(
+            text.contains("carpd_timer_lateness_seconds_sum 0.0016"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Route::Metrics
+        );
+        assert_eq!(route(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Route::Metrics);
+        assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(route(b"POST /metrics HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(route(b"\xff\xfe"), Route::Bad);
+        assert_eq!(route(b"GET /metrics SPDY/3\r\n\r\n"), Route::Bad);
+        assert_eq!(route(b""), Route::Bad);
+    }
+}
