@@ -389,12 +389,24 @@ impl Daemon {
         }
     }
 
-    /// Starts `carpd --config <config> extra...` in `ns`.
+    /// Starts `carpd --config <config> extra...` in `ns`, with its control
+    /// socket at `<dir>/<label>.sock` (see [`Daemon::socket`]) unless
+    /// `extra` names one: daemons of parallel tests must not share the
+    /// default `/run/carpd.sock`.
     pub fn carpd(ns: &Netns, label: &str, dir: &Path, config: &Path, extra: &[&str]) -> Daemon {
         let config = config.to_str().expect("utf-8 path");
+        let socket = dir.join(format!("{label}.sock"));
         let mut args = vec!["--config", config];
+        if !extra.iter().any(|a| a.starts_with("--control-socket")) {
+            args.extend(["--control-socket", socket.to_str().expect("utf-8 path")]);
+        }
         args.extend_from_slice(extra);
         Daemon::spawn(ns, label, dir, env!("CARGO_BIN_EXE_carpd"), &args)
+    }
+
+    /// The control socket [`Daemon::carpd`] gave this daemon.
+    pub fn socket(&self) -> PathBuf {
+        self.log.with_extension("sock")
     }
 
     /// `ip netns exec` execs the program, so this is the daemon's own pid.
