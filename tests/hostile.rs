@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use carp_proto::packet::{GROUP_V4, HEADER_LEN};
 use common::{Cluster, Config, Daemon, Watcher, master_down, transitions};
-use inject::{Injector, Sniffer, cpu_time, gaps, signed_advert};
+use inject::{
+    Injector, Sniffer, cpu_time, gaps, interface_drops, signed_advert, status, vhid_drops,
+};
 
 const VIP: &str = "10.99.0.100";
 const VHID: u8 = 7;
@@ -260,6 +262,44 @@ fn bad_packets_change_nothing_and_are_counted() {
     sleep(master_down(3, 100) + MARGIN);
     bed.assert_unmoved(&marks);
 
+    // exact counts: every packet was dropped, for its own reason
+    let rounds = 10;
+    for (i, node) in bed.nodes.iter().enumerate() {
+        let st = status(node);
+        let v = vhid_drops(&st);
+        let ifc = interface_drops(&st, "eth0");
+        eprintln!("node {i} drops: vhid {v:?}, interface {ifc:?}");
+        let want_vhid = [
+            // wrong password, wrong address set, forged better master
+            ("bad_hmac", 3 * rounds),
+            ("bad_ttl", rounds),
+            ("bad_checksum", rounds),
+            // lengths 2..=35 name the VHID in byte 1
+            ("too_short", (HEADER_LEN as u64 - 2) * rounds),
+            ("too_long", rounds),
+            ("bad_version", rounds),
+            ("bad_type", rounds),
+            ("bad_authlen", rounds),
+            ("vrrp", 2 * rounds),
+            ("own_packet", if i == 0 { rounds } else { 0 }),
+        ];
+        for (reason, n) in want_vhid {
+            assert_eq!(
+                v.get(reason).copied().unwrap_or(0),
+                n,
+                "node {i}: {reason} drops on the VHID: {v:?}"
+            );
+        }
+        assert_eq!(
+            v.len(),
+            want_vhid.iter().filter(|(_, n)| *n > 0).count(),
+            "node {i}: unexpected reasons {v:?}"
+        );
+        assert_eq!(ifc.get("unknown_vhid").copied(), Some(rounds), "{ifc:?}");
+        // lengths 0 and 1 cannot name a VHID
+        assert_eq!(ifc.get("too_short").copied(), Some(2 * rounds), "{ifc:?}");
+    }
+
     let logs: Vec<String> = bed
         .nodes
         .iter()
@@ -300,7 +340,7 @@ fn bad_packets_change_nothing_and_are_counted() {
 /// carries a valid HMAC, so without protection it resets the backup's
 /// master-down timer and keeps the VIP unowned; with `replay_protection`
 /// it is dropped as `replay` and the backup takes over on time.
-fn replay_after_master_death(protect: bool) -> (bool, String) {
+fn replay_after_master_death(protect: bool) -> (bool, String, u64) {
     let mut bed = Bed::new(protect, 3);
     let mark = bed.nodes[1].log_mark();
     let old = bed.capture_master();
@@ -322,12 +362,19 @@ fn replay_after_master_death(protect: bool) -> (bool, String) {
         sleep(Duration::from_millis(500));
     }
     let took_over = bed.c.owners(VIP) == vec![1];
-    (took_over, bed.nodes[1].log_since(mark))
+    let replays = vhid_drops(&status(&bed.nodes[1]))
+        .get("replay")
+        .copied()
+        .unwrap_or(0);
+    (took_over, bed.nodes[1].log_since(mark), replays)
 }
 
 #[test]
 fn replayed_advert_is_dropped_with_protection() {
-    let (took_over, log) = replay_after_master_death(true);
+    let (took_over, log, replays) = replay_after_master_death(true);
+    eprintln!("replayed adverts dropped as replay: {replays}");
+    // one replay every 500 ms over the whole window
+    assert!(replays >= 8, "{replays} replay drops counted");
     let lines = drop_lines(&log, "replay");
     assert!(
         took_over,
@@ -339,7 +386,8 @@ fn replayed_advert_is_dropped_with_protection() {
 
 #[test]
 fn replayed_advert_is_accepted_without_protection() {
-    let (took_over, log) = replay_after_master_death(false);
+    let (took_over, log, replays) = replay_after_master_death(false);
+    assert_eq!(replays, 0);
     assert!(
         !took_over,
         "without replay protection the replayed advert should hold the backup"
@@ -393,6 +441,14 @@ fn flood_at_the_backup() {
         from_master.len()
     );
     assert!(worst < Duration::from_millis(2000), "gap {worst:?}");
+    let counted = vhid_drops(&status(&bed.nodes[1]))
+        .get("bad_hmac")
+        .copied()
+        .unwrap_or(0);
+    eprintln!("flood: backup counted {counted} bad_hmac drops of {sent} sent");
+    // what the kernel delivered was counted; a full socket buffer may have
+    // shed a little on this small machine
+    assert!(counted >= sent * 9 / 10, "{counted} of {sent} counted");
     let log = bed.nodes[1].log_since(marks[1]);
     let lines = drop_lines(&log, "bad_hmac");
     assert!(!lines.is_empty(), "no bad_hmac drop logged");
