@@ -110,8 +110,8 @@ pub struct VhidInfo {
     pub advbase: u8,
     pub advskew: u8,
     pub demote: u8,
-    /// Source of the current master's advertisements (`null` while this node
-    /// is master or none was heard).
+    /// Source of the current master's advertisements while this node is
+    /// BACKUP (`null` when it is master itself, in INIT, or heard none).
     pub master: Option<String>,
     pub in_state_secs: f64,
     /// e.g. `BACKUP -> MASTER (master_down)`.
@@ -143,7 +143,12 @@ impl From<&VhidStatus> for VhidInfo {
             advbase: s.advbase,
             advskew: s.advskew,
             demote: s.demote,
-            master: s.master.map(|m| m.to_string()),
+            // The machine remembers the last master it heard; that is the
+            // current one only while this node is BACKUP.
+            master: s
+                .master
+                .filter(|_| s.state == carp_proto::State::Backup)
+                .map(|m| m.to_string()),
             in_state_secs: s.in_state_for.as_secs_f64(),
             last_transition: s.last_transition.clone(),
             last_reason: s.last_reason.map(str::to_string),

@@ -23,8 +23,14 @@ struct Setup {
     spec: EngineSpec,
     /// The file to reload from (none in UCARP-compatible mode).
     reload: Option<ReloadSource>,
-    control_socket: Option<PathBuf>,
+    control: Option<Control>,
     metrics_listen: Option<SocketAddr>,
+}
+
+/// The claimed control socket; the file goes when this is dropped.
+struct Control {
+    file: SocketFile,
+    listener: std::os::unix::net::UnixListener,
 }
 
 #[derive(Debug)]
@@ -48,6 +54,18 @@ pub fn main(mode: Mode) -> Result<(), Error> {
                 println!("{}: ok: {}", args.config.display(), config.summary());
                 return Ok(());
             }
+            let path = args
+                .control_socket
+                .clone()
+                .or(config.control_socket.clone())
+                .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into());
+            // Before anything else: a second carpd on this socket stops
+            // here with one line, having touched nothing.
+            let (listener, stale) = control::claim(&path)?;
+            let control = Control {
+                file: SocketFile(path),
+                listener,
+            };
             logging::init(&LogSettings {
                 args: args.log,
                 debug: args.debug,
@@ -55,12 +73,10 @@ pub fn main(mode: Mode) -> Result<(), Error> {
                 syslog: Facility::NONE,
                 ident: "carpd".into(),
             })?;
-            let control_socket = args
-                .control_socket
-                .clone()
-                .or(config.control_socket.clone())
-                .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into());
             info!(config = %args.config.display(), "starting with {}", config.summary());
+            if stale {
+                info!(path = %control.file.0.display(), "replaced a stale control socket");
+            }
             serve(
                 Setup {
                     spec: config.spec,
@@ -68,7 +84,7 @@ pub fn main(mode: Mode) -> Result<(), Error> {
                         path: args.config,
                         socket_from_cli: args.control_socket.is_some(),
                     }),
-                    control_socket: Some(control_socket),
+                    control: Some(control),
                     metrics_listen: config.metrics_listen,
                 },
                 false,
@@ -106,7 +122,7 @@ pub fn main(mode: Mode) -> Result<(), Error> {
                 Setup {
                     spec,
                     reload: None,
-                    control_socket: None,
+                    control: None,
                     metrics_listen: None,
                 },
                 args.daemonize,
@@ -322,24 +338,18 @@ async fn daemon(setup: Setup) -> Result<(), Error> {
     let mut usr1 = listen(SignalKind::user_defined1(), "SIGUSR1")?;
     let mut usr2 = listen(SignalKind::user_defined2(), "SIGUSR2")?;
 
-    // The socket first: a second carpd stops here, before touching anything.
-    let mut _socket_file = None;
-    let control_listener = match &setup.control_socket {
-        Some(path) => {
-            let (listener, stale) = control::claim(path)?;
-            _socket_file = Some(SocketFile(path.clone()));
-            if stale {
-                info!(path = %path.display(), "replaced a stale control socket");
-            }
+    let control_socket = setup.control.as_ref().map(|c| c.file.0.clone());
+    let (_socket_file, control_listener) = match setup.control {
+        Some(Control { file, listener }) => {
             let listener = tokio::net::UnixListener::from_std(listener).map_err(|source| {
                 Error::ControlSocket {
-                    path: path.clone(),
+                    path: file.0.clone(),
                     source,
                 }
             })?;
-            Some(listener)
+            (Some(file), Some(listener))
         }
-        None => None,
+        None => (None, None),
     };
     let metrics_listener = match setup.metrics_listen {
         Some(addr) => Some((addr, metrics::bind(addr).await?)),
@@ -357,7 +367,7 @@ async fn daemon(setup: Setup) -> Result<(), Error> {
         engine: RwLock::new(Some(engine)),
         reload: Mutex::new(ReloadState {
             source: setup.reload,
-            control_socket: setup.control_socket.clone(),
+            control_socket: control_socket.clone(),
             metrics: None,
         }),
     });
@@ -370,7 +380,7 @@ async fn daemon(setup: Setup) -> Result<(), Error> {
     let watchdog = notify::watchdog();
     notify::ready(&format!("running {n} VHID(s)"));
     info!(
-        control_socket = %setup.control_socket.as_ref().map_or("none".into(), |p| p.display().to_string()),
+        control_socket = %control_socket.as_ref().map_or("none".into(), |p| p.display().to_string()),
         metrics = %metrics::describe(setup.metrics_listen),
         "running"
     );
