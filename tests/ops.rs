@@ -404,3 +404,20 @@ fn a_second_carpd_on_the_same_socket_refuses_to_start() {
 fn status_len(socket: &Path) -> usize {
     status(socket)["vhids"].as_array().map_or(0, Vec::len)
 }
+
+#[test]
+fn man_page_and_completions() {
+    let o = client(&["man"]);
+    assert!(o.status.success());
+    let man = text(&o.stdout);
+    assert!(
+        man.contains(".TH carpd") && man.contains("control\\-socket"),
+        "{man}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let o = client(&["completions", shell]);
+        assert!(o.status.success(), "{shell}");
+        assert!(text(&o.stdout).contains("stepdown"), "{shell}");
+    }
+    assert!(!client(&["completions", "cmd.exe"]).status.success());
+}
