@@ -6,6 +6,9 @@
 //! Crafted peers are a few lines of Python on a raw socket in a namespace of
 //! their own, signing their advertisements with the BSD HMAC.
 
+// A test binary: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

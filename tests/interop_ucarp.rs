@@ -9,6 +9,9 @@
 //! address with `ip addr`, so in every case the host holding the address is
 //! the one that thinks it is MASTER.
 
+// A test binary: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs;
@@ -31,6 +34,8 @@ enum Kind {
     Ucarp,
     /// carpd with ucarp's command line; the scripts own the address.
     CarpdCli,
+    /// carpd run through a symlink named `ucarp`, with ucarp's command line.
+    CarpdAsUcarp,
     /// carpd from a TOML file with `auth = "ucarp"`; carpd owns the address.
     CarpdToml,
 }
@@ -179,6 +184,12 @@ fn start(lan: &Lan, dir: &Scratch, i: usize, node: &Node, tag: &str) -> Daemon {
             // No syslog: everything to the log file.
             args.extend(["-f", "none"]);
             Daemon::spawn(ns, tag, dir.path(), "ucarp", &args)
+        }
+        Kind::CarpdAsUcarp => {
+            let link = dir.path().join(format!("{tag}-bin")).join("ucarp");
+            fs::create_dir_all(link.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_carpd"), &link).unwrap();
+            Daemon::spawn(ns, tag, dir.path(), link.to_str().unwrap(), &args)
         }
         _ => Daemon::spawn(ns, tag, dir.path(), env!("CARGO_BIN_EXE_carpd"), &args),
     }
@@ -334,7 +345,9 @@ fn parallel_lans<T: Send>(n: usize, f: impl Fn(usize, &Lan, &Scratch) -> T + Syn
 #[test]
 fn equal_priority_ten_rounds() {
     parallel_lans(10, |round, lan, dir| {
-        let carpd = if round % 4 < 2 {
+        let carpd = if round >= 8 {
+            Kind::CarpdAsUcarp
+        } else if round % 4 < 2 {
             Kind::CarpdCli
         } else {
             Kind::CarpdToml
@@ -464,7 +477,7 @@ fn parameter_matrix() {
             password: "0123456789abcdefghi",
             advbase: 1,
             skews: (50, 49),
-            carpd: Kind::CarpdCli,
+            carpd: Kind::CarpdAsUcarp,
             nomcast: false,
             mcast: Some("239.255.18.18"),
         },

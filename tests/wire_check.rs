@@ -8,6 +8,9 @@
 //! SIGTERM, so the capture also holds the takeover announcements (ARP and
 //! unsolicited neighbour advertisements) and the bow-out.
 
+// A test binary: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
