@@ -18,7 +18,7 @@ const VIP: &str = "10.99.0.100";
 const MARGIN: Duration = Duration::from_millis(1500);
 
 fn ip(s: &str) -> Ipv4Addr {
-    s.parse().unwrap()
+    s.parse().expect("IPv4 address")
 }
 
 fn start(c: &Cluster, i: usize, toml: &str, tag: &str) -> Daemon {
@@ -227,7 +227,7 @@ fn sigkill_during_transitions() {
         c
     };
     let c = Cluster::new(2, 1);
-    let mut nodes = vec![
+    let mut nodes = [
         start(&c, 0, &cfg(50).to_toml(), "r0"),
         start(&c, 1, &cfg(100).to_toml(), "r0"),
     ];

@@ -27,7 +27,7 @@ const PASSWORD: &str = "secret";
 const MARGIN: Duration = Duration::from_millis(1500);
 
 fn ip(s: &str) -> Ipv4Addr {
-    s.parse().unwrap()
+    s.parse().expect("IPv4 address")
 }
 
 fn config(advskew: u8, replay_protection: bool, dead_ratio: u8) -> String {
@@ -115,6 +115,10 @@ fn drop_lines<'a>(log: &'a str, reason: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// (what, drop reason, nodes that must count it, packets as (source, TTL,
+/// CARP payload)).
+type Case<'a> = (&'a str, &'a str, Vec<usize>, Vec<(Ipv4Addr, u8, Vec<u8>)>);
+
 /// A header with every field chosen, a correct checksum and a junk HMAC.
 fn header(version: u8, msg_type: u8, vhid: u8, authlen: u8, advbase: u8) -> [u8; HEADER_LEN] {
     let mut b = signed_advert("not-the-password", vhid, ip(VIP), advbase, 0, 1);
@@ -162,7 +166,7 @@ fn bad_packets_change_nothing_and_are_counted() {
 
     let g = GROUP_V4;
     // (what, reason, nodes that must count it, packets)
-    let cases: Vec<(&str, &str, Vec<usize>, Vec<(Ipv4Addr, u8, Vec<u8>)>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "wrong password",
             "bad_hmac",
@@ -298,6 +302,16 @@ fn bad_packets_change_nothing_and_are_counted() {
         assert_eq!(ifc.get("unknown_vhid").copied(), Some(rounds), "{ifc:?}");
         // lengths 0 and 1 cannot name a VHID
         assert_eq!(ifc.get("too_short").copied(), Some(2 * rounds), "{ifc:?}");
+    }
+
+    // the password appears in no log line and no status output
+    for (i, node) in bed.nodes.iter().enumerate() {
+        assert!(
+            !node.log().contains(PASSWORD),
+            "node {i} logged the password"
+        );
+        let st = status(node).to_string();
+        assert!(!st.contains(PASSWORD), "node {i} status shows the password");
     }
 
     let logs: Vec<String> = bed
