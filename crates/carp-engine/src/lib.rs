@@ -16,6 +16,7 @@ pub mod error;
 pub mod hooks;
 pub mod netlink;
 mod rx;
+pub mod share;
 mod socket;
 pub mod spec;
 mod stats;
