@@ -11,6 +11,8 @@
 //! ```
 
 pub mod announce;
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod hooks;

@@ -1,0 +1,150 @@
+//! Processes under test: spawned inside a namespace, logged to a file,
+//! killed on drop; their CPU time and proportional memory.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::netns::{Netns, wait_until};
+use crate::watch::{Ns, now_ns};
+
+/// A process running inside a namespace with stdout and stderr in a file.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    log: PathBuf,
+    /// When it was spawned.
+    pub started: Ns,
+    exited: bool,
+}
+
+impl Daemon {
+    pub fn spawn(
+        ns: &Netns,
+        label: &str,
+        dir: &Path,
+        program: &Path,
+        args: &[&str],
+    ) -> Result<Daemon> {
+        let log = dir.join(format!("{label}.log"));
+        let out = File::create(&log)?;
+        let err = out.try_clone()?;
+        let started = now_ns();
+        // `ip netns exec` execs the program: the child is the daemon itself
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns.name()])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| Error::Command(format!("spawn {}: {e}", program.display())))?;
+        Ok(Daemon {
+            child,
+            log,
+            started,
+            exited: false,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap_or(i32::MAX)
+    }
+
+    pub fn signal(&self, sig: Signal) -> Result<()> {
+        kill(Pid::from_raw(self.pid()), sig).map_err(|e| Error::Command(format!("kill {sig}: {e}")))
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let child = &mut self.child;
+        let done = wait_until(timeout, Duration::from_millis(5), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        })
+        .is_some();
+        self.exited |= done;
+        done
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// CPU time of every thread of `pid` still alive, in nanoseconds, from
+/// the scheduler's own accounting (`/proc/<pid>/task/*/schedstat`).
+pub fn cpu_ns(pid: i32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Proportional set size of `pid` in KiB (`/proc/<pid>/smaps_rollup`).
+pub fn pss_kib(pid: i32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Pss:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// One request to carpd's control socket, its JSON answer.
+pub fn control(socket: &Path, request: &str) -> Result<serde_json::Value> {
+    let mut s = UnixStream::connect(socket)
+        .map_err(|e| Error::Measure(format!("connect {}: {e}", socket.display())))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(request.as_bytes())?;
+    s.write_all(b"\n")?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(|e| Error::Measure(format!("control answer: {e}")))
+}
+
+/// Number of VHIDs in each state (`INIT`, `BACKUP`, `MASTER`) from
+/// `{"command":"status"}`.
+pub fn state_counts(socket: &Path) -> Result<[usize; 3]> {
+    let v = control(socket, r#"{"command":"status"}"#)?;
+    let mut n = [0; 3];
+    for s in v["vhids"].as_array().into_iter().flatten() {
+        match s["state"].as_str() {
+            Some("INIT") => n[0] += 1,
+            Some("BACKUP") => n[1] += 1,
+            Some("MASTER") => n[2] += 1,
+            _ => {}
+        }
+    }
+    Ok(n)
+}

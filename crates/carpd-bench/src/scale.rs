@@ -1,0 +1,390 @@
+//! Many VHIDs on two nodes at advbase 1: node 0 (advskew 0) masters all of
+//! them, node 1 (advskew 100) backs them up. carpd serves them all from one
+//! process per node; ucarp needs one process per VHID.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::error::{Error, Result};
+use crate::netns::{Lan, Scratch, wait_until};
+use crate::proc::{Daemon, control, cpu_ns, pss_kib, state_counts};
+use crate::watch::{Ns, ms, now_ns};
+
+pub const LINKS: usize = 4;
+const ADVSKEW: [u8; 2] = [0, 100];
+
+/// VHID `j` of a node: interface, id and /32 address.
+fn vhid(j: usize) -> (usize, u8, String) {
+    let k = j % LINKS;
+    let id = u8::try_from(j / LINKS + 1).unwrap_or(u8::MAX);
+    (k, id, format!("10.{}.0.{id}", 100 + k))
+}
+
+/// Per node, over the measurement windows.
+#[derive(Debug, Clone, Default)]
+pub struct Load {
+    /// CPU seconds per minute, one value per window.
+    pub cpu_s_per_min: [Vec<f64>; 2],
+    /// PSS in MiB at the end of each window.
+    pub pss_mib: [Vec<f64>; 2],
+}
+
+/// Measures CPU and PSS of the processes of each node over `windows`
+/// windows of `window` each.
+fn measure(pids: &[Vec<i32>; 2], windows: usize, window: Duration) -> Load {
+    let mut load = Load::default();
+    for _ in 0..windows {
+        let cpu = |n: usize| pids[n].iter().map(|p| cpu_ns(*p)).sum::<u64>();
+        let before = [cpu(0), cpu(1)];
+        sleep(window);
+        for n in 0..2 {
+            let used = cpu(n).saturating_sub(before[n]) as f64 / 1e9;
+            load.cpu_s_per_min[n].push(used * 60.0 / window.as_secs_f64());
+            let pss: u64 = pids[n].iter().map(|p| pss_kib(*p)).sum();
+            load.pss_mib[n].push(pss as f64 / 1024.0);
+        }
+    }
+    load
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CarpdScale {
+    pub load: Load,
+    /// Spawn -> every VHID in BACKUP, for the first node (alone) and for
+    /// restarts of the second (its peer master).
+    pub start_alone_ms: f64,
+    pub start_ms: Vec<f64>,
+    /// Control-socket reload round trip, one VHID changed, per node.
+    pub reload_ms: [Vec<f64>; 2],
+    /// Timer lateness of the master (µs): p50, p99, max over its recent
+    /// samples, and how many.
+    pub lateness: Option<(u64, u64, u64, u64)>,
+}
+
+fn carpd_config(n: usize, node: usize, changed: Option<u8>, socket: &Path) -> String {
+    let mut s = format!(
+        "advbase = 1\nadvskew = {}\npreempt = false\npassword = \"secret\"\ncontrol_socket = {:?}\n",
+        ADVSKEW[node],
+        socket.to_string_lossy()
+    );
+    for k in 0..LINKS {
+        let _ = write!(s, "\n[[interface]]\nname = \"eth{k}\"\n");
+        for j in (0..n).filter(|j| j % LINKS == k) {
+            let (_, id, addr) = vhid(j);
+            let _ = write!(
+                s,
+                "\n[[interface.vhid]]\nid = {id}\naddresses = [\"{addr}/32\"]\n"
+            );
+            if j + 1 == n
+                && let Some(skew) = changed
+            {
+                let _ = writeln!(s, "advskew = {skew}");
+            }
+        }
+    }
+    s
+}
+
+/// Timestamp (ns since the epoch) of an RFC 3339 UTC time as tracing
+/// writes it, e.g. `2026-11-25T20:51:44.123456Z`.
+fn parse_rfc3339(t: &str) -> Option<Ns> {
+    let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut h = hms.split(':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
+    let nanos: i64 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
+    // days from civil (Howard Hinnant)
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000_000) + nanos)
+}
+
+/// When the `n`-th transition to BACKUP was logged, if it was.
+fn nth_backup(log: &str, n: usize) -> Option<Ns> {
+    let mut seen = 0;
+    for line in log.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["fields"]["to"].as_str() == Some("BACKUP") {
+            seen += 1;
+            if seen == n {
+                return parse_rfc3339(v["timestamp"].as_str()?);
+            }
+        }
+    }
+    None
+}
+
+struct CarpdNode<'a> {
+    dir: &'a Scratch,
+    lan: &'a Lan,
+    carpd: &'a Path,
+    n: usize,
+    node: usize,
+    socket: PathBuf,
+    config: PathBuf,
+    seq: usize,
+}
+
+impl CarpdNode<'_> {
+    fn start(&mut self) -> Result<(Daemon, f64)> {
+        self.seq += 1;
+        let label = format!("scale-carpd-{}-{}", self.node, self.seq);
+        let d = Daemon::spawn(
+            &self.lan.hosts[self.node],
+            &label,
+            self.dir.path(),
+            self.carpd,
+            &[
+                "--config",
+                &self.config.to_string_lossy(),
+                "--log-format",
+                "json",
+            ],
+        )?;
+        let mut at = None;
+        wait_until(Duration::from_secs(30), Duration::from_millis(20), || {
+            at = nth_backup(&d.log(), self.n);
+            at.is_some()
+        });
+        let at = at.ok_or_else(|| {
+            Error::Measure(format!(
+                "carpd node {}: not all {} VHIDs reached BACKUP (log {})",
+                self.node,
+                self.n,
+                d.log_path().display()
+            ))
+        })?;
+        let t = ms(d.started, at);
+        Ok((d, t))
+    }
+
+    fn write(&self, changed: Option<u8>) -> Result<()> {
+        let text = carpd_config(self.n, self.node, changed, &self.socket);
+        std::fs::write(&self.config, text)?;
+        Ok(())
+    }
+
+    /// Rewrites the file with one VHID changed and times the reload.
+    fn reload(&self, changed: Option<u8>) -> Result<f64> {
+        self.write(changed)?;
+        let t0 = now_ns();
+        let v = control(&self.socket, r#"{"command":"reload"}"#)?;
+        let t = ms(t0, now_ns());
+        let n_changed = v["reload"]["changed"].as_array().map_or(0, Vec::len);
+        if v["ok"] != serde_json::Value::Bool(true) || n_changed != 1 {
+            return Err(Error::Measure(format!("reload: unexpected answer {v}")));
+        }
+        Ok(t)
+    }
+}
+
+pub fn carpd(
+    lan: &Lan,
+    dir: &Scratch,
+    carpd: &Path,
+    n: usize,
+    rounds: usize,
+    windows: usize,
+    window: Duration,
+) -> Result<CarpdScale> {
+    let mut nodes: Vec<CarpdNode> = (0..2)
+        .map(|node| CarpdNode {
+            dir,
+            lan,
+            carpd,
+            n,
+            node,
+            socket: dir.path().join(format!("scale{node}.sock")),
+            config: dir.path().join(format!("scale{node}.toml")),
+            seq: 0,
+        })
+        .collect();
+    for node in &nodes {
+        node.write(None)?;
+    }
+    let mut out = CarpdScale::default();
+    let (d0, alone) = nodes[0].start()?;
+    out.start_alone_ms = alone;
+    let all_master = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        state_counts(&nodes[0].socket).is_ok_and(|c| c[2] == n)
+    });
+    if all_master.is_none() {
+        return Err(Error::Measure(
+            "carpd node 0: not every VHID became MASTER".into(),
+        ));
+    }
+    let mut d1 = None;
+    for round in 0..rounds {
+        if let Some(mut d) = d1.take() {
+            let d: &mut Daemon = &mut d;
+            d.signal(Signal::SIGTERM)?;
+            d.wait_exit(Duration::from_secs(10));
+        }
+        let (d, t) = nodes[1].start()?;
+        out.start_ms.push(t);
+        d1 = Some(d);
+        if round + 1 < rounds {
+            sleep(Duration::from_millis(500));
+        }
+    }
+    let Some(d1) = d1 else {
+        return Err(Error::Measure("no scale rounds".into()));
+    };
+    // settle, then check the roles
+    sleep(Duration::from_secs(4));
+    let c = state_counts(&nodes[1].socket)?;
+    if c[1] != n {
+        return Err(Error::Measure(format!(
+            "carpd node 1: states {c:?}, expected all {n} BACKUP"
+        )));
+    }
+    out.load = measure(&[vec![d0.pid()], vec![d1.pid()]], windows, window);
+    let status = control(&nodes[0].socket, r#"{"command":"status"}"#)?;
+    let l = &status["timer_lateness"];
+    out.lateness = match (
+        l["p50_us"].as_u64(),
+        l["p99_us"].as_u64(),
+        l["recent_max_us"].as_u64().or(l["max_us"].as_u64()),
+        l["samples"].as_u64().or(l["count"].as_u64()),
+    ) {
+        (Some(a), Some(b), Some(c), Some(d)) => Some((a, b, c, d)),
+        _ => None,
+    };
+    for (node, skews) in [(1usize, [90u8, 100]), (0, [1, 0])] {
+        for r in 0..rounds {
+            out.reload_ms[node].push(nodes[node].reload(Some(skews[r % 2]))?);
+            sleep(Duration::from_millis(300));
+        }
+    }
+    nodes.clear();
+    drop((d0, d1));
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UcarpScale {
+    pub vhids: usize,
+    pub load: Load,
+}
+
+pub fn ucarp(
+    lan: &Lan,
+    dir: &Scratch,
+    ucarp: &Path,
+    n: usize,
+    windows: usize,
+    window: Duration,
+) -> Result<UcarpScale> {
+    let up = dir.script("scale-up.sh", "exec ip addr add \"$2/32\" dev \"$1\"")?;
+    let down = dir.script(
+        "scale-down.sh",
+        "ip addr del \"$2/32\" dev \"$1\" 2>/dev/null\nexit 0",
+    )?;
+    let mut daemons: [Vec<Daemon>; 2] = [Vec::new(), Vec::new()];
+    for node in 0..2 {
+        for j in 0..n {
+            let (k, id, addr) = vhid(j);
+            let (iface, src) = (format!("--interface=eth{k}"), Lan::host_addr(node, k));
+            let (id, skew) = (id.to_string(), ADVSKEW[node].to_string());
+            let args = [
+                iface.as_str(),
+                "--srcip",
+                &src,
+                "--vhid",
+                &id,
+                "--pass",
+                "secret",
+                "--addr",
+                &addr,
+                "--advbase",
+                "1",
+                "--advskew",
+                &skew,
+                "--upscript",
+                &up.to_string_lossy(),
+                "--downscript",
+                &down.to_string_lossy(),
+                "--neutral",
+                "--facility=none",
+            ];
+            let label = format!("scale-ucarp-{node}-{j}");
+            daemons[node].push(Daemon::spawn(
+                &lan.hosts[node],
+                &label,
+                dir.path(),
+                ucarp,
+                &args,
+            )?);
+        }
+        if node == 0 {
+            let host = &lan.hosts[0];
+            let all = wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
+                host.addrs()
+                    .iter()
+                    .filter(|a| a.starts_with("10.10"))
+                    .count()
+                    >= n
+            });
+            if all.is_none() {
+                return Err(Error::Measure(
+                    "ucarp node 0 did not take every address".into(),
+                ));
+            }
+        }
+    }
+    sleep(Duration::from_secs(5));
+    let taken = lan.hosts[1]
+        .addrs()
+        .iter()
+        .filter(|a| a.starts_with("10.10"))
+        .count();
+    if taken > 0 {
+        return Err(Error::Measure(format!(
+            "ucarp node 1 holds {taken} addresses at rest"
+        )));
+    }
+    let pids = [
+        daemons[0].iter().map(Daemon::pid).collect(),
+        daemons[1].iter().map(Daemon::pid).collect(),
+    ];
+    let load = measure(&pids, windows, window);
+    for d in daemons.iter_mut().flatten() {
+        let _ = d.signal(Signal::SIGKILL);
+    }
+    Ok(UcarpScale { vhids: n, load })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:01.5Z"), Some(1_500_000_000));
+        assert_eq!(
+            parse_rfc3339("2026-11-25T20:51:44.123456Z"),
+            Some(1_795_639_904_123_456_000)
+        );
+        assert_eq!(parse_rfc3339("garbage"), None);
+    }
+
+    #[test]
+    fn vhid_layout() {
+        assert_eq!(vhid(0), (0, 1, "10.100.0.1".into()));
+        assert_eq!(vhid(5), (1, 2, "10.101.0.2".into()));
+        assert_eq!(vhid(999), (3, 250, "10.103.0.250".into()));
+    }
+}
