@@ -14,9 +14,11 @@ use crate::announce::Announcer;
 use crate::error::Error;
 use crate::netlink::{self, LinkEvent, Netlink};
 use crate::rx::{self, Demux, SharedDemux};
+use crate::share;
 use crate::socket::{BroadcastSocket, V4Socket, V6Socket};
-use crate::spec::{EngineSpec, VhidKey, VirtualAddr};
+use crate::spec::{EngineSpec, VhidKey, VhidSpec, VirtualAddr};
 use crate::stats::{DropCounters, Lateness, LatenessSummary};
+use crate::track::{self, TrackerStatus, Tracking};
 use crate::vhid::{self, Command, Effects, VhidHandle, VhidParams};
 
 /// How long stopping VHIDs (bow-out, address removal) may take before the
@@ -33,7 +35,8 @@ pub struct Engine {
     running: Mutex<Running>,
     demux: SharedDemux,
     lateness: Arc<Lateness>,
-    /// Stops the receivers and the link watcher.
+    tracking: Arc<Tracking>,
+    /// Stops the receivers, the link watcher and the trackers.
     cancel: CancellationToken,
 }
 
@@ -47,6 +50,7 @@ struct Running {
     interface_drops: HashMap<String, Arc<DropCounters>>,
     other_drops: Arc<DropCounters>,
     background: Vec<JoinHandle<()>>,
+    tracking: Arc<Tracking>,
 }
 
 /// What a reload did, by VHID.
@@ -100,6 +104,7 @@ struct Prepared {
 async fn prepare(netlink: &Netlink, spec: &EngineSpec) -> Result<Vec<Prepared>, Error> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
+    let mut local_addrs: HashMap<u32, Vec<IpAddr>> = HashMap::new();
     for iface in &spec.interfaces {
         let link = netlink
             .link(&iface.name)
@@ -146,9 +151,19 @@ async fn prepare(netlink: &Netlink, spec: &EngineSpec) -> Result<Vec<Prepared>, 
             } else {
                 None
             };
+            let mut v = v.clone();
+            if v.share.is_some() {
+                if !local_addrs.contains_key(&link.index) {
+                    let l = netlink.local_addresses(link.index).await?;
+                    local_addrs.insert(link.index, l);
+                }
+                let locals = local_addrs.get(&link.index).map_or(&[][..], Vec::as_slice);
+                v.advskew = share_skew(&v, &iface.name, locals)?;
+                v.preempt = true;
+            }
             let params = VhidParams {
                 key,
-                spec: v.clone(),
+                spec: v,
                 ifindex: link.index,
                 mac: link.mac,
                 src_v4,
@@ -163,6 +178,34 @@ async fn prepare(netlink: &Netlink, spec: &EngineSpec) -> Result<Vec<Prepared>, 
         }
     }
     Ok(out)
+}
+
+/// A load-shared VHID's advskew: that of this node's rank in its order.
+fn share_skew(v: &VhidSpec, interface: &str, locals: &[IpAddr]) -> Result<u8, Error> {
+    let Some(share) = &v.share else {
+        return Ok(v.advskew);
+    };
+    let hits: Vec<IpAddr> = match share.this_node {
+        Some(n) => vec![n],
+        None => share
+            .order
+            .iter()
+            .filter(|n| locals.contains(n))
+            .copied()
+            .collect(),
+    };
+    let rank = match hits.as_slice() {
+        [me] => share.order.iter().position(|n| n == me),
+        _ => None,
+    };
+    let Some(rank) = rank else {
+        return Err(Error::LoadShareNode {
+            group: share.group.clone(),
+            interface: interface.to_string(),
+            found: hits.len(),
+        });
+    };
+    Ok(share::advskew_for_rank(rank, share.order.len()))
 }
 
 fn wanted_v4(params: &[&VhidParams]) -> BTreeSet<(u32, Ipv4Addr)> {
@@ -212,6 +255,7 @@ async fn stop(handles: Vec<VhidHandle>) {
 async fn watch_links(
     mut events: mpsc::Receiver<LinkEvent>,
     demux: SharedDemux,
+    tracking: Arc<Tracking>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -223,6 +267,7 @@ async fn watch_links(
             tracing::warn!("link event stream ended; link state changes are no longer followed");
             return;
         };
+        tracking.link_event(ev);
         let table = rx::current(&demux);
         for ((ifindex, _), e) in &table.vhids {
             if *ifindex == ev.index {
@@ -324,7 +369,13 @@ impl Running {
     }
 
     fn start_vhid(&mut self, p: Prepared) {
-        let h = vhid::spawn(p.params, p.auth, self.effects.clone(), p.link_up);
+        let h = vhid::spawn(
+            p.params,
+            p.auth,
+            self.effects.clone(),
+            p.link_up,
+            self.tracking.subscribe(),
+        );
         self.interface_drops
             .entry(h.params.key.interface.clone())
             .or_default();
@@ -407,6 +458,8 @@ impl Engine {
         let link_events = netlink::watch_links().await?;
         let nl = Netlink::connect().await?;
         let prepared = prepare(&nl, &spec).await?;
+        let trackers = track::prepare(&nl, &spec.trackers).await?;
+        let tracking = Tracking::new();
         let demux: SharedDemux = Arc::new(RwLock::new(Arc::new(Demux::default())));
         let cancel = CancellationToken::new();
         let lateness = Arc::new(Lateness::new());
@@ -426,6 +479,7 @@ impl Engine {
             interface_drops: HashMap::new(),
             other_drops: Arc::new(DropCounters::default()),
             background: Vec::new(),
+            tracking: Arc::clone(&tracking),
         };
         let started = running
             .open_sockets(&prepared, &demux, &cancel)
@@ -437,6 +491,8 @@ impl Engine {
             cancel.cancel();
             return Err(e);
         }
+        // before the VHIDs, so they start with the trackers' demotions
+        tracking.apply(trackers, &cancel);
         for p in prepared {
             running.start_vhid(p);
         }
@@ -450,6 +506,7 @@ impl Engine {
         running.background.push(tokio::spawn(watch_links(
             link_events,
             Arc::clone(&demux),
+            Arc::clone(&tracking),
             cancel.clone(),
         )));
         tracing::info!(vhids = running.vhids.len(), "engine started");
@@ -457,6 +514,7 @@ impl Engine {
             running: Mutex::new(running),
             demux,
             lateness,
+            tracking,
             cancel,
         })
     }
@@ -467,6 +525,7 @@ impl Engine {
     pub async fn reload(&self, spec: EngineSpec) -> Result<ReloadReport, Error> {
         let mut r = self.running.lock().await;
         let prepared = prepare(&r.effects.netlink, &spec).await?;
+        let trackers = track::prepare(&r.effects.netlink, &spec.trackers).await?;
         r.open_sockets(&prepared, &self.demux, &self.cancel)?;
         {
             let params: Vec<&VhidParams> = prepared.iter().map(|p| &p.params).collect();
@@ -506,6 +565,7 @@ impl Engine {
         }
         // the old tasks bow out and remove their addresses before their
         // successors start
+        self.tracking.apply(trackers, &self.cancel);
         r.publish(&self.demux);
         stop(to_stop).await;
         for p in to_start {
@@ -566,6 +626,28 @@ impl Engine {
             .collect()
     }
 
+    /// Add `delta` (may be negative) to the operator demotion of every VHID
+    /// in interface group `group` ([`VhidSpec::in_group`]).
+    pub async fn demote_group(&self, group: &str, delta: i32) -> Vec<VhidKey> {
+        let r = self.running.lock().await;
+        let members: HashSet<VhidKey> = r
+            .vhids
+            .values()
+            .filter(|h| h.params.spec.in_group(&h.params.key.interface, group))
+            .map(|h| h.params.key.clone())
+            .collect();
+        r.ask(|k| members.contains(k), |tx| Command::Demote(delta, tx))
+            .await
+            .into_iter()
+            .map(|(k, ())| k)
+            .collect()
+    }
+
+    /// The trackers and the demotion each adds now.
+    pub fn trackers(&self) -> Vec<TrackerStatus> {
+        self.tracking.status()
+    }
+
     /// How late advertisement timers fired, since start.
     pub fn timer_lateness(&self) -> LatenessSummary {
         self.lateness.summary()
@@ -593,6 +675,7 @@ impl Engine {
         };
         let n = handles.len();
         stop(handles).await;
+        self.tracking.stop();
         self.cancel.cancel();
         let background = std::mem::take(&mut self.running.lock().await.background);
         let _ = tokio::time::timeout(STOP_BOUND, futures::future::join_all(background)).await;

@@ -27,6 +27,14 @@ pub enum Error {
     },
     #[error("vhid {vhid} is configured twice on {interface}")]
     DuplicateVhid { interface: String, vhid: u8 },
+    #[error(
+        "load sharing group {group}: {interface} has {found} of the group's node addresses; it needs exactly one (or set self)"
+    )]
+    LoadShareNode {
+        group: String,
+        interface: String,
+        found: usize,
+    },
     #[error("interface {0} has no link-local IPv6 address to send IPv6 advertisements from")]
     NoLinkLocal(String),
 }

@@ -93,7 +93,9 @@ pub fn spawn_hook(
     }))
 }
 
-async fn run(mut command: Command, timeout: Duration) -> HookOutcome {
+/// Run `command` until it ends or `timeout` passes (zero: no limit); on
+/// timeout its whole process group is killed.
+pub(crate) async fn run(mut command: Command, timeout: Duration) -> HookOutcome {
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => return HookOutcome::SpawnError(e.to_string()),

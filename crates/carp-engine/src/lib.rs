@@ -22,9 +22,14 @@ pub mod share;
 mod socket;
 pub mod spec;
 mod stats;
+mod track;
 mod vhid;
 
 pub use engine::{Engine, ReloadReport, VhidStatus};
 pub use error::Error;
-pub use spec::{EngineSpec, HookSpec, InterfaceSpec, VhidKey, VhidSpec, VirtualAddr};
+pub use spec::{
+    EngineSpec, HookSpec, InterfaceSpec, ShareSpec, TrackScope, TrackerKind, TrackerSpec, VhidKey,
+    VhidSpec, VirtualAddr,
+};
 pub use stats::{LATENESS_BUCKETS_US, LatenessSummary};
+pub use track::TrackerStatus;

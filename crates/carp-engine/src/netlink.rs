@@ -202,6 +202,20 @@ impl Netlink {
             .any(|a| a.header.prefix_len == addr.prefix_len && local_address(a) == Some(addr.addr)))
     }
 
+    /// Every IPv4 and IPv6 address configured on `index`.
+    pub async fn local_addresses(&self, index: u32) -> Result<Vec<IpAddr>, Error> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            out.extend(
+                self.addresses(index, family)
+                    .await?
+                    .iter()
+                    .filter_map(local_address),
+            );
+        }
+        Ok(out)
+    }
+
     /// All addresses of one family on one interface, in kernel order (for
     /// IPv4 the primary address comes first).
     async fn addresses(

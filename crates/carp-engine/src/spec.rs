@@ -12,6 +12,9 @@ use carp_proto::machine::DemoteStyle;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EngineSpec {
     pub interfaces: Vec<InterfaceSpec>,
+    /// Health trackers: each adds its weight to the demotion of the VHIDs
+    /// it covers while it fails.
+    pub trackers: Vec<TrackerSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +68,89 @@ pub struct VhidSpec {
     /// constant.
     pub replay_protection: bool,
     pub hooks: HookSpec,
+    /// Interface groups (OpenBSD's `ifconfig carpN group`) besides the one
+    /// every VHID is in, named after its interface: demoting a group
+    /// demotes each of its VHIDs.
+    pub groups: Vec<String>,
+    /// Load sharing: the advskew comes from this node's rank for the VHID
+    /// (`advskew` is then not used).
+    pub share: Option<ShareSpec>,
+}
+
+impl VhidSpec {
+    /// Whether the VHID on `interface` is in group `group`.
+    pub fn in_group(&self, interface: &str, group: &str) -> bool {
+        interface == group || self.groups.iter().any(|g| g == group)
+    }
+}
+
+/// A VHID's place in a load-sharing group (see [`crate::share`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareSpec {
+    /// The load-sharing group's name, for logs.
+    pub group: String,
+    /// Every node of the group, most preferred first for this VHID.
+    pub order: Vec<IpAddr>,
+    /// This node; `None`: the one node of `order` that is an address of
+    /// the VHID's interface.
+    pub this_node: Option<IpAddr>,
+}
+
+/// A health tracker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackerSpec {
+    pub kind: TrackerKind,
+    /// The demotion while failing (for a file: per unit of its number).
+    pub weight: u8,
+    pub scope: TrackScope,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackerKind {
+    /// Fails while the interface's link is down.
+    Link { interface: String },
+    /// `/bin/sh -c <command>` every `interval`: fails after `fall`
+    /// consecutive failed runs (non-zero exit or `timeout`), recovers after
+    /// `rise` consecutive successes; the first run decides alone.
+    Command {
+        command: String,
+        interval: Duration,
+        timeout: Duration,
+        rise: u32,
+        fall: u32,
+    },
+    /// A file holding a number, read every `interval`: demotes by that
+    /// number times the weight (a missing file means 0).
+    File { path: PathBuf, interval: Duration },
+}
+
+/// The VHIDs a tracker demotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackScope {
+    All,
+    /// Every VHID in any of these groups ([`VhidSpec::in_group`]).
+    Groups(Vec<String>),
+    Vhid(VhidKey),
+}
+
+impl TrackScope {
+    pub fn covers(&self, key: &VhidKey, spec: &VhidSpec) -> bool {
+        match self {
+            TrackScope::All => true,
+            TrackScope::Groups(groups) => groups.iter().any(|g| spec.in_group(&key.interface, g)),
+            TrackScope::Vhid(k) => k == key,
+        }
+    }
+}
+
+impl std::fmt::Display for TrackerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrackerKind::Link { interface } => write!(f, "link {interface}"),
+            TrackerKind::Command { command, .. } => write!(f, "command `{command}`"),
+            TrackerKind::File { path, .. } => write!(f, "file {}", path.display()),
+        }
+    }
 }
 
 impl std::fmt::Debug for VhidSpec {
@@ -86,6 +172,8 @@ impl std::fmt::Debug for VhidSpec {
             .field("manage_addresses", &self.manage_addresses)
             .field("replay_protection", &self.replay_protection)
             .field("hooks", &self.hooks)
+            .field("groups", &self.groups)
+            .field("share", &self.share)
             .finish()
     }
 }

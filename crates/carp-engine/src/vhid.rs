@@ -11,7 +11,7 @@ use std::time::Duration;
 use carp_proto::machine::SendAdvert;
 use carp_proto::replay::ReplayWindow;
 use carp_proto::{Action, Advert, Authenticator, Machine, MachineConfig, Reason, State, Timing};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,7 @@ use crate::rx::{INBOX, Inbound, VhidEntry};
 use crate::socket::{BroadcastSocket, V4Socket, V6Socket};
 use crate::spec::{VhidKey, VhidSpec};
 use crate::stats::{Lateness, VhidStats};
+use crate::track::Demotions;
 
 /// Log send failures at most this often per VHID.
 const SEND_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -88,12 +89,14 @@ pub(crate) struct VhidHandle {
     pub(crate) join: JoinHandle<()>,
 }
 
-/// Start a VHID task. `link_up` is the parent link's state right now.
+/// Start a VHID task. `link_up` is the parent link's state right now;
+/// `tracked` follows the trackers' demotions.
 pub(crate) fn spawn(
     params: VhidParams,
     auth: Authenticator,
     effects: Effects,
     link_up: bool,
+    tracked: watch::Receiver<Arc<Demotions>>,
 ) -> VhidHandle {
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
@@ -123,6 +126,7 @@ pub(crate) fn spawn(
         effects,
         stats,
         operator_demote: 0,
+        tracked,
         link_up: link_up || params.ignore_link_state,
         state_since: now,
         last_transition: None,
@@ -152,6 +156,8 @@ struct Task {
     effects: Effects,
     stats: Arc<VhidStats>,
     operator_demote: u8,
+    /// Demotions of the trackers (the ones covering this VHID count).
+    tracked: watch::Receiver<Arc<Demotions>>,
     link_up: bool,
     state_since: Instant,
     last_transition: Option<String>,
@@ -183,6 +189,8 @@ impl Task {
         cancel: CancellationToken,
     ) {
         self.remove_stale().await;
+        // before leaving INIT, so the first advertisement carries it
+        self.update_demote();
         self.machine.handle_link(std_now(), self.link_up);
         self.drain().await;
         loop {
@@ -191,6 +199,7 @@ impl Task {
                 biased;
                 _ = cancel.cancelled() => break,
                 Some(cmd) = commands.recv() => self.command(cmd),
+                Ok(()) = self.tracked.changed() => self.update_demote(),
                 Some(msg) = inbox.recv() => {
                     if self.fresh(&msg) {
                         self.stats.received.fetch_add(1, Ordering::Relaxed);
@@ -254,7 +263,7 @@ impl Task {
             Command::Demote(delta, reply) => {
                 let d = (i64::from(self.operator_demote) + i64::from(delta)).clamp(0, 255);
                 self.operator_demote = u8::try_from(d).unwrap_or(u8::MAX);
-                self.machine.set_demote(std_now(), self.operator_demote);
+                self.update_demote();
                 let _ = reply.send(());
             }
             Command::Link(up) => {
@@ -266,6 +275,18 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// The demotion in effect: the operator's plus the trackers'.
+    fn update_demote(&mut self) {
+        let p = &self.params;
+        let tracked = self.tracked.borrow_and_update().for_vhid(&p.key, &p.spec);
+        let demote = self.operator_demote.saturating_add(tracked);
+        if demote != self.machine.demote() {
+            tracing::info!(interface = %p.key.interface, vhid = p.key.vhid,
+                operator = self.operator_demote, tracked, "demotion {demote}");
+        }
+        self.machine.set_demote(std_now(), demote);
     }
 
     fn status(&self) -> VhidStatus {

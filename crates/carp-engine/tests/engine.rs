@@ -282,6 +282,8 @@ fn vhid_spec(vhid: u8, advskew: u8, addresses: Vec<VirtualAddr>) -> VhidSpec {
         manage_addresses: true,
         replay_protection: false,
         hooks: HookSpec::default(),
+        groups: Vec::new(),
+        share: None,
     }
 }
 
@@ -292,6 +294,7 @@ fn spec(interface: &str, vhids: Vec<VhidSpec>) -> EngineSpec {
             ignore_link_state: false,
             vhids,
         }],
+        trackers: Vec::new(),
     }
 }
 

@@ -5,13 +5,16 @@
 //! daemon checks keeps its byte span, so an error names the file, the line
 //! and the key. `config/carpd.toml` documents every key.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use carp_engine::{EngineSpec, HookSpec, InterfaceSpec, VhidSpec, VirtualAddr};
+use carp_engine::{
+    EngineSpec, HookSpec, InterfaceSpec, ShareSpec, TrackScope, TrackerKind, TrackerSpec, VhidKey,
+    VhidSpec, VirtualAddr, share,
+};
 use carp_proto::HmacMode;
 use carp_proto::machine::DemoteStyle;
 use serde::Deserialize;
@@ -29,6 +32,19 @@ pub const DEFAULT_ADVBASE: u8 = 1;
 pub const DEFAULT_ADVSKEW: u8 = 0;
 pub const DEFAULT_DEAD_RATIO: u8 = 3;
 const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Tracker defaults: the demotion of a failing link or command tracker
+/// (enough to lose against a healthy peer in both demotion styles), and
+/// how often commands and files are checked.
+const DEFAULT_TRACK_WEIGHT: u8 = 50;
+const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+const DEFAULT_FILE_INTERVAL: Duration = Duration::from_secs(1);
+const DEFAULT_RISE: u32 = 2;
+const DEFAULT_FALL: u32 = 3;
+
+/// Most nodes a load-sharing group may have (every rank keeps a distinct
+/// advskew up to [`share::MAX_RANK_SKEW`]).
+const MAX_SHARE_NODES: usize = 64;
 
 /// The longest key UCARP accepts (the BSDs truncate to the same length).
 pub const UCARP_MAX_KEY: usize = 19;
@@ -235,6 +251,10 @@ cascading_table! {
         metrics: Option<RawMetrics>,
         #[serde(default)]
         interface: Vec<Spanned<RawInterface>>,
+        #[serde(default)]
+        track: Vec<Spanned<RawTrack>>,
+        #[serde(default)]
+        load_sharing: Vec<Spanned<RawLoadSharing>>,
     }
 }
 
@@ -243,6 +263,9 @@ cascading_table! {
         name: Spanned<String>,
         source: Option<Spanned<String>>,
         ignore_link_state: Option<bool>,
+        groups: Option<Vec<Spanned<String>>>,
+        #[serde(default)]
+        track: Vec<Spanned<RawTrack>>,
         #[serde(default)]
         vhid: Vec<Spanned<RawVhid>>,
     }
@@ -254,7 +277,41 @@ cascading_table! {
         addresses: Option<Spanned<Vec<Spanned<String>>>>,
         label: Option<Spanned<String>>,
         source: Option<Spanned<String>>,
+        groups: Option<Vec<Spanned<String>>>,
+        #[serde(default)]
+        track: Vec<Spanned<RawTrack>>,
     }
+}
+
+cascading_table! {
+    /// `[[load_sharing]]`: VHIDs whose masters spread over `nodes`.
+    struct RawLoadSharing {
+        name: Spanned<String>,
+        interface: Spanned<String>,
+        nodes: Spanned<Vec<Spanned<String>>>,
+        #[serde(rename = "self")]
+        this_node: Option<Spanned<String>>,
+        groups: Option<Vec<Spanned<String>>>,
+        #[serde(default)]
+        track: Vec<Spanned<RawTrack>>,
+        #[serde(default)]
+        vhid: Vec<Spanned<RawVhid>>,
+    }
+}
+
+/// A `[[track]]` table: exactly one of `link`, `command`, `file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrack {
+    link: Option<Spanned<String>>,
+    command: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+    weight: Option<Spanned<i64>>,
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    rise: Option<Spanned<i64>>,
+    fall: Option<Spanned<i64>>,
+    groups: Option<Vec<Spanned<String>>>,
 }
 
 /// The `[metrics]` table.
@@ -408,7 +465,418 @@ impl Validator<'_> {
             }
             interfaces.push(self.interface(&top, iface)?);
         }
-        Ok(EngineSpec { interfaces })
+        let mut shares: HashMap<&str, usize> = HashMap::new();
+        for ls in &raw.load_sharing {
+            let name = ls.get_ref().name.get_ref();
+            if let Some(first) = shares.insert(name, self.line(&ls.span())) {
+                return Err(self.err(
+                    &ls.get_ref().name.span(),
+                    "",
+                    "load_sharing name",
+                    format!("\"{name}\" is already used at line {first}"),
+                ));
+            }
+            self.load_sharing(&top, ls, &mut interfaces)?;
+        }
+        let trackers = self.trackers(&raw, &interfaces)?;
+        Ok(EngineSpec {
+            interfaces,
+            trackers,
+        })
+    }
+
+    /// A load-sharing group's VHIDs, added to its interface (created if no
+    /// `[[interface]]` names it).
+    fn load_sharing(
+        &mut self,
+        top: &Level,
+        raw: &Spanned<RawLoadSharing>,
+        interfaces: &mut Vec<InterfaceSpec>,
+    ) -> Result<(), Error> {
+        let table = raw.span();
+        let raw = raw.get_ref();
+        let name = raw.name.get_ref().clone();
+        let ctx = format!("load_sharing \"{name}\"");
+        if name.trim().is_empty() {
+            return Err(self.err(&raw.name.span(), "load_sharing", "name", "empty"));
+        }
+        let ifname = raw.interface.get_ref().clone();
+        check_ifname(&ifname).map_err(|m| self.err(&raw.interface.span(), &ctx, "interface", m))?;
+        self.rank_settings(raw.advskew.as_ref(), raw.preempt, &table, &ctx)?;
+
+        let mut nodes: Vec<IpAddr> = Vec::new();
+        for n in raw.nodes.get_ref() {
+            let addr: IpAddr = n.get_ref().parse().map_err(|_| {
+                self.err(
+                    &n.span(),
+                    &ctx,
+                    "nodes",
+                    format!("{:?} is not an IP address", n.get_ref()),
+                )
+            })?;
+            if nodes.contains(&addr) {
+                return Err(self.err(&n.span(), &ctx, "nodes", format!("{addr} is listed twice")));
+            }
+            nodes.push(addr);
+        }
+        if !(2..=MAX_SHARE_NODES).contains(&nodes.len()) {
+            return Err(self.err(
+                &raw.nodes.span(),
+                &ctx,
+                "nodes",
+                format!("{} nodes; a group has 2 to {MAX_SHARE_NODES}", nodes.len()),
+            ));
+        }
+        let this_node = match &raw.this_node {
+            Some(me) => match me.get_ref().parse::<IpAddr>() {
+                Ok(a) if nodes.contains(&a) => Some(a),
+                _ => {
+                    return Err(self.err(
+                        &me.span(),
+                        &ctx,
+                        "self",
+                        format!("{:?} is not one of the nodes", me.get_ref()),
+                    ));
+                }
+            },
+            None => None,
+        };
+        let level = top.overlay(&self.level(raw.common(), &ctx)?);
+
+        if raw.vhid.is_empty() {
+            return Err(self.err(
+                &table,
+                &ctx,
+                "vhid",
+                "a load-sharing group needs at least one VHID",
+            ));
+        }
+        let existing: BTreeSet<u8> = interfaces
+            .iter()
+            .filter(|i| i.name == ifname)
+            .flat_map(|i| i.vhids.iter().map(|v| v.vhid))
+            .collect();
+        let mut ids: BTreeMap<u8, usize> = BTreeMap::new();
+        for v in &raw.vhid {
+            let id = v.get_ref().id.get_ref();
+            let span = v.get_ref().id.span();
+            let id = match u8::try_from(*id) {
+                Ok(id @ 1..=255) => id,
+                _ => {
+                    return Err(self.err(&span, &ctx, "vhid id", format!("{id} is not in 1..=255")));
+                }
+            };
+            if existing.contains(&id) {
+                return Err(self.err(
+                    &span,
+                    &ctx,
+                    "vhid id",
+                    format!("vhid {id} is already configured on interface \"{ifname}\""),
+                ));
+            }
+            if let Some(first) = ids.insert(id, self.line(&span)) {
+                return Err(self.err(
+                    &span,
+                    &ctx,
+                    "vhid id",
+                    format!("vhid {id} is already configured at line {first}"),
+                ));
+            }
+        }
+        let ids: Vec<u8> = ids.into_keys().collect();
+        let mut orders = share::assignment(&name, &nodes, &ids);
+        let mut vhids = Vec::with_capacity(raw.vhid.len());
+        for (v, id) in raw.vhid.iter().zip(
+            raw.vhid
+                .iter()
+                .filter_map(|v| u8::try_from(*v.get_ref().id.get_ref()).ok()),
+        ) {
+            let span = v.span();
+            let v = v.get_ref();
+            let vctx = format!("{ctx} vhid {id}");
+            self.rank_settings(v.advskew.as_ref(), v.preempt, &span, &vctx)?;
+            let mut spec = self.vhid(&level, &ifname, id, v, &span)?;
+            let mut groups = vec![name.clone()];
+            groups.extend(self.group_names(&[raw.groups.as_ref(), v.groups.as_ref()], &vctx)?);
+            groups.dedup();
+            spec.groups = groups;
+            // advskew comes from the rank, found at start
+            spec.advskew = 0;
+            spec.preempt = true;
+            spec.share = Some(ShareSpec {
+                group: name.clone(),
+                order: orders.remove(&id).unwrap_or_default(),
+                this_node,
+            });
+            vhids.push(spec);
+        }
+        match interfaces.iter_mut().find(|i| i.name == ifname) {
+            Some(i) => i.vhids.extend(vhids),
+            None => interfaces.push(InterfaceSpec {
+                name: ifname,
+                ignore_link_state: top.ignore_link_state.unwrap_or(false),
+                vhids,
+            }),
+        }
+        Ok(())
+    }
+
+    /// In a load-sharing group the rank sets advskew and preemption is on.
+    fn rank_settings(
+        &self,
+        advskew: Option<&Spanned<i64>>,
+        preempt: Option<bool>,
+        table: &Range<usize>,
+        ctx: &str,
+    ) -> Result<(), Error> {
+        if let Some(a) = advskew {
+            return Err(self.err(
+                &a.span(),
+                ctx,
+                "advskew",
+                "set by each node's rank in a load-sharing group; remove it",
+            ));
+        }
+        if preempt == Some(false) {
+            return Err(self.err(
+                table,
+                ctx,
+                "preempt",
+                "a load-sharing group needs preemption",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Interface group names from several lists, in order, each once.
+    fn group_names(
+        &self,
+        lists: &[Option<&Vec<Spanned<String>>>],
+        ctx: &str,
+    ) -> Result<Vec<String>, Error> {
+        let mut out: Vec<String> = Vec::new();
+        for g in lists.iter().flatten().flat_map(|l| l.iter()) {
+            let name = g.get_ref();
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(self.err(
+                    &g.span(),
+                    ctx,
+                    "groups",
+                    format!("{name:?} is not a group name"),
+                ));
+            }
+            if !out.contains(name) {
+                out.push(name.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every `track` table, with the VHIDs it covers: top-level ones every
+    /// VHID or their `groups`; an interface's its group; a load-sharing
+    /// group's its VHIDs; a VHID's that VHID.
+    fn trackers(
+        &self,
+        raw: &RawFile,
+        interfaces: &[InterfaceSpec],
+    ) -> Result<Vec<TrackerSpec>, Error> {
+        let known: BTreeSet<&str> = interfaces
+            .iter()
+            .flat_map(|i| {
+                std::iter::once(i.name.as_str()).chain(
+                    i.vhids
+                        .iter()
+                        .flat_map(|v| v.groups.iter().map(String::as_str)),
+                )
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in &raw.track {
+            let scope = match &t.get_ref().groups {
+                None => TrackScope::All,
+                Some(groups) => {
+                    let names = self.group_names(&[Some(groups)], "track")?;
+                    if let Some(g) = groups
+                        .iter()
+                        .find(|g| !known.contains(g.get_ref().as_str()))
+                    {
+                        return Err(self.err(
+                            &g.span(),
+                            "track",
+                            "groups",
+                            format!("no VHID is in group {:?}", g.get_ref()),
+                        ));
+                    }
+                    TrackScope::Groups(names)
+                }
+            };
+            out.push(self.tracker(t, "", scope)?);
+        }
+        let vhid_tracks =
+            |tables: &[Spanned<RawVhid>], ifname: &str, out: &mut Vec<TrackerSpec>| {
+                for v in tables {
+                    let Ok(id) = u8::try_from(*v.get_ref().id.get_ref()) else {
+                        continue;
+                    };
+                    let ctx = format!("interface \"{ifname}\" vhid {id}");
+                    for t in &v.get_ref().track {
+                        let key = VhidKey {
+                            interface: ifname.to_string(),
+                            vhid: id,
+                        };
+                        out.push(self.tracker(t, &ctx, TrackScope::Vhid(key))?);
+                    }
+                }
+                Ok::<(), Error>(())
+            };
+        for iface in &raw.interface {
+            let iface = iface.get_ref();
+            let name = iface.name.get_ref();
+            let ctx = format!("interface \"{name}\"");
+            for t in &iface.track {
+                out.push(self.tracker(t, &ctx, TrackScope::Groups(vec![name.clone()]))?);
+            }
+            vhid_tracks(&iface.vhid, name, &mut out)?;
+        }
+        for ls in &raw.load_sharing {
+            let ls = ls.get_ref();
+            let name = ls.name.get_ref();
+            let ctx = format!("load_sharing \"{name}\"");
+            for t in &ls.track {
+                out.push(self.tracker(t, &ctx, TrackScope::Groups(vec![name.clone()]))?);
+            }
+            vhid_tracks(&ls.vhid, ls.interface.get_ref(), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn tracker(
+        &self,
+        t: &Spanned<RawTrack>,
+        ctx: &str,
+        scope: TrackScope,
+    ) -> Result<TrackerSpec, Error> {
+        let span = t.span();
+        let t = t.get_ref();
+        let top_level = ctx.is_empty();
+        let ctx = if ctx.is_empty() {
+            "track".to_string()
+        } else {
+            format!("{ctx}: track")
+        };
+        if !top_level && let Some(g) = t.groups.as_ref().and_then(|g| g.first()) {
+            return Err(self.err(
+                &g.span(),
+                &ctx,
+                "groups",
+                "only a top-level [[track]] names groups; this one covers the VHIDs of its table",
+            ));
+        }
+        let duration =
+            |v: Option<&Spanned<String>>, key: &str| -> Result<Option<Duration>, Error> {
+                v.map(|v| match humantime::parse_duration(v.get_ref()) {
+                    Ok(d) if !d.is_zero() => Ok(d),
+                    Ok(_) => Err(self.err(&v.span(), &ctx, key, "must be greater than zero")),
+                    Err(e) => Err(self.err(
+                        &v.span(),
+                        &ctx,
+                        key,
+                        format!("{:?}: {e} (write e.g. \"2s\")", v.get_ref()),
+                    )),
+                })
+                .transpose()
+            };
+        let int = |v: Option<&Spanned<i64>>, key: &str, hi: u32| -> Result<Option<u32>, Error> {
+            v.map(|v| match u32::try_from(*v.get_ref()) {
+                Ok(n) if (1..=hi).contains(&n) => Ok(n),
+                _ => Err(self.err(
+                    &v.span(),
+                    &ctx,
+                    key,
+                    format!("{} is not in 1..={hi}", v.get_ref()),
+                )),
+            })
+            .transpose()
+        };
+        let weight =
+            int(t.weight.as_ref(), "weight", 255)?.map(|w| u8::try_from(w).unwrap_or(u8::MAX));
+        let only_commands = |kind: &str| -> Result<(), Error> {
+            let extra = [
+                ("timeout", t.timeout.as_ref().map(Spanned::span)),
+                ("rise", t.rise.as_ref().map(Spanned::span)),
+                ("fall", t.fall.as_ref().map(Spanned::span)),
+            ];
+            match extra.into_iter().find_map(|(k, s)| s.map(|s| (k, s))) {
+                Some((key, s)) => Err(self.err(
+                    &s,
+                    &ctx,
+                    key,
+                    format!("only for command trackers, not {kind}"),
+                )),
+                None => Ok(()),
+            }
+        };
+        let (kind, weight) = match (&t.link, &t.command, &t.file) {
+            (Some(link), None, None) => {
+                check_ifname(link.get_ref())
+                    .map_err(|m| self.err(&link.span(), &ctx, "link", m))?;
+                only_commands("link")?;
+                if let Some(i) = &t.interval {
+                    return Err(self.err(
+                        &i.span(),
+                        &ctx,
+                        "interval",
+                        "a link tracker follows link events; remove it",
+                    ));
+                }
+                (
+                    TrackerKind::Link {
+                        interface: link.get_ref().clone(),
+                    },
+                    weight.unwrap_or(DEFAULT_TRACK_WEIGHT),
+                )
+            }
+            (None, Some(command), None) => {
+                if command.get_ref().trim().is_empty() {
+                    return Err(self.err(&command.span(), &ctx, "command", "empty command"));
+                }
+                let interval =
+                    duration(t.interval.as_ref(), "interval")?.unwrap_or(DEFAULT_CHECK_INTERVAL);
+                (
+                    TrackerKind::Command {
+                        command: command.get_ref().clone(),
+                        interval,
+                        timeout: duration(t.timeout.as_ref(), "timeout")?.unwrap_or(interval),
+                        rise: int(t.rise.as_ref(), "rise", 100)?.unwrap_or(DEFAULT_RISE),
+                        fall: int(t.fall.as_ref(), "fall", 100)?.unwrap_or(DEFAULT_FALL),
+                    },
+                    weight.unwrap_or(DEFAULT_TRACK_WEIGHT),
+                )
+            }
+            (None, None, Some(file)) => {
+                if file.get_ref().is_empty() {
+                    return Err(self.err(&file.span(), &ctx, "file", "empty path"));
+                }
+                only_commands("file")?;
+                (
+                    TrackerKind::File {
+                        path: self.resolve(file.get_ref()),
+                        interval: duration(t.interval.as_ref(), "interval")?
+                            .unwrap_or(DEFAULT_FILE_INTERVAL),
+                    },
+                    // the file holds the demotion itself
+                    weight.unwrap_or(1),
+                )
+            }
+            _ => {
+                return Err(self.err(&span, &ctx, "", "set exactly one of link, command and file"));
+            }
+        };
+        Ok(TrackerSpec {
+            kind,
+            weight,
+            scope,
+        })
     }
 
     fn interface(&mut self, top: &Level, raw: &RawInterface) -> Result<InterfaceSpec, Error> {
@@ -447,7 +915,9 @@ impl Validator<'_> {
                     format!("vhid {id} is already configured at line {first}"),
                 ));
             }
-            vhids.push(self.vhid(&level, &name, id, v, &table_span)?);
+            let mut spec = self.vhid(&level, &name, id, v, &table_span)?;
+            spec.groups = self.group_names(&[raw.groups.as_ref(), v.groups.as_ref()], &ctx)?;
+            vhids.push(spec);
         }
         Ok(InterfaceSpec {
             name,
@@ -598,6 +1068,8 @@ impl Validator<'_> {
                 // down hook hears about it.
                 down_on_exit: l.down_on_exit.unwrap_or(true),
             },
+            groups: Vec::new(),
+            share: None,
         })
     }
 
@@ -1455,6 +1927,271 @@ name = "eth0"
         assert!(
             e.starts_with("/etc/test.toml:3: interface \"eth0\" vhid 1: password: no password"),
             "{e}"
+        );
+    }
+
+    const SHARED: &str = r#"
+password = "pw"
+[[load_sharing]]
+name = "web"
+interface = "eth0"
+nodes = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+self = "10.0.0.2"
+groups = ["front"]
+vhid = [
+  { id = 1, addresses = ["10.0.0.101/24"] },
+  { id = 2, addresses = ["10.0.0.102/24"], groups = ["extra"] },
+  { id = 3, addresses = ["10.0.0.103/24"] },
+]
+"#;
+
+    #[test]
+    fn load_sharing_groups() {
+        let c = load(SHARED).unwrap();
+        assert_eq!(c.summary(), "1 interface, 3 VHIDs");
+        let iface = &c.spec.interfaces[0];
+        assert_eq!(iface.name, "eth0");
+        let nodes: Vec<IpAddr> = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let orders = share::assignment("web", &nodes, &[1, 2, 3]);
+        for v in &iface.vhids {
+            assert!(v.preempt);
+            assert_eq!(v.advskew, 0);
+            let s = v.share.as_ref().unwrap();
+            assert_eq!(s.group, "web");
+            assert_eq!(s.this_node, Some(nodes[1]));
+            assert_eq!(s.order, orders[&v.vhid]);
+        }
+        assert_eq!(iface.vhids[0].groups, ["web", "front"]);
+        assert_eq!(iface.vhids[1].groups, ["web", "front", "extra"]);
+
+        // Joins an [[interface]] of the same name; `self` is optional.
+        let c = load(&format!(
+            "{}\n[[interface]]\nname = \"eth0\"\n[[interface.vhid]]\nid = 9\naddresses = [\"10.0.0.9\"]\n",
+            SHARED.replace("self = \"10.0.0.2\"\n", "")
+        ))
+        .unwrap();
+        assert_eq!(c.summary(), "1 interface, 4 VHIDs");
+        let v = &c.spec.interfaces[0].vhids;
+        assert!(v[0].share.is_none() && v[1].share.as_ref().unwrap().this_node.is_none());
+
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "self = \"10.0.0.2\"",
+                "self = \"10.0.0.9\"",
+                "7: load_sharing \"web\": self: \"10.0.0.9\" is not one of the nodes",
+            ),
+            (
+                "\"10.0.0.3\"]",
+                "\"10.0.0.1\"]",
+                "6: load_sharing \"web\": nodes: 10.0.0.1 is listed twice",
+            ),
+            (
+                "nodes = [\"10.0.0.1\", \"10.0.0.2\", \"10.0.0.3\"]",
+                "nodes = [\"10.0.0.2\"]",
+                "6: load_sharing \"web\": nodes: 1 nodes; a group has 2 to 64",
+            ),
+            (
+                "groups = [\"front\"]",
+                "advskew = 10",
+                "8: load_sharing \"web\": advskew: set by each node's rank",
+            ),
+            (
+                "{ id = 3,",
+                "{ id = 3, advskew = 5,",
+                "12: load_sharing \"web\" vhid 3: advskew: set by each node's rank",
+            ),
+            (
+                "groups = [\"front\"]",
+                "preempt = false",
+                "load_sharing \"web\": preempt: a load-sharing group needs preemption",
+            ),
+            (
+                "{ id = 3,",
+                "{ id = 1,",
+                "12: load_sharing \"web\": vhid id: vhid 1 is already configured at line 10",
+            ),
+            (
+                "groups = [\"front\"]",
+                "groups = [\"a b\"]",
+                "8: load_sharing \"web\" vhid 1: groups: \"a b\" is not a group name",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let src = SHARED.replace(from, to);
+            assert_ne!(src, SHARED, "{from}");
+            let got = err(&src);
+            assert!(got.contains(want), "for {to}\n got: {got}\nwant: {want}");
+        }
+        let dup = format!(
+            "{SHARED}\n[[interface]]\nname = \"eth0\"\n[[interface.vhid]]\nid = 2\naddresses = [\"10.0.0.9\"]\n"
+        );
+        assert!(
+            err(&dup).contains("vhid 2 is already configured on interface \"eth0\""),
+            "{}",
+            err(&dup)
+        );
+        let twice = format!(
+            "{SHARED}{}",
+            SHARED
+                .replace("password = \"pw\"", "")
+                .replace("10.0.0.10", "10.0.0.20")
+        );
+        assert!(
+            err(&twice).contains("load_sharing name: \"web\" is already used at line 3"),
+            "{}",
+            err(&twice)
+        );
+    }
+
+    #[test]
+    fn trackers_and_groups() {
+        let c = load(
+            r#"
+password = "pw"
+[[track]]
+file = "demote"
+[[track]]
+command = "test -e /run/ok"
+interval = "500ms"
+rise = 3
+fall = 1
+weight = 20
+groups = ["fw"]
+
+[[interface]]
+name = "eth0"
+groups = ["fw"]
+  [[interface.track]]
+  link = "eth1"
+  [[interface.vhid]]
+  id = 1
+  addresses = ["192.0.2.1"]
+  [[interface.vhid]]
+  id = 2
+  addresses = ["192.0.2.2"]
+  groups = ["db", "fw"]
+    [[interface.vhid.track]]
+    link = "eth2"
+    weight = 255
+"#,
+        )
+        .unwrap();
+        let v = &c.spec.interfaces[0].vhids;
+        assert_eq!(v[0].groups, ["fw"]);
+        assert_eq!(v[1].groups, ["fw", "db"]);
+        let key = VhidKey {
+            interface: "eth0".into(),
+            vhid: 2,
+        };
+        assert_eq!(
+            c.spec.trackers,
+            vec![
+                TrackerSpec {
+                    kind: TrackerKind::File {
+                        path: PathBuf::from("/etc/demote"),
+                        interval: Duration::from_secs(1),
+                    },
+                    weight: 1,
+                    scope: TrackScope::All,
+                },
+                TrackerSpec {
+                    kind: TrackerKind::Command {
+                        command: "test -e /run/ok".into(),
+                        interval: Duration::from_millis(500),
+                        timeout: Duration::from_millis(500),
+                        rise: 3,
+                        fall: 1,
+                    },
+                    weight: 20,
+                    scope: TrackScope::Groups(vec!["fw".into()]),
+                },
+                TrackerSpec {
+                    kind: TrackerKind::Link {
+                        interface: "eth1".into(),
+                    },
+                    weight: 50,
+                    scope: TrackScope::Groups(vec!["eth0".into()]),
+                },
+                TrackerSpec {
+                    kind: TrackerKind::Link {
+                        interface: "eth2".into(),
+                    },
+                    weight: 255,
+                    scope: TrackScope::Vhid(key),
+                },
+            ]
+        );
+
+        let cases: &[(&str, &str)] = &[
+            (
+                "[[track]]\nlink = \"eth1\"\ncommand = \"true\"\n",
+                "/etc/test.toml:2: track: set exactly one of link, command and file",
+            ),
+            ("[[track]]\n", "/etc/test.toml:2: track: set exactly one"),
+            (
+                "[[track]]\nlink = \"eth1\"\ngroups = [\"nope\"]\n",
+                "/etc/test.toml:4: track: groups: no VHID is in group \"nope\"",
+            ),
+            (
+                "[[track]]\nlink = \"eth1\"\nrise = 2\n",
+                "/etc/test.toml:4: track: rise: only for command trackers, not link",
+            ),
+            (
+                "[[track]]\nlink = \"eth1\"\ninterval = \"1s\"\n",
+                "/etc/test.toml:4: track: interval: a link tracker follows link events",
+            ),
+            (
+                "[[track]]\ncommand = \"true\"\nweight = 0\n",
+                "/etc/test.toml:4: track: weight: 0 is not in 1..=255",
+            ),
+            (
+                "[[track]]\ncommand = \"true\"\ninterval = \"0s\"\n",
+                "/etc/test.toml:4: track: interval: must be greater than zero",
+            ),
+            (
+                "[[track]]\ncommand = \"true\"\nfall = 101\n",
+                "/etc/test.toml:4: track: fall: 101 is not in 1..=100",
+            ),
+            (
+                "[[track]]\nfile = \"x\"\ntimeout = \"1s\"\n",
+                "/etc/test.toml:4: track: timeout: only for command trackers, not file",
+            ),
+            (
+                "[[track]]\nlink = \"eth1\"\nbogus = 1\n",
+                "/etc/test.toml:4:1: unknown field `bogus`",
+            ),
+        ];
+        for (track, want) in cases {
+            let got = err(&format!(
+                "password = \"pw\"\n{track}{}",
+                MINIMAL.replace("password = \"pw\"", "")
+            ));
+            assert!(
+                got.starts_with(want),
+                "for {track:?}\n got: {got}\nwant: {want}"
+            );
+        }
+        let got = err(&MINIMAL.replace(
+            "name = \"eth0\"\n",
+            "name = \"eth0\"\n[[interface.track]]\nlink = \"eth1\"\ngroups = [\"eth0\"]\n",
+        ));
+        assert!(
+            got.contains(
+                "interface \"eth0\": track: groups: only a top-level [[track]] names groups"
+            ),
+            "{got}"
+        );
+        // Every VHID is in the group named after its interface.
+        let c = load(&format!(
+            "{MINIMAL}[[track]]\nlink = \"eth1\"\ngroups = [\"eth0\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.spec.trackers[0].scope,
+            TrackScope::Groups(vec!["eth0".into()])
         );
     }
 

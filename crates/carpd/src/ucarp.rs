@@ -251,6 +251,8 @@ impl UcarpArgs {
                 down_at_start: !self.neutral,
                 down_on_exit: self.shutdown,
             },
+            groups: Vec::new(),
+            share: None,
         };
         Ok(EngineSpec {
             interfaces: vec![InterfaceSpec {
@@ -258,6 +260,7 @@ impl UcarpArgs {
                 ignore_link_state: self.ignoreifstate,
                 vhids: vec![spec],
             }],
+            trackers: Vec::new(),
         })
     }
 }
@@ -342,8 +345,11 @@ mod tests {
                         down_at_start: false,
                         down_on_exit: true,
                     },
+                    groups: Vec::new(),
+                    share: None,
                 }],
             }],
+            trackers: Vec::new(),
         };
         assert_eq!(got, want);
     }
