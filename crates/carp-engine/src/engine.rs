@@ -153,11 +153,12 @@ async fn prepare(netlink: &Netlink, spec: &EngineSpec) -> Result<Vec<Prepared>, 
             };
             let mut v = v.clone();
             if v.share.is_some() {
-                if !local_addrs.contains_key(&link.index) {
-                    let l = netlink.local_addresses(link.index).await?;
-                    local_addrs.insert(link.index, l);
-                }
-                let locals = local_addrs.get(&link.index).map_or(&[][..], Vec::as_slice);
+                let locals = match local_addrs.entry(link.index) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(netlink.local_addresses(link.index).await?)
+                    }
+                };
                 v.advskew = share_skew(&v, &iface.name, locals)?;
                 v.preempt = true;
             }
