@@ -68,6 +68,16 @@ pub struct Config {
     pub control_socket: Option<PathBuf>,
     /// `[metrics] listen`: where to serve Prometheus metrics (off if unset).
     pub metrics_listen: Option<SocketAddr>,
+    /// `control_group`: members may use the control socket too.
+    pub control_group: Option<ControlGroup>,
+}
+
+/// The group whose members may use the control socket, resolved when the
+/// file is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlGroup {
+    pub name: String,
+    pub gid: u32,
 }
 
 impl Config {
@@ -90,6 +100,7 @@ impl Config {
             path,
             base,
             seen_addrs: HashMap::new(),
+            allow_readable_password_file: raw.allow_readable_password_file.unwrap_or(false),
         };
         let control_socket = raw
             .control_socket
@@ -101,10 +112,16 @@ impl Config {
             .take()
             .map(|m| v.metrics_listen(&m.listen))
             .transpose()?;
+        let control_group = raw
+            .control_group
+            .take()
+            .map(|g| v.control_group(&g))
+            .transpose()?;
         v.file(raw).map(|spec| Config {
             spec,
             control_socket,
             metrics_listen,
+            control_group,
         })
     }
 
@@ -165,7 +182,12 @@ fn parse_error(src: &str, path: &Path, e: &toml::de::Error) -> Error {
     // Integers are read as i64 to range-check them with a clear message;
     // name the kind of value, not the Rust type.
     let text = e.message().replace("expected i64", "expected an integer");
-    let message = match key_at(src, span.start) {
+    let key = key_at(src, span.start);
+    let text = match key {
+        Some(key) if key.rsplit('.').next() == Some("password") => without_value(&text),
+        _ => text,
+    };
+    let message = match key {
         // Unknown/missing field messages already quote the key.
         Some(key) if !text.contains(&format!("`{key}`")) => format!("{key}: {text}"),
         _ => text,
@@ -177,6 +199,19 @@ fn parse_error(src: &str, path: &Path, e: &toml::de::Error) -> Error {
             col: Some(col),
         },
         message,
+    }
+}
+
+/// A type error without the value it quotes: serde writes "invalid type:
+/// integer `123456`, expected a string", and for `password` that value is
+/// the secret.
+fn without_value(text: &str) -> String {
+    let Some((found, expected)) = text.split_once(", expected") else {
+        return text.to_string();
+    };
+    match found.find(['`', '"', '\'']) {
+        Some(quote) => format!("{}, expected{expected}", found[..quote].trim_end()),
+        None => text.to_string(),
     }
 }
 
@@ -248,6 +283,8 @@ cascading_table! {
     struct RawFile {
         ignore_link_state: Option<bool>,
         control_socket: Option<Spanned<String>>,
+        control_group: Option<Spanned<String>>,
+        allow_readable_password_file: Option<bool>,
         metrics: Option<RawMetrics>,
         #[serde(default)]
         interface: Vec<Spanned<RawInterface>>,
@@ -410,6 +447,9 @@ struct Validator<'a> {
     base: &'a Path,
     /// Every virtual address so far, with the line and owner that claimed it.
     seen_addrs: HashMap<IpAddr, (usize, String)>,
+    /// `allow_readable_password_file`: accept password files other users
+    /// can read.
+    allow_readable_password_file: bool,
 }
 
 impl Validator<'_> {
@@ -563,7 +603,12 @@ impl Validator<'_> {
             let id = match u8::try_from(*id) {
                 Ok(id @ 1..=255) => id,
                 _ => {
-                    return Err(self.err(&span, &ctx, "vhid id", format!("{id} is not in 1..=255")));
+                    return Err(self.err(
+                        &span,
+                        &ctx,
+                        "vhid id",
+                        format!("{id} is not in 1..=255"),
+                    ));
                 }
             };
             if existing.contains(&id) {
@@ -1177,6 +1222,23 @@ impl Validator<'_> {
         Ok(p.to_path_buf())
     }
 
+    fn control_group(&self, g: &Spanned<String>) -> Result<ControlGroup, Error> {
+        let name = g.get_ref();
+        let err = |m: String| self.err(&g.span(), "", "control_group", m);
+        // A name with a NUL cannot be looked up (and is in no group file).
+        if name.is_empty() || name.contains('\0') {
+            return Err(err(format!("{name:?} is not a group name")));
+        }
+        match nix::unistd::Group::from_name(name) {
+            Ok(Some(group)) => Ok(ControlGroup {
+                name: name.clone(),
+                gid: group.gid.as_raw(),
+            }),
+            Ok(None) => Err(err(format!("no group named {name:?} on this system"))),
+            Err(e) => Err(err(format!("cannot look up group {name:?}: {e}"))),
+        }
+    }
+
     fn metrics_listen(&self, s: &Spanned<String>) -> Result<SocketAddr, Error> {
         s.get_ref().parse().map_err(|_| {
             self.err(
@@ -1230,7 +1292,7 @@ impl Validator<'_> {
             }),
             (None, Some(f)) => {
                 let path = self.resolve(f.get_ref());
-                let bytes = read_password_file(&path).map_err(|e| {
+                let file = read_password_file(&path).map_err(|e| {
                     self.err(
                         &f.span(),
                         ctx,
@@ -1238,8 +1300,24 @@ impl Validator<'_> {
                         format!("{}: {}", path.display(), e),
                     )
                 })?;
+                if !self.allow_readable_password_file
+                    && let Some(exposed) = exposure(file.mode)
+                {
+                    return Err(self.err(
+                        &f.span(),
+                        ctx,
+                        "password_file",
+                        format!(
+                            "{} is mode {:04o}: {exposed}; run chmod 600 on it (in Kubernetes, \
+                             give the Secret volume defaultMode: 0400) or set \
+                             allow_readable_password_file = true",
+                            path.display(),
+                            file.mode
+                        ),
+                    ));
+                }
                 Some(At {
-                    value: (bytes, format!("the password in {}", path.display())),
+                    value: (file.key, format!("the password in {}", path.display())),
                     span: f.span(),
                 })
             }
@@ -1325,13 +1403,55 @@ impl Validator<'_> {
     }
 }
 
+/// Longest first line read from a password file: far more than any key
+/// (only 19 bytes count), and a bound for a file like `/dev/zero`.
+const MAX_PASSWORD_LINE: u64 = 64 * 1024;
+
+/// A password file's first line and its permission bits.
+#[derive(Debug)]
+pub struct PasswordFile {
+    pub key: Vec<u8>,
+    /// `st_mode & 0o7777` of the file read (after symlinks).
+    pub mode: u32,
+}
+
 /// The first line of a password file, without its line ending (as UCARP's
-/// `--passfile` reads it).
-pub fn read_password_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    let bytes = std::fs::read(path)?;
-    let line = bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
+/// `--passfile` reads it), and the mode of the file it came from.
+pub fn read_password_file(path: &Path) -> std::io::Result<PasswordFile> {
+    use std::io::{BufRead, Read};
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::File::open(path)?;
+    // The mode of the file actually read, not of whatever the path names
+    // a moment later.
+    let mode = file.metadata()?.permissions().mode() & 0o7777;
+    let mut line = Vec::new();
+    std::io::BufReader::new(file)
+        .take(MAX_PASSWORD_LINE + 1)
+        .read_until(b'\n', &mut line)?;
+    if line.strip_suffix(b"\n").unwrap_or(&line).len() as u64 > MAX_PASSWORD_LINE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the first line is longer than {MAX_PASSWORD_LINE} bytes"),
+        ));
+    }
+    let line = line.strip_suffix(b"\n").unwrap_or(&line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    Ok(line.to_vec())
+    Ok(PasswordFile {
+        key: line.to_vec(),
+        mode,
+    })
+}
+
+/// Who else a password file with permission bits `mode` is open to, if
+/// anyone: any group or other bit counts (write access lets the password be
+/// replaced).
+pub fn exposure(mode: u32) -> Option<&'static str> {
+    match (mode & 0o070 != 0, mode & 0o007 != 0) {
+        (false, false) => None,
+        (true, false) => Some("its group can access it"),
+        (false, true) => Some("every user can access it"),
+        (true, true) => Some("its group and every user can access it"),
+    }
 }
 
 /// `addr[/prefix]`; the prefix defaults to a host route (/32, /128).
@@ -1625,6 +1745,11 @@ ignore_link_state = false
         let dir = TempDir::new("pw");
         std::fs::write(dir.0.join("secret"), "s3cret\r\nsecond line\n").unwrap();
         std::fs::write(dir.0.join("vhid"), "other").unwrap();
+        for f in ["secret", "vhid"] {
+            use std::os::unix::fs::PermissionsExt;
+            let private = std::fs::Permissions::from_mode(0o600);
+            std::fs::set_permissions(dir.0.join(f), private).unwrap();
+        }
         let src = r#"
 password_file = "secret"
 [[interface]]
@@ -1667,6 +1792,145 @@ name = "eth0"
         let e =
             Config::from_toml("password_file = \".\"\n", &dir.0.join("carpd.toml")).unwrap_err();
         assert!(e.to_string().contains(":1: password_file: "), "{e}");
+    }
+
+    #[test]
+    fn password_files_open_to_others_are_refused_unless_allowed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("pwmode");
+        let secret = dir.0.join("secret");
+        std::fs::write(&secret, "s3cret-value\n").unwrap();
+        let path = dir.0.join("carpd.toml");
+        let src = MINIMAL.replace("password = \"pw\"", "password_file = \"secret\"");
+        let chmod = |mode| {
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        for (mode, who) in [
+            (0o644, "its group and every user can access it"),
+            (0o640, "its group can access it"),
+            (0o620, "its group can access it"),
+            (0o604, "every user can access it"),
+            (0o602, "every user can access it"),
+        ] {
+            chmod(mode);
+            let e = Config::from_toml(&src, &path).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "{}:2: password_file: {} is mode {mode:04o}: {who}; run chmod 600 on it (in \
+                     Kubernetes, give the Secret volume defaultMode: 0400) or set \
+                     allow_readable_password_file = true",
+                    path.display(),
+                    secret.display()
+                )
+            );
+            assert!(!e.contains("s3cret-value"));
+            let allowed = format!("allow_readable_password_file = true\n{src}");
+            assert_eq!(
+                Config::from_toml(&allowed, &path).unwrap().spec.interfaces[0].vhids[0].key,
+                b"s3cret-value"
+            );
+        }
+        for mode in [0o600, 0o400, 0o700] {
+            chmod(mode);
+            Config::from_toml(&src, &path).unwrap();
+        }
+        assert_eq!(exposure(0o4700), None);
+    }
+
+    #[test]
+    fn a_bounded_first_line() {
+        let dir = TempDir::new("pwlong");
+        let f = dir.0.join("long");
+        let line = vec![b'x'; usize::try_from(MAX_PASSWORD_LINE).unwrap()];
+        std::fs::write(&f, [&line[..], b"\nrest"].concat()).unwrap();
+        assert_eq!(read_password_file(&f).unwrap().key, line);
+        std::fs::write(&f, [&line[..], b"y"].concat()).unwrap();
+        let e = read_password_file(&f).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        // A device that never ends is cut, not read forever.
+        assert!(read_password_file(Path::new("/dev/zero")).is_err());
+    }
+
+    #[test]
+    fn errors_never_quote_the_password() {
+        for (src, want) in [
+            (
+                "password = 918273645\n",
+                "/etc/test.toml:1:12: password: invalid type: integer, expected a string",
+            ),
+            (
+                "password = true\n",
+                "/etc/test.toml:1:12: password: invalid type: boolean, expected a string",
+            ),
+            (
+                "password = 91827.3645\n",
+                "/etc/test.toml:1:12: password: invalid type: floating point, expected a string",
+            ),
+            (
+                "[[interface]]\nname = \"eth0\"\n  [[interface.vhid]]\n  id = 1\n  password = 918273645\n",
+                "/etc/test.toml:5:14: password: invalid type: integer, expected a string",
+            ),
+            (
+                "x.password = 918273645\n",
+                "/etc/test.toml:1:1: unknown field `x`, expected one of",
+            ),
+        ] {
+            let e = err(src);
+            assert!(e.starts_with(want), "{e}");
+            assert!(!e.contains("918273645") && !e.contains("91827.3645"), "{e}");
+        }
+        // Syntax errors on the password line: the position, not the text.
+        for src in [
+            "password = s3cr3tvalue\n",
+            "password = \"s3cr3tvalue\n",
+            "password = 's3cr3tvalue\n",
+            "password = \"s3cr3tvalue\" junk\n",
+            "password = \"s3cr3tvalue\\q\"\n",
+            "password = \"\"\"s3cr3tvalue\n",
+            "password = [\"s3cr3tvalue\"]\n",
+            "password = { v = \"s3cr3tvalue\" }\n",
+            "password = \"s3cr3tvalue\"\npassword = \"s3cr3tvalue\"\n",
+        ] {
+            let e = err(src);
+            assert!(e.starts_with("/etc/test.toml:"), "{e}");
+            assert!(!e.contains("s3cr3tvalue"), "{e}");
+        }
+        // The value of other keys is still quoted.
+        assert!(err("advbase = true\n").contains("boolean `true`"));
+        assert_eq!(
+            without_value("invalid type: string \"x\", expected a u8"),
+            "invalid type: string, expected a u8"
+        );
+        assert_eq!(without_value("duplicate key"), "duplicate key");
+    }
+
+    #[test]
+    fn control_group() {
+        // Group 0 exists everywhere; its name varies.
+        let root = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(0))
+            .unwrap()
+            .unwrap()
+            .name;
+        let c = load(&format!("control_group = {root:?}\n{MINIMAL}")).unwrap();
+        assert_eq!(
+            c.control_group,
+            Some(ControlGroup {
+                name: root.clone(),
+                gid: 0
+            })
+        );
+        assert_eq!(load(MINIMAL).unwrap().control_group, None);
+        assert_eq!(
+            err(&format!(
+                "control_group = \"carpd-no-such-group\"\n{MINIMAL}"
+            )),
+            "/etc/test.toml:1: control_group: no group named \"carpd-no-such-group\" on this system"
+        );
+        assert_eq!(
+            err(&format!("control_group = \"\"\n{MINIMAL}")),
+            "/etc/test.toml:1: control_group: \"\" is not a group name"
+        );
     }
 
     #[test]

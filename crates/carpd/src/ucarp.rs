@@ -5,8 +5,10 @@
 //! ucarp, the scripts own the address unless `--manage-addresses` asks carpd
 //! to install it.
 
+use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use carp_engine::{EngineSpec, HookSpec, InterfaceSpec, VhidSpec};
@@ -45,6 +47,10 @@ pub const LONG_FLAGS: &[&str] = &[
     "ucarp",
 ];
 
+/// The environment variable holding the password when neither `--pass` nor
+/// `--passfile` is given (unlike `-p`, not visible in the process list).
+pub const PASSWORD_ENV: &str = "CARPD_PASSWORD";
+
 /// ucarp's short options that carpd's own command line does not have.
 pub const SHORT_FLAGS: &str = "ismvpoPnabkudrzBSMfx";
 
@@ -53,7 +59,8 @@ pub const SHORT_FLAGS: &str = "ismvpoPnabkudrzBSMfx";
     name = "ucarp",
     about = "carpd in UCARP-compatible mode: one VHID, configured like ucarp 1.5.2",
     after_help = "The up/down scripts are run as `<script> <interface> <address> [xparam]`. \
-                  As with ucarp they own the address, unless --manage-addresses is given.",
+                  As with ucarp they own the address, unless --manage-addresses is given. \
+                  Without --pass and --passfile, the password is read from $CARPD_PASSWORD.",
     args_override_self = true,
     disable_version_flag = true
 )]
@@ -70,7 +77,7 @@ pub struct UcarpArgs {
     /// Virtual IP identifier (1-255)
     #[arg(short = 'v', long, value_name = "ID", value_parser = clap::value_parser!(u8).range(1..=255))]
     pub vhid: Option<u8>,
-    /// Password
+    /// Password (visible to every user in the process list: prefer --passfile or $CARPD_PASSWORD)
     #[arg(short = 'p', long, value_name = "PASS")]
     pub pass: Option<String>,
     /// Read the password from the first line of <FILE>
@@ -152,6 +159,46 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 impl UcarpArgs {
+    /// The password file the key comes from, if it comes from one.
+    fn passfile_in_use(&self) -> Option<&Path> {
+        match (&self.pass, &self.passfile) {
+            (Some(_), Some(_)) if self.pass_last => None,
+            (_, Some(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The key: the last of `--pass`/`--passfile`, else the environment
+    /// variable's value `env`.
+    fn key(&self, env: Option<OsString>) -> Result<Vec<u8>, Error> {
+        if let Some(f) = self.passfile_in_use() {
+            return config::read_password_file(f)
+                .map(|file| file.key)
+                .map_err(|source| Error::PasswordFile {
+                    path: f.to_path_buf(),
+                    source,
+                });
+        }
+        Ok(match (&self.pass, env) {
+            (Some(p), _) => p.as_bytes().to_vec(),
+            (None, Some(v)) => v.into_vec(),
+            (None, None) => Vec::new(),
+        })
+    }
+
+    /// A warning about a password file other users can read. ucarp accepts
+    /// any file, and a ucarp command line must keep working unchanged, so
+    /// this mode warns where the TOML configuration refuses.
+    pub fn password_file_warning(&self) -> Option<String> {
+        let f = self.passfile_in_use()?;
+        let mode = config::read_password_file(f).ok()?.mode;
+        let exposed = config::exposure(mode)?;
+        Some(format!(
+            "password file {} is mode {mode:04o}: {exposed}; run chmod 600 on it",
+            f.display()
+        ))
+    }
+
     pub fn try_parse_from<I, T>(args: I) -> Result<UcarpArgs, clap::Error>
     where
         I: IntoIterator<Item = T>,
@@ -178,19 +225,11 @@ impl UcarpArgs {
         let vhid = self
             .vhid
             .ok_or_else(|| usage("you must supply a valid virtual host id (--vhid)"))?;
-        let key = match (&self.pass, &self.passfile) {
-            (Some(p), Some(_)) if self.pass_last => p.as_bytes().to_vec(),
-            (Some(p), None) => p.as_bytes().to_vec(),
-            (_, Some(f)) => {
-                config::read_password_file(f).map_err(|source| Error::PasswordFile {
-                    path: f.clone(),
-                    source,
-                })?
-            }
-            (None, None) => Vec::new(),
-        };
+        let key = self.key(std::env::var_os(PASSWORD_ENV))?;
         if key.is_empty() {
-            return Err(usage("you must supply a password (--pass or --passfile)"));
+            return Err(usage(
+                "you must supply a password (--pass, --passfile or $CARPD_PASSWORD)",
+            ));
         }
         if key.len() > UCARP_MAX_KEY {
             return Err(Error::Usage(format!(
@@ -514,6 +553,38 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, Error::PasswordFile { .. }), "{err:?}");
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn password_from_the_environment_and_open_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = ["-i", "eth0", "-v", "1", "-a", "10.0.0.100"];
+        let args = |more: &[&str]| parse(&[&base[..], more].concat());
+        let env = || Some(OsString::from("fromenv"));
+        // Used only when the command line gives no password.
+        assert_eq!(args(&[]).key(env()).unwrap(), b"fromenv");
+        assert_eq!(args(&["-p", "inline"]).key(env()).unwrap(), b"inline");
+        assert_eq!(args(&[]).key(None).unwrap(), b"");
+
+        let path = std::env::temp_dir().join(format!("carpd-ucarp-mode-{}", std::process::id()));
+        std::fs::write(&path, "pw\n").unwrap();
+        let p = path.to_str().unwrap();
+        assert_eq!(args(&["-o", p]).key(env()).unwrap(), b"pw");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(args(&["-o", p]).password_file_warning(), None);
+        // Open to others: accepted (as by ucarp) with a warning.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(vhid(&spec(&[&base[..], &["-o", p]].concat())).key, b"pw");
+        let w = args(&["-o", p]).password_file_warning().unwrap();
+        assert_eq!(
+            w,
+            format!(
+                "password file {p} is mode 0644: its group and every user can access it; run chmod 600 on it"
+            )
+        );
+        // No warning about a file that is not the one in use.
+        assert_eq!(args(&["-o", p, "-p", "x"]).password_file_warning(), None);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -4,6 +4,7 @@
 // Test helpers outside #[test] functions: a failure is a test failure.
 #![allow(clippy::unwrap_used)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -37,6 +38,7 @@ fn carpd(args: &[&str]) -> Output {
     Command::new(CARPD)
         .args(args)
         .env_remove("RUST_LOG")
+        .env_remove("CARPD_PASSWORD")
         .output()
         .unwrap()
 }
@@ -154,7 +156,8 @@ fn check_config_rejects_bad_files() {
     );
 
     // And a readable one next to the file.
-    dir.file("secret", "s3cret\n");
+    let secret = dir.file("secret", "s3cret\n");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let p = dir.file(
         "pwok.toml",
         &GOOD.replace("password = \"pw\"", "password_file = \"secret\""),
@@ -165,6 +168,63 @@ fn check_config_rejects_bad_files() {
         &check(&dir.0.join("absent.toml")),
         &format!("cannot read {d}/absent.toml: "),
     );
+}
+
+#[test]
+fn password_files_other_users_can_read_are_refused() {
+    let dir = Scratch::new("pwmode");
+    let d = dir.0.display().to_string();
+    // As Kubernetes mounts a Secret without defaultMode.
+    let secret = dir.file("secret", "s3cret-918273\n");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let src = GOOD.replace("password = \"pw\"", "password_file = \"secret\"");
+    let p = dir.file("open.toml", &src);
+    let o = check(&p);
+    assert_config_error(
+        &o,
+        &format!(
+            "{d}/open.toml:1: password_file: {d}/secret is mode 0644: its group and every user \
+             can access it; run chmod 600 on it (in Kubernetes, give the Secret volume \
+             defaultMode: 0400) or set allow_readable_password_file = true"
+        ),
+    );
+    assert!(!stderr(&o).contains("s3cret"));
+
+    // The explicit opt-out.
+    let p = dir.file(
+        "allowed.toml",
+        &format!("allow_readable_password_file = true\n{src}"),
+    );
+    assert_eq!(check(&p).status.code(), Some(0), "{}", stderr(&check(&p)));
+
+    // Owner only: fine.
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let p = dir.file("private.toml", &src);
+    assert_eq!(check(&p).status.code(), Some(0), "{}", stderr(&check(&p)));
+}
+
+#[test]
+fn config_errors_do_not_echo_the_password() {
+    let dir = Scratch::new("pwecho");
+    for (name, line) in [
+        ("type.toml", "password = 918273645"),
+        ("bare.toml", "password = s3cret918273645"),
+        ("open.toml", "password = \"s3cret918273645"),
+        ("junk.toml", "password = \"s3cret918273645\" x"),
+    ] {
+        let p = dir.file(name, &GOOD.replace("password = \"pw\"", line));
+        let o = check(&p);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.starts_with(&format!("carpd: {}:1:", p.display())),
+            "{err}"
+        );
+        assert!(
+            !err.contains("918273645"),
+            "{name}: the password leaked: {err}"
+        );
+    }
 }
 
 #[test]
@@ -242,6 +302,22 @@ fn ucarp_command_line_errors() {
         "10.0.0.1",
     ]);
     assert_config_error(&o, "cannot read password file /nonexistent/pw: ");
+
+    // The password from the environment instead of the process list: with
+    // it, the next thing missing is the address.
+    let no_addr = ["-i", "eth0", "-v", "1"];
+    let o = carpd(&no_addr);
+    assert_config_error(
+        &o,
+        "you must supply a password (--pass, --passfile or $CARPD_PASSWORD)",
+    );
+    let o = Command::new(CARPD)
+        .args(no_addr)
+        .env("CARPD_PASSWORD", "s3cret918273645")
+        .output()
+        .unwrap();
+    assert_config_error(&o, "you must supply a virtual host address (--addr)");
+    assert!(!stderr(&o).contains("918273645"));
 
     // Values clap refuses: usage error, status 2.
     let o = carpd(&["-i", "eth0", "--vhid=300"]);
