@@ -1,5 +1,11 @@
-//! The control socket: a Unix stream socket (mode 0600) carrying one JSON
-//! request per line and answering each with one JSON response per line.
+//! The control socket: a Unix stream socket (mode 0600, or 0660 with the
+//! `control_group`) carrying one JSON request per line and answering each
+//! with one JSON response per line.
+//!
+//! Every connection's peer credentials are checked as well: only root,
+//! carpd's own user and members of the `control_group` are served, whatever
+//! the socket's mode (a chmod, or a directory others can reach, is no way
+//! in). Others get one error line and are counted.
 //!
 //! ```text
 //! -> {"command":"status"}
@@ -15,8 +21,9 @@ use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use carp_engine::{ReloadReport, VhidKey, VhidStatus};
 use serde::{Deserialize, Serialize};
@@ -26,6 +33,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::config::ControlGroup;
 use crate::error::Error;
 use crate::run::Shared;
 
@@ -36,6 +44,116 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more are closed at once.
 const MAX_CLIENTS: usize = 16;
+/// At most one log line about refused connections per this long.
+const REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Who may use the control socket.
+#[derive(Debug)]
+pub struct Access {
+    /// carpd's effective uid (root, or e.g. a dedicated `carpd` user).
+    own_uid: u32,
+    group: Option<ControlGroup>,
+    /// Connections refused so far.
+    refused: AtomicU64,
+    /// When a refusal was last logged, and how many went unlogged since.
+    log: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Access {
+    pub fn new(group: Option<ControlGroup>) -> Access {
+        Access {
+            own_uid: nix::unistd::geteuid().as_raw(),
+            group,
+            refused: AtomicU64::new(0),
+            log: Mutex::new((None, 0)),
+        }
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    pub fn group(&self) -> Option<&ControlGroup> {
+        self.group.as_ref()
+    }
+
+    /// Whether a peer running as `uid`/`gid` may use the socket.
+    async fn allows(&self, uid: u32, gid: u32) -> bool {
+        if uid == 0 || uid == self.own_uid {
+            return true;
+        }
+        let Some(group) = &self.group else {
+            return false;
+        };
+        if gid == group.gid {
+            return true;
+        }
+        // Supplementary groups are not in SO_PEERCRED: ask the user
+        // database (which may be slow, e.g. over LDAP, hence off the
+        // runtime's threads).
+        let want = group.gid;
+        tokio::task::spawn_blocking(move || member(uid, want))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Count a refusal and log it, at most once per
+    /// [`REFUSED_LOG_INTERVAL`].
+    fn note_refusal(&self, uid: u32, gid: u32, pid: Option<i32>) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut log) = self.log.lock() else {
+            return;
+        };
+        let (last, unlogged) = &mut *log;
+        if last.is_some_and(|t| t.elapsed() < REFUSED_LOG_INTERVAL) {
+            *unlogged += 1;
+            return;
+        }
+        warn!(
+            uid,
+            gid,
+            pid = pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
+            "control socket: refused a connection ({}); {} more refused since the last such line",
+            self.who_may(),
+            *unlogged
+        );
+        *last = Some(Instant::now());
+        *unlogged = 0;
+    }
+
+    /// `root, uid 998 and group carpd-admin may use it`.
+    fn who_may(&self) -> String {
+        let mut who = vec!["root".to_string()];
+        if self.own_uid != 0 {
+            who.push(format!("uid {}", self.own_uid));
+        }
+        if let Some(g) = &self.group {
+            who.push(format!("group {}", g.name));
+        }
+        let last = who.pop().unwrap_or_default();
+        if who.is_empty() {
+            format!("only {last} may use it")
+        } else {
+            format!("only {} and {last} may use it", who.join(", "))
+        }
+    }
+}
+
+/// Whether the user `uid` belongs to group `gid` (primary or supplementary)
+/// in the user database.
+fn member(uid: u32, gid: u32) -> bool {
+    let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
+        return false;
+    };
+    if user.gid.as_raw() == gid {
+        return true;
+    }
+    let Ok(name) = std::ffi::CString::new(user.name) else {
+        return false;
+    };
+    nix::unistd::getgrouplist(&name, user.gid)
+        .is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase", deny_unknown_fields)]
@@ -220,10 +338,13 @@ pub fn key_name(k: &VhidKey) -> String {
 
 /// Take over `path` for this daemon: refuse if a carpd answers there,
 /// replace a stale socket nobody answers on, never remove anything that is
-/// not a socket. Returns the bound listener (mode 0600) and whether a stale
-/// socket was replaced. Touches nothing else, so it runs before the engine
-/// starts.
-pub fn claim(path: &Path) -> Result<(std::os::unix::net::UnixListener, bool), Error> {
+/// not a socket. Returns the bound listener (mode 0600; 0660 and owned by
+/// `group` if one is given) and whether a stale socket was replaced.
+/// Touches nothing else, so it runs before the engine starts.
+pub fn claim(
+    path: &Path,
+    group: Option<&ControlGroup>,
+) -> Result<(std::os::unix::net::UnixListener, bool), Error> {
     let io = |source| Error::ControlSocket {
         path: path.to_path_buf(),
         source,
@@ -252,14 +373,22 @@ pub fn claim(path: &Path) -> Result<(std::os::unix::net::UnixListener, bool), Er
     let bound = std::os::unix::net::UnixListener::bind(path);
     nix::sys::stat::umask(old);
     let listener = bound.map_err(io)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    let mode = match group {
+        Some(g) => {
+            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(g.gid)))
+                .map_err(|e| io(e.into()))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
     listener.set_nonblocking(true).map_err(io)?;
     Ok((listener, stale))
 }
 
 /// Serve clients until the task is aborted (aborting also ends every
 /// connection).
-pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>, access: Arc<Access>) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     let mut clients = JoinSet::new();
     loop {
@@ -281,8 +410,20 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
             continue;
         };
         let shared = Arc::clone(&shared);
+        let access = Arc::clone(&access);
         clients.spawn(async move {
-            connection(stream, &shared).await;
+            // The credentials of the process that connected, from the
+            // kernel: a client cannot claim to be someone else.
+            match stream.peer_cred() {
+                Ok(c) if access.allows(c.uid(), c.gid()).await => connection(stream, &shared).await,
+                Ok(c) => {
+                    access.note_refusal(c.uid(), c.gid(), c.pid());
+                    refuse(stream, &access).await;
+                }
+                Err(e) => {
+                    warn!(error = %e, "control socket: cannot read the peer's credentials; connection closed");
+                }
+            }
             drop(slot);
         });
     }
@@ -329,6 +470,32 @@ async fn connection(stream: UnixStream, shared: &Arc<Shared>) {
         if close {
             return;
         }
+    }
+}
+
+/// Answer a refused peer's first request with one error line, then close.
+/// Its request is read first: closing a Unix socket with unread data makes
+/// the peer's read fail with a reset instead of showing the answer.
+async fn refuse(stream: UnixStream, access: &Access) {
+    let (read, mut write) = stream.into_split();
+    let limit = u64::try_from(MAX_REQUEST).unwrap_or(u64::MAX);
+    let mut line = Vec::new();
+    let _ = tokio::time::timeout(
+        IO_TIMEOUT,
+        BufReader::new(read)
+            .take(limit)
+            .read_until(b'\n', &mut line),
+    )
+    .await;
+    let response = Response::error(format!(
+        "permission denied: {}",
+        access
+            .who_may()
+            .replace(" use it", " use the control socket")
+    ));
+    if let Ok(mut out) = serde_json::to_vec(&response) {
+        out.push(b'\n');
+        let _ = tokio::time::timeout(IO_TIMEOUT, write.write_all(&out)).await;
     }
 }
 
@@ -474,18 +641,58 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("carpd-control-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.sock");
-        let (first, stale) = claim(&path).unwrap();
+        let (first, stale) = claim(&path, None).unwrap();
         assert!(!stale);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(matches!(claim(&path), Err(Error::AlreadyRunning(_))));
+        assert!(matches!(claim(&path, None), Err(Error::AlreadyRunning(_))));
         drop(first);
         // the file stays behind, as after a crash
-        let (_second, stale) = claim(&path).unwrap();
+        let (_second, stale) = claim(&path, None).unwrap();
         assert!(stale);
         let file = dir.join("plain");
         std::fs::write(&file, "x").unwrap();
-        assert!(matches!(claim(&file), Err(Error::NotASocket(_))));
+        assert!(matches!(claim(&file, None), Err(Error::NotASocket(_))));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_control_group_opens_the_socket_to_the_group() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("carpd-control-g-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.sock");
+        let group = ControlGroup {
+            name: "nogroup".into(),
+            gid: 65534,
+        };
+        let (_l, _) = claim(&path, Some(&group)).unwrap();
+        let m = std::fs::metadata(&path).unwrap();
+        assert_eq!((m.mode() & 0o777, m.gid()), (0o660, 65534));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn who_is_allowed() {
+        let none = Access {
+            own_uid: 998,
+            ..Access::new(None)
+        };
+        assert!(none.allows(0, 0).await);
+        assert!(none.allows(998, 998).await);
+        assert!(!none.allows(65534, 65534).await);
+        assert_eq!(none.who_may(), "only root and uid 998 may use it");
+        let grouped = Access::new(Some(ControlGroup {
+            name: "carpd-admin".into(),
+            gid: 4242,
+        }));
+        // by the primary group the kernel reports
+        assert!(grouped.allows(65534, 4242).await);
+        // uid 65534 (nobody) is in no such group in the user database
+        assert!(!grouped.allows(65534, 65534).await);
+        grouped.note_refusal(65534, 65534, Some(1));
+        grouped.note_refusal(65534, 65534, None);
+        assert_eq!(grouped.refused(), 2);
+        assert_eq!(grouped.log.lock().unwrap().1, 1);
     }
 }

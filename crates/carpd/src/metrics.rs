@@ -42,6 +42,8 @@ pub struct Snapshot {
     /// Drops of no known VHID by interface (`*`: unknown interface).
     pub interface_drops: BTreeMap<String, BTreeMap<&'static str, u64>>,
     pub lateness: LatenessSummary,
+    /// Control socket connections refused by their peer credentials.
+    pub control_refused: u64,
 }
 
 /// A running metrics listener; dropping it stops it.
@@ -317,6 +319,13 @@ impl Collector for Snapshot {
             v.iter()
                 .map(|s| (vhid_labels(s), ConstCounter::new(s.hook_failures))),
         )?;
+        family(
+            &mut enc,
+            "carpd_control_refused",
+            "Control socket connections refused: the peer was not root, carpd's user or in control_group",
+            MetricType::Counter,
+            [(Labels::new(), ConstCounter::new(self.control_refused))],
+        )?;
         let l = &self.lateness;
         // The encoder takes per-bucket counts and accumulates them itself.
         let mut below = 0;
@@ -398,6 +407,7 @@ mod tests {
             vhids: vec![status(State::Master)],
             interface_drops: [("*".to_string(), [("bad_ttl", 4)].into())].into(),
             lateness,
+            control_refused: 2,
         })
         .unwrap();
         for line in [
@@ -413,6 +423,7 @@ mod tests {
             r#"carpd_hook_runs_total{interface="eth0",vhid="7"} 1"#,
             r#"carpd_hook_failures_total{interface="eth0",vhid="7"} 0"#,
             r#"carpd_vhid_demote{interface="eth0",vhid="7"} 0"#,
+            "carpd_control_refused_total 2",
             "# TYPE carpd_timer_lateness_seconds histogram",
             r#"carpd_timer_lateness_seconds_bucket{le="0.0001"} 1"#,
             r#"carpd_timer_lateness_seconds_bucket{le="+Inf"} 3"#,

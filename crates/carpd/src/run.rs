@@ -31,6 +31,7 @@ struct Setup {
 struct Control {
     file: SocketFile,
     listener: std::os::unix::net::UnixListener,
+    access: control::Access,
 }
 
 #[derive(Debug)]
@@ -61,10 +62,11 @@ pub fn main(mode: Mode) -> Result<(), Error> {
                 .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into());
             // Before anything else: a second carpd on this socket stops
             // here with one line, having touched nothing.
-            let (listener, stale) = control::claim(&path)?;
+            let (listener, stale) = control::claim(&path, config.control_group.as_ref())?;
             let control = Control {
                 file: SocketFile(path),
                 listener,
+                access: control::Access::new(config.control_group.clone()),
             };
             logging::init(&LogSettings {
                 args: args.log,
@@ -108,6 +110,9 @@ pub fn main(mode: Mode) -> Result<(), Error> {
                 ident: UCARP_NAME.into(),
             })?;
             info!("starting in UCARP-compatible mode");
+            if let Some(w) = args.password_file_warning() {
+                warn!("{w}");
+            }
             // ucarp's own start-up warnings: without scripts (and without
             // --manage-addresses) nothing moves the address.
             if args.upscript.is_none() {
@@ -169,6 +174,8 @@ impl Drop for SocketFile {
 pub struct Shared {
     /// `None` once shutdown has begun.
     engine: RwLock<Option<Engine>>,
+    /// Who may use the control socket (none in UCARP-compatible mode).
+    access: Option<Arc<control::Access>>,
     /// Held for a whole reload, so two never interleave.
     reload: Mutex<ReloadState>,
 }
@@ -252,6 +259,7 @@ impl Shared {
             vhids: engine.status().await,
             interface_drops: engine.interface_drops().await,
             lateness: engine.timer_lateness(),
+            control_refused: self.access.as_ref().map_or(0, |a| a.refused()),
         })
     }
 
@@ -292,6 +300,19 @@ impl Shared {
                     want.display()
                 ));
             }
+        }
+        fn name(g: Option<&crate::config::ControlGroup>) -> &str {
+            g.map_or("none", |g| g.name.as_str())
+        }
+        if let Some(access) = &self.access
+            && access.group() != config.control_group.as_ref()
+        {
+            return Err(format!(
+                "{}: control_group cannot change on reload ({} -> {}); restart carpd to change it",
+                path.display(),
+                name(access.group()),
+                name(config.control_group.as_ref())
+            ));
         }
         let running_metrics = st.metrics.as_ref().map(|m| m.addr);
         // Bound before anything changes, so a taken port refuses the reload.
@@ -340,14 +361,18 @@ async fn daemon(setup: Setup) -> Result<(), Error> {
 
     let control_socket = setup.control.as_ref().map(|c| c.file.0.clone());
     let (_socket_file, control_listener) = match setup.control {
-        Some(Control { file, listener }) => {
+        Some(Control {
+            file,
+            listener,
+            access,
+        }) => {
             let listener = tokio::net::UnixListener::from_std(listener).map_err(|source| {
                 Error::ControlSocket {
                     path: file.0.clone(),
                     source,
                 }
             })?;
-            (Some(file), Some(listener))
+            (Some(file), Some((listener, Arc::new(access))))
         }
         None => (None, None),
     };
@@ -365,6 +390,7 @@ async fn daemon(setup: Setup) -> Result<(), Error> {
     let engine = Engine::start(setup.spec).await?;
     let shared = Arc::new(Shared {
         engine: RwLock::new(Some(engine)),
+        access: control_listener.as_ref().map(|(_, a)| Arc::clone(a)),
         reload: Mutex::new(ReloadState {
             source: setup.reload,
             control_socket: control_socket.clone(),
@@ -375,8 +401,8 @@ async fn daemon(setup: Setup) -> Result<(), Error> {
         shared.reload.lock().await.metrics =
             Some(metrics::spawn(listener, addr, Arc::clone(&shared)));
     }
-    let control_task =
-        control_listener.map(|l| tokio::spawn(control::serve(l, Arc::clone(&shared))));
+    let control_task = control_listener
+        .map(|(l, access)| tokio::spawn(control::serve(l, Arc::clone(&shared), access)));
     let watchdog = notify::watchdog();
     notify::ready(&format!("running {n} VHID(s)"));
     info!(
