@@ -3,9 +3,7 @@
 
 mod cli;
 mod client;
-mod config;
 mod control;
-mod error;
 mod logging;
 mod metrics;
 mod notify;
@@ -13,6 +11,8 @@ mod run;
 mod ucarp;
 
 use std::process::ExitCode;
+
+use carpd::{config, error};
 
 fn main() -> ExitCode {
     let mode = match cli::parse(std::env::args_os().collect()) {
