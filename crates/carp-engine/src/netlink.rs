@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::pin;
+use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
@@ -17,8 +18,8 @@ use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::AsyncSocket;
 use rtnetlink::{AddressMessageBuilder, Handle, MulticastGroup};
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 
 use crate::error::Error;
@@ -33,6 +34,15 @@ const LINK_EVENT_QUEUE: usize = 256;
 
 /// Receive buffer requested for the link event socket.
 const LINK_EVENT_RCVBUF: usize = 1 << 20;
+
+/// Requests on the address/link socket waiting for their answer at once.
+/// Hundreds of VHIDs starting together each remove or add addresses; unbounded,
+/// their answers overrun the socket buffer and the kernel drops some, so
+/// those requests never complete (seen with 1000 VHIDs at start-up).
+const MAX_IN_FLIGHT: usize = 32;
+
+/// Receive buffer of the address/link socket (capped by net.core.rmem_max).
+const REQUEST_RCVBUF: usize = 1 << 20;
 
 /// What the engine needs to know about a parent interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,19 +71,32 @@ pub struct LinkEvent {
 #[derive(Debug, Clone)]
 pub struct Netlink {
     handle: Handle,
+    in_flight: Arc<Semaphore>,
 }
 
 impl Netlink {
     /// Open an rtnetlink socket in the network namespace of the calling
     /// thread. Must be called inside a tokio runtime.
     pub async fn connect() -> Result<Netlink, Error> {
-        let (conn, handle, _unsolicited) =
+        let (mut conn, handle, _unsolicited) =
             rtnetlink::new_connection().map_err(|source| Error::Io {
                 context: "opening rtnetlink socket".into(),
                 source,
             })?;
+        if let Err(e) = conn.socket_mut().socket_mut().set_rx_buf_sz(REQUEST_RCVBUF) {
+            tracing::debug!(error = %e, "enlarging the rtnetlink socket buffer");
+        }
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink {
+            handle,
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        })
+    }
+
+    /// A slot for one request; taken before the request is built, since
+    /// building it sends it. The semaphore is never closed.
+    async fn slot(&self) -> Option<SemaphorePermit<'_>> {
+        self.in_flight.acquire().await.ok()
     }
 
     /// `None` if there is no such interface.
@@ -81,8 +104,11 @@ impl Netlink {
         if name.is_empty() || name.len() > MAX_NAME_LEN || name.contains(['\0', '/']) {
             return Ok(None);
         }
+        let slot = self.slot().await;
         let request = self.handle.link().get().match_name(name).execute();
-        let msg = match first(request).await {
+        let found = first(request).await;
+        drop(slot);
+        let msg = match found {
             Ok(Some(msg)) => msg,
             Ok(None) => return Ok(None),
             Err(e) if errno(&e) == Some(libc::ENODEV) => return Ok(None),
@@ -158,6 +184,7 @@ impl Netlink {
         }
         let mut request = self.handle.address().add(index, addr.addr, addr.prefix_len);
         *request.message_mut() = message;
+        let _slot = self.slot().await;
         match request.execute().await {
             Ok(()) => Ok(true),
             Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
@@ -172,6 +199,7 @@ impl Netlink {
     /// -> Ok(false), removed -> Ok(true).
     pub async fn del_address(&self, index: u32, addr: VirtualAddr) -> Result<bool, Error> {
         let message = address_message(index, addr);
+        let _slot = self.slot().await;
         match self.handle.address().del(message).execute().await {
             Ok(()) => Ok(true),
             Err(e)
@@ -227,6 +255,7 @@ impl Netlink {
         // The family selects the kernel's dump handler, so only this family
         // is walked.
         request.message_mut().header.family = family;
+        let _slot = self.slot().await;
         request
             .execute()
             .try_collect()
@@ -235,8 +264,11 @@ impl Netlink {
     }
 
     async fn link_name_by_index(&self, index: u32) -> Result<String, Error> {
+        let slot = self.slot().await;
         let request = self.handle.link().get().match_index(index).execute();
-        match first(request).await {
+        let found = first(request).await;
+        drop(slot);
+        match found {
             Ok(Some(msg)) => {
                 link_name(&msg).ok_or_else(|| Error::NoSuchInterface(format!("ifindex {index}")))
             }
