@@ -347,7 +347,11 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
+        if std::env::var_os("CARPD_BENCH_KEEP").is_some() {
+            eprintln!("kept {}", self.path.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.path);
+        }
         unregister(&Resource::Dir(self.path.clone()));
     }
 }

@@ -4,11 +4,12 @@
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{SigSet, Signal, kill};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
@@ -38,7 +39,19 @@ impl Daemon {
         let err = out.try_clone()?;
         let started = now_ns();
         // `ip netns exec` execs the program: the child is the daemon itself
-        let child = Command::new("ip")
+        let mut cmd = Command::new("ip");
+        // SAFETY: only pthread_sigmask, which is async-signal-safe, runs
+        // between fork and exec.
+        unsafe {
+            // the benchmark blocks termination signals for its cleanup
+            // thread; the daemons must receive them
+            cmd.pre_exec(|| {
+                SigSet::empty()
+                    .thread_set_mask()
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd
             .args(["netns", "exec", ns.name()])
             .arg(program)
             .args(args)
@@ -76,10 +89,6 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log
     }
 }
 

@@ -60,9 +60,111 @@ pub struct CarpdScale {
     pub start_ms: Vec<f64>,
     /// Control-socket reload round trip, one VHID changed, per node.
     pub reload_ms: [Vec<f64>; 2],
-    /// Timer lateness of the master (µs): p50, p99, max over its recent
-    /// samples, and how many.
-    pub lateness: Option<(u64, u64, u64, u64)>,
+    /// carpd's own lateness histogram on the master node over the windows.
+    pub lateness: Histogram,
+    /// Advertisement intervals on the wire less the nominal 1 s, master node.
+    pub wire_excess_ms: Vec<f64>,
+}
+
+/// A Prometheus histogram: cumulative counts by upper bound (seconds).
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Histogram {
+    /// Parses `name_bucket{le="x"} n`, `name_count n`, `name_sum x`.
+    fn parse(text: &str, name: &str) -> Histogram {
+        let mut h = Histogram::default();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            let mut it = rest.rsplitn(2, ' ');
+            let (Some(value), Some(key)) = (it.next(), it.next()) else {
+                continue;
+            };
+            if let Some(le) = key
+                .strip_prefix("_bucket{le=\"")
+                .and_then(|k| k.strip_suffix("\"}"))
+            {
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap_or(f64::NAN)
+                };
+                h.buckets.push((le, value.parse().unwrap_or(0)));
+            } else if key == "_count" {
+                h.count = value.parse().unwrap_or(0);
+            } else if key == "_sum" {
+                h.sum = value.parse().unwrap_or(0.0);
+            }
+        }
+        h
+    }
+
+    /// What was recorded between `earlier` and `self`.
+    fn since(&self, earlier: &Histogram) -> Histogram {
+        Histogram {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(le, n)| {
+                    let before = earlier
+                        .buckets
+                        .iter()
+                        .find(|(l, _)| l == le)
+                        .map_or(0, |(_, b)| *b);
+                    (*le, n.saturating_sub(before))
+                })
+                .collect(),
+            count: self.count.saturating_sub(earlier.count),
+            sum: self.sum - earlier.sum,
+        }
+    }
+
+    /// The smallest bucket bound (s) holding at least `q` of the samples.
+    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
+        let need = (self.count as f64 * q).ceil() as u64;
+        self.buckets
+            .iter()
+            .find(|(_, n)| *n >= need.max(1))
+            .map(|(le, _)| *le)
+    }
+}
+
+const METRICS_PORT: u16 = 9750;
+
+fn scrape_lateness(ns: &crate::netns::Netns) -> Result<Histogram> {
+    let text = crate::watch::in_netns(ns, || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", METRICS_PORT))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })?;
+    Ok(Histogram::parse(&text, "carpd_timer_lateness_seconds"))
+}
+
+/// Each advertisement interval on the wire less `nominal`, in ms, per
+/// sender and VHID.
+fn interval_excess(packets: &[crate::watch::WirePacket], nominal: Duration) -> Vec<f64> {
+    let mut by: std::collections::HashMap<(std::net::Ipv4Addr, u8), Vec<Ns>> =
+        std::collections::HashMap::new();
+    for p in packets {
+        by.entry((p.src, p.vhid)).or_default().push(p.at);
+    }
+    let nominal = nominal.as_secs_f64() * 1e3;
+    let mut out = Vec::new();
+    for times in by.values_mut() {
+        times.sort_unstable();
+        out.extend(times.windows(2).map(|w| ms(w[0], w[1]) - nominal));
+    }
+    out
 }
 
 fn carpd_config(n: usize, node: usize, changed: Option<u8>, socket: &Path) -> String {
@@ -71,6 +173,7 @@ fn carpd_config(n: usize, node: usize, changed: Option<u8>, socket: &Path) -> St
         ADVSKEW[node],
         socket.to_string_lossy()
     );
+    let _ = write!(s, "\n[metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n");
     for k in 0..LINKS {
         let _ = write!(s, "\n[[interface]]\nname = \"eth{k}\"\n");
         for j in (0..n).filter(|j| j % LINKS == k) {
@@ -160,11 +263,13 @@ impl CarpdNode<'_> {
             at.is_some()
         });
         let at = at.ok_or_else(|| {
+            let log = d.log();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
             Error::Measure(format!(
-                "carpd node {}: not all {} VHIDs reached BACKUP (log {})",
+                "carpd node {}: not all {} VHIDs reached BACKUP; last log lines: {}",
                 self.node,
                 self.n,
-                d.log_path().display()
+                tail.join(" | ")
             ))
         })?;
         let t = ms(d.started, at);
@@ -251,18 +356,12 @@ pub fn carpd(
             "carpd node 1: states {c:?}, expected all {n} BACKUP"
         )));
     }
+    let before = scrape_lateness(&lan.hosts[0])?;
+    let capture = master_capture(lan)?;
     out.load = measure(&[vec![d0.pid()], vec![d1.pid()]], windows, window);
-    let status = control(&nodes[0].socket, r#"{"command":"status"}"#)?;
-    let l = &status["timer_lateness"];
-    out.lateness = match (
-        l["p50_us"].as_u64(),
-        l["p99_us"].as_u64(),
-        l["recent_max_us"].as_u64().or(l["max_us"].as_u64()),
-        l["samples"].as_u64().or(l["count"].as_u64()),
-    ) {
-        (Some(a), Some(b), Some(c), Some(d)) => Some((a, b, c, d)),
-        _ => None,
-    };
+    out.wire_excess_ms = interval_excess(&capture.packets(), Duration::from_secs(1));
+    drop(capture);
+    out.lateness = scrape_lateness(&lan.hosts[0])?.since(&before);
     for (node, skews) in [(1usize, [90u8, 100]), (0, [1, 0])] {
         for r in 0..rounds {
             out.reload_ms[node].push(nodes[node].reload(Some(skews[r % 2]))?);
@@ -278,6 +377,16 @@ pub fn carpd(
 pub struct UcarpScale {
     pub vhids: usize,
     pub load: Load,
+    pub wire_excess_ms: Vec<f64>,
+    /// Addresses the backup node held although every master ran: 5 s after
+    /// start, and after the windows.
+    pub held_by_backup: [usize; 2],
+}
+
+/// Advertisements of node 0 on every link.
+fn master_capture(lan: &Lan) -> Result<crate::watch::Capture> {
+    let ports: Vec<String> = (0..LINKS).map(|k| Lan::port_name(0, k)).collect();
+    crate::watch::Capture::start(&lan.switch, &ports)
 }
 
 pub fn ucarp(
@@ -346,25 +455,32 @@ pub fn ucarp(
         }
     }
     sleep(Duration::from_secs(5));
-    let taken = lan.hosts[1]
-        .addrs()
-        .iter()
-        .filter(|a| a.starts_with("10.10"))
-        .count();
-    if taken > 0 {
-        return Err(Error::Measure(format!(
-            "ucarp node 1 holds {taken} addresses at rest"
-        )));
-    }
+    let count_backup_held = || {
+        lan.hosts[1]
+            .addrs()
+            .iter()
+            .filter(|a| a.starts_with("10.10"))
+            .count()
+    };
+    let held_at_rest = count_backup_held();
     let pids = [
         daemons[0].iter().map(Daemon::pid).collect(),
         daemons[1].iter().map(Daemon::pid).collect(),
     ];
+    let capture = master_capture(lan)?;
     let load = measure(&pids, windows, window);
+    let wire_excess_ms = interval_excess(&capture.packets(), Duration::from_secs(1));
+    drop(capture);
     for d in daemons.iter_mut().flatten() {
         let _ = d.signal(Signal::SIGKILL);
     }
-    Ok(UcarpScale { vhids: n, load })
+    let held_after = count_backup_held();
+    Ok(UcarpScale {
+        held_by_backup: [held_at_rest, held_after],
+        vhids: n,
+        load,
+        wire_excess_ms,
+    })
 }
 
 #[cfg(test)]
@@ -379,6 +495,24 @@ mod tests {
             Some(1_795_639_904_123_456_000)
         );
         assert_eq!(parse_rfc3339("garbage"), None);
+    }
+
+    #[test]
+    fn histograms() {
+        let a = Histogram::parse(
+            "# TYPE x histogram\nx_bucket{le=\"0.001\"} 5\nx_bucket{le=\"+Inf\"} 6\nx_count 6\nx_sum 0.01\n",
+            "x",
+        );
+        assert_eq!(a.count, 6);
+        assert_eq!(a.buckets, vec![(0.001, 5), (f64::INFINITY, 6)]);
+        let b = Histogram::parse(
+            "x_bucket{le=\"0.001\"} 105\nx_bucket{le=\"+Inf\"} 106\nx_count 106\nx_sum 0.02\n",
+            "x",
+        );
+        let d = b.since(&a);
+        assert_eq!(d.count, 100);
+        assert_eq!(d.quantile_bound(0.99), Some(0.001));
+        assert_eq!(d.quantile_bound(1.0), Some(f64::INFINITY));
     }
 
     #[test]

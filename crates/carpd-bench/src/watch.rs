@@ -153,6 +153,22 @@ impl Drop for Reader {
     }
 }
 
+/// Runs `f` on a thread inside namespace `ns` and returns its result.
+pub fn in_netns<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T> {
+    let netns = format!("/var/run/netns/{}", ns.name());
+    thread::spawn(move || {
+        let f0 = std::fs::File::open(&netns)?;
+        nix::sched::setns(&f0, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        f()
+    })
+    .join()
+    .map_err(|_| Error::Measure("namespace thread panicked".into()))?
+    .map_err(Error::from)
+}
+
 /// CARP packets received from hosts at the given switch ports.
 #[derive(Debug)]
 pub struct Capture {
@@ -174,7 +190,9 @@ impl Capture {
         let reader = Reader::spawn(
             switch,
             move || {
-                let proto = i32::from(u16::try_from(libc::ETH_P_IP).unwrap_or(0).to_be());
+                // every protocol: only taps for all protocols see frames
+                // before the bridge consumes them
+                let proto = i32::from(u16::try_from(libc::ETH_P_ALL).unwrap_or(0).to_be());
                 let fd = socket(libc::AF_PACKET, libc::SOCK_DGRAM, proto)?;
                 setsockopt(&fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &1i32)?;
                 setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &(8i32 << 20))?;
@@ -239,7 +257,11 @@ fn recv_packet(s: &mut CaptureState) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     let len = usize::try_from(n).unwrap_or(0).min(buf.len());
-    if addr.sll_pkttype == PACKET_OUTGOING || !s.ports.contains(&addr.sll_ifindex) {
+    let ipv4 = u16::try_from(libc::ETH_P_IP).unwrap_or(0).to_be();
+    if addr.sll_pkttype == PACKET_OUTGOING
+        || addr.sll_protocol != ipv4
+        || !s.ports.contains(&addr.sll_ifindex)
+    {
         return Ok(());
     }
     let mut at = None;
