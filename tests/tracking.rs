@@ -123,7 +123,7 @@ fn health_check_link_and_file_move_the_whole_group() {
     let cfgs: Vec<_> = (0..2)
         .map(|i| dir.write(&format!("node{i}.toml"), &config(i, dir.path())))
         .collect();
-    let _n0 = Daemon::carpd(&lan.hosts[0], "node0", dir.path(), &cfgs[0], &[]);
+    let n0 = Daemon::carpd(&lan.hosts[0], "node0", dir.path(), &cfgs[0], &[]);
     expect(&lan, &w, 0, 0, Duration::from_secs(15), "node 0 alone");
     let mut n1 = Daemon::carpd(&lan.hosts[1], "node1", dir.path(), &cfgs[1], &[]);
     sleep(Duration::from_secs(3));
@@ -151,7 +151,39 @@ fn health_check_link_and_file_move_the_whole_group() {
     expect(&lan, &w, 1, 1, MOVE, "demotion file 20");
     dir.write("demote0", "0\n");
     expect(&lan, &w, 0, 0, MOVE, "demotion file 0");
+
+    // The operator demotes the group by name: the group goes, VHID 4 stays;
+    // promoting it brings the group back.
+    let socket = n0.socket();
+    control(&socket, &["demote", "--group", "fw", "--by", "10"]);
+    expect(&lan, &w, 1, 0, MOVE, "operator demotes group fw");
+    control(&socket, &["promote", "--group", "fw", "--by", "10"]);
+    expect(&lan, &w, 0, 0, MOVE, "operator promotes group fw");
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_carpd"))
+        .args(["demote", "--group", "nosuch", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a group without VHIDs is refused"
+    );
     assert!(n1.is_running());
+}
+
+/// `carpd <args>` against the daemon's control socket; must succeed.
+fn control(socket: &Path, args: &[&str]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_carpd"))
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "carpd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A tracked link that does not exist is refused at start, with one line.

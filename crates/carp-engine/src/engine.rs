@@ -16,7 +16,7 @@ use crate::netlink::{self, LinkEvent, Netlink};
 use crate::rx::{self, Demux, SharedDemux};
 use crate::share;
 use crate::socket::{BroadcastSocket, V4Socket, V6Socket};
-use crate::spec::{EngineSpec, VhidKey, VhidSpec, VirtualAddr};
+use crate::spec::{EngineSpec, VhidFilter, VhidKey, VhidSpec, VirtualAddr};
 use crate::stats::{DropCounters, Lateness, LatenessSummary};
 use crate::track::{self, TrackerStatus, Tracking};
 use crate::vhid::{self, Command, Effects, VhidHandle, VhidParams};
@@ -421,27 +421,23 @@ impl Running {
     /// Send a request to the matching tasks and collect the replies.
     async fn ask<T>(
         &self,
-        matches: impl Fn(&VhidKey) -> bool,
+        matches: impl Fn(&VhidHandle) -> bool,
         make: impl Fn(oneshot::Sender<T>) -> Command,
     ) -> Vec<(VhidKey, T)> {
-        let requests = self
-            .vhids
-            .values()
-            .filter(|h| matches(&h.params.key))
-            .map(|h| {
-                let (tx, rx) = oneshot::channel();
-                let key = h.params.key.clone();
-                let commands = h.entry.commands.clone();
-                let cmd = make(tx);
-                async move {
-                    let reply = tokio::time::timeout(REQUEST_TIMEOUT, async move {
-                        commands.send(cmd).await.ok()?;
-                        rx.await.ok()
-                    })
-                    .await;
-                    reply.ok().flatten().map(|r| (key, r))
-                }
-            });
+        let requests = self.vhids.values().filter(|h| matches(h)).map(|h| {
+            let (tx, rx) = oneshot::channel();
+            let key = h.params.key.clone();
+            let commands = h.entry.commands.clone();
+            let cmd = make(tx);
+            async move {
+                let reply = tokio::time::timeout(REQUEST_TIMEOUT, async move {
+                    commands.send(cmd).await.ok()?;
+                    rx.await.ok()
+                })
+                .await;
+                reply.ok().flatten().map(|r| (key, r))
+            }
+        });
         futures::future::join_all(requests)
             .await
             .into_iter()
@@ -601,47 +597,28 @@ impl Engine {
     /// Every MASTER matching the filter steps down once.
     pub async fn step_down(&self, filter: Option<&VhidKey>) -> Vec<VhidKey> {
         let r = self.running.lock().await;
-        r.ask(|k| filter.is_none_or(|f| f == k), Command::StepDown)
-            .await
-            .into_iter()
-            .filter_map(|(k, was_master)| was_master.then_some(k))
-            .collect()
+        r.ask(
+            |h| filter.is_none_or(|f| *f == h.params.key),
+            Command::StepDown,
+        )
+        .await
+        .into_iter()
+        .filter_map(|(k, was_master)| was_master.then_some(k))
+        .collect()
     }
 
-    /// Add `delta` (may be negative) to the operator demotion of the matching
-    /// VHIDs (all when both filters are `None`).
-    pub async fn demote(
-        &self,
-        interface: Option<&str>,
-        vhid: Option<u8>,
-        delta: i32,
-    ) -> Vec<VhidKey> {
+    /// Add `delta` (may be negative) to the operator demotion of the VHIDs
+    /// matching `filter` (all for the default filter).
+    pub async fn demote(&self, filter: &VhidFilter, delta: i32) -> Vec<VhidKey> {
         let r = self.running.lock().await;
-        let matches = |k: &VhidKey| {
-            interface.is_none_or(|i| i == k.interface) && vhid.is_none_or(|v| v == k.vhid)
-        };
-        r.ask(matches, |tx| Command::Demote(delta, tx))
-            .await
-            .into_iter()
-            .map(|(k, ())| k)
-            .collect()
-    }
-
-    /// Add `delta` (may be negative) to the operator demotion of every VHID
-    /// in interface group `group` ([`VhidSpec::in_group`]).
-    pub async fn demote_group(&self, group: &str, delta: i32) -> Vec<VhidKey> {
-        let r = self.running.lock().await;
-        let members: HashSet<VhidKey> = r
-            .vhids
-            .values()
-            .filter(|h| h.params.spec.in_group(&h.params.key.interface, group))
-            .map(|h| h.params.key.clone())
-            .collect();
-        r.ask(|k| members.contains(k), |tx| Command::Demote(delta, tx))
-            .await
-            .into_iter()
-            .map(|(k, ())| k)
-            .collect()
+        r.ask(
+            |h| filter.matches(&h.params.key, &h.params.spec),
+            |tx| Command::Demote(delta, tx),
+        )
+        .await
+        .into_iter()
+        .map(|(k, ())| k)
+        .collect()
     }
 
     /// The trackers and the demotion each adds now.

@@ -28,8 +28,8 @@ mod vhid;
 pub use engine::{Engine, ReloadReport, VhidStatus};
 pub use error::Error;
 pub use spec::{
-    EngineSpec, HookSpec, InterfaceSpec, ShareSpec, TrackScope, TrackerKind, TrackerSpec, VhidKey,
-    VhidSpec, VirtualAddr,
+    EngineSpec, HookSpec, InterfaceSpec, ShareSpec, TrackScope, TrackerKind, TrackerSpec,
+    VhidFilter, VhidKey, VhidSpec, VirtualAddr,
 };
 pub use stats::{LATENESS_BUCKETS_US, LatenessSummary};
 pub use track::TrackerStatus;

@@ -84,6 +84,27 @@ impl VhidSpec {
     }
 }
 
+/// Which VHIDs an operator request applies to: all that match every filter
+/// given (all VHIDs when none is).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VhidFilter {
+    pub interface: Option<String>,
+    pub vhid: Option<u8>,
+    /// Interface group ([`VhidSpec::in_group`]).
+    pub group: Option<String>,
+}
+
+impl VhidFilter {
+    pub fn matches(&self, key: &VhidKey, spec: &VhidSpec) -> bool {
+        self.interface.as_ref().is_none_or(|i| *i == key.interface)
+            && self.vhid.is_none_or(|v| v == key.vhid)
+            && self
+                .group
+                .as_ref()
+                .is_none_or(|g| spec.in_group(&key.interface, g))
+    }
+}
+
 /// A VHID's place in a load-sharing group (see [`crate::share`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShareSpec {

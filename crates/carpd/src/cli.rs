@@ -106,6 +106,10 @@ pub struct AdjustArgs {
     pub by: u8,
     #[command(flatten)]
     pub filter: Filter,
+    /// Only VHIDs in this interface group (every VHID is in the group named
+    /// after its interface, plus those listed in its `groups`)
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
     #[command(flatten)]
     pub socket: SocketArg,
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::CommandFactory;
 
-use crate::cli::{Command, ConfigArgs, Filter};
+use crate::cli::{AdjustArgs, Command, ConfigArgs};
 use crate::control::{MAX_REQUEST, Request, Response, VhidInfo};
 use crate::error::Error;
 
@@ -31,8 +31,8 @@ pub fn run(command: Command) -> Result<(), Error> {
             }
             Ok(())
         }
-        Command::Demote(a) => adjust(&a.socket.socket, i32::from(a.by), a.filter),
-        Command::Promote(a) => adjust(&a.socket.socket, -i32::from(a.by), a.filter),
+        Command::Demote(a) => adjust(i32::from(a.by), a),
+        Command::Promote(a) => adjust(-i32::from(a.by), a),
         Command::Stepdown { filter, socket } => {
             let r = ask(
                 &socket.socket,
@@ -78,13 +78,14 @@ fn write_stdout(bytes: &[u8]) -> Result<(), Error> {
         })
 }
 
-fn adjust(socket: &Path, by: i32, filter: Filter) -> Result<(), Error> {
+fn adjust(by: i32, args: AdjustArgs) -> Result<(), Error> {
     let r = ask(
-        socket,
+        &args.socket.socket,
         &Request::Demote {
             by,
-            interface: filter.interface,
-            vhid: filter.vhid,
+            interface: args.filter.interface,
+            vhid: args.filter.vhid,
+            group: args.group,
         },
     )?;
     say(&r);

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use carp_engine::{ReloadReport, VhidKey, VhidStatus};
+use carp_engine::{ReloadReport, VhidFilter, VhidKey, VhidStatus};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -167,6 +167,9 @@ pub enum Request {
         interface: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vhid: Option<u8>,
+        /// Interface group (OpenBSD's `carpdemote` on a group).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
     },
     Stepdown {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -518,10 +521,16 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
             by,
             interface,
             vhid,
+            group,
         } => {
-            let done = shared.demote(interface.as_deref(), vhid, by).await;
+            let filter = VhidFilter {
+                interface,
+                vhid,
+                group,
+            };
+            let done = shared.demote(&filter, by).await;
             match done {
-                Ok(list) if list.is_empty() => Response::error(no_match(&interface, vhid)),
+                Ok(list) if list.is_empty() => Response::error(no_match(&filter)),
                 Ok(list) => {
                     let verb = if by >= 0 { "demoted" } else { "promoted" };
                     info!(
@@ -549,7 +558,11 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
         }
         Request::Stepdown { interface, vhid } => {
             match shared.step_down(interface.as_deref(), vhid).await {
-                Ok((0, _)) => Response::error(no_match(&interface, vhid)),
+                Ok((0, _)) => Response::error(no_match(&VhidFilter {
+                    interface,
+                    vhid,
+                    group: None,
+                })),
                 Ok((matched, stepped)) => {
                     let names: Vec<String> = stepped.iter().map(key_name).collect();
                     info!(vhids = %names.join(" "), "control: {} master(s) stepped down", names.len());
@@ -575,12 +588,18 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
     }
 }
 
-fn no_match(interface: &Option<String>, vhid: Option<u8>) -> String {
-    match (interface, vhid) {
-        (None, None) => "no VHIDs are configured".into(),
-        (Some(i), None) => format!("no VHID on interface {i}"),
-        (None, Some(v)) => format!("no VHID {v} on any interface"),
-        (Some(i), Some(v)) => format!("no VHID {v} on interface {i}"),
+fn no_match(filter: &VhidFilter) -> String {
+    let group = filter
+        .group
+        .as_ref()
+        .map(|g| format!(" in group {g}"))
+        .unwrap_or_default();
+    match (&filter.interface, filter.vhid) {
+        (None, None) if filter.group.is_none() => "no VHIDs are configured".into(),
+        (None, None) => format!("no VHID{group}"),
+        (Some(i), None) => format!("no VHID on interface {i}{group}"),
+        (None, Some(v)) => format!("no VHID {v} on any interface{group}"),
+        (Some(i), Some(v)) => format!("no VHID {v} on interface {i}{group}"),
     }
 }
 
@@ -607,7 +626,19 @@ mod tests {
             Request::Demote {
                 by: -3,
                 interface: None,
-                vhid: Some(7)
+                vhid: Some(7),
+                group: None,
+            }
+        );
+        let r: Request =
+            serde_json::from_str(r#"{"command":"demote","by":5,"group":"fw"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Demote {
+                by: 5,
+                interface: None,
+                vhid: None,
+                group: Some("fw".into()),
             }
         );
         assert_eq!(

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use carp_engine::{Engine, EngineSpec, VhidKey, VhidStatus};
+use carp_engine::{Engine, EngineSpec, VhidFilter, VhidKey, VhidStatus};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Mutex, RwLock};
 use tracing::{error, info, warn};
@@ -206,15 +206,10 @@ impl Shared {
     }
 
     /// Add `by` to the demotion of the matching VHIDs; their status after.
-    pub async fn demote(
-        &self,
-        interface: Option<&str>,
-        vhid: Option<u8>,
-        by: i32,
-    ) -> Result<Vec<VhidStatus>, String> {
+    pub async fn demote(&self, filter: &VhidFilter, by: i32) -> Result<Vec<VhidStatus>, String> {
         let g = self.engine.read().await;
         let engine = g.as_ref().ok_or(SHUTTING_DOWN)?;
-        let done = engine.demote(interface, vhid, by).await;
+        let done = engine.demote(filter, by).await;
         Ok(engine
             .status()
             .await
