@@ -1,5 +1,5 @@
-//! The whole receive path per advertisement: parse + validate + loop check
-//! + HMAC verify + demultiplex over 1000 VHIDs (4 interfaces x 250) + hand
+//! The whole receive path per advertisement: parse, validate, loop check,
+//! HMAC verify, demultiplex over 1000 VHIDs (4 interfaces x 250) and hand
 //! to the VHID's inbox (and take it out again, as the VHID's task would).
 //!
 //! `cargo bench -p carp-engine --features bench --bench rx`
