@@ -130,9 +130,6 @@ fn run() -> Result<()> {
     let began = Instant::now();
     let mut rows = Vec::new();
     let want = |i: Item| args.item == Item::All || args.item == i;
-    if want(Item::Rx) {
-        rows.extend(rx(&plan));
-    }
     if [
         Item::Crash,
         Item::Subsecond,
@@ -164,6 +161,9 @@ fn run() -> Result<()> {
         if want(Item::Scale) {
             rows.extend(scale_rows(&lan, &dir, &carpd, &args.ucarp, &plan)?);
         }
+    }
+    if want(Item::Rx) {
+        rows.extend(rx(&plan));
     }
     let table = report::table(&rows);
     println!("{table}");
@@ -413,8 +413,10 @@ fn scale_rows(
             target: "< 0.5 (max)".into(),
             verdict: under(cpu, |s| s.max, 0.5),
             note: format!(
-                "= CPU s/min × 100/60, per {} s window; ucarp: measured {} at {} VHIDs ({} processes), × {factor:.0} (linear extrapolation)",
+                "= CPU s/min × 100/60, per {} s window; kernel share: carpd {:.0} %, ucarp {:.0} %; ucarp: measured {} at {} VHIDs ({} processes), × {factor:.0} (linear extrapolation)",
                 plan.window.as_secs(),
+                c.load.system_share[node] * 100.0,
+                u.load.system_share[node] * 100.0,
                 report::fmt_summary(ucpu),
                 u.vhids,
                 u.vhids
@@ -437,6 +439,17 @@ fn scale_rows(
             ),
         });
     }
+    let floor = ms_summary(c.send_floor_pct.iter().copied());
+    rows.push(Row {
+        item: "5".into(),
+        what: format!("testbed floor: a bare sender putting {n} CARP packets/s through veth and bridge"),
+        unit: "% of one core",
+        carpd: floor,
+        ucarp: None,
+        target: String::new(),
+        verdict: Verdict::None,
+        note: "context: kernel cost any master pays here (veth forwards in the sender's context, up to the peer's socket); a physical NIC stops at the driver queue".into(),
+    });
     if u.held_by_backup.iter().any(|n| *n > 0) {
         rows.push(Row {
             item: "5".into(),
@@ -566,9 +579,29 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// First line a command prints (stdout, else stderr), whatever its exit
+/// status (`ucarp --help` exits non-zero).
 fn first_line(args: &[&str]) -> String {
-    netns::try_run(args)
-        .map(|s| s.lines().next().unwrap_or("").trim().to_string())
+    let Some((program, rest)) = args.split_first() else {
+        return String::new();
+    };
+    std::process::Command::new(program)
+        .args(rest)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -620,7 +653,14 @@ fn document(args: &Args, plan: &Plan, table: &str, load_before: String, took: Du
         args.carpd
             .as_deref()
             .map_or_else(|| "release build".into(), |p| p.display().to_string()),
-        first_line(&["git", "rev-parse", "--short", "HEAD"])
+        first_line(&[
+            "git",
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short",
+            "HEAD"
+        ])
     );
     let _ = writeln!(
         s,

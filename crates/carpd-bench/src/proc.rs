@@ -114,6 +114,20 @@ pub fn cpu_ns(pid: i32) -> u64 {
         .sum()
 }
 
+/// User and system CPU time of `pid` and its threads, in clock ticks
+/// (`/proc/<pid>/stat` fields 14 and 15).
+pub fn user_system_ticks(pid: i32) -> (u64, u64) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // the command name may contain spaces: fields count from its `)`
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0);
+    (field(11), field(12))
+}
+
 /// Proportional set size of `pid` in KiB (`/proc/<pid>/smaps_rollup`).
 pub fn pss_kib(pid: i32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))

@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 
 use crate::error::{Error, Result};
 use crate::netns::{Lan, Scratch, wait_until};
-use crate::proc::{Daemon, control, cpu_ns, pss_kib, state_counts};
+use crate::proc::{self, Daemon, control, cpu_ns, pss_kib, state_counts};
 use crate::watch::{Ns, ms, now_ns};
 
 pub const LINKS: usize = 4;
@@ -31,12 +31,21 @@ pub struct Load {
     pub cpu_s_per_min: [Vec<f64>; 2],
     /// PSS in MiB at the end of each window.
     pub pss_mib: [Vec<f64>; 2],
+    /// Share of the CPU time spent in the kernel (`/proc/<pid>/stat`).
+    pub system_share: [f64; 2],
 }
 
 /// Measures CPU and PSS of the processes of each node over `windows`
 /// windows of `window` each.
 fn measure(pids: &[Vec<i32>; 2], windows: usize, window: Duration) -> Load {
     let mut load = Load::default();
+    let ticks = |n: usize| {
+        pids[n].iter().fold((0u64, 0u64), |(u, s), p| {
+            let (pu, ps) = proc::user_system_ticks(*p);
+            (u + pu, s + ps)
+        })
+    };
+    let start_ticks = [ticks(0), ticks(1)];
     for _ in 0..windows {
         let cpu = |n: usize| pids[n].iter().map(|p| cpu_ns(*p)).sum::<u64>();
         let before = [cpu(0), cpu(1)];
@@ -47,6 +56,15 @@ fn measure(pids: &[Vec<i32>; 2], windows: usize, window: Duration) -> Load {
             let pss: u64 = pids[n].iter().map(|p| pss_kib(*p)).sum();
             load.pss_mib[n].push(pss as f64 / 1024.0);
         }
+    }
+    for (n, (u0, s0)) in start_ticks.iter().enumerate() {
+        let (u1, s1) = ticks(n);
+        let (u, s) = (u1.saturating_sub(*u0), s1.saturating_sub(*s0));
+        load.system_share[n] = if u + s > 0 {
+            s as f64 / (u + s) as f64
+        } else {
+            f64::NAN
+        };
     }
     load
 }
@@ -64,6 +82,8 @@ pub struct CarpdScale {
     pub lateness: Histogram,
     /// Advertisement intervals on the wire less the nominal 1 s, master node.
     pub wire_excess_ms: Vec<f64>,
+    /// [`send_floor`] for `n` packets per second, per window.
+    pub send_floor_pct: Vec<f64>,
 }
 
 /// A Prometheus histogram: cumulative counts by upper bound (seconds).
@@ -148,6 +168,107 @@ fn scrape_lateness(ns: &crate::netns::Netns) -> Result<Histogram> {
         Ok(out)
     })?;
     Ok(Histogram::parse(&text, "carpd_timer_lateness_seconds"))
+}
+
+/// CPU (% of one core) a bare sender spends putting `n` CARP-sized
+/// multicast packets per second on node 0's links for `window`, as one
+/// burst per second like `n` masters that started together: the kernel's
+/// own cost of this testbed (veth and bridge forward in the sender's
+/// context, up to the peer's socket), which any implementation pays.
+fn send_floor(lan: &Lan, n: usize, window: Duration) -> Result<f64> {
+    crate::watch::in_netns(&lan.hosts[0], move || {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let mut socks = Vec::new();
+        for k in 0..LINKS {
+            // SAFETY: plain syscalls on a descriptor owned right away.
+            let fd =
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 112) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: fresh descriptor.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let name = std::ffi::CString::new(format!("eth{k}")).map_err(std::io::Error::other)?;
+            // SAFETY: valid NUL-terminated name.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            let mreq = libc::ip_mreqn {
+                imr_multiaddr: libc::in_addr { s_addr: 0 },
+                imr_address: libc::in_addr { s_addr: 0 },
+                imr_ifindex: i32::try_from(ifindex).unwrap_or(0),
+            };
+            let opts: [(i32, &[u8]); 3] = [
+                (libc::IP_MULTICAST_TTL, &255i32.to_ne_bytes()),
+                (libc::IP_MULTICAST_LOOP, &0i32.to_ne_bytes()),
+                (libc::IP_MULTICAST_IF, {
+                    // SAFETY: ip_mreqn is plain old data.
+                    unsafe {
+                        std::slice::from_raw_parts(
+                            std::ptr::from_ref(&mreq).cast::<u8>(),
+                            std::mem::size_of::<libc::ip_mreqn>(),
+                        )
+                    }
+                }),
+            ];
+            for (opt, val) in opts {
+                // SAFETY: `val` is a live buffer of its length.
+                let r = unsafe {
+                    libc::setsockopt(
+                        fd.as_raw_fd(),
+                        libc::IPPROTO_IP,
+                        opt,
+                        val.as_ptr().cast(),
+                        libc::socklen_t::try_from(val.len()).unwrap_or(0),
+                    )
+                };
+                if r != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            socks.push(fd);
+        }
+        // SAFETY: all-zero is a valid sockaddr_in.
+        let mut dst: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        dst.sin_family = u16::try_from(libc::AF_INET).unwrap_or(0);
+        dst.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::new(224, 0, 0, 18)).to_be();
+        // vhid 0: every receiver drops it as unknown, after the full path
+        let payload = [
+            0x21u8, 0, 0, 7, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let cpu = || {
+            // SAFETY: writes one timespec.
+            let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+            ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+        };
+        let start_cpu = cpu();
+        let start = std::time::Instant::now();
+        let mut second = 0u32;
+        while start.elapsed() < window {
+            for j in 0..n {
+                let fd = &socks[j % LINKS];
+                // SAFETY: payload and address are live for the call.
+                unsafe {
+                    libc::sendto(
+                        fd.as_raw_fd(),
+                        payload.as_ptr().cast(),
+                        payload.len(),
+                        0,
+                        std::ptr::from_ref(&dst).cast(),
+                        libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_in>())
+                            .unwrap_or(0),
+                    );
+                }
+            }
+            second += 1;
+            let next = Duration::from_secs(u64::from(second));
+            if let Some(wait) = next.checked_sub(start.elapsed()) {
+                sleep(wait);
+            }
+        }
+        let used = (cpu() - start_cpu) as f64 / 1e9;
+        Ok(used / start.elapsed().as_secs_f64() * 100.0)
+    })
 }
 
 /// Each advertisement interval on the wire less `nominal`, in ms, per
@@ -357,11 +478,12 @@ pub fn carpd(
         )));
     }
     let before = scrape_lateness(&lan.hosts[0])?;
-    let capture = master_capture(lan)?;
     out.load = measure(&[vec![d0.pid()], vec![d1.pid()]], windows, window);
-    out.wire_excess_ms = interval_excess(&capture.packets(), Duration::from_secs(1));
-    drop(capture);
     out.lateness = scrape_lateness(&lan.hosts[0])?.since(&before);
+    out.wire_excess_ms = wire_intervals(lan, window)?;
+    for _ in 0..windows.min(3) {
+        out.send_floor_pct.push(send_floor(lan, n, window)?);
+    }
     for (node, skews) in [(1usize, [90u8, 100]), (0, [1, 0])] {
         for r in 0..rounds {
             out.reload_ms[node].push(nodes[node].reload(Some(skews[r % 2]))?);
@@ -383,10 +505,14 @@ pub struct UcarpScale {
     pub held_by_backup: [usize; 2],
 }
 
-/// Advertisements of node 0 on every link.
-fn master_capture(lan: &Lan) -> Result<crate::watch::Capture> {
+/// Advertisement intervals of node 0 on every link over `window`, less the
+/// nominal 1 s. Not during the CPU windows: on veth the capture runs in the
+/// sender's softirq and would be charged to it.
+fn wire_intervals(lan: &Lan, window: Duration) -> Result<Vec<f64>> {
     let ports: Vec<String> = (0..LINKS).map(|k| Lan::port_name(0, k)).collect();
-    crate::watch::Capture::start(&lan.switch, &ports)
+    let capture = crate::watch::Capture::start(&lan.switch, &ports)?;
+    sleep(window);
+    Ok(interval_excess(&capture.packets(), Duration::from_secs(1)))
 }
 
 pub fn ucarp(
@@ -467,10 +593,8 @@ pub fn ucarp(
         daemons[0].iter().map(Daemon::pid).collect(),
         daemons[1].iter().map(Daemon::pid).collect(),
     ];
-    let capture = master_capture(lan)?;
     let load = measure(&pids, windows, window);
-    let wire_excess_ms = interval_excess(&capture.packets(), Duration::from_secs(1));
-    drop(capture);
+    let wire_excess_ms = wire_intervals(lan, window)?;
     for d in daemons.iter_mut().flatten() {
         let _ = d.signal(Signal::SIGKILL);
     }
