@@ -11,13 +11,10 @@
 // should fail the test loudly.
 #![allow(clippy::unwrap_used)]
 
-use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use carp_engine::announce::Announcer;
@@ -26,121 +23,14 @@ use carp_engine::netlink::{LinkEvent, Netlink, watch_links};
 use carp_engine::{Error, HookSpec, VirtualAddr};
 use carp_proto::State;
 
-const MAC_A: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0a];
-const MAC_A_STR: &str = "02:00:00:00:00:0a";
+mod common;
+use common::{MAC_A, MAC_A_STR, Netns, Pair, run, unique};
+
 /// Generous bound for anything the kernel does asynchronously, so a loaded
 /// 2-core machine does not fail the tests.
 const PATIENCE: Duration = Duration::from_secs(15);
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-fn unique(tag: &str) -> String {
-    format!(
-        "carpfx-{}-{}-{tag}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A network namespace, deleted on drop (also when a test panics).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = unique(tag);
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        // No duplicate address detection: addresses are usable at once.
-        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"]);
-        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", &self.name];
-        all.extend_from_slice(args);
-        run("ip", &all)
-    }
-
-    fn exec(&self, args: &[&str]) -> String {
-        let mut all = vec!["netns", "exec", &self.name];
-        all.extend_from_slice(args);
-        run("ip", &all)
-    }
-
-    fn ifindex(&self, dev: &str) -> u32 {
-        let out = self.ip(&["-o", "link", "show", "dev", dev]);
-        out.split(':').next().unwrap().trim().parse().unwrap()
-    }
-
-    /// Run `f` to completion on a thread inside this namespace, with its own
-    /// current-thread runtime: sockets opened there belong to the namespace.
-    fn run<T, Fut>(&self, f: impl FnOnce() -> Fut + Send + 'static) -> T
-    where
-        T: Send + 'static,
-        Fut: Future<Output = T>,
-    {
-        let path = format!("/var/run/netns/{}", self.name);
-        let thread = std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap();
-            // SAFETY: plain syscall on a valid, open descriptor; it only
-            // changes the network namespace of this thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(f())
-        });
-        match thread.join() {
-            Ok(value) => value,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// Two namespaces joined by a veth pair `va` (MAC_A, in `a`) <-> `vb` (in
-/// `b`), both up.
-struct Pair {
-    a: Netns,
-    b: Netns,
-}
-
 impl Pair {
-    fn new() -> Pair {
-        let a = Netns::new("a");
-        let b = Netns::new("b");
-        a.ip(&[
-            "link", "add", "va", "address", MAC_A_STR, "type", "veth", "peer", "name", "vb",
-            "netns", &b.name,
-        ]);
-        a.ip(&["link", "set", "va", "up"]);
-        b.ip(&["link", "set", "vb", "up"]);
-        Pair { a, b }
-    }
-
     /// Wait for va's link-local address (it appears once the carrier is up).
     fn link_local_a(&self) -> Ipv6Addr {
         wait_for("a link-local address on va", || {

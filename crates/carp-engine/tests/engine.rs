@@ -9,11 +9,7 @@
 // Setup helpers outside #[test] functions fail the test by panicking too.
 #![allow(clippy::unwrap_used)]
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use carp_engine::{
@@ -22,124 +18,19 @@ use carp_engine::{
 use carp_proto::packet::GROUP_V4;
 use carp_proto::{Advert, Authenticator, HmacMode, State};
 
+mod common;
+use common::{Netns, Pair, is_root};
+
 /// Generous bound for elections and kernel work on a loaded 2-core machine.
 const PATIENCE: Duration = Duration::from_secs(20);
 const KEY: &[u8] = b"secret";
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-fn unique(tag: &str) -> String {
-    format!(
-        "carpen-{}-{}-{tag}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: needs root (network namespaces)");
-    }
-    root
-}
-
-/// A network namespace, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = unique(tag);
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"]);
-        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", &self.name];
-        all.extend_from_slice(args);
-        run("ip", &all)
-    }
-
-    fn exec(&self, args: &[&str]) -> String {
-        let mut all = vec!["netns", "exec", &self.name];
-        all.extend_from_slice(args);
-        run("ip", &all)
-    }
-
-    fn has_addr(&self, dev: &str, addr: &str) -> bool {
-        self.ip(&["-o", "addr", "show", "dev", dev])
-            .split_whitespace()
-            .any(|w| w.split('/').next() == Some(addr))
-    }
-
-    /// Spawn `f` on a thread inside this namespace with its own runtime.
-    fn spawn<T, Fut>(&self, f: impl FnOnce() -> Fut + Send + 'static) -> std::thread::JoinHandle<T>
-    where
-        T: Send + 'static,
-        Fut: Future<Output = T>,
-    {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap();
-            // SAFETY: plain syscall on an open descriptor; it only changes
-            // this thread's network namespace.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(f())
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// Two namespaces joined by a veth pair: `va` 10.77.0.1/24 in `a`, `vb`
-/// 10.77.0.2/24 in `b`. The `a` side is dropped first so the veth goes away
-/// with it.
-struct Pair {
-    a: Netns,
-    b: Netns,
-}
-
-impl Pair {
-    fn new() -> Pair {
-        let a = Netns::new("a");
-        let b = Netns::new("b");
-        a.ip(&[
-            "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &b.name,
-        ]);
-        a.ip(&["addr", "add", "10.77.0.1/24", "dev", "va"]);
-        b.ip(&["addr", "add", "10.77.0.2/24", "dev", "vb"]);
-        a.ip(&["link", "set", "va", "up"]);
-        b.ip(&["link", "set", "vb", "up"]);
-        Pair { a, b }
-    }
+/// A [`Pair`] with `va` 10.77.0.1/24 in `a` and `vb` 10.77.0.2/24 in `b`.
+fn addressed_pair() -> Pair {
+    let pair = Pair::new();
+    pair.a.ip(&["addr", "add", "10.77.0.1/24", "dev", "va"]);
+    pair.b.ip(&["addr", "add", "10.77.0.2/24", "dev", "vb"]);
+    pair
 }
 
 enum Request {
@@ -311,7 +202,7 @@ fn one_master_and_bow_out_hands_over() {
     if !is_root() {
         return;
     }
-    let pair = Pair::new();
+    let pair = addressed_pair();
     let vip = "10.77.0.100";
     let a = Node::start(&pair.a, spec("va", vec![vhid_spec(1, 0, vec![v4(vip)])])).unwrap();
     // B's master-down time (10 s) is far longer than the hand-over we accept,
@@ -410,7 +301,7 @@ fn advertisement_on_the_wire() {
     if !is_root() {
         return;
     }
-    let pair = Pair::new();
+    let pair = addressed_pair();
     let addrs = vec![v4("10.77.0.101"), v4("10.77.0.100")];
     let ips: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
     let a = Node::start(&pair.a, spec("va", vec![vhid_spec(9, 0, addrs)])).unwrap();
@@ -424,7 +315,7 @@ fn broadcast_advertisement_on_the_wire() {
     if !is_root() {
         return;
     }
-    let pair = Pair::new();
+    let pair = addressed_pair();
     let addrs = vec![v4("10.77.0.100")];
     let ips: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
     let mut v = vhid_spec(4, 0, addrs);
@@ -447,7 +338,7 @@ fn dual_stack_vhid_advertises_on_both_families() {
     if !is_root() {
         return;
     }
-    let pair = Pair::new();
+    let pair = addressed_pair();
     let addrs = vec![
         v4("10.77.0.100"),
         VirtualAddr {
@@ -490,7 +381,7 @@ fn reload_keeps_unchanged_vhids() {
     if !is_root() {
         return;
     }
-    let pair = Pair::new();
+    let pair = addressed_pair();
     let first = spec(
         "va",
         vec![
@@ -550,7 +441,7 @@ fn start_fails_cleanly() {
     if !is_root() {
         return;
     }
-    let pair = Pair::new();
+    let pair = addressed_pair();
     let err = Node::start(
         &pair.a,
         spec("nosuch0", vec![vhid_spec(1, 0, vec![v4("10.77.0.100")])]),
@@ -577,7 +468,7 @@ fn link_down_leaves_and_link_up_returns() {
     if !is_root() {
         return;
     }
-    let pair = Pair::new();
+    let pair = addressed_pair();
     let vip = "10.77.0.100";
     let a = Node::start(&pair.a, spec("va", vec![vhid_spec(1, 0, vec![v4(vip)])])).unwrap();
     wait_for("MASTER", || a.state(1) == Some(State::Master));
