@@ -25,12 +25,16 @@ use common::{Netns, Pair, is_root};
 const PATIENCE: Duration = Duration::from_secs(20);
 const KEY: &[u8] = b"secret";
 
-/// A [`Pair`] with `va` 10.77.0.1/24 in `a` and `vb` 10.77.0.2/24 in `b`.
-fn addressed_pair() -> Pair {
+/// A [`Pair`] with `va` 10.77.0.1/24 in `a` and `vb` 10.77.0.2/24 in `b`;
+/// `None` (the test is skipped) without root.
+fn addressed_pair() -> Option<Pair> {
+    if !is_root() {
+        return None;
+    }
     let pair = Pair::new();
     pair.a.ip(&["addr", "add", "10.77.0.1/24", "dev", "va"]);
     pair.b.ip(&["addr", "add", "10.77.0.2/24", "dev", "vb"]);
-    pair
+    Some(pair)
 }
 
 enum Request {
@@ -199,10 +203,9 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn one_master_and_bow_out_hands_over() {
-    if !is_root() {
+    let Some(pair) = addressed_pair() else {
         return;
-    }
-    let pair = addressed_pair();
+    };
     let vip = "10.77.0.100";
     let a = Node::start(&pair.a, spec("va", vec![vhid_spec(1, 0, vec![v4(vip)])])).unwrap();
     // B's master-down time (10 s) is far longer than the hand-over we accept,
@@ -296,33 +299,39 @@ fn check_v4_frame(frame: &[u8], dst_mac: [u8; 6], vhid: u8, addrs: &[IpAddr]) {
     assert!(auth.verify(advert.counter, &advert.hmac), "HMAC");
 }
 
+/// Start `vhid` on `pair.a` and check the first advertisement `vb` sees:
+/// sent to `dst_mac`, signed over the VHID's addresses.
+fn start_and_check_advert(pair: &Pair, vhid: VhidSpec, dst_mac: [u8; 6]) -> Node {
+    let ips: Vec<IpAddr> = vhid.addresses.iter().map(|a| a.addr).collect();
+    let number = vhid.vhid;
+    let a = Node::start(&pair.a, spec("va", vec![vhid])).unwrap();
+    let frame = capture_carp(&pair.b, PATIENCE);
+    check_v4_frame(&frame, dst_mac, number, &ips);
+    a
+}
+
 #[test]
 fn advertisement_on_the_wire() {
-    if !is_root() {
+    let Some(pair) = addressed_pair() else {
         return;
-    }
-    let pair = addressed_pair();
+    };
     let addrs = vec![v4("10.77.0.101"), v4("10.77.0.100")];
-    let ips: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
-    let a = Node::start(&pair.a, spec("va", vec![vhid_spec(9, 0, addrs)])).unwrap();
-    let frame = capture_carp(&pair.b, PATIENCE);
-    check_v4_frame(&frame, [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12], 9, &ips);
+    let a = start_and_check_advert(
+        &pair,
+        vhid_spec(9, 0, addrs),
+        [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12],
+    );
     a.shutdown();
 }
 
 #[test]
 fn broadcast_advertisement_on_the_wire() {
-    if !is_root() {
+    let Some(pair) = addressed_pair() else {
         return;
-    }
-    let pair = addressed_pair();
-    let addrs = vec![v4("10.77.0.100")];
-    let ips: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
-    let mut v = vhid_spec(4, 0, addrs);
+    };
+    let mut v = vhid_spec(4, 0, vec![v4("10.77.0.100")]);
     v.broadcast = true;
-    let a = Node::start(&pair.a, spec("va", vec![v])).unwrap();
-    let frame = capture_carp(&pair.b, PATIENCE);
-    check_v4_frame(&frame, [0xff; 6], 4, &ips);
+    let a = start_and_check_advert(&pair, v, [0xff; 6]);
     // a receiver that joined the group accepts it
     let mut v = vhid_spec(4, 50, vec![v4("10.77.0.100")]);
     v.broadcast = true;
@@ -335,10 +344,9 @@ fn broadcast_advertisement_on_the_wire() {
 
 #[test]
 fn dual_stack_vhid_advertises_on_both_families() {
-    if !is_root() {
+    let Some(pair) = addressed_pair() else {
         return;
-    }
-    let pair = addressed_pair();
+    };
     let addrs = vec![
         v4("10.77.0.100"),
         VirtualAddr {
@@ -378,10 +386,9 @@ fn dual_stack_vhid_advertises_on_both_families() {
 
 #[test]
 fn reload_keeps_unchanged_vhids() {
-    if !is_root() {
+    let Some(pair) = addressed_pair() else {
         return;
-    }
-    let pair = addressed_pair();
+    };
     let first = spec(
         "va",
         vec![
@@ -438,10 +445,9 @@ fn reload_keeps_unchanged_vhids() {
 
 #[test]
 fn start_fails_cleanly() {
-    if !is_root() {
+    let Some(pair) = addressed_pair() else {
         return;
-    }
-    let pair = addressed_pair();
+    };
     let err = Node::start(
         &pair.a,
         spec("nosuch0", vec![vhid_spec(1, 0, vec![v4("10.77.0.100")])]),
@@ -465,10 +471,9 @@ fn start_fails_cleanly() {
 
 #[test]
 fn link_down_leaves_and_link_up_returns() {
-    if !is_root() {
+    let Some(pair) = addressed_pair() else {
         return;
-    }
-    let pair = addressed_pair();
+    };
     let vip = "10.77.0.100";
     let a = Node::start(&pair.a, spec("va", vec![vhid_spec(1, 0, vec![v4(vip)])])).unwrap();
     wait_for("MASTER", || a.state(1) == Some(State::Master));
