@@ -210,11 +210,16 @@ fn key_and_address_errors() {
 // ---------------------------------------------------------------------------
 // Receive checks: one test per drop reason `check` can give
 
+/// `bytes` from a correct sender over IPv4 and over IPv6 give `want`.
+fn assert_check_on_both(bytes: &[u8], want: Result<Advert, DropReason>) {
+    assert_eq!(packet::check(&v4_carrier(255), bytes, false), want, "IPv4");
+    assert_eq!(packet::check(&v6_carrier(255), bytes, false), want, "IPv6");
+}
+
 #[test]
 fn accepts_a_valid_advert_on_both_families() {
     let bytes = sample().to_bytes();
-    assert_eq!(packet::check(&v4_carrier(255), &bytes, false), Ok(sample()));
-    assert_eq!(packet::check(&v6_carrier(255), &bytes, false), Ok(sample()));
+    assert_check_on_both(&bytes, Ok(sample()));
 }
 
 #[test]
@@ -272,14 +277,7 @@ fn with(f: impl FnOnce(&mut Packet<&mut [u8]>)) -> [u8; HEADER_LEN] {
 fn bad_version() {
     for version in [0, 1, 3, 15] {
         let bytes = with(|p| p.set_version(version));
-        assert_eq!(
-            packet::check(&v4_carrier(255), &bytes, false),
-            Err(DropReason::BadVersion)
-        );
-        assert_eq!(
-            packet::check(&v6_carrier(255), &bytes, false),
-            Err(DropReason::BadVersion)
-        );
+        assert_check_on_both(&bytes, Err(DropReason::BadVersion));
     }
     // The TTL is judged before the version.
     let bytes = with(|p| p.set_version(3));
@@ -295,14 +293,7 @@ fn carp_shaped_version_3_is_not_vrrp() {
     // addresses (8 + 4 * 7); CARP's shape wins.
     let bytes = with(|p| p.set_version(3));
     assert_eq!(bytes[0], 0x31);
-    assert_eq!(
-        packet::check(&v4_carrier(255), &bytes, false),
-        Err(DropReason::BadVersion)
-    );
-    assert_eq!(
-        packet::check(&v6_carrier(255), &bytes, false),
-        Err(DropReason::BadVersion)
-    );
+    assert_check_on_both(&bytes, Err(DropReason::BadVersion));
 }
 
 #[test]
