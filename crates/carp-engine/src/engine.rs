@@ -20,6 +20,7 @@ use crate::spec::{EngineSpec, VhidFilter, VhidKey, VhidSpec, VirtualAddr};
 use crate::stats::{DropCounters, Lateness, LatenessSummary};
 use crate::track::{self, TrackerStatus, Tracking};
 use crate::vhid::{self, Command, Effects, VhidHandle, VhidParams};
+use crate::vmac;
 
 /// How long stopping VHIDs (bow-out, address removal) may take before the
 /// stragglers are aborted; extended to the longest exit hook timeout.
@@ -129,7 +130,14 @@ async fn prepare(netlink: &Netlink, spec: &EngineSpec) -> Result<Vec<Prepared>, 
                     source,
                 }
             })?;
-            let src_v4 = if addrs.iter().any(IpAddr::is_ipv4) {
+            // With unicast peers, a carrier without a peer of its family
+            // stays silent.
+            let peers = &v.transport.peers;
+            let carries = |v4: bool| {
+                addrs.iter().any(|a| a.is_ipv4() == v4)
+                    && (peers.is_empty() || peers.iter().any(|p| p.is_ipv4() == v4))
+            };
+            let src_v4 = if carries(true) {
                 match v.source {
                     Some(IpAddr::V4(s)) => Some(s),
                     _ => Some(
@@ -140,7 +148,7 @@ async fn prepare(netlink: &Netlink, spec: &EngineSpec) -> Result<Vec<Prepared>, 
             } else {
                 None
             };
-            let src_v6 = if addrs.iter().any(IpAddr::is_ipv6) {
+            let src_v6 = if carries(false) {
                 match v.source {
                     Some(IpAddr::V6(s)) => Some(s),
                     _ => Some(
@@ -162,6 +170,10 @@ async fn prepare(netlink: &Netlink, spec: &EngineSpec) -> Result<Vec<Prepared>, 
                 v.advskew = share_skew(&v, &iface.name, locals)?;
                 v.preempt = true;
             }
+            let vmac = v.transport.virtual_mac.then(|| vmac::Child {
+                name: vmac::child_name(&iface.name, v.vhid),
+                mac: vmac::mac(v.vhid, addrs.iter().any(IpAddr::is_ipv4)),
+            });
             let params = VhidParams {
                 key,
                 spec: v,
@@ -169,6 +181,7 @@ async fn prepare(netlink: &Netlink, spec: &EngineSpec) -> Result<Vec<Prepared>, 
                 mac: link.mac,
                 src_v4,
                 src_v6,
+                vmac,
                 ignore_link_state: iface.ignore_link_state,
             };
             out.push(Prepared {
@@ -212,7 +225,7 @@ fn share_skew(v: &VhidSpec, interface: &str, locals: &[IpAddr]) -> Result<u8, Er
 fn wanted_v4(params: &[&VhidParams]) -> BTreeSet<(u32, Ipv4Addr)> {
     params
         .iter()
-        .filter(|p| p.src_v4.is_some())
+        .filter(|p| p.src_v4.is_some() && !p.spec.transport.unicast())
         .map(|p| (p.ifindex, p.spec.group_v4))
         .collect()
 }
@@ -220,7 +233,7 @@ fn wanted_v4(params: &[&VhidParams]) -> BTreeSet<(u32, Ipv4Addr)> {
 fn wanted_v6(params: &[&VhidParams]) -> BTreeSet<u32> {
     params
         .iter()
-        .filter(|p| p.src_v6.is_some())
+        .filter(|p| p.src_v6.is_some() && !p.spec.transport.unicast())
         .map(|p| p.ifindex)
         .collect()
 }
@@ -392,6 +405,15 @@ impl Running {
             let p = &h.params;
             d.vhids
                 .insert((p.ifindex, p.spec.vhid), Arc::clone(&h.entry));
+            if p.spec.transport.unicast() {
+                d.unicast.insert(
+                    (p.ifindex, p.spec.vhid),
+                    rx::Unicast {
+                        peers: p.spec.transport.peers.clone(),
+                        relax_ttl: !p.spec.transport.unicast_ttl_check,
+                    },
+                );
+            }
             let own = d.own.entry(p.ifindex).or_default();
             for a in [p.src_v4.map(IpAddr::V4), p.src_v6.map(IpAddr::V6)]
                 .into_iter()

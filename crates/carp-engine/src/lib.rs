@@ -24,12 +24,13 @@ pub mod spec;
 mod stats;
 mod track;
 mod vhid;
+pub mod vmac;
 
 pub use engine::{Engine, ReloadReport, VhidStatus};
 pub use error::Error;
 pub use spec::{
     EngineSpec, HookSpec, InterfaceSpec, ShareSpec, TrackScope, TrackerKind, TrackerSpec,
-    VhidFilter, VhidKey, VhidSpec, VirtualAddr,
+    TransportSpec, VhidFilter, VhidKey, VhidSpec, VirtualAddr,
 };
 pub use stats::{LATENESS_BUCKETS_US, LatenessSummary};
 pub use track::TrackerStatus;

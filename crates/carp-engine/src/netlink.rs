@@ -14,10 +14,11 @@ use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
+use netlink_packet_route::link::MacVlanMode;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::AsyncSocket;
-use rtnetlink::{AddressMessageBuilder, Handle, MulticastGroup};
+use rtnetlink::{AddressMessageBuilder, Handle, LinkMacVlan, LinkUnspec, MulticastGroup};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 use tokio::task::JoinSet;
@@ -242,6 +243,60 @@ impl Netlink {
             );
         }
         Ok(out)
+    }
+
+    /// Create a macvlan child of `parent` named `name` with MAC `mac`, down
+    /// (bridge mode, see [`crate::vmac`]). A link already named so (left by
+    /// a run that was killed) is deleted first. Returns the child's index.
+    pub async fn create_macvlan(
+        &self,
+        parent: u32,
+        name: &str,
+        mac: [u8; 6],
+    ) -> Result<u32, Error> {
+        if let Some(old) = self.link(name).await? {
+            self.delete_link(old.index).await?;
+        }
+        let message = LinkMacVlan::new(name, parent, MacVlanMode::Bridge)
+            .address(mac.to_vec())
+            .down()
+            .build();
+        let slot = self.slot().await;
+        let added = self.handle.link().add(message).execute().await;
+        drop(slot);
+        added.map_err(|e| nl_error(&format!("creating macvlan {name}"), e))?;
+        self.link(name)
+            .await?
+            .map(|l| l.index)
+            .ok_or_else(|| Error::NoSuchInterface(name.to_owned()))
+    }
+
+    /// Set a link administratively up or down.
+    pub async fn set_link_up(&self, index: u32, up: bool) -> Result<(), Error> {
+        let builder = LinkUnspec::new_with_index(index);
+        let message = if up { builder.up() } else { builder.down() }.build();
+        let _slot = self.slot().await;
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(|e| {
+                nl_error(
+                    &format!("setting ifindex {index} {}", if up { "up" } else { "down" }),
+                    e,
+                )
+            })
+    }
+
+    /// Delete a link; already gone is fine.
+    pub async fn delete_link(&self, index: u32) -> Result<(), Error> {
+        let _slot = self.slot().await;
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
+            Err(e) => Err(nl_error(&format!("deleting ifindex {index}"), e)),
+        }
     }
 
     /// All addresses of one family on one interface, in kernel order (for

@@ -53,6 +53,18 @@ pub(crate) struct Demux {
     pub(crate) interfaces: HashMap<u32, (String, Arc<DropCounters>)>,
     /// Drops on interfaces we do not manage.
     pub(crate) other: Arc<DropCounters>,
+    /// VHIDs with unicast peers.
+    pub(crate) unicast: HashMap<(u32, u8), Unicast>,
+}
+
+/// The receive rules of a VHID with unicast peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unicast {
+    /// Only advertisements from these sources are accepted.
+    pub(crate) peers: Vec<IpAddr>,
+    /// Skip the TTL / hop limit check for advertisements sent to a unicast
+    /// address (routed peers; the source check stands instead).
+    pub(crate) relax_ttl: bool,
 }
 
 /// The shared, swappable table.
@@ -83,7 +95,11 @@ impl Demux {
         carrier: &Carrier,
         payload: &[u8],
     ) -> Result<(), (DropScope, DropReason)> {
-        let advert = match packet::check(carrier, payload, false) {
+        let unicast = payload
+            .get(1)
+            .and_then(|vhid| self.unicast.get(&(ifindex, *vhid)));
+        let relax_ttl = unicast.is_some_and(|u| u.relax_ttl) && !carrier.dst.is_multicast();
+        let advert = match packet::check(carrier, payload, relax_ttl) {
             Ok(a) => a,
             Err(reason) => {
                 let entry = payload
@@ -115,6 +131,9 @@ impl Demux {
             .is_some_and(|a| a.contains(&carrier.src));
         if own_src || entry.stats.is_own_counter(advert.counter) {
             return drop(DropReason::OwnPacket);
+        }
+        if unicast.is_some_and(|u| !u.peers.contains(&carrier.src)) {
+            return drop(DropReason::NotPeer);
         }
         if !entry.auth.verify(advert.counter, &advert.hmac) {
             return drop(DropReason::BadHmac);
@@ -437,6 +456,76 @@ mod tests {
             .unwrap_err();
         assert_eq!(reason, DropReason::InboxFull);
         assert_eq!(f.stats.drops.get(DropReason::InboxFull), 1);
+    }
+
+    fn unicast(f: &mut Fixture, relax_ttl: bool) {
+        f.demux.unicast.insert(
+            (IF, VHID),
+            Unicast {
+                peers: vec![PEER],
+                relax_ttl,
+            },
+        );
+    }
+
+    fn to_us(ttl: u8, src: IpAddr) -> Carrier {
+        Carrier {
+            ttl,
+            src,
+            dst: OURS,
+        }
+    }
+
+    #[test]
+    fn unicast_accepts_only_peers() {
+        let mut f = fixture();
+        unicast(&mut f, true);
+        let stranger = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));
+        f.demux
+            .deliver(IF, &to_us(255, PEER), &advert(VHID, 1))
+            .unwrap();
+        // to the group as well as to us: the source decides
+        for c in [to_us(255, stranger), carrier(255, stranger)] {
+            let (scope, reason) = f.demux.deliver(IF, &c, &advert(VHID, 2)).unwrap_err();
+            assert_eq!(reason, DropReason::NotPeer);
+            assert!(matches!(scope, DropScope::Vhid(ref k) if k.vhid == VHID));
+        }
+        assert_eq!(f.stats.drops.get(DropReason::NotPeer), 2);
+        assert_eq!(f.inbox.try_recv().unwrap().src, PEER);
+    }
+
+    #[test]
+    fn unicast_ttl_is_relaxed_unless_strict_or_multicast() {
+        let mut f = fixture();
+        unicast(&mut f, true);
+        f.demux
+            .deliver(IF, &to_us(61, PEER), &advert(VHID, 1))
+            .unwrap();
+        // a multicast advertisement keeps the check
+        assert_eq!(
+            f.demux
+                .deliver(IF, &carrier(61, PEER), &advert(VHID, 2))
+                .unwrap_err()
+                .1,
+            DropReason::BadTtl
+        );
+        unicast(&mut f, false);
+        assert_eq!(
+            f.demux
+                .deliver(IF, &to_us(61, PEER), &advert(VHID, 3))
+                .unwrap_err()
+                .1,
+            DropReason::BadTtl
+        );
+        // a multicast VHID never relaxes it
+        let f = fixture();
+        assert_eq!(
+            f.demux
+                .deliver(IF, &to_us(61, PEER), &advert(VHID, 4))
+                .unwrap_err()
+                .1,
+            DropReason::BadTtl
+        );
     }
 
     #[test]

@@ -263,6 +263,10 @@ impl V6Socket {
         s.set_multicast_loop_v6(false).map_err(io_err(ctx))?;
         s.set_multicast_all_v6(false).map_err(io_err(ctx))?;
         s.set_recv_hoplimit_v6(true).map_err(io_err(ctx))?;
+        // A VHID with a virtual MAC sends from the parent's link-local
+        // address out of its macvlan child, which does not hold that
+        // address; the kernel allows that source only with freebind.
+        s.set_freebind_v6(true).map_err(io_err(ctx))?;
         setsockopt(&s, sockopt::Ipv6RecvPacketInfo, &true).map_err(nix_err(ctx))?;
         let fd = register(s).map_err(io_err(ctx))?;
         Ok(V6Socket { fd })
@@ -282,16 +286,28 @@ impl V6Socket {
             .map_err(io_err(format!("leave {GROUP_V6} on interface {ifindex}")))
     }
 
-    /// Send one advertisement to ff02::12 out of `ifindex` from the
-    /// link-local address `src`.
-    pub(crate) async fn send(&self, ifindex: u32, src: Ipv6Addr, payload: &[u8]) -> io::Result<()> {
+    /// Send one advertisement to `dst` (ff02::12 or a unicast peer) out of
+    /// `ifindex`, from `src` or, if unspecified, the address the kernel picks
+    /// for `dst`. A link-local `dst` is on `ifindex`.
+    pub(crate) async fn send(
+        &self,
+        ifindex: u32,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        payload: &[u8],
+    ) -> io::Result<()> {
         let info = libc::in6_pktinfo {
             ipi6_addr: libc::in6_addr {
                 s6_addr: src.octets(),
             },
             ipi6_ifindex: ifindex,
         };
-        let to = SockaddrIn6::from(SocketAddrV6::new(GROUP_V6, 0, 0, ifindex));
+        let scope = if dst.is_multicast() || dst.is_unicast_link_local() {
+            ifindex
+        } else {
+            0
+        };
+        let to = SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, scope));
         send_bounded(&self.fd, |fd| {
             let iov = [IoSlice::new(payload)];
             let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];

@@ -75,6 +75,33 @@ pub struct VhidSpec {
     /// Load sharing: the advskew comes from this node's rank for the VHID
     /// (`advskew` is then not used).
     pub share: Option<ShareSpec>,
+    /// Unicast peers and the virtual MAC.
+    pub transport: TransportSpec,
+}
+
+/// How a VHID reaches its peers on the segment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TransportSpec {
+    /// Unicast peers: when not empty, advertisements go to each peer of the
+    /// carrier's family instead of the group, a carrier without a peer of
+    /// its family stays silent, and only advertisements whose source is one
+    /// of the peers are accepted. IPv6 link-local peers are on the VHID's
+    /// interface.
+    pub peers: Vec<IpAddr>,
+    /// Keep the TTL / hop limit 255 check for advertisements sent to a
+    /// unicast address (FreeBSD skips it, so that peers may be routed).
+    pub unicast_ttl_check: bool,
+    /// Hold the addresses on a macvlan child with the MAC
+    /// 00:00:5e:00:01:<vhid> (00:00:5e:00:02:<vhid> without IPv4 addresses)
+    /// while MASTER, and advertise from it.
+    pub virtual_mac: bool,
+}
+
+impl TransportSpec {
+    /// Whether the VHID advertises to unicast peers.
+    pub fn unicast(&self) -> bool {
+        !self.peers.is_empty()
+    }
 }
 
 impl VhidSpec {
@@ -195,6 +222,7 @@ impl std::fmt::Debug for VhidSpec {
             .field("hooks", &self.hooks)
             .field("groups", &self.groups)
             .field("share", &self.share)
+            .field("transport", &self.transport)
             .finish()
     }
 }

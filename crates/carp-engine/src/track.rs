@@ -495,6 +495,7 @@ mod tests {
             hooks: crate::spec::HookSpec::default(),
             groups: Vec::new(),
             share: None,
+            transport: Default::default(),
         }
     }
 

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use carp_proto::machine::SendAdvert;
+use carp_proto::packet::GROUP_V6;
 use carp_proto::replay::ReplayWindow;
 use carp_proto::{Action, Advert, Authenticator, Machine, MachineConfig, Reason, State, Timing};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -25,6 +26,7 @@ use crate::socket::{BroadcastSocket, V4Socket, V6Socket};
 use crate::spec::{VhidKey, VhidSpec};
 use crate::stats::{Lateness, VhidStats};
 use crate::track::Demotions;
+use crate::vmac;
 
 /// Log send failures at most this often per VHID.
 const SEND_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -55,6 +57,8 @@ pub(crate) struct VhidParams {
     /// Source of IPv6 advertisements (`None` when the VHID has no IPv6
     /// address).
     pub(crate) src_v6: Option<Ipv6Addr>,
+    /// The macvlan child, with `virtual_mac`.
+    pub(crate) vmac: Option<vmac::Child>,
     pub(crate) ignore_link_state: bool,
 }
 
@@ -139,6 +143,8 @@ pub(crate) fn spawn(
         timer_deadline: None,
         replay: params.spec.replay_protection.then(ReplayWindow::new),
         last_replay_log: None,
+        child: None,
+        child_up: false,
     };
     let join = tokio::spawn(task.run(inbox_rx, cmd_rx, cancel.clone()));
     VhidHandle {
@@ -175,6 +181,10 @@ struct Task {
     /// Counters accepted per peer, when replay protection is on.
     replay: Option<ReplayWindow>,
     last_replay_log: Option<Instant>,
+    /// Index of the macvlan child, once created.
+    child: Option<u32>,
+    /// The child is up (while MASTER): advertisements leave from it.
+    child_up: bool,
 }
 
 fn std_now() -> std::time::Instant {
@@ -188,6 +198,7 @@ impl Task {
         mut commands: mpsc::Receiver<Command>,
         cancel: CancellationToken,
     ) {
+        self.create_child().await;
         self.remove_stale().await;
         // before leaving INIT, so the first advertisement carries it
         self.update_demote();
@@ -219,6 +230,7 @@ impl Task {
         self.hooks.clear();
         self.machine.shutdown(std_now());
         self.drain().await;
+        self.delete_child().await;
         for h in self.hooks.drain(..) {
             // bounded by the hook's own timeout
             let _ = h.await;
@@ -342,21 +354,47 @@ impl Task {
                 .record(Instant::now().saturating_duration_since(deadline));
         }
         let p = &self.params;
+        let peers = &p.spec.transport.peers;
+        // Unicast advertisements leave from the parent: peers may be routed,
+        // and they check the source address. Group ones leave from the
+        // virtual MAC while it is up, so that switches learn it.
+        let group_if = match self.child {
+            Some(child) if self.child_up => child,
+            _ => p.ifindex,
+        };
         let mut result = Ok(());
         if let Some(src) = p.src_v4 {
-            let r = match (&self.effects.broadcast, p.spec.broadcast) {
-                (Some(b), true) => b.send(p.ifindex, src, p.spec.group_v4, &bytes).await,
-                _ => {
-                    self.effects
-                        .v4
-                        .send(p.ifindex, src, p.spec.group_v4, &bytes)
-                        .await
+            if peers.is_empty() {
+                let r = match (&self.effects.broadcast, p.spec.broadcast) {
+                    (Some(b), true) => b.send(group_if, src, p.spec.group_v4, &bytes).await,
+                    _ => {
+                        self.effects
+                            .v4
+                            .send(group_if, src, p.spec.group_v4, &bytes)
+                            .await
+                    }
+                };
+                result = result.and(r);
+            }
+            for peer in peers {
+                if let IpAddr::V4(dst) = *peer {
+                    let r = self.effects.v4.send(p.ifindex, src, dst, &bytes).await;
+                    result = result.and(r);
                 }
-            };
-            result = result.and(r);
+            }
         }
         if let (Some(src), Some(v6)) = (p.src_v6, &self.effects.v6) {
-            result = result.and(v6.send(p.ifindex, src, &bytes).await);
+            if peers.is_empty() {
+                result = result.and(v6.send(group_if, src, GROUP_V6, &bytes).await);
+            }
+            for peer in peers {
+                if let IpAddr::V6(dst) = *peer {
+                    // the kernel picks the source the peer knows us by: the
+                    // link-local address for a link-local peer
+                    let r = v6.send(p.ifindex, Ipv6Addr::UNSPECIFIED, dst, &bytes).await;
+                    result = result.and(r);
+                }
+            }
         }
         let ok = result.is_ok();
         if ok {
@@ -375,10 +413,85 @@ impl Task {
         self.machine.handle_send_result(std_now(), ok);
     }
 
+    /// Where the addresses go: the child if there is one, else the parent.
+    fn address_ifindex(&self) -> u32 {
+        self.child.unwrap_or(self.params.ifindex)
+    }
+
+    /// Create the macvlan child (down) for `virtual_mac`. On failure the
+    /// VHID runs on the parent with its real MAC, and says so.
+    async fn create_child(&mut self) {
+        let Some(c) = self.params.vmac.clone() else {
+            return;
+        };
+        let p = &self.params;
+        let has_ipv4 = p.spec.addresses.iter().any(|a| a.addr.is_ipv4());
+        let has_ipv6 = p.spec.addresses.iter().any(|a| a.addr.is_ipv6());
+        let created = match self
+            .effects
+            .netlink
+            .create_macvlan(p.ifindex, &c.name, c.mac)
+            .await
+        {
+            Ok(index) => match vmac::configure_child(&c.name, has_ipv6) {
+                Ok(()) => Ok(index),
+                Err(e) => {
+                    let _ = self.effects.netlink.delete_link(index).await;
+                    Err(e.to_string())
+                }
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match created {
+            Ok(index) => {
+                tracing::info!(interface = %p.key.interface, vhid = p.key.vhid, child = %c.name,
+                    "virtual MAC {} on {}", show_mac(c.mac), c.name);
+                if has_ipv4 && vmac::parent_answers_for_others(&p.key.interface) {
+                    tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid,
+                        "net.ipv4.conf.{}.arp_ignore is 0: {} also answers ARP for the virtual addresses with its own MAC; set it to 1",
+                        p.key.interface, p.key.interface);
+                }
+                self.child = Some(index);
+            }
+            Err(e) => {
+                tracing::error!(interface = %p.key.interface, vhid = p.key.vhid, child = %c.name,
+                error = %e, "cannot create the virtual MAC interface; using the real MAC")
+            }
+        }
+    }
+
+    async fn set_child_up(&mut self, up: bool) {
+        let Some(child) = self.child else { return };
+        if self.child_up == up {
+            return;
+        }
+        match self.effects.netlink.set_link_up(child, up).await {
+            Ok(()) => self.child_up = up,
+            Err(e) => {
+                let p = &self.params.key;
+                tracing::warn!(interface = %p.interface, vhid = p.vhid, error = %e,
+                    "cannot set the virtual MAC interface {}", if up { "up" } else { "down" });
+            }
+        }
+    }
+
+    async fn delete_child(&mut self) {
+        if let Some(child) = self.child.take() {
+            self.child_up = false;
+            if let Err(e) = self.effects.netlink.delete_link(child).await {
+                let p = &self.params.key;
+                tracing::warn!(interface = %p.interface, vhid = p.vhid, error = %e,
+                    "cannot delete the virtual MAC interface");
+            }
+        }
+    }
+
     async fn install(&mut self) {
+        self.set_child_up(true).await;
         if !self.params.spec.manage_addresses {
             return;
         }
+        let ifindex = self.address_ifindex();
         let p = &self.params;
         for a in &p.spec.addresses {
             let label = if a.addr.is_ipv4() {
@@ -386,7 +499,7 @@ impl Task {
             } else {
                 None
             };
-            if let Err(e) = self.effects.netlink.add_address(p.ifindex, *a, label).await {
+            if let Err(e) = self.effects.netlink.add_address(ifindex, *a, label).await {
                 tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
                     "cannot add address");
             }
@@ -414,24 +527,29 @@ impl Task {
     }
 
     async fn remove(&mut self) {
-        if !self.params.spec.manage_addresses {
-            return;
-        }
-        let p = &self.params;
-        for a in &p.spec.addresses {
-            if let Err(e) = self.effects.netlink.del_address(p.ifindex, *a).await {
-                tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
-                    "cannot remove address");
+        if self.params.spec.manage_addresses {
+            let ifindex = self.address_ifindex();
+            let p = &self.params;
+            for a in &p.spec.addresses {
+                if let Err(e) = self.effects.netlink.del_address(ifindex, *a).await {
+                    tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
+                        "cannot remove address");
+                }
             }
         }
+        self.set_child_up(false).await;
     }
 
     fn announce(&self) {
         let p = &self.params;
+        let (ifindex, mac) = match (self.child, &p.vmac) {
+            (Some(child), Some(c)) => (child, c.mac),
+            _ => (p.ifindex, p.mac),
+        };
         for a in &p.spec.addresses {
             let r = match a.addr {
-                IpAddr::V4(ip) => self.effects.announcer.gratuitous_arp(p.ifindex, p.mac, ip),
-                IpAddr::V6(ip) => self.effects.announcer.unsolicited_na(p.ifindex, p.mac, ip),
+                IpAddr::V4(ip) => self.effects.announcer.gratuitous_arp(ifindex, mac, ip),
+                IpAddr::V6(ip) => self.effects.announcer.unsolicited_na(ifindex, mac, ip),
             };
             if let Err(e) = r {
                 tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
@@ -495,6 +613,10 @@ impl Task {
             self.hooks.push(h);
         }
     }
+}
+
+fn show_mac(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

@@ -179,6 +179,7 @@ fn vhid_spec(vhid: u8, advskew: u8, addresses: Vec<VirtualAddr>) -> VhidSpec {
         hooks: HookSpec::default(),
         groups: Vec::new(),
         share: None,
+        transport: Default::default(),
     }
 }
 

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use carp_engine::{
-    EngineSpec, HookSpec, InterfaceSpec, ShareSpec, TrackScope, TrackerKind, TrackerSpec, VhidKey,
-    VhidSpec, VirtualAddr, share,
+    EngineSpec, HookSpec, InterfaceSpec, ShareSpec, TrackScope, TrackerKind, TrackerSpec,
+    TransportSpec, VhidKey, VhidSpec, VirtualAddr, share, vmac,
 };
 use carp_proto::HmacMode;
 use carp_proto::machine::DemoteStyle;
@@ -101,6 +101,7 @@ impl Config {
             path,
             base,
             seen_addrs: HashMap::new(),
+            seen_children: HashMap::new(),
             allow_readable_password_file: raw.allow_readable_password_file.unwrap_or(false),
         };
         let control_socket = raw
@@ -260,6 +261,9 @@ macro_rules! cascading_table {
             broadcast: Option<bool>,
             manage_addresses: Option<bool>,
             replay_protection: Option<bool>,
+            peers: Option<Spanned<Vec<Spanned<String>>>>,
+            unicast_ttl_check: Option<bool>,
+            virtual_mac: Option<Spanned<bool>>,
         }
 
         impl $name {
@@ -283,6 +287,9 @@ macro_rules! cascading_table {
                     broadcast: self.broadcast,
                     manage_addresses: self.manage_addresses,
                     replay_protection: self.replay_protection,
+                    peers: self.peers.as_ref(),
+                    unicast_ttl_check: self.unicast_ttl_check,
+                    virtual_mac: self.virtual_mac.as_ref(),
                 }
             }
         }
@@ -388,6 +395,9 @@ struct Common<'a> {
     broadcast: Option<bool>,
     manage_addresses: Option<bool>,
     replay_protection: Option<bool>,
+    peers: Option<&'a Spanned<Vec<Spanned<String>>>>,
+    unicast_ttl_check: Option<bool>,
+    virtual_mac: Option<&'a Spanned<bool>>,
 }
 
 /// A setting's value and the span it was written at.
@@ -417,6 +427,10 @@ struct Level {
     broadcast: Option<bool>,
     manage_addresses: Option<bool>,
     replay_protection: Option<bool>,
+    /// Unicast peers, each with its span.
+    peers: Option<Vec<At<IpAddr>>>,
+    unicast_ttl_check: Option<bool>,
+    virtual_mac: Option<At<bool>>,
     source: Option<IpAddr>,
     ignore_link_state: Option<bool>,
 }
@@ -444,6 +458,9 @@ impl Level {
             broadcast: pick(&self.broadcast, &more.broadcast),
             manage_addresses: pick(&self.manage_addresses, &more.manage_addresses),
             replay_protection: pick(&self.replay_protection, &more.replay_protection),
+            peers: pick(&self.peers, &more.peers),
+            unicast_ttl_check: pick(&self.unicast_ttl_check, &more.unicast_ttl_check),
+            virtual_mac: pick(&self.virtual_mac, &more.virtual_mac),
             source: pick(&self.source, &more.source),
             ignore_link_state: pick(&self.ignore_link_state, &more.ignore_link_state),
         }
@@ -459,6 +476,8 @@ struct Validator<'a> {
     base: &'a Path,
     /// Every virtual address so far, with the line and owner that claimed it.
     seen_addrs: HashMap<IpAddr, (usize, String)>,
+    /// Every virtual MAC interface name so far, with its line and owner.
+    seen_children: HashMap<String, (usize, String)>,
     /// `allow_readable_password_file`: accept password files other users
     /// can read.
     allow_readable_password_file: bool,
@@ -1048,6 +1067,17 @@ impl Validator<'_> {
             None => None,
         };
 
+        let transport = self.transport(
+            &l,
+            level.peers.is_some(),
+            ifname,
+            id,
+            &addresses,
+            label.as_ref(),
+            table,
+            &ctx,
+        )?;
+
         if auth == AuthName::Ucarp {
             let auth_span = l.auth.as_ref().map_or(table.clone(), |a| a.span.clone());
             let v4 = addresses.iter().filter(|a| a.addr.is_ipv4()).count();
@@ -1128,6 +1158,7 @@ impl Validator<'_> {
             },
             groups: Vec::new(),
             share: None,
+            transport,
         })
     }
 
@@ -1171,6 +1202,153 @@ impl Validator<'_> {
             out.push(va);
         }
         Ok(out)
+    }
+
+    /// `peers`: unicast addresses, each once.
+    fn peers(
+        &self,
+        raw: &Spanned<Vec<Spanned<String>>>,
+        ctx: &str,
+    ) -> Result<Vec<At<IpAddr>>, Error> {
+        let mut out: Vec<At<IpAddr>> = Vec::with_capacity(raw.get_ref().len());
+        for p in raw.get_ref() {
+            let text = p.get_ref();
+            let addr: IpAddr = text.trim().parse().map_err(|_| {
+                self.err(
+                    &p.span(),
+                    ctx,
+                    "peers",
+                    format!("{text:?} is not an IP address"),
+                )
+            })?;
+            let unusable = addr.is_unspecified()
+                || addr.is_multicast()
+                || addr.is_loopback()
+                || matches!(addr, IpAddr::V4(a) if a.is_broadcast());
+            if unusable {
+                return Err(self.err(
+                    &p.span(),
+                    ctx,
+                    "peers",
+                    format!("{addr} is not a unicast address"),
+                ));
+            }
+            if let Some(first) = out.iter().find(|a| a.value == addr) {
+                return Err(self.err(
+                    &p.span(),
+                    ctx,
+                    "peers",
+                    format!(
+                        "{addr} is listed twice (first at line {})",
+                        self.line(&first.span)
+                    ),
+                ));
+            }
+            out.push(At {
+                value: addr,
+                span: p.span(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Unicast peers and the virtual MAC of one VHID. Peers inherited from
+    /// the interface or the top level whose family the VHID does not use
+    /// are left out; written in the VHID's own table they are an error.
+    #[allow(clippy::too_many_arguments)]
+    fn transport(
+        &mut self,
+        l: &Level,
+        own_peers: bool,
+        ifname: &str,
+        id: u8,
+        addresses: &[VirtualAddr],
+        label: Option<&String>,
+        table: &Range<usize>,
+        ctx: &str,
+    ) -> Result<TransportSpec, Error> {
+        let mut peers = Vec::new();
+        if let Some(list) = &l.peers {
+            for p in list {
+                if addresses.iter().any(|a| a.addr == p.value) {
+                    return Err(self.err(
+                        &p.span,
+                        ctx,
+                        "peers",
+                        format!("{} is one of the VHID's own addresses", p.value),
+                    ));
+                }
+                if !addresses
+                    .iter()
+                    .any(|a| a.addr.is_ipv4() == p.value.is_ipv4())
+                {
+                    if own_peers {
+                        let family = if p.value.is_ipv4() { "IPv4" } else { "IPv6" };
+                        return Err(self.err(
+                            &p.span,
+                            ctx,
+                            "peers",
+                            format!("{} is {family} and the VHID has no {family} address to advertise over it", p.value),
+                        ));
+                    }
+                    continue;
+                }
+                peers.push(p.value);
+            }
+            if peers.is_empty() {
+                let span = list.first().map_or(table.clone(), |p| p.span.clone());
+                return Err(self.err(
+                    &span,
+                    ctx,
+                    "peers",
+                    "no peer of an address family the VHID uses",
+                ));
+            }
+            if l.broadcast == Some(true) {
+                let span = list.first().map_or(table.clone(), |p| p.span.clone());
+                return Err(self.err(
+                    &span,
+                    ctx,
+                    "peers",
+                    "broadcast applies to group advertisements, not to unicast peers",
+                ));
+            }
+        }
+        let virtual_mac = l.virtual_mac.as_ref().is_some_and(|v| v.value);
+        if let Some(At { span, value: true }) = &l.virtual_mac {
+            if l.manage_addresses == Some(false) {
+                return Err(self.err(
+                    span,
+                    ctx,
+                    "virtual_mac",
+                    "the virtual MAC interface holds the addresses: it needs manage_addresses = true",
+                ));
+            }
+            if label.is_some() {
+                return Err(self.err(
+                    span,
+                    ctx,
+                    "virtual_mac",
+                    "address labels name the parent interface and cannot be combined with virtual_mac",
+                ));
+            }
+            let child = vmac::child_name(ifname, id);
+            let line = self.line(span);
+            if let Some((first, owner)) = self.seen_children.get(&child) {
+                return Err(self.err(
+                    span,
+                    ctx,
+                    "virtual_mac",
+                    format!("its interface name {child} is also the one of {owner} (line {first}); rename an interface"),
+                ));
+            }
+            self.seen_children.insert(child, (line, ctx.to_string()));
+        }
+        Ok(TransportSpec {
+            peers,
+            unicast_ttl_check: l.unicast_ttl_check.unwrap_or(false),
+            virtual_mac,
+        })
     }
 
     fn source(&self, s: &Spanned<String>, ctx: &str) -> Result<IpAddr, Error> {
@@ -1410,6 +1588,12 @@ impl Validator<'_> {
             broadcast: c.broadcast,
             manage_addresses: c.manage_addresses,
             replay_protection: c.replay_protection,
+            peers: c.peers.map(|p| self.peers(p, ctx)).transpose()?,
+            unicast_ttl_check: c.unicast_ttl_check,
+            virtual_mac: c.virtual_mac.map(|v| At {
+                value: *v.get_ref(),
+                span: v.span(),
+            }),
             source: None,
             ignore_link_state: None,
         })
@@ -1603,6 +1787,105 @@ name = "eth0"
             }
         }
         assert!(n >= 2, "expected the example files in {}", dir.display());
+    }
+
+    #[test]
+    fn unicast_peers_and_virtual_mac() {
+        let src = r#"
+password = "pw"
+peers = ["10.0.0.2", "fe80::2"]
+[[interface]]
+name = "eth0"
+  [[interface.vhid]]
+  id = 1
+  addresses = ["10.0.0.100/24"]
+  [[interface.vhid]]
+  id = 2
+  addresses = ["2001:db8::100/64"]
+  unicast_ttl_check = true
+  virtual_mac = true
+  [[interface.vhid]]
+  id = 3
+  addresses = ["10.0.0.101/24"]
+  peers = []
+"#;
+        let c = load(src);
+        // an explicitly empty list is refused
+        assert!(
+            c.unwrap_err()
+                .to_string()
+                .contains("vhid 3: peers: no peer of an address family")
+        );
+        let c = load(&src.replace("  peers = []\n", "  peers = [\"10.0.0.3\", \"10.0.0.4\"]\n"))
+            .unwrap();
+        let v = &c.spec.interfaces[0].vhids;
+        // inherited peers of a family the VHID does not use are left out
+        assert_eq!(
+            v[0].transport.peers,
+            ["10.0.0.2".parse::<IpAddr>().unwrap()]
+        );
+        assert!(!v[0].transport.unicast_ttl_check && !v[0].transport.virtual_mac);
+        assert_eq!(v[1].transport.peers, ["fe80::2".parse::<IpAddr>().unwrap()]);
+        assert!(v[1].transport.unicast_ttl_check && v[1].transport.virtual_mac);
+        assert_eq!(v[2].transport.peers.len(), 2);
+        // multicast by default
+        assert!(!one_vhid(MINIMAL).transport.unicast());
+
+        let vhid = |body: &str| {
+            format!(
+                "password = \"pw\"\n[[interface]]\nname = \"eth0\"\n  [[interface.vhid]]\n  id = 1\n  addresses = [\"10.0.0.1\"]\n{body}"
+            )
+        };
+        let cases: &[(&str, &str)] = &[
+            (
+                "  peers = [\"10.0.0.2\", \"10.0.0.2\"]\n",
+                "7: interface \"eth0\" vhid 1: peers: 10.0.0.2 is listed twice (first at line 7)",
+            ),
+            (
+                "  peers = [\"10.0.0.1\"]\n",
+                "7: interface \"eth0\" vhid 1: peers: 10.0.0.1 is one of the VHID's own addresses",
+            ),
+            (
+                "  peers = [\"fe80::1\"]\n",
+                "7: interface \"eth0\" vhid 1: peers: fe80::1 is IPv6 and the VHID has no IPv6 address",
+            ),
+            (
+                "  peers = [\"224.0.0.18\"]\n",
+                "7: interface \"eth0\" vhid 1: peers: 224.0.0.18 is not a unicast address",
+            ),
+            (
+                "  peers = [\"peer\"]\n",
+                "7: interface \"eth0\" vhid 1: peers: \"peer\" is not an IP address",
+            ),
+            (
+                "  peers = [\"10.0.0.2\"]\n  broadcast = true\n",
+                "7: interface \"eth0\" vhid 1: peers: broadcast applies to group",
+            ),
+            (
+                "  virtual_mac = true\n  manage_addresses = false\n",
+                "7: interface \"eth0\" vhid 1: virtual_mac: the virtual MAC interface holds",
+            ),
+            (
+                "  virtual_mac = true\n  label = \"eth0:v\"\n",
+                "7: interface \"eth0\" vhid 1: virtual_mac: address labels",
+            ),
+        ];
+        for (body, want) in cases {
+            let got = err(&vhid(body));
+            let want = format!("/etc/test.toml:{want}");
+            assert!(
+                got.starts_with(&want),
+                "for {body:?}\n got: {got}\nwant: {want}"
+            );
+        }
+        // two long interface names whose children would share a name
+        let e = err(
+            "password = \"pw\"\nvirtual_mac = true\n[[interface]]\nname = \"verylongname012\"\n  [[interface.vhid]]\n  id = 1\n  addresses = [\"10.0.0.1\"]\n[[interface]]\nname = \"verylongname013\"\n  [[interface.vhid]]\n  id = 1\n  addresses = [\"10.0.0.2\"]\n",
+        );
+        assert!(
+            e.contains("vhid 1: virtual_mac: its interface name verylongname.c1 is also the one of interface \"verylongname012\" vhid 1 (line 2)"),
+            "{e}"
+        );
     }
 
     #[test]

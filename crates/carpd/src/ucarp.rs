@@ -292,6 +292,7 @@ impl UcarpArgs {
             },
             groups: Vec::new(),
             share: None,
+            transport: Default::default(),
         };
         Ok(EngineSpec {
             interfaces: vec![InterfaceSpec {
@@ -386,6 +387,7 @@ mod tests {
                     },
                     groups: Vec::new(),
                     share: None,
+                    transport: Default::default(),
                 }],
             }],
             trackers: Vec::new(),
