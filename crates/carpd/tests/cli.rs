@@ -78,6 +78,11 @@ name = "eth0"
   addresses = ["192.0.2.2/24"]
 "#;
 
+/// GOOD with its password read from `file` instead.
+fn with_password_file(file: &str) -> String {
+    GOOD.replace("password = \"pw\"", &format!("password_file = \"{file}\""))
+}
+
 #[test]
 fn check_config_accepts_good_files() {
     let dir = Scratch::new("good");
@@ -104,64 +109,56 @@ fn check_config_rejects_bad_files() {
     let dir = Scratch::new("bad");
     let d = dir.0.display().to_string();
 
-    let p = dir.file("malformed.toml", "password = \"pw\"\n[[interface]\n");
-    assert_config_error(&check(&p), &format!("{d}/malformed.toml:2:"));
-
-    let p = dir.file("type.toml", "password = \"pw\"\nadvskew = \"ten\"\n");
-    assert_config_error(
-        &check(&p),
-        &format!("{d}/type.toml:2:11: advskew: invalid type: string \"ten\", expected an integer"),
-    );
-
-    let p = dir.file("unknown.toml", "password = \"pw\"\nadvskw = 10\n");
-    assert_config_error(
-        &check(&p),
-        &format!("{d}/unknown.toml:2:1: unknown field `advskw`"),
-    );
-
-    let p = dir.file(
-        "range.toml",
-        &GOOD.replace("id = 2", "id = 2\n  advbase = 256"),
-    );
-    assert_config_error(
-        &check(&p),
-        &format!("{d}/range.toml:9: interface \"eth0\" vhid 2: advbase: 256 is not in 0..=255"),
-    );
-
-    let p = dir.file("prefix.toml", &GOOD.replace("192.0.2.2/24", "192.0.2.2/33"));
-    assert_config_error(
-        &check(&p),
-        &format!(
-            "{d}/prefix.toml:9: interface \"eth0\" vhid 2: addresses: 192.0.2.2/33: prefix length 33 > 32"
-        ),
-    );
-
-    // A password file that cannot be read (missing; a directory).
-    let p = dir.file(
-        "pwfile.toml",
-        &GOOD.replace("password = \"pw\"", "password_file = \"missing\""),
-    );
-    assert_config_error(
-        &check(&p),
-        &format!("{d}/pwfile.toml:1: password_file: {d}/missing: "),
-    );
     std::fs::create_dir(dir.0.join("adir")).unwrap();
-    let p = dir.file(
-        "pwdir.toml",
-        &GOOD.replace("password = \"pw\"", "password_file = \"adir\""),
-    );
-    assert_config_error(
-        &check(&p),
-        &format!("{d}/pwdir.toml:1: password_file: {d}/adir: "),
-    );
+    // (file name, contents, the message after `<dir>/<file name>`)
+    let cases = [
+        (
+            "malformed.toml",
+            "password = \"pw\"\n[[interface]\n".to_string(),
+            ":2:".to_string(),
+        ),
+        (
+            "type.toml",
+            "password = \"pw\"\nadvskew = \"ten\"\n".to_string(),
+            ":2:11: advskew: invalid type: string \"ten\", expected an integer".to_string(),
+        ),
+        (
+            "unknown.toml",
+            "password = \"pw\"\nadvskw = 10\n".to_string(),
+            ":2:1: unknown field `advskw`".to_string(),
+        ),
+        (
+            "range.toml",
+            GOOD.replace("id = 2", "id = 2\n  advbase = 256"),
+            ":9: interface \"eth0\" vhid 2: advbase: 256 is not in 0..=255".to_string(),
+        ),
+        (
+            "prefix.toml",
+            GOOD.replace("192.0.2.2/24", "192.0.2.2/33"),
+            ":9: interface \"eth0\" vhid 2: addresses: 192.0.2.2/33: prefix length 33 > 32"
+                .to_string(),
+        ),
+        // A password file that cannot be read (missing; a directory).
+        (
+            "pwfile.toml",
+            with_password_file("missing"),
+            format!(":1: password_file: {d}/missing: "),
+        ),
+        (
+            "pwdir.toml",
+            with_password_file("adir"),
+            format!(":1: password_file: {d}/adir: "),
+        ),
+    ];
+    for (name, contents, want) in cases {
+        let p = dir.file(name, &contents);
+        assert_config_error(&check(&p), &format!("{d}/{name}{want}"));
+    }
 
     // And a readable one next to the file.
     let secret = dir.file("secret", "s3cret\n");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let p = dir.file(
-        "pwok.toml",
-        &GOOD.replace("password = \"pw\"", "password_file = \"secret\""),
-    );
+    let p = dir.file("pwok.toml", &with_password_file("secret"));
     assert_eq!(check(&p).status.code(), Some(0));
 
     assert_config_error(
@@ -177,7 +174,7 @@ fn password_files_other_users_can_read_are_refused() {
     // As Kubernetes mounts a Secret without defaultMode.
     let secret = dir.file("secret", "s3cret-918273\n");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let src = GOOD.replace("password = \"pw\"", "password_file = \"secret\"");
+    let src = with_password_file("secret");
     let p = dir.file("open.toml", &src);
     let o = check(&p);
     assert_config_error(
