@@ -446,10 +446,11 @@ impl Task {
             Ok(index) => {
                 tracing::info!(interface = %p.key.interface, vhid = p.key.vhid, child = %c.name,
                     "virtual MAC {} on {}", show_mac(c.mac), c.name);
-                if has_ipv4 && vmac::parent_answers_for_others(&p.key.interface) {
+                let leaks = vmac::parent_arp_leaks(&p.key.interface);
+                if has_ipv4 && !leaks.is_empty() {
                     tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid,
-                        "net.ipv4.conf.{}.arp_ignore is 0: {} also answers ARP for the virtual addresses with its own MAC; set it to 1",
-                        p.key.interface, p.key.interface);
+                        "{} may still show its own MAC for the virtual addresses; set {}",
+                        p.key.interface, leaks.join(" and "));
                 }
                 self.child = Some(index);
             }

@@ -13,10 +13,12 @@
 //! parent: `arp_ignore=1` (answer ARP only for the addresses it holds, not
 //! for the host's other addresses), `arp_announce=2` (ARP requests from the
 //! child name one of its own addresses), `rp_filter=0` (replies may come
-//! back through the parent). The parent, which also sees every ARP request,
-//! answers for the VHID's addresses with its own MAC unless its own
-//! `arp_ignore` is at least 1: carpd only warns about that, since the
-//! setting is the operator's and also governs the parent's other addresses.
+//! back through the parent). The parent also sees every ARP request and
+//! answers for the VHID's addresses with its own MAC unless its
+//! `arp_ignore` is at least 1, and replies from the addresses may leave
+//! through it, whose ARP requests then name them with the real MAC unless
+//! its `arp_announce` is 2. carpd only warns about those two, since they
+//! are the operator's and also govern the parent's other addresses.
 
 use std::io;
 use std::path::PathBuf;
@@ -86,16 +88,23 @@ pub(crate) fn configure_child(child: &str, has_ipv6: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether the parent answers ARP for addresses it does not hold itself
-/// (the kernel applies the larger of `all` and the interface's value).
-pub(crate) fn parent_answers_for_others(parent: &str) -> bool {
-    let read = |ifname: &str| {
-        std::fs::read_to_string(conf("ipv4", ifname, "arp_ignore"))
+/// The parent's ARP settings that let its real MAC leak out for addresses
+/// it does not hold, as `sysctl` assignments to fix (the kernel applies the
+/// larger of `all` and the interface's value).
+pub(crate) fn parent_arp_leaks(parent: &str) -> Vec<String> {
+    let read = |ifname: &str, key: &str| {
+        std::fs::read_to_string(conf("ipv4", ifname, key))
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
             .unwrap_or(0)
     };
-    read("all").max(read(parent)) == 0
+    let mut out = Vec::new();
+    for (key, want) in [("arp_ignore", 1), ("arp_announce", 2)] {
+        if read("all", key).max(read(parent, key)) < want {
+            out.push(format!("net.ipv4.conf.{parent}.{key}={want}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
