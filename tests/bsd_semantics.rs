@@ -186,7 +186,7 @@ fn several_addresses_ipv6_and_dual_stack_fail_over() {
     );
     let h = w.history();
     for a in &all {
-        let t = h.first_owned_since(1, bare(a), killed).unwrap() - killed;
+        let t = h.time_to_own(1, bare(a), killed);
         assert!(t <= common::master_down(3, 100) + MARGIN, "{a}: {t:?}");
     }
     for a in &all {
@@ -203,7 +203,7 @@ fn several_addresses_ipv6_and_dual_stack_fail_over() {
     wait_all(&lan, &all, &[1], Duration::from_secs(3), "bow-out");
     let h = w.history();
     for a in &all {
-        let t = h.first_owned_since(1, bare(a), stopped).unwrap() - stopped;
+        let t = h.time_to_own(1, bare(a), stopped);
         assert!(t < MARGIN, "{a}: taken over after {t:?}: no bow-out");
     }
     assert!(

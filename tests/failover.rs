@@ -10,7 +10,7 @@ mod common;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Config, adv_interval, master_down};
+use common::{Cluster, Config, Watcher, adv_interval, master_down};
 
 const VIP: &str = "10.99.0.100";
 
@@ -46,6 +46,24 @@ fn start_backups(c: &mut Cluster, nodes: &[(usize, &Config)], master: usize) {
     );
 }
 
+/// Node 0 (advskew 0) master, node 1 (advskew 100) its backup.
+fn master_and_backup() -> (Cluster, Watcher) {
+    let mut c = Cluster::new(2, 1);
+    let w = c.watch();
+    start_master(&mut c, 0, &config(0));
+    start_backups(&mut c, &[(1, &config(100))], 0);
+    (c, w)
+}
+
+/// After `hold`, `owner` alone holds the VIP, and no two nodes held it at
+/// once since `since`.
+fn holds_alone(c: &Cluster, w: &Watcher, owner: usize, since: Instant, hold: Duration) {
+    sleep(hold);
+    assert_eq!(c.owners(VIP), vec![owner]);
+    let h = w.history();
+    assert_eq!(h.max_owners_since(VIP, since), 1, "{:?}", h.timeline(VIP));
+}
+
 #[test]
 fn single_master_emerges() {
     let mut c = Cluster::new(2, 1);
@@ -56,19 +74,11 @@ fn single_master_emerges() {
     c.start(0, &config(0));
     c.start(1, &config(200));
     c.wait_owners(VIP, &[0], master_down(3, 200) + 2 * MARGIN);
-    let converged = Instant::now();
-    sleep(Duration::from_secs(4));
-    assert_eq!(c.owners(VIP), vec![0]);
+    holds_alone(&c, &w, 0, Instant::now(), Duration::from_secs(4));
     let h = w.history();
     assert!(
         !h.ever_owned_since(1, VIP, begin),
         "node 1 held the VIP at some point: {:?}",
-        h.timeline(VIP)
-    );
-    assert_eq!(
-        h.max_owners_since(VIP, converged),
-        1,
-        "{:?}",
         h.timeline(VIP)
     );
     assert!(c.node(0).is_running() && c.node(1).is_running());
@@ -76,20 +86,13 @@ fn single_master_emerges() {
 
 #[test]
 fn sigkill_master_backup_takes_over_after_master_down() {
-    let mut c = Cluster::new(2, 1);
-    let w = c.watch();
-    start_master(&mut c, 0, &config(0));
-    start_backups(&mut c, &[(1, &config(100))], 0);
+    let (mut c, w) = master_and_backup();
 
     let killed = Instant::now();
     c.node(0).sigkill();
     // A SIGKILLed process cannot remove its address: node 0 keeps it.
     c.wait_owners(VIP, &[0, 1], master_down(3, 100) + 2 * MARGIN);
-    let took = w
-        .history()
-        .first_owned_since(1, VIP, killed)
-        .expect("node 1 took the VIP")
-        - killed;
+    let took = w.history().time_to_own(1, VIP, killed);
     eprintln!("took {took:?}");
     // The backup's timer was last restarted by an advertisement at most one
     // advertisement interval before the kill.
@@ -145,11 +148,7 @@ fn preemption_better_node_takes_over_quickly() {
     let started = Instant::now();
     c.start(0, &better);
     c.wait_owners(VIP, &[0], adv_interval(100) + 3 * MARGIN);
-    let h = w.history();
-    let took = h
-        .first_owned_since(0, VIP, started)
-        .expect("node 0 took the VIP")
-        - started;
+    let took = w.history().time_to_own(0, VIP, started);
     eprintln!("took {took:?}");
     assert!(
         took <= adv_interval(100) + 2 * MARGIN,
@@ -157,16 +156,7 @@ fn preemption_better_node_takes_over_quickly() {
         master_down(10, 0)
     );
 
-    let converged = Instant::now();
-    sleep(Duration::from_secs(4));
-    assert_eq!(c.owners(VIP), vec![0]);
-    let h = w.history();
-    assert_eq!(
-        h.max_owners_since(VIP, converged),
-        1,
-        "{:?}",
-        h.timeline(VIP)
-    );
+    holds_alone(&c, &w, 0, Instant::now(), Duration::from_secs(4));
 }
 
 #[test]
@@ -190,19 +180,12 @@ fn without_preemption_nothing_moves() {
 
 #[test]
 fn sigterm_master_bows_out() {
-    let mut c = Cluster::new(2, 1);
-    let w = c.watch();
-    start_master(&mut c, 0, &config(0));
-    start_backups(&mut c, &[(1, &config(100))], 0);
+    let (mut c, w) = master_and_backup();
 
     let stopped = Instant::now();
     c.node(0).sigterm();
     c.wait_owners(VIP, &[1], master_down(3, 100) + 2 * MARGIN);
-    let took = w
-        .history()
-        .first_owned_since(1, VIP, stopped)
-        .expect("node 1 took the VIP")
-        - stopped;
+    let took = w.history().time_to_own(1, VIP, stopped);
     eprintln!("took {took:?}");
     // The backup's master-down time cannot expire this early: it took over
     // on the bow-out advertisement.
@@ -218,58 +201,31 @@ fn sigterm_master_bows_out() {
     );
     assert!(!c.host(0).has_addr(VIP), "node 0 left its address behind");
 
-    let converged = Instant::now();
-    sleep(Duration::from_secs(3));
-    assert_eq!(c.owners(VIP), vec![1]);
-    let h = w.history();
-    assert_eq!(
-        h.max_owners_since(VIP, converged),
-        1,
-        "{:?}",
-        h.timeline(VIP)
-    );
+    holds_alone(&c, &w, 1, Instant::now(), Duration::from_secs(3));
 }
 
 #[test]
 fn link_down_backup_takes_over() {
-    let mut c = Cluster::new(2, 1);
-    let w = c.watch();
-    start_master(&mut c, 0, &config(0));
-    start_backups(&mut c, &[(1, &config(100))], 0);
+    let (mut c, w) = master_and_backup();
 
     // Unplug node 0: its switch port goes down, it sees carrier loss.
     let cut = Instant::now();
     c.lan.set_port(0, 0, false);
     c.wait_owners(VIP, &[1], master_down(3, 100) + 2 * MARGIN);
-    let took = w
-        .history()
-        .first_owned_since(1, VIP, cut)
-        .expect("node 1 took the VIP")
-        - cut;
+    let took = w.history().time_to_own(1, VIP, cut);
     eprintln!("took {took:?}");
     assert!(took <= master_down(3, 100) + MARGIN, "took {took:?}");
 
     // Plugged back in, node 0 comes back as a backup (no preemption).
     let restored = Instant::now();
     c.lan.set_port(0, 0, true);
-    sleep(Duration::from_secs(5));
-    assert_eq!(c.owners(VIP), vec![1]);
-    let h = w.history();
-    assert_eq!(
-        h.max_owners_since(VIP, restored),
-        1,
-        "{:?}",
-        h.timeline(VIP)
-    );
+    holds_alone(&c, &w, 1, restored, Duration::from_secs(5));
     assert!(c.node(0).is_running() && c.node(1).is_running());
 }
 
 #[test]
 fn partition_heals_to_one_master() {
-    let mut c = Cluster::new(2, 1);
-    let w = c.watch();
-    start_master(&mut c, 0, &config(0));
-    start_backups(&mut c, &[(1, &config(100))], 0);
+    let (mut c, w) = master_and_backup();
 
     // Node 1 stops hearing node 0: after its master-down time both are
     // masters (split brain, as CARP must behave).
@@ -283,15 +239,6 @@ fn partition_heals_to_one_master() {
     let took = healed.elapsed();
     eprintln!("took {took:?}");
 
-    let converged = Instant::now();
-    sleep(Duration::from_secs(4));
-    assert_eq!(c.owners(VIP), vec![0]);
-    let h = w.history();
-    assert_eq!(
-        h.max_owners_since(VIP, converged),
-        1,
-        "{:?}",
-        h.timeline(VIP)
-    );
+    holds_alone(&c, &w, 0, Instant::now(), Duration::from_secs(4));
     assert!(c.node(0).is_running() && c.node(1).is_running());
 }

@@ -887,6 +887,14 @@ impl History {
             .any(|o| o.contains(&node))
     }
 
+    /// How long after `since` `node` got `addr` (zero if it already held
+    /// it); fails the test if it never did.
+    pub fn time_to_own(&self, node: usize, addr: &str, since: Instant) -> Duration {
+        self.first_owned_since(node, addr, since)
+            .unwrap_or_else(|| panic!("node {node} never took {addr}: {:?}", self.timeline(addr)))
+            - since
+    }
+
     /// When `node` got `addr` first at or after `since` (already holding it
     /// at `since` counts as `since`).
     pub fn first_owned_since(&self, node: usize, addr: &str, since: Instant) -> Option<Instant> {
