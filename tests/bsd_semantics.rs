@@ -318,29 +318,7 @@ fn demotion_sent_after_send_errors() {
     ]);
     ns.exec(&["nft", "add rule inet carpt out meta l4proto 112 drop"]);
     sleep(Duration::from_millis(4500));
-    let pcap = dir.path().join("demote.pcap");
-    let mut tcpdump = Daemon::spawn(
-        ns,
-        "tcpdump",
-        dir.path(),
-        "tcpdump",
-        &[
-            "-i",
-            "eth0",
-            "-n",
-            "-U",
-            "--immediate-mode",
-            "-w",
-            pcap.to_str().unwrap(),
-            "ip proto 112",
-        ],
-    );
-    assert!(
-        wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
-            tcpdump.log().contains("listening")
-        })
-        .is_some()
-    );
+    let (mut tcpdump, pcap) = Daemon::pcap(ns, dir.path(), "demote.pcap", "ip proto 112");
     ns.exec(&["nft", "delete", "table", "inet", "carpt"]);
     sleep(Duration::from_millis(5500));
     tcpdump.sigterm();

@@ -171,24 +171,6 @@ fn every_packet_decodes_and_verifies() {
     // IPv6 addresses without it, or they would be tentative for a while.
     ns.exec(&["sysctl", "-q", "-w", "net.ipv6.conf.eth0.accept_dad=1"]);
 
-    let pcap = dir.path().join("carpd.pcap");
-    let mut tcpdump = Daemon::spawn(
-        ns,
-        "tcpdump",
-        dir.path(),
-        "tcpdump",
-        &[
-            "-i",
-            "eth0",
-            "-n",
-            "-U",
-            // Packets still in a capture block at SIGTERM would be lost.
-            "--immediate-mode",
-            "-w",
-            pcap.to_str().unwrap(),
-            "ip proto 112 or ip6 proto 112 or icmp6 or arp",
-        ],
-    );
     // Every address change, to prove no IPv6 VIP is ever tentative.
     let monitor = Daemon::spawn(
         ns,
@@ -197,12 +179,11 @@ fn every_packet_decodes_and_verifies() {
         "ip",
         &["-o", "monitor", "address"],
     );
-    assert!(
-        wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
-            tcpdump.log().contains("listening")
-        })
-        .is_some(),
-        "tcpdump did not start"
+    let (mut tcpdump, pcap) = Daemon::pcap(
+        ns,
+        dir.path(),
+        "carpd.pcap",
+        "ip proto 112 or ip6 proto 112 or icmp6 or arp",
     );
     let cfg = dir.write("carpd.toml", &config());
     let mut carpd = Daemon::carpd(ns, "carpd", dir.path(), &cfg, &[]);

@@ -389,6 +389,33 @@ impl Daemon {
         }
     }
 
+    /// Starts tcpdump writing what `filter` matches on `eth0` of `ns` to
+    /// `<dir>/<file>`, and waits until it listens.
+    pub fn pcap(ns: &Netns, dir: &Path, file: &str, filter: &str) -> (Daemon, PathBuf) {
+        let pcap = dir.join(file);
+        let args = [
+            "-i",
+            "eth0",
+            "-n",
+            "-U",
+            // Packets still in a capture block at SIGTERM would be lost.
+            "--immediate-mode",
+            "-w",
+            pcap.to_str().expect("utf-8 path"),
+            filter,
+        ];
+        let tcpdump = Daemon::spawn(ns, "tcpdump", dir, "tcpdump", &args);
+        assert!(
+            wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+                tcpdump.log().contains("listening")
+            })
+            .is_some(),
+            "tcpdump did not start: {}",
+            tcpdump.log()
+        );
+        (tcpdump, pcap)
+    }
+
     /// Starts `carpd --config <config> extra...` in `ns`, with its control
     /// socket at `<dir>/<label>.sock` (see [`Daemon::socket`]) unless
     /// `extra` names one: daemons of parallel tests must not share the
