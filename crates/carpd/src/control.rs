@@ -29,10 +29,9 @@ use carp_engine::{ReloadReport, VhidFilter, VhidKey, VhidStatus};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
+use crate::accept;
 use crate::config::ControlGroup;
 use crate::error::Error;
 use crate::run::Shared;
@@ -392,29 +391,10 @@ pub fn claim(
 /// Serve clients until the task is aborted (aborting also ends every
 /// connection).
 pub async fn serve(listener: UnixListener, shared: Arc<Shared>, access: Arc<Access>) {
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
-    let mut clients = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            Some(_) = clients.join_next() => continue,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                warn!(error = %e, "control socket: accept failed");
-                // e.g. out of file descriptors: do not spin
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            debug!("control socket: too many clients, connection closed");
-            continue;
-        };
+    accept::serve("control socket", listener, MAX_CLIENTS, |stream: UnixStream| {
         let shared = Arc::clone(&shared);
         let access = Arc::clone(&access);
-        clients.spawn(async move {
+        async move {
             // The credentials of the process that connected, from the
             // kernel: a client cannot claim to be someone else.
             match stream.peer_cred() {
@@ -427,9 +407,9 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, access: Arc<Acce
                     warn!(error = %e, "control socket: cannot read the peer's credentials; connection closed");
                 }
             }
-            drop(slot);
-        });
-    }
+        }
+    })
+    .await
 }
 
 async fn connection(stream: UnixStream, shared: &Arc<Shared>) {

@@ -1,6 +1,7 @@
 //! carpd: the CARP failover daemon, configured by a TOML file or by ucarp's
 //! command line.
 
+mod accept;
 mod cli;
 mod client;
 mod control;

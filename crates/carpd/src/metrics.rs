@@ -22,10 +22,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::{JoinHandle, JoinSet};
-use tracing::{debug, warn};
+use tokio::task::JoinHandle;
+use tracing::debug;
 
+use crate::accept;
 use crate::error::Error;
 use crate::run::Shared;
 
@@ -75,33 +75,15 @@ pub fn spawn(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) -> Se
 }
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
-    let mut clients = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            Some(_) = clients.join_next() => continue,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                warn!(error = %e, "metrics: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            debug!("metrics: too many clients, connection closed");
-            continue;
-        };
+    accept::serve("metrics", listener, MAX_CLIENTS, |stream: TcpStream| {
         let shared = Arc::clone(&shared);
-        clients.spawn(async move {
+        async move {
             if let Err(e) = connection(stream, &shared).await {
                 debug!(error = %e, "metrics: connection");
             }
-            drop(slot);
-        });
-    }
+        }
+    })
+    .await
 }
 
 async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
