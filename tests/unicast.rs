@@ -111,13 +111,13 @@ fn ipv4_unicast_elects_one_master_where_multicast_cannot() {
         &c,
         0,
         "ucast0",
-        &config("10.99.0.100/24", 1, 0, &[h1.clone()]),
+        &config("10.99.0.100/24", 1, 0, std::slice::from_ref(&h1)),
     );
     let b = start(
         &c,
         1,
         "ucast1",
-        &config("10.99.0.100/24", 1, 100, &[h0.clone()]),
+        &config("10.99.0.100/24", 1, 100, std::slice::from_ref(&h0)),
     );
     c.wait_owners(vip, &[0], Duration::from_secs(10));
     stays(&c, vip, &[0], Duration::from_secs(3));
@@ -129,7 +129,7 @@ fn ipv4_unicast_elects_one_master_where_multicast_cannot() {
         &c,
         2,
         "intruder",
-        &config("10.99.0.100/24", 1, 0, &[h1.clone()]),
+        &config("10.99.0.100/24", 1, 0, std::slice::from_ref(&h1)),
     );
     let counted = wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
         drops(&b, "not_peer") >= 3
