@@ -209,8 +209,23 @@ fn handle(demux: &SharedDemux, log: &mut DropLog, buf: &[u8], r: Received) {
     }
 }
 
-fn recv_error(family: &str, e: &std::io::Error) {
-    tracing::warn!(family, error = %e, "receive error on the CARP socket");
+/// Handle what one read of a CARP socket gave.
+async fn received(
+    family: &str,
+    demux: &SharedDemux,
+    log: &mut DropLog,
+    buf: &[u8],
+    r: std::io::Result<Option<Received>>,
+) {
+    match r {
+        Ok(Some(r)) => handle(demux, log, buf, r),
+        Ok(None) => current(demux).other.add(DropReason::TooShort),
+        Err(e) => {
+            tracing::warn!(family, error = %e, "receive error on the CARP socket");
+            // a persistent error must not spin
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// Read the IPv4 socket until cancelled.
@@ -222,15 +237,7 @@ pub(crate) async fn run_v4(sock: Arc<V4Socket>, demux: SharedDemux, cancel: Canc
             _ = cancel.cancelled() => return,
             r = sock.recv(&mut buf) => r,
         };
-        match r {
-            Ok(Some(r)) => handle(&demux, &mut log, &buf, r),
-            Ok(None) => current(&demux).other.add(DropReason::TooShort),
-            Err(e) => {
-                recv_error("IPv4", &e);
-                // a persistent error must not spin
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        received("IPv4", &demux, &mut log, &buf, r).await;
     }
 }
 
@@ -243,14 +250,7 @@ pub(crate) async fn run_v6(sock: Arc<V6Socket>, demux: SharedDemux, cancel: Canc
             _ = cancel.cancelled() => return,
             r = sock.recv(&mut buf) => r,
         };
-        match r {
-            Ok(Some(r)) => handle(&demux, &mut log, &buf, r),
-            Ok(None) => current(&demux).other.add(DropReason::TooShort),
-            Err(e) => {
-                recv_error("IPv6", &e);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        received("IPv6", &demux, &mut log, &buf, r).await;
     }
 }
 
