@@ -168,7 +168,14 @@ fn run() -> Result<()> {
     let table = report::table(&rows);
     println!("{table}");
     if args.item == Item::All {
-        let doc = document(&args, &plan, &table, load_before, began.elapsed());
+        let mut doc = document(&args, &plan, &table, load_before, began.elapsed());
+        // hand-written analysis below the marker survives a new run
+        if let Ok(old) = std::fs::read_to_string(&args.out)
+            && let Some(i) = old.find(KEEP_MARKER)
+        {
+            doc.push('\n');
+            doc.push_str(&old[i..]);
+        }
         std::fs::write(&args.out, doc)?;
         eprintln!("wrote {}", args.out.display());
     }
@@ -579,8 +586,8 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-/// First line a command prints (stdout, else stderr), whatever its exit
-/// status (`ucarp --help` exits non-zero).
+/// First non-empty line a command prints (stdout, else stderr), whatever
+/// its exit status (`ucarp --help` exits non-zero).
 fn first_line(args: &[&str]) -> String {
     let Some((program, rest)) = args.split_first() else {
         return String::new();
@@ -597,9 +604,9 @@ fn first_line(args: &[&str]) -> String {
             };
             String::from_utf8_lossy(&text)
                 .lines()
-                .next()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
                 .unwrap_or("")
-                .trim()
                 .to_string()
         })
         .unwrap_or_default()
@@ -653,7 +660,7 @@ fn document(args: &Args, plan: &Plan, table: &str, load_before: String, took: Du
         args.carpd
             .as_deref()
             .map_or_else(|| "release build".into(), |p| p.display().to_string()),
-        first_line(&[
+        netns::try_run(&[
             "git",
             "-C",
             env!("CARGO_MANIFEST_DIR"),
@@ -661,6 +668,7 @@ fn document(args: &Args, plan: &Plan, table: &str, load_before: String, took: Du
             "--short",
             "HEAD"
         ])
+        .map_or_else(|_| "unknown".into(), |s| s.trim().to_string())
     );
     let _ = writeln!(
         s,
@@ -684,6 +692,9 @@ fn document(args: &Args, plan: &Plan, table: &str, load_before: String, took: Du
     s.push_str(METHOD);
     s
 }
+
+/// Everything from this line on in an existing report is kept.
+const KEEP_MARKER: &str = "<!-- kept across runs -->";
 
 const METHOD: &str = r"
 ## How it is measured

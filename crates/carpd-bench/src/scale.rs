@@ -636,7 +636,8 @@ mod tests {
         let d = b.since(&a);
         assert_eq!(d.count, 100);
         assert_eq!(d.quantile_bound(0.99), Some(0.001));
-        assert_eq!(d.quantile_bound(1.0), Some(f64::INFINITY));
+        assert_eq!(d.quantile_bound(1.0), Some(0.001));
+        assert_eq!(a.quantile_bound(1.0), Some(f64::INFINITY));
     }
 
     #[test]
