@@ -3,6 +3,9 @@
 #
 #   cargo build --release && sudo ./examples/demo.sh
 #
+# CARPD=/path/to/carpd picks the binary (default: target/release, then
+# target/debug, else it builds one).
+#
 # Creates namespaces carpd-demo-{sw,a,b}: a switch with a bridge and two hosts
 # wired to it, each running carpd for one virtual address. Shows who holds
 # the address, crashes the master (the backup takes over after the
@@ -51,7 +54,9 @@ for tool in ip; do
     command -v "$tool" >/dev/null || { echo "$tool is needed (iproute2)" >&2; exit 1; }
 done
 
-if [[ -x $ROOT/target/release/carpd ]]; then
+if [[ -n ${CARPD:-} ]]; then
+    [[ -x $CARPD ]] || { echo "CARPD=$CARPD is not executable" >&2; exit 1; }
+elif [[ -x $ROOT/target/release/carpd ]]; then
     CARPD=$ROOT/target/release/carpd
 elif [[ -x $ROOT/target/debug/carpd ]]; then
     CARPD=$ROOT/target/debug/carpd
@@ -103,7 +108,8 @@ done
 
 start() {
     local n=$1
-    ip netns exec "${NS[$n]}" "$CARPD" --config "$WORK/$n.toml" >>"$WORK/$n.log" 2>&1 &
+    ip netns exec "${NS[$n]}" "$CARPD" --config "$WORK/$n.toml" \
+        --control-socket "$WORK/$n.sock" >>"$WORK/$n.log" 2>&1 &
     PID[$n]=$!
     say "carpd started on host $n (pid ${PID[$n]})"
 }
