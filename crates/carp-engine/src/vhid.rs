@@ -32,6 +32,10 @@ use crate::vmac;
 const SEND_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Log replayed advertisements at most this often per VHID.
 const REPLAY_LOG_EVERY: Duration = Duration::from_secs(10);
+/// After an address could not be added (MASTER) or removed (otherwise),
+/// try again this often until the addresses match the state: a BACKUP
+/// left holding them would make two hosts answer for them.
+const ADDRESS_RETRY: Duration = Duration::from_secs(1);
 
 /// Operator requests and link events for one VHID task.
 #[derive(Debug)]
@@ -145,6 +149,7 @@ pub(crate) fn spawn(
         last_replay_log: None,
         child: None,
         child_up: false,
+        address_retry: None,
     };
     let join = tokio::spawn(task.run(inbox_rx, cmd_rx, cancel.clone()));
     VhidHandle {
@@ -185,6 +190,9 @@ struct Task {
     child: Option<u32>,
     /// The child is up (while MASTER): advertisements leave from it.
     child_up: bool,
+    /// When to try again to bring the addresses in line with the state,
+    /// after adding or removing one failed (`None`: they are in line).
+    address_retry: Option<Instant>,
 }
 
 fn std_now() -> std::time::Instant {
@@ -206,6 +214,7 @@ impl Task {
         self.drain().await;
         loop {
             let deadline = self.machine.poll_timeout().map(Instant::from_std);
+            let address_retry = self.address_retry;
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
@@ -221,6 +230,7 @@ impl Task {
                     self.timer_deadline = deadline;
                     self.machine.handle_timeout(std_now());
                 }
+                _ = sleep_until_opt(address_retry) => self.retry_addresses().await,
             }
             self.drain().await;
             self.timer_deadline = None;
@@ -230,6 +240,11 @@ impl Task {
         self.hooks.clear();
         self.machine.shutdown(std_now());
         self.drain().await;
+        if self.address_retry.is_some() {
+            let p = &self.params.key;
+            tracing::error!(interface = %p.interface, vhid = p.vhid,
+                "exiting with addresses that could not be removed; another host may own them");
+        }
         self.delete_child().await;
         for h in self.hooks.drain(..) {
             // bounded by the hook's own timeout
@@ -494,6 +509,8 @@ impl Task {
         }
         let ifindex = self.address_ifindex();
         let p = &self.params;
+        let retrying = self.address_retry.is_some();
+        let mut failed = false;
         for a in &p.spec.addresses {
             let label = if a.addr.is_ipv4() {
                 p.spec.label.as_deref()
@@ -501,9 +518,33 @@ impl Task {
                 None
             };
             if let Err(e) = self.effects.netlink.add_address(ifindex, *a, label).await {
-                tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
-                    "cannot add address");
+                failed = true;
+                if !retrying {
+                    tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
+                        "cannot add address (trying again every second while MASTER)");
+                }
             }
+        }
+        self.addresses_done(failed, "added");
+    }
+
+    /// Schedule (or end) retries after adding or removing the addresses.
+    fn addresses_done(&mut self, failed: bool, what: &str) {
+        if failed {
+            self.address_retry = Some(Instant::now() + ADDRESS_RETRY);
+        } else if self.address_retry.take().is_some() {
+            let p = &self.params.key;
+            tracing::info!(interface = %p.interface, vhid = p.vhid, "addresses {what} after retrying");
+        }
+    }
+
+    /// Try again to make the addresses match the state: present while
+    /// MASTER, absent otherwise.
+    async fn retry_addresses(&mut self) {
+        if self.machine.state() == State::Master {
+            self.install().await;
+        } else {
+            self.remove().await;
         }
     }
 
@@ -516,27 +557,38 @@ impl Task {
             return;
         }
         let p = &self.params;
+        let mut failed = false;
         for a in &p.spec.addresses {
             match self.effects.netlink.del_address(p.ifindex, *a).await {
                 Ok(true) => tracing::info!(interface = %p.key.interface, vhid = p.key.vhid,
                     address = %a.addr, "removed an address left by a previous run"),
                 Ok(false) => {}
-                Err(e) => tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid,
-                    address = %a.addr, error = %e, "cannot remove an address left by a previous run"),
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
+                        "cannot remove an address left by a previous run (trying again every second while not MASTER)")
+                }
             }
         }
+        self.addresses_done(failed, "removed");
     }
 
     async fn remove(&mut self) {
         if self.params.spec.manage_addresses {
             let ifindex = self.address_ifindex();
             let p = &self.params;
+            let retrying = self.address_retry.is_some();
+            let mut failed = false;
             for a in &p.spec.addresses {
                 if let Err(e) = self.effects.netlink.del_address(ifindex, *a).await {
-                    tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
-                        "cannot remove address");
+                    failed = true;
+                    if !retrying {
+                        tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
+                            "cannot remove address (trying again every second while not MASTER)");
+                    }
                 }
             }
+            self.addresses_done(failed, "removed");
         }
         self.set_child_up(false).await;
     }
