@@ -358,9 +358,15 @@ impl Machine {
                 }
             }
             State::Master => {
-                if self.next_advert.is_some_and(|t| now >= t) {
+                if let Some(due) = self.next_advert.filter(|t| now >= *t) {
+                    let interval = self.effective_timing().interval();
                     self.send(self.effective_timing());
-                    self.next_advert = Some(now + self.effective_timing().interval());
+                    // From the deadline, not from `now`: a late wake-up
+                    // must not push every later advertisement back. More
+                    // than one interval behind (a stalled host), restart
+                    // from now rather than send a catch-up burst.
+                    let next = due + interval;
+                    self.next_advert = Some(if next > now { next } else { now + interval });
                     if let Some(n) = self.adverts_since_takeover {
                         let n = n + 1;
                         if n >= ADVERTS_BEFORE_REPEAT_ANNOUNCE {
@@ -1002,6 +1008,26 @@ mod tests {
             [changed(State::Backup, State::Init, Reason::Shutdown)]
         );
         assert_eq!(m.poll_timeout(), None);
+    }
+
+    #[test]
+    fn late_wake_ups_do_not_drift() {
+        let (mut m, t) = master(cfg(1, 0, DemoteStyle::Byte));
+        let second = Duration::from_secs(1);
+        // 3 ms late: the next one is still due one interval after the
+        // missed deadline.
+        m.handle_timeout(t + second + Duration::from_millis(3));
+        assert_eq!(m.poll_timeout(), Some(t + second * 2));
+        // More than one interval behind: restart from now, no burst.
+        m.handle_timeout(t + second * 3 + Duration::from_millis(500));
+        assert_eq!(
+            drain(&mut m),
+            [send(1, 0, 0, 43), send(1, 0, 0, 44), Action::Announce]
+        );
+        assert_eq!(
+            m.poll_timeout(),
+            Some(t + second * 4 + Duration::from_millis(500))
+        );
     }
 
     #[test]
