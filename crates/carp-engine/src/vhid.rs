@@ -125,6 +125,7 @@ pub(crate) fn spawn(
         demote_style: params.spec.demote_style,
         local_addr: params.local_addr(),
         initial_counter: rand::random(),
+        takeover_phase: rand::random(),
     };
     let now = Instant::now();
     let task = Task {

@@ -114,6 +114,12 @@ pub struct MachineConfig {
     pub local_addr: IpAddr,
     /// First counter value (random, chosen by the caller).
     pub initial_counter: u64,
+    /// How much earlier than one interval the first periodic advertisement
+    /// after a takeover leaves, in 1/65536 of half an interval (random,
+    /// chosen by the caller; 0: exactly one interval). VHIDs that took
+    /// over together would otherwise advertise in one burst forever, the
+    /// last of it late. Early is safe: a backup only acts on silence.
+    pub takeover_phase: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -531,7 +537,9 @@ impl Machine {
         self.send(timing);
         self.actions.push_back(Action::Announce);
         self.master_down_from = None;
-        self.next_advert = Some(now + timing.interval());
+        let interval = timing.interval();
+        let early = interval * u32::from(self.config.takeover_phase) / (2 << 16);
+        self.next_advert = Some(now + interval - early);
         self.adverts_since_takeover = Some(0);
         self.last_reassert = None;
         self.no_preempt_until = None;
@@ -638,6 +646,7 @@ mod tests {
             demote_style: style,
             local_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
             initial_counter: 41,
+            takeover_phase: 0,
         }
     }
 
@@ -1028,6 +1037,22 @@ mod tests {
             m.poll_timeout(),
             Some(t + second * 4 + Duration::from_millis(500))
         );
+    }
+
+    #[test]
+    fn takeover_phase_sends_the_first_periodic_advert_early() {
+        let mut config = cfg(1, 0, DemoteStyle::Byte);
+        config.takeover_phase = u16::MAX;
+        let (mut m, t) = master(config.clone());
+        let second = Duration::from_secs(1);
+        // just under half an interval early, then whole intervals
+        let first = t + second - second * u32::from(u16::MAX) / (2 << 16);
+        assert_eq!(m.poll_timeout(), Some(first));
+        m.handle_timeout(first);
+        assert_eq!(m.poll_timeout(), Some(first + second));
+        config.takeover_phase = 1 << 14;
+        let (m, t) = master(config);
+        assert_eq!(m.poll_timeout(), Some(t + second * 7 / 8));
     }
 
     #[test]

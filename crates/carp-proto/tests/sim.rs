@@ -754,20 +754,24 @@ fn machine_config() -> impl Strategy<Value = MachineConfig> {
         any::<bool>(),
         0u8..4,
         any::<u64>(),
+        any::<u16>(),
     )
         .prop_map(
-            |(advbase, advskew, dead_ratio, preempt, skew_style, addr, counter)| MachineConfig {
-                vhid: VHID,
-                timing: Timing::new(advbase, advskew),
-                dead_ratio,
-                preempt,
-                demote_style: if skew_style {
-                    DemoteStyle::Skew
-                } else {
-                    DemoteStyle::Byte
-                },
-                local_addr: v4([10, 0, 0, addr]),
-                initial_counter: counter,
+            |(advbase, advskew, dead_ratio, preempt, skew_style, addr, counter, phase)| {
+                MachineConfig {
+                    vhid: VHID,
+                    timing: Timing::new(advbase, advskew),
+                    dead_ratio,
+                    preempt,
+                    demote_style: if skew_style {
+                        DemoteStyle::Skew
+                    } else {
+                        DemoteStyle::Byte
+                    },
+                    local_addr: v4([10, 0, 0, addr]),
+                    initial_counter: counter,
+                    takeover_phase: phase,
+                }
             },
         )
 }
