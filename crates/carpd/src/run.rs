@@ -279,7 +279,16 @@ impl Shared {
             return Err("nothing to reload: the UCARP-compatible command line has no file".into());
         };
         let path = source.path.clone();
-        let config = Config::load(&path).map_err(|e| chain(&e))?;
+        // Reading the file and its password files blocks (a password file
+        // may even be a FIFO): off the runtime's two workers, which run
+        // every VHID's timers.
+        let config = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || Config::load(&path))
+                .await
+                .map_err(|e| format!("loading the configuration: {e}"))?
+                .map_err(|e| chain(&e))?
+        };
         if !source.socket_from_cli {
             let want = config
                 .control_socket
