@@ -365,7 +365,7 @@ impl Running {
     ) -> Result<(), Error> {
         if self.effects.v6.is_none() && prepared.iter().any(|p| p.params.src_v6.is_some()) {
             let v6 = Arc::new(V6Socket::open()?);
-            self.background.push(tokio::spawn(rx::run_v6(
+            self.background.push(tokio::spawn(rx::run(
                 Arc::clone(&v6),
                 Arc::clone(demux),
                 cancel.clone(),
@@ -517,7 +517,7 @@ impl Engine {
         }
         running.publish(&demux);
         let v4 = Arc::clone(&running.effects.v4);
-        running.background.push(tokio::spawn(rx::run_v4(
+        running.background.push(tokio::spawn(rx::run(
             v4,
             Arc::clone(&demux),
             cancel.clone(),

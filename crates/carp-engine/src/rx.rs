@@ -228,21 +228,45 @@ async fn received(
     }
 }
 
-/// Read the IPv4 socket until cancelled.
-pub(crate) async fn run_v4(sock: Arc<V4Socket>, demux: SharedDemux, cancel: CancellationToken) {
-    let mut buf = vec![0u8; RECV_BUF];
-    let mut log = DropLog::default();
-    loop {
-        let r = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = sock.recv(&mut buf) => r,
-        };
-        received("IPv4", &demux, &mut log, &buf, r).await;
+/// One of the shared CARP sockets, as the receiver reads it.
+pub(crate) trait CarpSocket: Send + Sync + 'static {
+    /// For log lines.
+    const FAMILY: &'static str;
+
+    fn recv(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = std::io::Result<Option<Received>>> + Send;
+}
+
+impl CarpSocket for V4Socket {
+    const FAMILY: &'static str = "IPv4";
+
+    fn recv(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = std::io::Result<Option<Received>>> + Send {
+        V4Socket::recv(self, buf)
     }
 }
 
-/// Read the IPv6 socket until cancelled.
-pub(crate) async fn run_v6(sock: Arc<V6Socket>, demux: SharedDemux, cancel: CancellationToken) {
+impl CarpSocket for V6Socket {
+    const FAMILY: &'static str = "IPv6";
+
+    fn recv(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = std::io::Result<Option<Received>>> + Send {
+        V6Socket::recv(self, buf)
+    }
+}
+
+/// Read one shared socket until cancelled.
+pub(crate) async fn run<S: CarpSocket>(
+    sock: Arc<S>,
+    demux: SharedDemux,
+    cancel: CancellationToken,
+) {
     let mut buf = vec![0u8; RECV_BUF];
     let mut log = DropLog::default();
     loop {
@@ -250,7 +274,7 @@ pub(crate) async fn run_v6(sock: Arc<V6Socket>, demux: SharedDemux, cancel: Canc
             _ = cancel.cancelled() => return,
             r = sock.recv(&mut buf) => r,
         };
-        received("IPv6", &demux, &mut log, &buf, r).await;
+        received(S::FAMILY, &demux, &mut log, &buf, r).await;
     }
 }
 
