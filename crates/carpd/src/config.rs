@@ -1738,6 +1738,19 @@ mod tests {
         }
     }
 
+    /// Each `source(body)` is refused with an error that starts with
+    /// `FILE:` and the expected line, key and message.
+    fn assert_refused(cases: &[(&str, &str)], source: impl Fn(&str) -> String) {
+        for (body, want) in cases {
+            let got = err(&source(body));
+            let want = format!("{FILE}:{want}");
+            assert!(
+                got.starts_with(&want),
+                "for {body:?}\n got: {got}\nwant: {want}"
+            );
+        }
+    }
+
     fn one_vhid(src: &str) -> VhidSpec {
         let c = load(src).unwrap();
         assert_eq!(c.vhid_count(), 1);
@@ -1870,14 +1883,7 @@ name = "eth0"
                 "7: interface \"eth0\" vhid 1: virtual_mac: address labels",
             ),
         ];
-        for (body, want) in cases {
-            let got = err(&vhid(body));
-            let want = format!("/etc/test.toml:{want}");
-            assert!(
-                got.starts_with(&want),
-                "for {body:?}\n got: {got}\nwant: {want}"
-            );
-        }
+        assert_refused(cases, vhid);
         // two long interface names whose children would share a name
         let e = err(
             "password = \"pw\"\nvirtual_mac = true\n[[interface]]\nname = \"verylongname012\"\n  [[interface.vhid]]\n  id = 1\n  addresses = [\"10.0.0.1\"]\n[[interface]]\nname = \"verylongname013\"\n  [[interface.vhid]]\n  id = 1\n  addresses = [\"10.0.0.2\"]\n",
@@ -2457,14 +2463,7 @@ name = "eth0"
             ),
             ("  id = 2\n", "6:3: duplicate key"),
         ];
-        for (body, want) in cases {
-            let got = err(&vhid(body));
-            let want = format!("/etc/test.toml:{want}");
-            assert!(
-                got.starts_with(&want),
-                "for {body:?}\n got: {got}\nwant: {want}"
-            );
-        }
+        assert_refused(cases, vhid);
         // vhid id range.
         let e = err(
             "password = \"pw\"\n[[interface]]\nname = \"eth0\"\n  [[interface.vhid]]\n  id = 0\n",
