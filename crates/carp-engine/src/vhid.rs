@@ -36,6 +36,13 @@ const REPLAY_LOG_EVERY: Duration = Duration::from_secs(10);
 /// try again this often until the addresses match the state: a BACKUP
 /// left holding them would make two hosts answer for them.
 const ADDRESS_RETRY: Duration = Duration::from_secs(1);
+/// How early a MASTER wakes for its next advertisement. tokio's timer
+/// ticks in whole milliseconds and rounds deadlines up, so a wake-up for
+/// the deadline itself comes 0-2 ms late; one tick early, the
+/// advertisement leaves between a millisecond before its deadline and just
+/// after it. Early is safe (a backup only acts on silence); the schedule
+/// stays on the deadlines, so intervals do not shrink.
+const ADVERT_WAKE_EARLY: Duration = Duration::from_millis(1);
 
 /// Operator requests and link events for one VHID task.
 #[derive(Debug)]
@@ -220,6 +227,14 @@ impl Task {
         self.drain().await;
         loop {
             let deadline = self.machine.poll_timeout().map(Instant::from_std);
+            // Only advertisements: a master-down timer that fired early
+            // would take over early.
+            let wake = match deadline {
+                Some(d) if self.machine.state() == State::Master => {
+                    Some(d.checked_sub(ADVERT_WAKE_EARLY).unwrap_or(d))
+                }
+                other => other,
+            };
             let address_retry = self.address_retry;
             tokio::select! {
                 biased;
@@ -232,9 +247,11 @@ impl Task {
                         self.machine.handle_advert(std_now(), msg.src, &msg.advert);
                     }
                 }
-                _ = sleep_until_opt(deadline) => {
+                _ = sleep_until_opt(wake) => {
                     self.timer_deadline = deadline;
-                    self.machine.handle_timeout(std_now());
+                    // woken early: handled as at the deadline
+                    let now = deadline.map_or_else(std_now, |d| std_now().max(d.into_std()));
+                    self.machine.handle_timeout(now);
                 }
                 _ = sleep_until_opt(address_retry) => self.retry_addresses().await,
             }
