@@ -90,9 +90,10 @@ struct LatenessInner {
 const LATENESS_SAMPLES: usize = 16_384;
 
 /// Upper bounds of the lateness histogram buckets, in microseconds: from
-/// scheduler noise to a stall long enough to cost a failover.
-pub const LATENESS_BUCKETS_US: [u64; 10] = [
-    100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+/// scheduler noise to a stall long enough to cost a failover (2 ms: the
+/// p99 the daemon is held to under load).
+pub const LATENESS_BUCKETS_US: [u64; 11] = [
+    100, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
 ];
 
 /// Summary of timer lateness, in microseconds.

@@ -384,7 +384,8 @@ mod tests {
             sum_us: 1600,
             ..LatenessSummary::default()
         };
-        lateness.buckets = [1, 2, 3, 3, 3, 3, 3, 3, 3, 3];
+        lateness.buckets = [3; LATENESS_BUCKETS_US.len()];
+        lateness.buckets[..2].copy_from_slice(&[1, 2]);
         let text = render(Snapshot {
             vhids: vec![status(State::Master)],
             interface_drops: [("*".to_string(), [("bad_ttl", 4)].into())].into(),
