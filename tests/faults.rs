@@ -12,7 +12,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::{Cluster, Config, Daemon, Lan, Scratch, master_down, wait_until};
-use inject::{Sniffer, gaps, status};
+use inject::{Sniffer, gaps};
 
 const VIP: &str = "10.99.0.100";
 const MARGIN: Duration = Duration::from_millis(1500);
@@ -138,7 +138,7 @@ fn master_link_flaps() {
     sleep(Duration::from_secs(2));
     assert_eq!(c.owners(VIP), vec![0]);
     for (i, n) in [&n0, &n1].into_iter().enumerate() {
-        let s = status(n);
+        let s = n.status();
         let state = s["vhids"][0]["state"].as_str().unwrap_or("?").to_string();
         let holds = c.host(i).has_addr(VIP);
         eprintln!("node {i}: {state}, holds VIP: {holds}");

@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 
 use carp_proto::packet::{GROUP_V4, HEADER_LEN};
 use common::{Cluster, Config, Daemon, Watcher, master_down, transitions};
-use inject::{
-    Injector, Sniffer, cpu_time, gaps, interface_drops, signed_advert, status, vhid_drops,
-};
+use inject::{Injector, Sniffer, cpu_time, gaps, interface_drops, signed_advert, vhid_drops};
 
 const VIP: &str = "10.99.0.100";
 const VHID: u8 = 7;
@@ -269,7 +267,7 @@ fn bad_packets_change_nothing_and_are_counted() {
     // exact counts: every packet was dropped, for its own reason
     let rounds = 10;
     for (i, node) in bed.nodes.iter().enumerate() {
-        let st = status(node);
+        let st = node.status();
         let v = vhid_drops(&st);
         let ifc = interface_drops(&st, "eth0");
         eprintln!("node {i} drops: vhid {v:?}, interface {ifc:?}");
@@ -310,7 +308,7 @@ fn bad_packets_change_nothing_and_are_counted() {
             !node.log().contains(PASSWORD),
             "node {i} logged the password"
         );
-        let st = status(node).to_string();
+        let st = node.status().to_string();
         assert!(!st.contains(PASSWORD), "node {i} status shows the password");
     }
 
@@ -376,7 +374,7 @@ fn replay_after_master_death(protect: bool) -> (bool, String, u64) {
         sleep(Duration::from_millis(500));
     }
     let took_over = bed.c.owners(VIP) == vec![1];
-    let replays = vhid_drops(&status(&bed.nodes[1]))
+    let replays = vhid_drops(&bed.nodes[1].status())
         .get("replay")
         .copied()
         .unwrap_or(0);
@@ -455,7 +453,7 @@ fn flood_at_the_backup() {
         from_master.len()
     );
     assert!(worst < Duration::from_millis(2000), "gap {worst:?}");
-    let counted = vhid_drops(&status(&bed.nodes[1]))
+    let counted = vhid_drops(&bed.nodes[1].status())
         .get("bad_hmac")
         .copied()
         .unwrap_or(0);

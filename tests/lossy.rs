@@ -8,14 +8,11 @@
 //! needs 7 in a row: 1e-7 per advertisement, about 1e-5 per run.
 
 mod common;
-#[path = "common/inject.rs"]
-mod inject;
 
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::{Cluster, Config, Daemon, master_down, transitions};
-use inject::status;
 
 const VIP: &str = "10.99.0.100";
 const DEAD_RATIO: u8 = 7;
@@ -47,7 +44,7 @@ fn ten_percent_loss_for_two_minutes_no_transition() {
     assert_eq!(c.owners(VIP), vec![0]);
     let mark1 = n1.log_mark();
     let mark0 = n0.log_mark();
-    let received0 = status(&n1)["vhids"][0]["adverts_received"]
+    let received0 = n1.status()["vhids"][0]["adverts_received"]
         .as_u64()
         .unwrap_or(0);
 
@@ -62,7 +59,7 @@ fn ten_percent_loss_for_two_minutes_no_transition() {
     let rules = c.host(1).exec(&["nft", "list table inet loss"]);
     c.host(1).exec(&["nft", "delete table inet loss"]);
 
-    let received = status(&n1)["vhids"][0]["adverts_received"]
+    let received = n1.status()["vhids"][0]["adverts_received"]
         .as_u64()
         .unwrap_or(0)
         - received0;

@@ -46,21 +46,10 @@ fn start(c: &Cluster, host: usize, label: &str, toml: &str) -> Daemon {
     Daemon::carpd(c.host(host), label, c.dir.path(), &path, &[])
 }
 
-/// `carpd status --json` of a running daemon.
-fn status(d: &Daemon) -> serde_json::Value {
-    let sock = d.socket();
-    let out = common::run(&[
-        env!("CARGO_BIN_EXE_carpd"),
-        "status",
-        "--json",
-        "--socket",
-        sock.to_str().expect("utf-8 path"),
-    ]);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status output {out:?}: {e}"))
-}
-
 fn drops(d: &Daemon, reason: &str) -> u64 {
-    status(d)["vhids"][0]["drops"][reason].as_u64().unwrap_or(0)
+    d.status()["vhids"][0]["drops"][reason]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 /// The first link-local IPv6 address of `eth0` in `ns`.
@@ -175,7 +164,7 @@ fn ipv6_link_local_peers() {
     c.wait_owners(vip, &[0], Duration::from_secs(10));
     stays(&c, vip, &[0], Duration::from_secs(3));
     assert!(
-        status(&b)["vhids"][0]["adverts_received"]
+        b.status()["vhids"][0]["adverts_received"]
             .as_u64()
             .unwrap_or(0)
             > 0

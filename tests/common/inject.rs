@@ -272,19 +272,6 @@ pub fn cpu_time(pid: i32) -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
-/// `carpd status --json` of a running daemon.
-pub fn status(d: &crate::common::Daemon) -> serde_json::Value {
-    let sock = d.socket();
-    let out = run(&[
-        env!("CARGO_BIN_EXE_carpd"),
-        "status",
-        "--json",
-        "--socket",
-        sock.to_str().expect("utf-8 path"),
-    ]);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status output {out:?}: {e}"))
-}
-
 /// Drop counters by reason of the daemon's first VHID.
 pub fn vhid_drops(s: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
     counts(&s["vhids"][0]["drops"])

@@ -436,6 +436,19 @@ impl Daemon {
         self.log.with_extension("sock")
     }
 
+    /// `carpd status --json` against this daemon's control socket.
+    pub fn status(&self) -> serde_json::Value {
+        let sock = self.socket();
+        let out = run(&[
+            env!("CARGO_BIN_EXE_carpd"),
+            "status",
+            "--json",
+            "--socket",
+            sock.to_str().expect("utf-8 path"),
+        ]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status output {out:?}: {e}"))
+    }
+
     /// `ip netns exec` execs the program, so this is the daemon's own pid.
     pub fn pid(&self) -> i32 {
         i32::try_from(self.child.id()).expect("pid fits i32")
