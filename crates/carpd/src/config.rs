@@ -170,9 +170,13 @@ fn key_at(src: &str, offset: usize) -> Option<&str> {
     let before = src.get(..offset.min(src.len()))?;
     let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
     let lhs = line[..line.rfind('=')?].trim_end();
+    // after the last character that cannot be part of a key (which may be
+    // several bytes long: slice after all of it)
     let start = lhs
-        .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '"' | '\'' | '.')))
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rev()
+        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '"' | '\'' | '.')))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     let key = lhs[start..].trim_matches(|c| c == '"' || c == '\'');
     (!key.is_empty()).then_some(key)
 }
@@ -1749,6 +1753,16 @@ mod tests {
                 "for {body:?}\n got: {got}\nwant: {want}"
             );
         }
+    }
+
+    /// Found by the config fuzz target: a multi-byte character before a key
+    /// with a type error must not split a character when naming the key.
+    #[test]
+    fn key_after_multibyte_character() {
+        let e = err("password = \"pw\"\néadvbase = \"x\"\n");
+        assert!(e.starts_with("/etc/test.toml:2:"), "{e}");
+        assert_eq!(key_at("é=1", 2), None);
+        assert_eq!(key_at("xé advbase = 1", 14), Some("advbase"));
     }
 
     fn one_vhid(src: &str) -> VhidSpec {
