@@ -210,22 +210,29 @@ const ADVBASE1: Timers = Timers {
     preempt: false,
 };
 
+/// `plan.rounds` failovers at advbase 1 caused by `signal`, for carpd then
+/// ucarp (in that order in the result).
+fn carpd_and_ucarp_failovers(
+    bed: &Bed,
+    plan: &Plan,
+    item: &str,
+    signal: Signal,
+) -> Result<Vec<Vec<failover::FailoverSample>>> {
+    [Impl::Carpd, Impl::Ucarp]
+        .into_iter()
+        .map(|imp| {
+            log_step(&format!(
+                "{item}: {} {signal:?} failover, {} rounds",
+                imp.name(),
+                plan.rounds
+            ));
+            failover::failover(bed, imp, ADVBASE1, signal, plan.rounds)
+        })
+        .collect()
+}
+
 fn crash(bed: &Bed, plan: &Plan) -> Result<Vec<Row>> {
-    let mut res = Vec::new();
-    for imp in [Impl::Carpd, Impl::Ucarp] {
-        log_step(&format!(
-            "1: {} SIGKILL failover, {} rounds",
-            imp.name(),
-            plan.rounds
-        ));
-        res.push(failover::failover(
-            bed,
-            imp,
-            ADVBASE1,
-            Signal::SIGKILL,
-            plan.rounds,
-        )?);
-    }
+    let res = carpd_and_ucarp_failovers(bed, plan, "1", Signal::SIGKILL)?;
     let pick = |i: usize, f: fn(&failover::FailoverSample) -> f64| ms_summary(res[i].iter().map(f));
     let excess = pick(0, |s| s.excess_ms);
     Ok(vec![
@@ -310,21 +317,7 @@ fn subsecond(bed: &Bed, plan: &Plan) -> Result<Vec<Row>> {
 }
 
 fn planned(bed: &Bed, plan: &Plan) -> Result<Vec<Row>> {
-    let mut res = Vec::new();
-    for imp in [Impl::Carpd, Impl::Ucarp] {
-        log_step(&format!(
-            "3: {} SIGTERM failover, {} rounds",
-            imp.name(),
-            plan.rounds
-        ));
-        res.push(failover::failover(
-            bed,
-            imp,
-            ADVBASE1,
-            Signal::SIGTERM,
-            plan.rounds,
-        )?);
-    }
+    let res = carpd_and_ucarp_failovers(bed, plan, "3", Signal::SIGTERM)?;
     let c = ms_summary(res[0].iter().map(|s| s.from_signal_ms));
     Ok(vec![Row {
         item: "3".into(),
