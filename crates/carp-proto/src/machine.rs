@@ -114,12 +114,46 @@ pub struct MachineConfig {
     pub local_addr: IpAddr,
     /// First counter value (random, chosen by the caller).
     pub initial_counter: u64,
-    /// How much earlier than one interval the first periodic advertisement
-    /// after a takeover leaves, in 1/65536 of half an interval (random,
-    /// chosen by the caller; 0: exactly one interval). VHIDs that took
-    /// over together would otherwise advertise in one burst forever, the
-    /// last of it late. Early is safe: a backup only acts on silence.
-    pub takeover_phase: u16,
+    /// Where a MASTER's periodic advertisements fall; `None`: one interval
+    /// after the takeover, then every interval.
+    pub advert_grid: Option<AdvertGrid>,
+}
+
+/// A grid shared by many VHIDs that puts the advertisements of those with
+/// the same interval on the same instants: `epoch + (k + slot/slots) *
+/// interval`. A host then wakes `slots` times per interval for all of them
+/// rather than once per VHID or two, and its peers receive them in as many
+/// bursts. The first periodic advertisement after a takeover (or a change
+/// of interval) leaves on the last grid instant within one interval, so up
+/// to one interval early; early is safe, a backup only acts on silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdvertGrid {
+    pub epoch: Instant,
+    pub slot: u16,
+    pub slots: u16,
+}
+
+impl AdvertGrid {
+    /// The last instant of this grid not after `limit`, for `interval`;
+    /// `None` if it cannot be represented.
+    pub fn at_or_before(&self, limit: Instant, interval: Duration) -> Option<Instant> {
+        let period = interval.as_nanos();
+        if period == 0 {
+            return None;
+        }
+        let slots = u128::from(self.slots.max(1));
+        let offset = period * (u128::from(self.slot) % slots) / slots;
+        let base = self
+            .epoch
+            .checked_add(Duration::from_nanos(u64::try_from(offset).ok()?))?;
+        if limit >= base {
+            let k = (limit - base).as_nanos() / period;
+            base.checked_add(Duration::from_nanos(u64::try_from(k * period).ok()?))
+        } else {
+            let k = (base - limit).as_nanos().div_ceil(period);
+            base.checked_sub(Duration::from_nanos(u64::try_from(k * period).ok()?))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -372,7 +406,11 @@ impl Machine {
                     // than one interval behind (a stalled host), restart
                     // from now rather than send a catch-up burst.
                     let next = due + interval;
-                    self.next_advert = Some(if next > now { next } else { now + interval });
+                    self.next_advert = Some(if next > now {
+                        next
+                    } else {
+                        self.first_advert_after(now, interval)
+                    });
                     if let Some(n) = self.adverts_since_takeover {
                         let n = n + 1;
                         if n >= ADVERTS_BEFORE_REPEAT_ANNOUNCE {
@@ -537,12 +575,21 @@ impl Machine {
         self.send(timing);
         self.actions.push_back(Action::Announce);
         self.master_down_from = None;
-        let interval = timing.interval();
-        let early = interval * u32::from(self.config.takeover_phase) / (2 << 16);
-        self.next_advert = Some(now + interval - early);
+        self.next_advert = Some(self.first_advert_after(now, timing.interval()));
         self.adverts_since_takeover = Some(0);
         self.last_reassert = None;
         self.no_preempt_until = None;
+    }
+
+    /// The next periodic advertisement after one sent at `now`: one
+    /// interval later, or the last grid instant within that.
+    fn first_advert_after(&self, now: Instant, interval: Duration) -> Instant {
+        let limit = now + interval;
+        self.config
+            .advert_grid
+            .and_then(|g| g.at_or_before(limit, interval))
+            .filter(|t| *t > now)
+            .unwrap_or(limit)
     }
 
     /// BACKUP timers: master-down from `now`, no advertisements.
@@ -587,7 +634,7 @@ impl Machine {
         if self.state == State::Master && self.effective() != before {
             let timing = self.effective_timing();
             self.send(timing);
-            self.next_advert = Some(now + timing.interval());
+            self.next_advert = Some(self.first_advert_after(now, timing.interval()));
         }
         // BACKUP: the master-down deadline is derived from the current
         // timing, nothing to do.
@@ -646,7 +693,7 @@ mod tests {
             demote_style: style,
             local_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
             initial_counter: 41,
-            takeover_phase: 0,
+            advert_grid: None,
         }
     }
 
@@ -690,6 +737,18 @@ mod tests {
         m.handle_timeout(t);
         drain(&mut m);
         (m, t)
+    }
+
+    /// A MASTER that took over (master-down) at `at`.
+    fn master_at(config: MachineConfig, at: Instant) -> (Machine, Instant) {
+        let t0 = at - config.timing.master_down(config.dead_ratio);
+        let mut m = Machine::new(config);
+        m.handle_link(t0, true);
+        assert_eq!(m.poll_timeout(), Some(at));
+        m.handle_timeout(at);
+        assert_eq!(m.state(), State::Master);
+        drain(&mut m);
+        (m, at)
     }
 
     #[test]
@@ -1040,19 +1099,76 @@ mod tests {
     }
 
     #[test]
-    fn takeover_phase_sends_the_first_periodic_advert_early() {
-        let mut config = cfg(1, 0, DemoteStyle::Byte);
-        config.takeover_phase = u16::MAX;
-        let (mut m, t) = master(config.clone());
+    fn grid_puts_masters_with_one_interval_on_the_same_instants() {
         let second = Duration::from_secs(1);
-        // just under half an interval early, then whole intervals
-        let first = t + second - second * u32::from(u16::MAX) / (2 << 16);
-        assert_eq!(m.poll_timeout(), Some(first));
-        m.handle_timeout(first);
-        assert_eq!(m.poll_timeout(), Some(first + second));
-        config.takeover_phase = 1 << 14;
-        let (m, t) = master(config);
-        assert_eq!(m.poll_timeout(), Some(t + second * 7 / 8));
+        let epoch = Instant::now();
+        let grid = AdvertGrid {
+            epoch,
+            slot: 4,
+            slots: 16,
+        };
+        let mut config = cfg(1, 0, DemoteStyle::Byte);
+        config.advert_grid = Some(grid);
+        // slot 4 of 16 at 1 s: epoch + k s + 250 ms, the last one within an
+        // interval of the takeover
+        let (mut a, ta) = master_at(config.clone(), epoch + Duration::from_millis(3100));
+        let (b, tb) = master_at(config.clone(), epoch + Duration::from_millis(3900));
+        let first = epoch + Duration::from_millis(3250);
+        assert_eq!(a.poll_timeout(), Some(first));
+        assert!(first > ta && first <= ta + second);
+        assert_eq!(b.poll_timeout(), Some(first + second));
+        assert!(first + second > tb && first + second <= tb + second);
+        // then every interval: both on the same instants
+        a.handle_timeout(first);
+        assert_eq!(a.poll_timeout(), Some(first + second));
+        assert_eq!(a.poll_timeout(), b.poll_timeout());
+        // on the grid instant itself: the next one, a whole interval on
+        let (c, _) = master_at(config.clone(), first + second);
+        assert_eq!(c.poll_timeout(), Some(first + second * 2));
+        // another slot, another instant
+        config.advert_grid = Some(AdvertGrid { slot: 5, ..grid });
+        let (d, _) = master_at(config, epoch + Duration::from_millis(3100));
+        assert_eq!(
+            d.poll_timeout(),
+            Some(epoch + Duration::from_millis(3312) + Duration::from_micros(500))
+        );
+    }
+
+    #[test]
+    fn grid_follows_a_change_of_interval() {
+        let epoch = Instant::now();
+        let mut config = cfg(1, 0, DemoteStyle::Skew);
+        config.advert_grid = Some(AdvertGrid {
+            epoch,
+            slot: 0,
+            slots: 16,
+        });
+        let (mut m, t) = master_at(config, epoch + Duration::from_millis(10_500));
+        assert_eq!(m.poll_timeout(), Some(epoch + Duration::from_secs(11)));
+        // demoted by 128 in the advskew: interval 1.5 s, grid of 1.5 s
+        m.set_demote(t, 128);
+        let _ = drain(&mut m);
+        assert_eq!(m.poll_timeout(), Some(epoch + Duration::from_secs(12)));
+    }
+
+    #[test]
+    fn grid_before_its_epoch_and_at_the_limits() {
+        let epoch = Instant::now() + Duration::from_secs(100);
+        let grid = AdvertGrid {
+            epoch,
+            slot: 17,
+            slots: 16,
+        };
+        let second = Duration::from_secs(1);
+        // slot 17 of 16 wraps to 1: epoch + k s + 62.5 ms
+        let limit = epoch - Duration::from_millis(2500);
+        assert_eq!(
+            grid.at_or_before(limit, second),
+            Some(epoch - Duration::from_millis(3000) + Duration::from_micros(62_500))
+        );
+        assert_eq!(grid.at_or_before(limit, Duration::ZERO), None);
+        let one = AdvertGrid { slots: 0, ..grid };
+        assert_eq!(one.at_or_before(epoch, second), Some(epoch));
     }
 
     #[test]

@@ -30,7 +30,7 @@ mod harness;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use carp_proto::machine::{Action, DemoteStyle, MachineConfig};
+use carp_proto::machine::{Action, AdvertGrid, DemoteStyle, MachineConfig};
 use carp_proto::{Advert, Machine, Reason, State, Timing};
 use harness::{Rng, Sim, VHID, config, ms, ns, secs, skew, v4};
 use proptest::prelude::*;
@@ -754,10 +754,10 @@ fn machine_config() -> impl Strategy<Value = MachineConfig> {
         any::<bool>(),
         0u8..4,
         any::<u64>(),
-        any::<u16>(),
+        prop::option::of((any::<u16>(), 0u16..64, -5_000i64..5_000)),
     )
         .prop_map(
-            |(advbase, advskew, dead_ratio, preempt, skew_style, addr, counter, phase)| {
+            |(advbase, advskew, dead_ratio, preempt, skew_style, addr, counter, grid)| {
                 MachineConfig {
                     vhid: VHID,
                     timing: Timing::new(advbase, advskew),
@@ -770,7 +770,19 @@ fn machine_config() -> impl Strategy<Value = MachineConfig> {
                     },
                     local_addr: v4([10, 0, 0, addr]),
                     initial_counter: counter,
-                    takeover_phase: phase,
+                    advert_grid: grid.map(|(slot, slots, epoch_ms)| {
+                        let now = Instant::now();
+                        let shift = Duration::from_millis(epoch_ms.unsigned_abs());
+                        AdvertGrid {
+                            epoch: if epoch_ms < 0 {
+                                now - shift
+                            } else {
+                                now + shift
+                            },
+                            slot,
+                            slots,
+                        }
+                    }),
                 }
             },
         )
@@ -794,6 +806,12 @@ proptest! {
                         now = now.max(t);
                         m.handle_timeout(now);
                         prop_assert!(m.poll_timeout().is_none_or(|t| t > now));
+                        // a MASTER advertises at least once an interval,
+                        // on a grid or not
+                        if m.state() == Master {
+                            let interval = m.effective_timing().interval();
+                            prop_assert!(m.poll_timeout().is_some_and(|t| t <= now + interval));
+                        }
                     }
                 }
                 Input::Link(up) => m.handle_link(now, up),

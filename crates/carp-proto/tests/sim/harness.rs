@@ -48,7 +48,7 @@ pub fn config(addr: IpAddr, advbase: u8, advskew: u8) -> MachineConfig {
         demote_style: DemoteStyle::Byte,
         local_addr: addr,
         initial_counter: 1000,
-        takeover_phase: 0,
+        advert_grid: None,
     }
 }
 
