@@ -172,9 +172,8 @@ fn scrape_lateness(ns: &crate::netns::Netns) -> Result<Histogram> {
 
 /// CPU (% of one core) a bare sender spends putting `n` CARP-sized
 /// multicast packets per second on node 0's links for `window`, as one
-/// burst per second like `n` masters that started together: the kernel's
-/// own cost of this testbed (veth and bridge forward in the sender's
-/// context, up to the peer's socket), which any implementation pays.
+/// burst per second: the kernel's cost of sending them (up to the veth's
+/// NAPI queue, see `netns::napi_threaded`), which any implementation pays.
 fn send_floor(lan: &Lan, n: usize, window: Duration) -> Result<f64> {
     crate::watch::in_netns(&lan.hosts[0], move || {
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -506,8 +505,8 @@ pub struct UcarpScale {
 }
 
 /// Advertisement intervals of node 0 on every link over `window`, less the
-/// nominal 1 s. Not during the CPU windows: on veth the capture runs in the
-/// sender's softirq and would be charged to it.
+/// nominal 1 s. Not during the CPU windows, so that they measure the
+/// daemons alone.
 fn wire_intervals(lan: &Lan, window: Duration) -> Result<Vec<f64>> {
     let ports: Vec<String> = (0..LINKS).map(|k| Lan::port_name(0, k)).collect();
     let capture = crate::watch::Capture::start(&lan.switch, &ports)?;
