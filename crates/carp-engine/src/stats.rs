@@ -91,9 +91,11 @@ const LATENESS_SAMPLES: usize = 16_384;
 
 /// Upper bounds of the lateness histogram buckets, in microseconds: from
 /// scheduler noise to a stall long enough to cost a failover (2 ms: the
-/// p99 the daemon is held to under load).
-pub const LATENESS_BUCKETS_US: [u64; 11] = [
-    100, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+/// p99 the daemon is held to under load, with bounds either side of it so
+/// that a p99 near it can be told under or over).
+pub const LATENESS_BUCKETS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 1_500, 2_000, 3_000, 5_000, 10_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
 ];
 
 /// Summary of timer lateness, in microseconds.
