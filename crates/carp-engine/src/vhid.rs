@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -240,19 +239,17 @@ impl Task {
         self.update_demote();
         self.machine.handle_link(std_now(), self.link_up);
         self.drain().await;
-        // Kept across iterations: made anew each time, these futures would
-        // register and unregister with their wakers on every advertisement.
+        // Kept across iterations: made anew each time, it would register
+        // and unregister with the token on every advertisement.
         let cancelled = cancel.cancelled();
         tokio::pin!(cancelled);
-        let mut tracked = next_change(self.tracked.clone());
         loop {
+            let master = self.machine.state() == State::Master;
             let deadline = self.machine.poll_timeout().map(Instant::from_std);
             // Only advertisements: a master-down timer that fired early
             // would take over early.
             let wake = match deadline {
-                Some(d) if self.machine.state() == State::Master => {
-                    Some(d.checked_sub(ADVERT_WAKE_EARLY).unwrap_or(d))
-                }
+                Some(d) if master => Some(d.checked_sub(ADVERT_WAKE_EARLY).unwrap_or(d)),
                 other => other,
             };
             let address_retry = self.address_retry;
@@ -260,16 +257,12 @@ impl Task {
             // and each branch polled before it touches memory of its own.
             // Any other timer after the inbox, so that an advertisement
             // already received counts before the master-down deadline.
-            let master = self.machine.state() == State::Master;
             tokio::select! {
                 biased;
                 () = sleep_until_opt(wake), if master => self.timer_fired(deadline),
                 () = &mut cancelled => break,
                 Some(cmd) = commands.recv() => self.command(cmd),
-                rx = &mut tracked => {
-                    self.update_demote();
-                    tracked = next_change_or_never(rx);
-                }
+                Ok(()) = self.tracked.changed() => self.update_demote(),
                 Some(msg) = inbox.recv() => {
                     if self.fresh(&msg) {
                         self.stats.received.fetch_add(1, Ordering::Relaxed);
@@ -725,22 +718,6 @@ impl Task {
 
 fn show_mac(mac: [u8; 6]) -> String {
     mac.map(|b| format!("{b:02x}")).join(":")
-}
-
-type TrackedChange = Pin<Box<dyn Future<Output = Option<watch::Receiver<Arc<Demotions>>>> + Send>>;
-
-/// Resolves when the trackers' demotions change, handing the receiver back
-/// for the next wait; `None` once they can no longer change.
-fn next_change(mut rx: watch::Receiver<Arc<Demotions>>) -> TrackedChange {
-    Box::pin(async move { rx.changed().await.ok().map(|()| rx) })
-}
-
-/// As [`next_change`] after a change; never resolves again after the last.
-fn next_change_or_never(rx: Option<watch::Receiver<Arc<Demotions>>>) -> TrackedChange {
-    match rx {
-        Some(rx) => next_change(rx),
-        None => Box::pin(std::future::pending()),
-    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

@@ -730,13 +730,8 @@ mod tests {
 
     /// A lone machine that has just become MASTER at `t0 + 3 s`.
     fn master(config: MachineConfig) -> (Machine, Instant) {
-        let t0 = Instant::now();
-        let mut m = Machine::new(config);
-        m.handle_link(t0, true);
-        let t = m.poll_timeout().unwrap();
-        m.handle_timeout(t);
-        drain(&mut m);
-        (m, t)
+        let at = Instant::now() + config.timing.master_down(config.dead_ratio);
+        master_at(config, at)
     }
 
     /// A MASTER that took over (master-down) at `at`.
