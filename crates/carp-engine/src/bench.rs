@@ -66,6 +66,7 @@ impl ReceivePath {
                     inbox: tx,
                     commands,
                     stats: Arc::new(VhidStats::default()),
+                    keepalives: Arc::default(),
                 };
                 demux.vhids.insert((ifindex, vhid), Arc::new(entry));
                 inboxes.insert((ifindex, vhid), rx);

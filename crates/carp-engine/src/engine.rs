@@ -10,12 +10,13 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::advertiser::Advertiser;
 use crate::announce::Announcer;
 use crate::error::Error;
 use crate::netlink::{self, LinkEvent, Netlink};
 use crate::rx::{self, Demux, SharedDemux};
 use crate::share;
-use crate::socket::{BroadcastSocket, V4Socket, V6Socket};
+use crate::socket::{BroadcastSocket, Sockets, V4Socket, V6Socket};
 use crate::spec::{EngineSpec, VhidFilter, VhidKey, VhidSpec, VirtualAddr};
 use crate::stats::{DropCounters, Lateness, LatenessSummary};
 use crate::track::{self, TrackerStatus, Tracking};
@@ -299,7 +300,7 @@ impl Running {
         let mut new_v6 = Vec::new();
         let mut res = Ok(());
         for (ifindex, group) in wanted_v4(params).difference(&self.joined_v4) {
-            match self.effects.v4.join(*ifindex, *group) {
+            match self.effects.sockets.v4.join(*ifindex, *group) {
                 Ok(()) => new_v4.push((*ifindex, *group)),
                 Err(e) => {
                     res = Err(e);
@@ -308,7 +309,7 @@ impl Running {
             }
         }
         if res.is_ok()
-            && let Some(v6) = &self.effects.v6
+            && let Some(v6) = &self.effects.sockets.v6
         {
             for ifindex in wanted_v6(params).difference(&self.joined_v6) {
                 match v6.join(*ifindex) {
@@ -322,9 +323,9 @@ impl Running {
         }
         if res.is_err() {
             for (ifindex, group) in new_v4 {
-                let _ = self.effects.v4.leave(ifindex, group);
+                let _ = self.effects.sockets.v4.leave(ifindex, group);
             }
-            if let Some(v6) = &self.effects.v6 {
+            if let Some(v6) = &self.effects.sockets.v6 {
                 for ifindex in new_v6 {
                     let _ = v6.leave(ifindex);
                 }
@@ -341,11 +342,11 @@ impl Running {
         let params: Vec<&VhidParams> = self.vhids.values().map(|h| &h.params).collect();
         let (want_v4, want_v6) = (wanted_v4(&params), wanted_v6(&params));
         for (ifindex, group) in self.joined_v4.difference(&want_v4) {
-            if let Err(e) = self.effects.v4.leave(*ifindex, *group) {
+            if let Err(e) = self.effects.sockets.v4.leave(*ifindex, *group) {
                 tracing::debug!(error = %e, "leaving group");
             }
         }
-        if let Some(v6) = &self.effects.v6 {
+        if let Some(v6) = &self.effects.sockets.v6 {
             for ifindex in self.joined_v6.difference(&want_v6) {
                 if let Err(e) = v6.leave(*ifindex) {
                     tracing::debug!(error = %e, "leaving group");
@@ -363,21 +364,21 @@ impl Running {
         demux: &SharedDemux,
         cancel: &CancellationToken,
     ) -> Result<(), Error> {
-        if self.effects.v6.is_none() && prepared.iter().any(|p| p.params.src_v6.is_some()) {
+        if self.effects.sockets.v6.is_none() && prepared.iter().any(|p| p.params.src_v6.is_some()) {
             let v6 = Arc::new(V6Socket::open()?);
             self.background.push(tokio::spawn(rx::run(
                 Arc::clone(&v6),
                 Arc::clone(demux),
                 cancel.clone(),
             )));
-            self.effects.v6 = Some(v6);
+            self.effects.sockets.v6 = Some(v6);
         }
-        if self.effects.broadcast.is_none()
+        if self.effects.sockets.broadcast.is_none()
             && prepared
                 .iter()
                 .any(|p| p.params.spec.broadcast && p.params.src_v4.is_some())
         {
-            self.effects.broadcast = Some(Arc::new(BroadcastSocket::open()?));
+            self.effects.sockets.broadcast = Some(Arc::new(BroadcastSocket::open()?));
         }
         Ok(())
     }
@@ -482,10 +483,15 @@ impl Engine {
         let demux: SharedDemux = Arc::new(RwLock::new(Arc::new(Demux::default())));
         let cancel = CancellationToken::new();
         let lateness = Arc::new(Lateness::new());
+        let v4 = Arc::new(V4Socket::open()?);
+        let advertiser = Arc::new(Advertiser::new(Arc::clone(&v4), Arc::clone(&lateness)));
         let effects = Effects {
-            v4: Arc::new(V4Socket::open()?),
-            v6: None,
-            broadcast: None,
+            sockets: Sockets {
+                v4,
+                v6: None,
+                broadcast: None,
+            },
+            advertiser: Arc::clone(&advertiser),
             netlink: nl,
             announcer: Arc::new(Announcer::new()?),
             lateness: Arc::clone(&lateness),
@@ -516,12 +522,15 @@ impl Engine {
             running.start_vhid(p);
         }
         running.publish(&demux);
-        let v4 = Arc::clone(&running.effects.v4);
+        let v4 = Arc::clone(&running.effects.sockets.v4);
         running.background.push(tokio::spawn(rx::run(
             v4,
             Arc::clone(&demux),
             cancel.clone(),
         )));
+        running
+            .background
+            .push(tokio::spawn(advertiser.run(cancel.clone())));
         running.background.push(tokio::spawn(watch_links(
             link_events,
             Arc::clone(&demux),

@@ -10,12 +10,14 @@
 //!  link events ──────┴──────────────────────────> (commands)
 //! ```
 
+mod advertiser;
 pub mod announce;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod hooks;
+mod keepalive;
 pub mod netlink;
 mod rx;
 pub mod share;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::keepalive::Keepalives;
 use crate::socket::{RECV_BUF, Received, V4Socket, V6Socket};
 use crate::spec::VhidKey;
 use crate::stats::{DropCounters, VhidStats};
@@ -40,6 +42,7 @@ pub(crate) struct VhidEntry {
     pub(crate) inbox: mpsc::Sender<Inbound>,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) stats: Arc<VhidStats>,
+    pub(crate) keepalives: Arc<Keepalives>,
 }
 
 /// The demultiplexing table, replaced as a whole on reload.
@@ -137,6 +140,13 @@ impl Demux {
         }
         if !entry.auth.verify(advert.counter, &advert.hmac) {
             return drop(DropReason::BadHmac);
+        }
+        if entry
+            .keepalives
+            .note(Instant::now().into_std(), carrier.src, &advert)
+        {
+            entry.stats.received.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
         }
         match entry.inbox.try_send(Inbound {
             src: carrier.src,
@@ -324,6 +334,7 @@ mod tests {
             inbox: tx,
             commands: cmd,
             stats: Arc::clone(&stats),
+            keepalives: Arc::default(),
         };
         let mut demux = Demux::default();
         demux.vhids.insert((IF, VHID), Arc::new(entry));

@@ -5,6 +5,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use carp_proto::packet::{self, Carrier, GROUP_V6, HEADER_LEN, IPPROTO_CARP, TTL};
@@ -188,20 +189,117 @@ impl V4Socket {
         dst: Ipv4Addr,
         payload: &[u8],
     ) -> io::Result<()> {
-        let info = libc::in_pktinfo {
-            ipi_ifindex: ifindex as libc::c_int,
-            ipi_spec_dst: libc::in_addr {
-                s_addr: u32::from(src).to_be(),
-            },
-            ipi_addr: libc::in_addr { s_addr: 0 },
+        send_bounded(&self.fd, |fd| send_v4(fd, ifindex, src, dst, payload)).await
+    }
+
+    /// [`V4Socket::send`] without waiting: `WouldBlock` when the socket
+    /// buffer is full.
+    pub(crate) fn try_send(
+        &self,
+        ifindex: u32,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        payload: &[u8],
+    ) -> io::Result<()> {
+        send_v4(self.fd.get_ref().as_raw_fd(), ifindex, src, dst, payload).map(drop)
+    }
+
+    /// Send every message with as few system calls as the kernel allows
+    /// (`sendmmsg`), without waiting. `failed` hears the index of each
+    /// message that was not sent and why; once the buffer is full, every
+    /// message left fails with `WouldBlock`.
+    pub(crate) fn try_send_batch(
+        &self,
+        msgs: &[V4Message],
+        mut failed: impl FnMut(usize, io::Error),
+    ) {
+        if msgs.is_empty() {
+            return;
+        }
+        let fd = self.fd.get_ref().as_raw_fd();
+        // SAFETY: CMSG_* only compute sizes.
+        let (space, len) = unsafe {
+            let data = std::mem::size_of::<libc::in_pktinfo>() as libc::c_uint;
+            (libc::CMSG_SPACE(data) as usize, libc::CMSG_LEN(data))
         };
-        let to = SockaddrIn::from(SocketAddrV4::new(dst, 0));
-        send_bounded(&self.fd, |fd| {
-            let iov = [IoSlice::new(payload)];
-            let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
-            sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&to)).map_err(io::Error::from)
-        })
-        .await
+        let words = space.div_ceil(8);
+        // u64 words: control messages must be aligned like `cmsghdr`
+        let mut control = vec![0u64; words * msgs.len()];
+        let mut addrs: Vec<libc::sockaddr_in> = msgs
+            .iter()
+            .map(|m| libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(m.dst).to_be(),
+                },
+                sin_zero: [0; 8],
+            })
+            .collect();
+        let mut iovs: Vec<libc::iovec> = msgs
+            .iter()
+            .map(|m| libc::iovec {
+                iov_base: m.payload.as_ptr().cast_mut().cast(),
+                iov_len: m.payload.len(),
+            })
+            .collect();
+        let mut hdrs = Vec::with_capacity(msgs.len());
+        for (i, m) in msgs.iter().enumerate() {
+            // SAFETY: msghdr is plain old data; all-zero is a valid value.
+            let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            hdr.msg_hdr.msg_name = (&raw mut addrs[i]).cast();
+            hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            hdr.msg_hdr.msg_iov = &raw mut iovs[i];
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_control = control[i * words..].as_mut_ptr().cast();
+            hdr.msg_hdr.msg_controllen = space as _;
+            let info = libc::in_pktinfo {
+                ipi_ifindex: m.ifindex as libc::c_int,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(m.src).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            // SAFETY: the control buffer of this message is `space` bytes,
+            // enough for one cmsghdr with an in_pktinfo, and aligned.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(&raw const hdr.msg_hdr);
+                (*c).cmsg_level = libc::IPPROTO_IP;
+                (*c).cmsg_type = libc::IP_PKTINFO;
+                (*c).cmsg_len = len as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), info);
+            }
+            hdrs.push(hdr);
+        }
+        let mut next = 0;
+        while next < hdrs.len() {
+            let left = hdrs.len() - next;
+            // SAFETY: every header points to live buffers of the sizes it
+            // gives (addresses, iovecs, payloads, control messages).
+            let rc = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    hdrs[next..].as_mut_ptr(),
+                    libc::c_uint::try_from(left).unwrap_or(libc::c_uint::MAX),
+                    0,
+                )
+            };
+            match usize::try_from(rc) {
+                Ok(sent) if sent > 0 => next += sent,
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        for i in next..hdrs.len() {
+                            failed(i, io::Error::from(io::ErrorKind::WouldBlock));
+                        }
+                        return;
+                    }
+                    // this message fails; the kernel goes on with the next
+                    failed(next, e);
+                    next += 1;
+                }
+            }
+        }
     }
 
     /// Wait for and read one packet into `buf`. `Ok(None)` for a packet
@@ -296,24 +394,18 @@ impl V6Socket {
         dst: Ipv6Addr,
         payload: &[u8],
     ) -> io::Result<()> {
-        let info = libc::in6_pktinfo {
-            ipi6_addr: libc::in6_addr {
-                s6_addr: src.octets(),
-            },
-            ipi6_ifindex: ifindex,
-        };
-        let scope = if dst.is_multicast() || dst.is_unicast_link_local() {
-            ifindex
-        } else {
-            0
-        };
-        let to = SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, scope));
-        send_bounded(&self.fd, |fd| {
-            let iov = [IoSlice::new(payload)];
-            let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
-            sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&to)).map_err(io::Error::from)
-        })
-        .await
+        send_bounded(&self.fd, |fd| send_v6(fd, ifindex, src, dst, payload)).await
+    }
+
+    /// [`V6Socket::send`] without waiting.
+    pub(crate) fn try_send(
+        &self,
+        ifindex: u32,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        payload: &[u8],
+    ) -> io::Result<()> {
+        send_v6(self.fd.get_ref().as_raw_fd(), ifindex, src, dst, payload).map(drop)
     }
 
     /// Wait for and read one packet into `buf` (the CARP payload only).
@@ -412,30 +504,168 @@ impl BroadcastSocket {
         payload: &[u8; HEADER_LEN],
     ) -> io::Result<()> {
         let frame = build_ipv4(src, dst, payload);
-        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        to.sll_family = libc::AF_PACKET as libc::c_ushort;
-        to.sll_protocol = (libc::ETH_P_IP as u16).to_be();
-        to.sll_ifindex = ifindex as libc::c_int;
-        to.sll_halen = 6;
-        to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-        send_bounded(&self.fd, |fd| {
-            // SAFETY: `frame` and `to` are live for the call and their sizes
-            // are passed along.
-            let rc = unsafe {
-                libc::sendto(
-                    fd,
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    0,
-                    (&raw const to).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                )
-            };
-            usize::try_from(rc).map_err(|_| io::Error::last_os_error())
-        })
-        .await
+        send_bounded(&self.fd, |fd| send_frame(fd, ifindex, &frame)).await
     }
+
+    /// [`BroadcastSocket::send`] without waiting.
+    pub(crate) fn try_send(
+        &self,
+        ifindex: u32,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        payload: &[u8; HEADER_LEN],
+    ) -> io::Result<()> {
+        let frame = build_ipv4(src, dst, payload);
+        send_frame(self.fd.get_ref().as_raw_fd(), ifindex, &frame).map(drop)
+    }
+}
+
+/// One IPv4 advertisement of a batch: out of `ifindex`, from `src` to
+/// `dst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct V4Message {
+    pub(crate) ifindex: u32,
+    pub(crate) src: Ipv4Addr,
+    pub(crate) dst: Ipv4Addr,
+    pub(crate) payload: [u8; HEADER_LEN],
+}
+
+/// The shared sockets advertisements leave through (the IPv6 and the
+/// broadcast one once some VHID needs them).
+#[derive(Debug, Clone)]
+pub(crate) struct Sockets {
+    pub(crate) v4: Arc<V4Socket>,
+    pub(crate) v6: Option<Arc<V6Socket>>,
+    pub(crate) broadcast: Option<Arc<BroadcastSocket>>,
+}
+
+/// One copy of an advertisement: the socket, the interface it leaves from,
+/// its source and destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dest {
+    V4 {
+        ifindex: u32,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    },
+    /// IPv4 in an Ethernet broadcast frame.
+    Broadcast {
+        ifindex: u32,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    },
+    V6 {
+        ifindex: u32,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+    },
+}
+
+fn not_open(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        format!("no {what} socket open"),
+    )
+}
+
+impl Sockets {
+    /// Send one copy, waiting (bounded) for buffer space.
+    pub(crate) async fn send(&self, dest: Dest, payload: &[u8; HEADER_LEN]) -> io::Result<()> {
+        match dest {
+            Dest::V4 { ifindex, src, dst } => self.v4.send(ifindex, src, dst, payload).await,
+            Dest::Broadcast { ifindex, src, dst } => match &self.broadcast {
+                Some(b) => b.send(ifindex, src, dst, payload).await,
+                None => Err(not_open("broadcast")),
+            },
+            Dest::V6 { ifindex, src, dst } => match &self.v6 {
+                Some(v6) => v6.send(ifindex, src, dst, payload).await,
+                None => Err(not_open("IPv6")),
+            },
+        }
+    }
+
+    /// Send one copy now or fail (`WouldBlock` when the buffer is full).
+    pub(crate) fn try_send(&self, dest: Dest, payload: &[u8; HEADER_LEN]) -> io::Result<()> {
+        match dest {
+            Dest::V4 { ifindex, src, dst } => self.v4.try_send(ifindex, src, dst, payload),
+            Dest::Broadcast { ifindex, src, dst } => match &self.broadcast {
+                Some(b) => b.try_send(ifindex, src, dst, payload),
+                None => Err(not_open("broadcast")),
+            },
+            Dest::V6 { ifindex, src, dst } => match &self.v6 {
+                Some(v6) => v6.try_send(ifindex, src, dst, payload),
+                None => Err(not_open("IPv6")),
+            },
+        }
+    }
+}
+
+fn send_v4(
+    fd: RawFd,
+    ifindex: u32,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    payload: &[u8],
+) -> io::Result<usize> {
+    let info = libc::in_pktinfo {
+        ipi_ifindex: ifindex as libc::c_int,
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(src).to_be(),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    let to = SockaddrIn::from(SocketAddrV4::new(dst, 0));
+    let iov = [IoSlice::new(payload)];
+    let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
+    sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&to)).map_err(io::Error::from)
+}
+
+fn send_v6(
+    fd: RawFd,
+    ifindex: u32,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    payload: &[u8],
+) -> io::Result<usize> {
+    let info = libc::in6_pktinfo {
+        ipi6_addr: libc::in6_addr {
+            s6_addr: src.octets(),
+        },
+        ipi6_ifindex: ifindex,
+    };
+    let scope = if dst.is_multicast() || dst.is_unicast_link_local() {
+        ifindex
+    } else {
+        0
+    };
+    let to = SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, scope));
+    let iov = [IoSlice::new(payload)];
+    let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
+    sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&to)).map_err(io::Error::from)
+}
+
+/// One IPv4 packet in an Ethernet broadcast frame out of `ifindex`.
+fn send_frame(fd: RawFd, ifindex: u32, frame: &[u8]) -> io::Result<usize> {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as libc::c_ushort;
+    to.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+    to.sll_ifindex = ifindex as libc::c_int;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    // SAFETY: `frame` and `to` are live for the call and their sizes are
+    // passed along.
+    let rc = unsafe {
+        libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&raw const to).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
 }
 
 #[cfg(test)]

@@ -19,12 +19,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::advertiser::{self, Advertiser, Order};
 use crate::announce::Announcer;
 use crate::engine::VhidStatus;
 use crate::hooks::{self, HookKind};
+use crate::keepalive::{Expected, Keepalives};
 use crate::netlink::Netlink;
 use crate::rx::{INBOX, Inbound, VhidEntry};
-use crate::socket::{BroadcastSocket, V4Socket, V6Socket};
+use crate::socket::{Dest, Sockets};
 use crate::spec::{VhidKey, VhidSpec};
 use crate::stats::{Lateness, VhidStats};
 use crate::track::Demotions;
@@ -48,16 +50,6 @@ const GRID_SLOTS: u16 = 4;
 
 /// The origin of that grid, one for the process.
 static GRID_EPOCH: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
-
-/// How early a MASTER wakes for its next advertisement: tokio's timer
-/// ticks in whole milliseconds and rounds deadlines up (0-2 ms late), and
-/// the advertisements sharing a grid instant leave one after another
-/// (about 2.5 ms for 250 of them on the benchmark's machine). Woken this
-/// early, each is handled as at its deadline, so the batch leaves before
-/// its deadline rather than after it. Early is safe (a backup only acts on
-/// silence); the schedule stays on the deadlines, so intervals do not
-/// shrink.
-const ADVERT_WAKE_EARLY: Duration = Duration::from_millis(4);
 
 /// Operator requests and link events for one VHID task.
 #[derive(Debug)]
@@ -102,9 +94,8 @@ impl VhidParams {
 /// The shared effect providers.
 #[derive(Debug, Clone)]
 pub(crate) struct Effects {
-    pub(crate) v4: Arc<V4Socket>,
-    pub(crate) v6: Option<Arc<V6Socket>>,
-    pub(crate) broadcast: Option<Arc<BroadcastSocket>>,
+    pub(crate) sockets: Sockets,
+    pub(crate) advertiser: Arc<Advertiser>,
     pub(crate) netlink: Netlink,
     pub(crate) announcer: Arc<Announcer>,
     pub(crate) lateness: Arc<Lateness>,
@@ -131,6 +122,7 @@ pub(crate) fn spawn(
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let stats = Arc::new(VhidStats::default());
+    let keepalives = Arc::new(Keepalives::default());
     let cancel = CancellationToken::new();
     let entry = Arc::new(VhidEntry {
         key: params.key.clone(),
@@ -138,6 +130,7 @@ pub(crate) fn spawn(
         inbox: inbox_tx,
         commands: cmd_tx,
         stats: Arc::clone(&stats),
+        keepalives: Arc::clone(&keepalives),
     });
     let config = MachineConfig {
         vhid: params.spec.vhid,
@@ -177,6 +170,10 @@ pub(crate) fn spawn(
         child: None,
         child_up: false,
         address_retry: None,
+        keepalives,
+        expected: None,
+        last_advert: None,
+        standing: None,
     };
     let join = tokio::spawn(task.run(inbox_rx, cmd_rx, cancel.clone()));
     VhidHandle {
@@ -220,9 +217,36 @@ struct Task {
     /// When to try again to bring the addresses in line with the state,
     /// after adding or removing one failed (`None`: they are in line).
     address_retry: Option<Instant>,
+    /// BACKUP: keepalives the receiver notes instead of sending them here.
+    keepalives: Arc<Keepalives>,
+    /// What `keepalives` was last told to expect.
+    expected: Option<Expected>,
+    /// The last advertisement handed to the machine.
+    last_advert: Option<Inbound>,
+    /// MASTER: the steady advertisements, while the advertiser sends them.
+    standing: Option<Standing>,
 }
 
-fn std_now() -> std::time::Instant {
+/// A schedule handed over to the advertiser.
+struct Standing {
+    id: u64,
+    /// Fires when the advertiser hands it back unsent.
+    returned: oneshot::Receiver<()>,
+}
+
+/// What woke a VHID task.
+enum Wake {
+    Timer,
+    Cancelled,
+    Command(Command),
+    Tracked,
+    Advert(Inbound),
+    /// The advertiser handed the schedule back.
+    Returned,
+    AddressRetry,
+}
+
+pub(crate) fn std_now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
@@ -244,33 +268,47 @@ impl Task {
         let cancelled = cancel.cancelled();
         tokio::pin!(cancelled);
         loop {
+            self.hand_over();
+            self.expect_keepalives();
             let master = self.machine.state() == State::Master;
-            let deadline = self.machine.poll_timeout().map(Instant::from_std);
+            let deadline = match self.standing {
+                Some(_) => None,
+                None => self.machine.poll_timeout().map(Instant::from_std),
+            };
             // Only advertisements: a master-down timer that fired early
             // would take over early.
             let wake = match deadline {
-                Some(d) if master => Some(d.checked_sub(ADVERT_WAKE_EARLY).unwrap_or(d)),
+                Some(d) if master => Some(d.checked_sub(advertiser::WAKE_EARLY).unwrap_or(d)),
                 other => other,
             };
             let address_retry = self.address_retry;
-            // A MASTER's timer first: most wake-ups are its advertisements,
-            // and each branch polled before it touches memory of its own.
-            // Any other timer after the inbox, so that an advertisement
-            // already received counts before the master-down deadline.
-            tokio::select! {
+            // A MASTER's timer first: most of its wake-ups are its
+            // advertisements. Any other timer after the inbox, so that an
+            // advertisement already received counts before the master-down
+            // deadline.
+            let woken = tokio::select! {
                 biased;
-                () = sleep_until_opt(wake), if master => self.timer_fired(deadline),
-                () = &mut cancelled => break,
-                Some(cmd) = commands.recv() => self.command(cmd),
-                Ok(()) = self.tracked.changed() => self.update_demote(),
-                Some(msg) = inbox.recv() => {
-                    if self.fresh(&msg) {
-                        self.stats.received.fetch_add(1, Ordering::Relaxed);
-                        self.machine.handle_advert(std_now(), msg.src, &msg.advert);
-                    }
-                }
-                () = sleep_until_opt(wake), if !master => self.timer_fired(deadline),
-                () = sleep_until_opt(address_retry) => self.retry_addresses().await,
+                () = sleep_until_opt(wake), if master => Wake::Timer,
+                () = &mut cancelled => Wake::Cancelled,
+                Some(cmd) = commands.recv() => Wake::Command(cmd),
+                Ok(()) = self.tracked.changed() => Wake::Tracked,
+                Some(msg) = inbox.recv() => Wake::Advert(msg),
+                () = returned(&mut self.standing) => Wake::Returned,
+                () = sleep_until_opt(wake), if !master => Wake::Timer,
+                () = sleep_until_opt(address_retry) => Wake::AddressRetry,
+            };
+            // the machine first learns what happened while it slept
+            let handed_back = self.take_back();
+            self.take_keepalive();
+            match woken {
+                Wake::Cancelled => break,
+                Wake::Timer => self.timer_fired(deadline),
+                Wake::Command(cmd) => self.command(cmd),
+                Wake::Tracked => self.update_demote(),
+                Wake::Advert(msg) => self.advert(msg),
+                // what the advertiser could not send, the machine sends
+                Wake::Returned => self.timer_fired(handed_back),
+                Wake::AddressRetry => self.retry_addresses().await,
             }
             self.drain().await;
             self.timer_deadline = None;
@@ -293,6 +331,77 @@ impl Task {
     }
 
     /// The machine's deadline (or the early wake-up for it) has come.
+    /// MASTER with steady advertisements: hand them to the advertiser.
+    fn hand_over(&mut self) {
+        if self.standing.is_some() {
+            return;
+        }
+        let Some(steady) = self
+            .machine
+            .steady_adverts()
+            .filter(|s| s.interval >= advertiser::MIN_INTERVAL)
+        else {
+            return;
+        };
+        let (id, returned) = self.effects.advertiser.hand_over(Order {
+            vhid: self.params.spec.vhid,
+            steady,
+            dests: self.destinations(),
+            sockets: self.effects.sockets.clone(),
+            auth: self.auth.clone(),
+            stats: Arc::clone(&self.stats),
+        });
+        self.standing = Some(Standing { id, returned });
+    }
+
+    /// Take the schedule back from the advertiser and tell the machine how
+    /// far it got; the deadline of the next advertisement, if any.
+    fn take_back(&mut self) -> Option<Instant> {
+        let standing = self.standing.take()?;
+        let progress = self.effects.advertiser.take_back(standing.id)?;
+        self.machine
+            .steady_adverts_sent(progress.sent, progress.next);
+        Some(Instant::from_std(progress.next))
+    }
+
+    /// BACKUP: have the receiver note repeats of the last advertisement
+    /// while all they do is restart the master-down timer (not with
+    /// replay protection, which checks every counter here).
+    fn expect_keepalives(&mut self) {
+        let expected = self
+            .last_advert
+            .filter(|m| {
+                self.replay.is_none()
+                    && self.machine.master_addr() == Some(m.src)
+                    && self.machine.is_keepalive(&m.advert)
+            })
+            .map(|m| Expected::of(m.src, &m.advert));
+        if expected != self.expected {
+            self.keepalives.expect(expected);
+            self.expected = expected;
+        }
+    }
+
+    /// Hand the machine the latest keepalive the receiver noted, as of
+    /// when it arrived.
+    fn take_keepalive(&mut self) {
+        if let Some(h) = self.keepalives.take() {
+            self.machine.handle_advert(h.at, h.src, &h.advert);
+            self.last_advert = Some(Inbound {
+                src: h.src,
+                advert: h.advert,
+            });
+        }
+    }
+
+    fn advert(&mut self, msg: Inbound) {
+        if self.fresh(&msg) {
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            self.machine.handle_advert(std_now(), msg.src, &msg.advert);
+            self.last_advert = Some(msg);
+        }
+    }
+
     fn timer_fired(&mut self, deadline: Option<Instant>) {
         self.timer_deadline = deadline;
         // woken early: handled as at the deadline
@@ -416,50 +525,13 @@ impl Task {
                 .lateness
                 .record(Instant::now().saturating_duration_since(deadline));
         }
-        let p = &self.params;
-        let peers = &p.spec.transport.peers;
-        // Unicast advertisements leave from the parent: peers may be routed,
-        // and they check the source address. Group ones leave from the
-        // virtual MAC while it is up, so that switches learn it.
-        let group_if = match self.child {
-            Some(child) if self.child_up => child,
-            _ => p.ifindex,
-        };
         let mut result = Ok(());
-        if let Some(src) = p.src_v4 {
-            if peers.is_empty() {
-                let r = match (&self.effects.broadcast, p.spec.broadcast) {
-                    (Some(b), true) => b.send(group_if, src, p.spec.group_v4, &bytes).await,
-                    _ => {
-                        self.effects
-                            .v4
-                            .send(group_if, src, p.spec.group_v4, &bytes)
-                            .await
-                    }
-                };
-                result = result.and(r);
-            }
-            for peer in peers {
-                if let IpAddr::V4(dst) = *peer {
-                    let r = self.effects.v4.send(p.ifindex, src, dst, &bytes).await;
-                    result = result.and(r);
-                }
-            }
-        }
-        if let (Some(src), Some(v6)) = (p.src_v6, &self.effects.v6) {
-            if peers.is_empty() {
-                result = result.and(v6.send(group_if, src, GROUP_V6, &bytes).await);
-            }
-            for peer in peers {
-                if let IpAddr::V6(dst) = *peer {
-                    // the kernel picks the source the peer knows us by: the
-                    // link-local address for a link-local peer
-                    let r = v6.send(p.ifindex, Ipv6Addr::UNSPECIFIED, dst, &bytes).await;
-                    result = result.and(r);
-                }
-            }
+        for dest in self.destinations() {
+            let r = self.effects.sockets.send(dest, &bytes).await;
+            result = result.and(r);
         }
         let ok = result.is_ok();
+        let p = &self.params;
         if ok {
             self.stats.sent.fetch_add(1, Ordering::Relaxed);
         } else if let Err(e) = result {
@@ -474,6 +546,59 @@ impl Task {
             }
         }
         self.machine.handle_send_result(std_now(), ok);
+    }
+
+    /// Every copy of an advertisement.
+    fn destinations(&self) -> Vec<Dest> {
+        let p = &self.params;
+        let peers = &p.spec.transport.peers;
+        // Unicast advertisements leave from the parent: peers may be routed,
+        // and they check the source address. Group ones leave from the
+        // virtual MAC while it is up, so that switches learn it.
+        let group_if = match self.child {
+            Some(child) if self.child_up => child,
+            _ => p.ifindex,
+        };
+        let mut dests = Vec::new();
+        if let Some(src) = p.src_v4 {
+            if peers.is_empty() {
+                let (ifindex, dst) = (group_if, p.spec.group_v4);
+                dests.push(match &self.effects.sockets.broadcast {
+                    Some(_) if p.spec.broadcast => Dest::Broadcast { ifindex, src, dst },
+                    _ => Dest::V4 { ifindex, src, dst },
+                });
+            }
+            for peer in peers {
+                if let IpAddr::V4(dst) = *peer {
+                    dests.push(Dest::V4 {
+                        ifindex: p.ifindex,
+                        src,
+                        dst,
+                    });
+                }
+            }
+        }
+        if let (Some(src), Some(_)) = (p.src_v6, &self.effects.sockets.v6) {
+            if peers.is_empty() {
+                dests.push(Dest::V6 {
+                    ifindex: group_if,
+                    src,
+                    dst: GROUP_V6,
+                });
+            }
+            for peer in peers {
+                if let IpAddr::V6(dst) = *peer {
+                    // the kernel picks the source the peer knows us by: the
+                    // link-local address for a link-local peer
+                    dests.push(Dest::V6 {
+                        ifindex: p.ifindex,
+                        src: Ipv6Addr::UNSPECIFIED,
+                        dst,
+                    });
+                }
+            }
+        }
+        dests
     }
 
     /// Where the addresses go: the child if there is one, else the parent.
@@ -720,7 +845,17 @@ fn show_mac(mac: [u8; 6]) -> String {
     mac.map(|b| format!("{b:02x}")).join(":")
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
+/// Until the advertiser hands the schedule back (never without one).
+async fn returned(standing: &mut Option<Standing>) {
+    match standing {
+        Some(s) => {
+            let _ = (&mut s.returned).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,

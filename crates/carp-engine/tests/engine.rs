@@ -250,6 +250,21 @@ fn one_master_and_bow_out_hands_over() {
 
 /// A frame captured on `vb`, from the Ethernet header on.
 fn capture_carp(ns: &Netns, timeout: Duration) -> Vec<u8> {
+    let frames = capture_carp_frames(ns, timeout, |_| true).join().unwrap();
+    let (_, frame) = frames
+        .into_iter()
+        .next()
+        .expect("no CARP advertisement captured");
+    frame
+}
+
+/// Capture CARP frames on `ns` (from the Ethernet header on, with when they
+/// arrived) until `last` says a frame was the last one, or `timeout`.
+fn capture_carp_frames(
+    ns: &Netns,
+    timeout: Duration,
+    last: impl Fn(&[u8]) -> bool + Send + 'static,
+) -> std::thread::JoinHandle<Vec<(Instant, Vec<u8>)>> {
     ns.spawn(move || async move {
         use socket2::{Domain, Protocol, Socket, Type};
         let proto = i32::from((libc::ETH_P_ALL as u16).to_be());
@@ -257,6 +272,7 @@ fn capture_carp(ns: &Netns, timeout: Duration) -> Vec<u8> {
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let start = Instant::now();
+        let mut frames = Vec::new();
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
         while start.elapsed() < timeout {
             let Ok(n) = s.recv(&mut buf) else { continue };
@@ -268,13 +284,15 @@ fn capture_carp(ns: &Netns, timeout: Duration) -> Vec<u8> {
             let is_carp_v4 = n >= 34 && frame[12..14] == [0x08, 0x00] && frame[23] == 112;
             let is_carp_v6 = n >= 54 && frame[12..14] == [0x86, 0xdd] && frame[20] == 112;
             if is_carp_v4 || is_carp_v6 {
-                return frame;
+                let done = last(&frame);
+                frames.push((Instant::now(), frame));
+                if done {
+                    break;
+                }
             }
         }
-        panic!("no CARP advertisement captured");
+        frames
     })
-    .join()
-    .unwrap()
 }
 
 fn check_v4_frame(frame: &[u8], dst_mac: [u8; 6], vhid: u8, addrs: &[IpAddr]) {
@@ -382,6 +400,103 @@ fn dual_stack_vhid_advertises_on_both_families() {
     wait_for("B to hold the IPv6 address", || {
         pair.b.has_addr("vb", "fd00:77::100")
     });
+    b.shutdown();
+}
+
+/// The advertisement in a captured frame (IPv4 or IPv6).
+fn frame_advert(frame: &[u8]) -> Advert {
+    let payload = if frame[12..14] == [0x08, 0x00] {
+        &frame[34..70]
+    } else {
+        &frame[54..90]
+    };
+    Advert::parse(payload).unwrap()
+}
+
+/// Past the takeover, a MASTER's periodic advertisements leave in batches
+/// from the engine's advertiser and a BACKUP's receiver notes them without
+/// waking the VHID's task: on the wire that must look exactly as before
+/// (one per interval, consecutive counters, the same counter on both
+/// families, valid HMACs), the backup must keep counting them and stay
+/// BACKUP, and the bow-out must continue the counter.
+#[test]
+fn steady_advertisements_keep_interval_and_counter() {
+    let Some(pair) = addressed_pair() else {
+        return;
+    };
+    let addrs = vec![
+        v4("10.77.0.100"),
+        VirtualAddr {
+            addr: "fd00:77::100".parse().unwrap(),
+            prefix_len: 64,
+        },
+    ];
+    let ips: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
+    wait_for("link-local addresses", || {
+        ["va", "vb"]
+            .iter()
+            .zip([&pair.a, &pair.b])
+            .all(|(dev, ns)| {
+                ns.ip(&["-o", "-6", "addr", "show", "dev", dev])
+                    .contains("fe80")
+            })
+    });
+    let a = Node::start(&pair.a, spec("va", vec![vhid_spec(5, 0, addrs.clone())])).unwrap();
+    let b = Node::start(&pair.b, spec("vb", vec![vhid_spec(5, 100, addrs)])).unwrap();
+    wait_for("A to become MASTER", || a.state(5) == Some(State::Master));
+    // the first advertisements after a takeover are the machine's own
+    wait_for("A to be past its takeover", || {
+        a.status()[0].adverts_sent >= 4
+    });
+    let received_before = b.status()[0].adverts_received;
+    let capture = capture_carp_frames(&pair.b, Duration::from_secs(30), |f| {
+        f[12..14] == [0x08, 0x00] && frame_advert(f).advbase == 255
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    let sb = &b.status()[0];
+    assert_eq!(sb.state, State::Backup);
+    assert!(sb.drops.is_empty(), "unexpected drops: {:?}", sb.drops);
+    let heard = sb.adverts_received - received_before;
+    assert!(heard >= 8, "B heard {heard} advertisements in 6 s");
+    a.shutdown();
+    let frames = capture.join().unwrap();
+
+    let auth = Authenticator::new(HmacMode::Bsd, KEY, 5, &ips).unwrap();
+    let (v4s, v6s): (Vec<_>, Vec<_>) = frames
+        .iter()
+        .map(|(at, f)| (*at, f[12..14] == [0x08, 0x00], frame_advert(f)))
+        .partition(|(_, is_v4, _)| *is_v4);
+    for (_, _, ad) in v4s.iter().chain(&v6s) {
+        assert!(auth.verify(ad.counter, &ad.hmac), "HMAC of {ad:?}");
+    }
+    let (bow_out, periodic) = v4s.split_last().expect("no IPv4 advertisement");
+    assert_eq!((bow_out.2.advbase, bow_out.2.advskew), (255, 255));
+    assert!(
+        periodic.len() >= 5,
+        "{} IPv4 advertisements",
+        periodic.len()
+    );
+    for pair in periodic.windows(2) {
+        let ((t0, _, a0), (t1, _, a1)) = (&pair[0], &pair[1]);
+        assert_eq!(a1.counter, a0.counter.wrapping_add(1), "counters");
+        let gap = t1.duration_since(*t0);
+        assert!(
+            gap > Duration::from_millis(500) && gap < Duration::from_millis(1500),
+            "interval {gap:?}"
+        );
+        assert_eq!((a1.advbase, a1.advskew, a1.demote), (1, 0, 0));
+    }
+    let last = periodic.last().unwrap().2.counter;
+    assert_eq!(bow_out.2.counter, last.wrapping_add(1), "bow-out counter");
+    let v6_counters: Vec<u64> = v6s.iter().map(|(_, _, ad)| ad.counter).collect();
+    for (_, _, ad) in periodic {
+        assert!(
+            v6_counters.contains(&ad.counter),
+            "no IPv6 copy of counter {}",
+            ad.counter
+        );
+    }
+    wait_for("B to take over", || b.state(5) == Some(State::Master));
     b.shutdown();
 }
 

@@ -234,6 +234,18 @@ pub struct SendAdvert {
     pub counter: u64,
 }
 
+/// A MASTER's steady advertisements (see [`Machine::steady_adverts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SteadyAdverts {
+    /// When the next one is due; the ones after follow every `interval`.
+    pub next: Instant,
+    pub interval: Duration,
+    pub timing: Timing,
+    pub demote: u8,
+    /// The last counter sent; the next advertisement carries + 1.
+    pub counter: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Send(SendAdvert),
@@ -386,6 +398,60 @@ impl Machine {
         }
     }
 
+    /// BACKUP: whether `advert` would do nothing but restart the
+    /// master-down timer (and have its counter adopted), at any time, for as
+    /// long as no other input arrives. A driver may then only take note of
+    /// such advertisements as they come and hand the machine the latest one
+    /// (with its arrival time) before any other input or at the
+    /// master-down deadline: for the machine, a run of them is the same as
+    /// its last.
+    pub fn is_keepalive(&self, advert: &Advert) -> bool {
+        !self.finished
+            && self.state == State::Backup
+            && advert.vhid == self.config.vhid
+            && self.backup_verdict(advert, false).is_none()
+    }
+
+    /// MASTER with nothing pending and nothing left to do but advertise:
+    /// from now on, until another input arrives, every periodic
+    /// advertisement is alike (timing, demotion) and one interval after the
+    /// previous one. A driver may send them itself (counters `counter + 1`,
+    /// `counter + 2`, ...) and report with [`Machine::steady_adverts_sent`]
+    /// before anything else. A failed send is not part of that: hand the
+    /// machine back its schedule and let [`Machine::handle_timeout`] send.
+    pub fn steady_adverts(&self) -> Option<SteadyAdverts> {
+        let steady = !self.finished
+            && self.state == State::Master
+            && self.adverts_since_takeover.is_none()
+            && !self.send_error_demote
+            && self.send_failures == 0
+            && self.actions.is_empty();
+        let next = self.next_advert.filter(|_| steady)?;
+        let timing = self.effective_timing();
+        let demote = match self.config.demote_style {
+            DemoteStyle::Byte => self.demote(),
+            DemoteStyle::Skew => 0,
+        };
+        Some(SteadyAdverts {
+            next,
+            interval: timing.interval(),
+            timing,
+            demote,
+            counter: self.counter,
+        })
+    }
+
+    /// The driver sent `sent` advertisements of [`Machine::steady_adverts`],
+    /// all successfully, and the next one is due at `next` (an instant of
+    /// that schedule).
+    pub fn steady_adverts_sent(&mut self, sent: u64, next: Instant) {
+        if self.finished || self.state != State::Master {
+            return;
+        }
+        self.counter = self.counter.wrapping_add(sent);
+        self.next_advert = Some(next);
+    }
+
     /// Call when `now >= poll_timeout()`.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.finished {
@@ -506,22 +572,29 @@ impl Machine {
     }
 
     fn advert_as_backup(&mut self, now: Instant, advert: &Advert) {
+        let held = self.no_preempt_until.is_some_and(|t| now < t);
+        match self.backup_verdict(advert, held) {
+            Some(reason) => self.become_master(now, reason),
+            None => self.master_down_from = Some(now),
+        }
+    }
+
+    /// What an advertisement does to a BACKUP: `Some(reason)` to take over,
+    /// `None` to restart the master-down timer. `held`: after a step-down,
+    /// rules 2 and 3 are suspended.
+    fn backup_verdict(&self, advert: &Advert, held: bool) -> Option<Reason> {
         let theirs = advert.timing();
         if theirs.is_bow_out() {
-            self.become_master(now, Reason::PeerBowedOut);
-            return;
+            return Some(Reason::PeerBowedOut);
         }
         let (our_demote, our_interval) = self.our_priority();
         let (their_demote, their_interval) = self.their_priority(advert);
-        let held = self.no_preempt_until.is_some_and(|t| now < t);
         if !held {
             if their_demote > our_demote {
-                self.become_master(now, Reason::PeerDemoted);
-                return;
+                return Some(Reason::PeerDemoted);
             }
             if self.config.preempt && their_demote == our_demote && our_interval < their_interval {
-                self.become_master(now, Reason::Preempt);
-                return;
+                return Some(Reason::Preempt);
             }
         }
         let ours = self.effective_timing();
@@ -530,11 +603,7 @@ impl Machine {
         } else {
             self.master_down_time()
         };
-        if theirs.interval() > limit {
-            self.become_master(now, Reason::PeerWillTimeOut);
-            return;
-        }
-        self.master_down_from = Some(now);
+        (theirs.interval() > limit).then_some(Reason::PeerWillTimeOut)
     }
 
     fn advert_as_master(&mut self, now: Instant, src: IpAddr, advert: &Advert) {
@@ -923,6 +992,123 @@ mod tests {
         );
         m.handle_advert(t, peer(2), &advert(3, 1, 0, 0));
         assert_eq!(reason(&mut m), Some(Reason::PeerWillTimeOut));
+    }
+
+    #[test]
+    fn keepalives_handled_in_a_run_or_only_the_last_agree() {
+        let t = Instant::now();
+        let backup = |preempt: bool| {
+            let mut c = cfg(1, 10, DemoteStyle::Byte);
+            c.preempt = preempt;
+            let mut m = Machine::new(c);
+            m.handle_link(t, true);
+            drain(&mut m);
+            m
+        };
+        let m = backup(false);
+        assert!(m.is_keepalive(&advert(1, 0, 0, 7)));
+        assert!(m.is_keepalive(&advert(1, 20, 0, 7)));
+        assert!(!m.is_keepalive(&advert(255, 255, 0, 7)));
+        assert!(!m.is_keepalive(&advert(1, 0, 1, 7)));
+        assert!(!m.is_keepalive(&advert(3, 1, 0, 7)));
+        assert!(!m.is_keepalive(&Advert {
+            vhid: 2,
+            ..advert(1, 0, 0, 7)
+        }));
+        assert!(!backup(true).is_keepalive(&advert(1, 20, 0, 7)));
+        // Not while a step-down holds preemption off: the same advert takes
+        // over once the hold ends.
+        let (mut held, at) = master(cfg(1, 10, DemoteStyle::Byte));
+        held.step_down(at);
+        drain(&mut held);
+        assert_eq!(held.state(), State::Backup);
+        assert!(!held.is_keepalive(&advert(1, 0, 1, 7)));
+        // INIT and MASTER: never.
+        assert!(!Machine::new(cfg(1, 10, DemoteStyle::Byte)).is_keepalive(&advert(1, 0, 0, 7)));
+        assert!(
+            !master(cfg(1, 10, DemoteStyle::Byte))
+                .0
+                .is_keepalive(&advert(1, 0, 0, 7))
+        );
+
+        // Each of a run, or only the last: same deadline, same counter.
+        let mut each = backup(false);
+        let mut last = backup(false);
+        let second = Duration::from_secs(1);
+        for k in 1..=5u32 {
+            let a = advert(1, 0, 0, 100 + u64::from(k));
+            assert!(each.is_keepalive(&a));
+            each.handle_advert(t + second * k, peer(2), &a);
+        }
+        last.handle_advert(t + second * 5, peer(2), &advert(1, 0, 0, 105));
+        assert_eq!(drain(&mut each), []);
+        assert_eq!(drain(&mut last), []);
+        assert_eq!(each.poll_timeout(), last.poll_timeout());
+        assert_eq!(each.master_addr(), last.master_addr());
+        let down = each.poll_timeout().unwrap();
+        each.handle_timeout(down);
+        last.handle_timeout(down);
+        assert_eq!(drain(&mut each), drain(&mut last));
+    }
+
+    #[test]
+    fn steady_adverts_sent_by_the_driver_match_the_machine() {
+        let second = Duration::from_secs(1);
+        let at = Instant::now();
+        // A MASTER past its repeated announcement.
+        let steady_master = || {
+            let (mut m, at) = master_at(cfg(1, 0, DemoteStyle::Byte), at);
+            // Not before the repeated announcement has gone out.
+            assert_eq!(m.steady_adverts(), None);
+            for k in 1..=ADVERTS_BEFORE_REPEAT_ANNOUNCE {
+                m.handle_timeout(at + second * u32::from(k));
+                drain(&mut m);
+                m.handle_send_result(at, true);
+            }
+            m
+        };
+        let mut own = steady_master();
+        let mut driven = steady_master();
+        let steady = own.steady_adverts().expect("steady");
+        assert_eq!(
+            steady,
+            SteadyAdverts {
+                next: at + second * (u32::from(ADVERTS_BEFORE_REPEAT_ANNOUNCE) + 1),
+                interval: second,
+                timing: Timing::new(1, 0),
+                demote: 0,
+                counter: 42 + u64::from(ADVERTS_BEFORE_REPEAT_ANNOUNCE),
+            }
+        );
+        // The machine sending five itself, or the driver sending them.
+        let mut sent = Vec::new();
+        for k in 0..5u32 {
+            let due = steady.next + second * k;
+            own.handle_timeout(due);
+            sent.extend(drain(&mut own));
+            own.handle_send_result(due, true);
+        }
+        let expected: Vec<Action> = (1..=5).map(|k| send(1, 0, 0, steady.counter + k)).collect();
+        assert_eq!(sent, expected);
+        driven.steady_adverts_sent(5, steady.next + second * 5);
+        assert_eq!(driven.poll_timeout(), own.poll_timeout());
+        assert_eq!(driven.steady_adverts(), own.steady_adverts());
+        // What follows is alike too: a demotion is advertised at once.
+        own.set_demote(at, 1);
+        driven.set_demote(at, 1);
+        assert_eq!(drain(&mut own), drain(&mut driven));
+
+        // Not steady: actions pending, a failed send, BACKUP.
+        assert!(driven.steady_adverts().is_some());
+        driven.set_demote(at, 2);
+        assert_eq!(driven.steady_adverts(), None);
+        drain(&mut driven);
+        driven.handle_send_result(at, false);
+        assert_eq!(driven.steady_adverts(), None);
+        driven.handle_send_result(at, true);
+        assert!(driven.steady_adverts().is_some());
+        driven.step_down(at);
+        assert_eq!(driven.steady_adverts(), None);
     }
 
     #[test]

@@ -1,0 +1,268 @@
+//! The steady advertisements of MASTERs, sent from one task.
+//!
+//! Once a MASTER has nothing left to do but advertise
+//! (`Machine::steady_adverts`), its task hands the schedule over here and
+//! sleeps until something else happens. This task wakes once per grid
+//! instant, signs and sends every advertisement then due, and keeps each
+//! schedule. Before a VHID task handles anything, it takes its schedule back
+//! and tells its machine how far it got, so the machine stays the one place
+//! that decides; a send that fails or would block, and a schedule more than
+//! one interval behind, are handed back unsent, for the machine to send and
+//! see the outcome as before.
+//!
+//! Why: at 1000 VHIDs a wake-up, a timer and a trip through the select
+//! loop per advertisement cost more than the advertisement itself.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use carp_proto::packet::HEADER_LEN;
+use carp_proto::{Advert, Authenticator, SteadyAdverts};
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::socket::{Dest, Sockets, V4Message, V4Socket};
+use crate::stats::{Lateness, VhidStats};
+use crate::vhid::{sleep_until_opt, std_now};
+
+/// How early the advertiser wakes for the next grid instant: tokio's timer
+/// ticks in whole milliseconds and rounds deadlines up (0-2 ms late), and
+/// the advertisements sharing an instant leave one after another. Woken
+/// this early, the batch leaves before its deadline rather than after it.
+/// Early is safe (a backup only acts on silence); the schedules stay on
+/// their deadlines, so intervals do not shrink.
+pub(crate) const WAKE_EARLY: Duration = Duration::from_millis(4);
+
+/// Shorter intervals stay with their VHID task: within one early wake-up
+/// the advertiser would send two of them.
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(16);
+
+/// A MASTER's schedule, handed over.
+#[derive(Debug)]
+pub(crate) struct Order {
+    pub(crate) vhid: u8,
+    pub(crate) steady: SteadyAdverts,
+    /// Every copy of each advertisement.
+    pub(crate) dests: Vec<Dest>,
+    /// For the copies other than IPv4 ones.
+    pub(crate) sockets: Sockets,
+    pub(crate) auth: Authenticator,
+    pub(crate) stats: Arc<VhidStats>,
+}
+
+/// What a VHID task gets back: how many advertisements were sent, and when
+/// the next is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Progress {
+    pub(crate) sent: u64,
+    pub(crate) next: std::time::Instant,
+}
+
+#[derive(Debug)]
+struct Standing {
+    order: Order,
+    sent: u64,
+    /// Fired when the schedule is handed back unsent; `None` once it was:
+    /// out of the schedule until taken.
+    back: Option<oneshot::Sender<()>>,
+    /// The advertisement being sent could not be.
+    failed: bool,
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    standing: HashMap<u64, Standing>,
+    due: BTreeSet<(std::time::Instant, u64)>,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Advertiser {
+    book: Mutex<Book>,
+    /// A schedule due earlier than all others was handed over.
+    earlier: Notify,
+    /// IPv4 copies leave in one batch through the engine's IPv4 socket.
+    v4: Arc<V4Socket>,
+    lateness: Arc<Lateness>,
+}
+
+impl Advertiser {
+    pub(crate) fn new(v4: Arc<V4Socket>, lateness: Arc<Lateness>) -> Advertiser {
+        Advertiser {
+            book: Mutex::new(Book::default()),
+            earlier: Notify::new(),
+            v4,
+            lateness,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+        // every update leaves the book consistent
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Take over a schedule. The id takes it back; the receiver fires if
+    /// it is handed back unsent.
+    pub(crate) fn hand_over(&self, order: Order) -> (u64, oneshot::Receiver<()>) {
+        let (back, returned) = oneshot::channel();
+        let mut book = self.lock();
+        let id = book.next_id;
+        book.next_id += 1;
+        let at = order.steady.next;
+        if book.due.first().is_none_or(|(first, _)| at < *first) {
+            self.earlier.notify_one();
+        }
+        book.due.insert((at, id));
+        book.standing.insert(
+            id,
+            Standing {
+                order,
+                sent: 0,
+                back: Some(back),
+                failed: false,
+            },
+        );
+        (id, returned)
+    }
+
+    /// Take a schedule back (`None` if the id is unknown).
+    pub(crate) fn take_back(&self, id: u64) -> Option<Progress> {
+        let mut book = self.lock();
+        let s = book.standing.remove(&id)?;
+        if s.back.is_some() {
+            book.due.remove(&(s.order.steady.next, id));
+        }
+        Some(Progress {
+            sent: s.sent,
+            next: s.order.steady.next,
+        })
+    }
+
+    /// Send the advertisements as they fall due, until cancelled.
+    pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            let first = self.lock().due.first().map(|(at, _)| *at);
+            let wake = first.map(|at| {
+                let at = Instant::from_std(at);
+                at.checked_sub(WAKE_EARLY).unwrap_or(at)
+            });
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                () = self.earlier.notified() => {}
+                () = sleep_until_opt(wake) => self.send_due(),
+            }
+        }
+    }
+
+    /// Send every advertisement due within [`WAKE_EARLY`], at most one per
+    /// schedule: the IPv4 copies in one batch, the others one by one.
+    fn send_due(&self) {
+        let now = std_now();
+        let mut book = self.lock();
+        let Book { standing, due, .. } = &mut *book;
+        let mut batch = Vec::new();
+        while let Some(&(at, id)) = due.first() {
+            if at > now + WAKE_EARLY {
+                break;
+            }
+            due.pop_first();
+            batch.push(id);
+        }
+        let mut v4 = Vec::new();
+        // the schedule each IPv4 message belongs to, by index in the batch
+        let mut v4_owner = Vec::new();
+        for (i, id) in batch.iter().enumerate() {
+            let Some(s) = standing.get_mut(id) else {
+                continue;
+            };
+            let Some(payload) = s.prepare(now) else {
+                s.failed = true;
+                continue;
+            };
+            for dest in &s.order.dests {
+                match *dest {
+                    Dest::V4 { ifindex, src, dst } => {
+                        v4.push(V4Message {
+                            ifindex,
+                            src,
+                            dst,
+                            payload,
+                        });
+                        v4_owner.push(i);
+                    }
+                    other => {
+                        if s.order.sockets.try_send(other, &payload).is_err() {
+                            s.failed = true;
+                        }
+                    }
+                }
+            }
+        }
+        self.v4.try_send_batch(&v4, |k, _| {
+            if let Some(s) = v4_owner
+                .get(k)
+                .and_then(|i| batch.get(*i))
+                .and_then(|id| standing.get_mut(id))
+            {
+                s.failed = true;
+            }
+        });
+        let sent_at = std_now();
+        for id in batch {
+            let Some(s) = standing.get_mut(&id) else {
+                continue;
+            };
+            if std::mem::take(&mut s.failed) {
+                if let Some(back) = s.back.take() {
+                    // a task that is gone takes nothing back
+                    let _ = back.send(());
+                }
+                continue;
+            }
+            self.lateness
+                .record(sent_at.saturating_duration_since(s.order.steady.next));
+            s.commit();
+            due.insert((s.order.steady.next, id));
+        }
+    }
+}
+
+impl Standing {
+    /// The next advertisement of this schedule, counted as sent to the
+    /// loop check; `None` to hand the schedule back.
+    fn prepare(&self, now: std::time::Instant) -> Option<[u8; HEADER_LEN]> {
+        let o = &self.order;
+        // more than one interval behind (a stalled host): the machine
+        // restarts its schedule rather than send a catch-up burst
+        if o.steady.next + o.steady.interval <= now {
+            return None;
+        }
+        let counter = o.steady.counter.wrapping_add(1);
+        let advert = Advert {
+            vhid: o.vhid,
+            advskew: o.steady.timing.advskew,
+            advbase: o.steady.timing.advbase,
+            demote: o.steady.demote,
+            counter,
+            hmac: o.auth.sign(counter),
+        };
+        // before sending, so that a looped copy is recognised
+        o.stats.set_last_counter(counter);
+        Some(advert.to_bytes())
+    }
+
+    /// The prepared advertisement went out.
+    fn commit(&mut self) {
+        let o = &mut self.order;
+        o.stats.sent.fetch_add(1, Ordering::Relaxed);
+        o.steady.counter = o.steady.counter.wrapping_add(1);
+        o.steady.next += o.steady.interval;
+        self.sent += 1;
+    }
+}
