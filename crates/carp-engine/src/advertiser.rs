@@ -68,8 +68,6 @@ struct Standing {
     /// Fired when the schedule is handed back unsent; `None` once it was:
     /// out of the schedule until taken.
     back: Option<oneshot::Sender<()>>,
-    /// The advertisement being sent could not be.
-    failed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -124,7 +122,6 @@ impl Advertiser {
                 order,
                 sent: 0,
                 back: Some(back),
-                failed: false,
             },
         );
         (id, returned)
@@ -174,17 +171,23 @@ impl Advertiser {
             due.pop_first();
             batch.push(id);
         }
+        // Each schedule is counted as sent when its advertisement is
+        // prepared, and rolled back if it could not be: one visit each, as
+        // the entries are cold by the time the batch has gone out.
+        let mut sending: Vec<Sending> = Vec::with_capacity(batch.len());
         let mut v4 = Vec::new();
-        // the schedule each IPv4 message belongs to, by index in the batch
+        // the entry of `sending` each IPv4 message belongs to
         let mut v4_owner = Vec::new();
-        for (i, id) in batch.iter().enumerate() {
-            let Some(s) = standing.get_mut(id) else {
+        for id in batch {
+            let Some(s) = standing.get_mut(&id) else {
                 continue;
             };
+            let due_at = s.order.steady.next;
             let Some(payload) = s.prepare(now) else {
-                s.failed = true;
+                s.hand_back();
                 continue;
             };
+            let mut ok = true;
             for dest in &s.order.dests {
                 match *dest {
                     Dest::V4 { ifindex, src, dst } => {
@@ -194,43 +197,45 @@ impl Advertiser {
                             dst,
                             payload,
                         });
-                        v4_owner.push(i);
+                        v4_owner.push(sending.len());
                     }
-                    other => {
-                        if s.order.sockets.try_send(other, &payload).is_err() {
-                            s.failed = true;
-                        }
-                    }
+                    other => ok &= s.order.sockets.try_send(other, &payload).is_ok(),
                 }
             }
+            s.commit();
+            sending.push(Sending {
+                id,
+                due_at,
+                next: s.order.steady.next,
+                ok,
+            });
         }
         self.v4.try_send_batch(&v4, |k, _| {
-            if let Some(s) = v4_owner
-                .get(k)
-                .and_then(|i| batch.get(*i))
-                .and_then(|id| standing.get_mut(id))
-            {
-                s.failed = true;
+            if let Some(x) = v4_owner.get(k).and_then(|i| sending.get_mut(*i)) {
+                x.ok = false;
             }
         });
         let sent_at = std_now();
-        for id in batch {
-            let Some(s) = standing.get_mut(&id) else {
-                continue;
-            };
-            if std::mem::take(&mut s.failed) {
-                if let Some(back) = s.back.take() {
-                    // a task that is gone takes nothing back
-                    let _ = back.send(());
-                }
-                continue;
+        for x in sending {
+            if x.ok {
+                self.lateness
+                    .record(sent_at.saturating_duration_since(x.due_at));
+                due.insert((x.next, x.id));
+            } else if let Some(s) = standing.get_mut(&x.id) {
+                s.roll_back();
+                s.hand_back();
             }
-            self.lateness
-                .record(sent_at.saturating_duration_since(s.order.steady.next));
-            s.commit();
-            due.insert((s.order.steady.next, id));
         }
     }
+}
+
+/// One advertisement of a batch on its way.
+struct Sending {
+    id: u64,
+    due_at: std::time::Instant,
+    /// The schedule's next deadline once this one is sent.
+    next: std::time::Instant,
+    ok: bool,
 }
 
 impl Standing {
@@ -257,12 +262,29 @@ impl Standing {
         Some(advert.to_bytes())
     }
 
-    /// The prepared advertisement went out.
+    /// Count the prepared advertisement as sent.
     fn commit(&mut self) {
         let o = &mut self.order;
         o.stats.sent.fetch_add(1, Ordering::Relaxed);
         o.steady.counter = o.steady.counter.wrapping_add(1);
         o.steady.next += o.steady.interval;
         self.sent += 1;
+    }
+
+    /// Undo [`Standing::commit`]: the advertisement did not go out.
+    fn roll_back(&mut self) {
+        let o = &mut self.order;
+        o.stats.sent.fetch_sub(1, Ordering::Relaxed);
+        o.steady.counter = o.steady.counter.wrapping_sub(1);
+        o.steady.next -= o.steady.interval;
+        self.sent -= 1;
+    }
+
+    /// Out of the schedule until its task takes it back.
+    fn hand_back(&mut self) {
+        if let Some(back) = self.back.take() {
+            // a task that is gone takes nothing back
+            let _ = back.send(());
+        }
     }
 }
