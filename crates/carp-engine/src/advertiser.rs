@@ -288,3 +288,95 @@ impl Standing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use carp_proto::{HmacMode, Timing};
+
+    use super::*;
+
+    fn order(next: std::time::Instant, v4: &Arc<V4Socket>) -> Order {
+        let vip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100));
+        Order {
+            vhid: 1,
+            steady: SteadyAdverts {
+                next,
+                interval: Duration::from_secs(1),
+                timing: Timing::new(1, 0),
+                demote: 0,
+                counter: 7,
+            },
+            dests: Vec::new(),
+            sockets: Sockets {
+                v4: Arc::clone(v4),
+                v6: None,
+                broadcast: None,
+            },
+            auth: Authenticator::new(HmacMode::Bsd, b"k", 1, &[vip]).unwrap(),
+            stats: Arc::default(),
+        }
+    }
+
+    // Needs root (a raw socket), as the engine does.
+    #[tokio::test]
+    async fn schedules_are_sent_on_time_and_taken_back_once() {
+        let v4 = Arc::new(V4Socket::open().expect("raw IPv4 socket (root)"));
+        let adv = Advertiser::new(Arc::clone(&v4), Arc::new(Lateness::new()));
+        let now = std_now();
+        let later = now + Duration::from_secs(3600);
+        let (far, _back) = adv.hand_over(order(later, &v4));
+        let (due, mut back) = adv.hand_over(order(now, &v4));
+        adv.send_due();
+        // due now, no copies to send: counted, and the next a second on
+        let progress = adv.take_back(due).unwrap();
+        assert_eq!(
+            progress,
+            Progress {
+                sent: 1,
+                next: now + Duration::from_secs(1)
+            }
+        );
+        assert_eq!(adv.take_back(due), None);
+        assert!(back.try_recv().is_err(), "handed back without a failure");
+        // not due: untouched
+        assert_eq!(
+            adv.take_back(far),
+            Some(Progress {
+                sent: 0,
+                next: later
+            })
+        );
+        // more than an interval behind: handed back unsent
+        let (behind, mut back) = adv.hand_over(order(now - Duration::from_secs(2), &v4));
+        adv.send_due();
+        assert_eq!(back.try_recv(), Ok(()));
+        assert_eq!(
+            adv.take_back(behind),
+            Some(Progress {
+                sent: 0,
+                next: now - Duration::from_secs(2)
+            })
+        );
+        // a copy that cannot be sent (no such interface; nothing leaves):
+        // handed back, nothing counted
+        let mut failing = order(now, &v4);
+        failing.dests = vec![Dest::V4 {
+            ifindex: u32::MAX - 1,
+            src: Ipv4Addr::new(10, 0, 0, 1),
+            dst: Ipv4Addr::new(224, 0, 0, 18),
+        }];
+        let stats = Arc::clone(&failing.stats);
+        let (failing, mut back) = adv.hand_over(failing);
+        adv.send_due();
+        assert_eq!(back.try_recv(), Ok(()));
+        assert_eq!(
+            adv.take_back(failing),
+            Some(Progress { sent: 0, next: now })
+        );
+        assert_eq!(stats.sent.load(Ordering::Relaxed), 0);
+        let book = adv.lock();
+        assert!(book.due.is_empty() && book.standing.is_empty());
+    }
+}

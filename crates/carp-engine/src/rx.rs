@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::keepalive::Keepalives;
-use crate::socket::{RECV_BUF, Received, V4Socket, V6Socket};
+use crate::socket::{Received, RecvBatch, V4Socket, V6Socket};
 use crate::spec::VhidKey;
 use crate::stats::{DropCounters, VhidStats};
 use crate::vhid::Command;
@@ -219,55 +219,35 @@ fn handle(demux: &SharedDemux, log: &mut DropLog, buf: &[u8], r: Received) {
     }
 }
 
-/// Handle what one read of a CARP socket gave.
-async fn received(
-    family: &str,
-    demux: &SharedDemux,
-    log: &mut DropLog,
-    buf: &[u8],
-    r: std::io::Result<Option<Received>>,
-) {
-    match r {
-        Ok(Some(r)) => handle(demux, log, buf, r),
-        Ok(None) => current(demux).other.add(DropReason::TooShort),
-        Err(e) => {
-            tracing::warn!(family, error = %e, "receive error on the CARP socket");
-            // a persistent error must not spin
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
 /// One of the shared CARP sockets, as the receiver reads it.
 pub(crate) trait CarpSocket: Send + Sync + 'static {
     /// For log lines.
     const FAMILY: &'static str;
 
-    fn recv(
+    /// Wait for packets and read some into `batch`; how many.
+    fn recv_batch(
         &self,
-        buf: &mut [u8],
-    ) -> impl Future<Output = std::io::Result<Option<Received>>> + Send;
+        batch: &mut RecvBatch,
+    ) -> impl Future<Output = std::io::Result<usize>> + Send;
 }
 
 impl CarpSocket for V4Socket {
     const FAMILY: &'static str = "IPv4";
 
-    fn recv(
+    fn recv_batch(
         &self,
-        buf: &mut [u8],
-    ) -> impl Future<Output = std::io::Result<Option<Received>>> + Send {
-        V4Socket::recv(self, buf)
+        batch: &mut RecvBatch,
+    ) -> impl Future<Output = std::io::Result<usize>> + Send {
+        V4Socket::recv_batch(self, batch)
     }
 }
 
 impl CarpSocket for V6Socket {
     const FAMILY: &'static str = "IPv6";
 
-    fn recv(
-        &self,
-        buf: &mut [u8],
-    ) -> impl Future<Output = std::io::Result<Option<Received>>> + Send {
-        V6Socket::recv(self, buf)
+    async fn recv_batch(&self, batch: &mut RecvBatch) -> std::io::Result<usize> {
+        batch.got[0] = V6Socket::recv(self, &mut batch.bufs[0]).await?;
+        Ok(1)
     }
 }
 
@@ -277,14 +257,28 @@ pub(crate) async fn run<S: CarpSocket>(
     demux: SharedDemux,
     cancel: CancellationToken,
 ) {
-    let mut buf = vec![0u8; RECV_BUF];
+    let mut batch = RecvBatch::new();
     let mut log = DropLog::default();
     loop {
         let r = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = sock.recv(&mut buf) => r,
+            r = sock.recv_batch(&mut batch) => r,
         };
-        received(S::FAMILY, &demux, &mut log, &buf, r).await;
+        match r {
+            Ok(n) => {
+                for (got, buf) in batch.got.iter().zip(&batch.bufs).take(n) {
+                    match got {
+                        Some(r) => handle(&demux, &mut log, buf, *r),
+                        None => current(&demux).other.add(DropReason::TooShort),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(family = S::FAMILY, error = %e, "receive error on the CARP socket");
+                // a persistent error must not spin
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 

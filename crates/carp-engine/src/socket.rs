@@ -208,11 +208,7 @@ impl V4Socket {
     /// (`sendmmsg`), without waiting. `failed` hears the index of each
     /// message that was not sent and why; once the buffer is full, every
     /// message left fails with `WouldBlock`.
-    pub(crate) fn try_send_batch(
-        &self,
-        msgs: &[V4Message],
-        mut failed: impl FnMut(usize, io::Error),
-    ) {
+    pub(crate) fn try_send_batch(&self, msgs: &[V4Message], failed: impl FnMut(usize, io::Error)) {
         if msgs.is_empty() {
             return;
         }
@@ -271,70 +267,99 @@ impl V4Socket {
             }
             hdrs.push(hdr);
         }
-        let mut next = 0;
-        while next < hdrs.len() {
-            let left = hdrs.len() - next;
-            // SAFETY: every header points to live buffers of the sizes it
-            // gives (addresses, iovecs, payloads, control messages).
-            let rc = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    hdrs[next..].as_mut_ptr(),
-                    libc::c_uint::try_from(left).unwrap_or(libc::c_uint::MAX),
-                    0,
-                )
-            };
-            match usize::try_from(rc) {
-                Ok(sent) if sent > 0 => next += sent,
-                _ => {
-                    let e = io::Error::last_os_error();
-                    if e.kind() == io::ErrorKind::WouldBlock {
-                        for i in next..hdrs.len() {
-                            failed(i, io::Error::from(io::ErrorKind::WouldBlock));
-                        }
-                        return;
-                    }
-                    // this message fails; the kernel goes on with the next
-                    failed(next, e);
-                    next += 1;
-                }
-            }
-        }
+        send_mmsg(fd, hdrs, failed);
     }
 
-    /// Wait for and read one packet into `buf`. `Ok(None)` for a packet
-    /// that carries no usable IPv4 header or arrival interface.
-    pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
-        let (n, ifindex) = self
+    /// Wait for packets and read as many as are queued, up to
+    /// [`RECV_BATCH`], with one system call (`recvmmsg`); how many were
+    /// read. `batch.got[i]` is `None` for a packet that carries no usable
+    /// IPv4 header or arrival interface.
+    pub(crate) async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        let n = self
             .fd
             .async_io(Interest::READABLE, |s| {
-                let mut iov = [IoSliceMut::new(buf)];
-                let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
-                let msg =
-                    recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
-                        .map_err(io::Error::from)?;
-                let mut ifindex = None;
-                if let Ok(cmsgs) = msg.cmsgs() {
-                    for c in cmsgs {
-                        if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
-                            ifindex = u32::try_from(info.ipi_ifindex).ok();
-                        }
-                    }
+                // SAFETY: iovec and mmsghdr are plain old data; all-zero is
+                // a valid value.
+                let mut iovs: [libc::iovec; RECV_BATCH] = unsafe { std::mem::zeroed() };
+                let mut hdrs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
+                for (i, (iov, hdr)) in iovs.iter_mut().zip(hdrs.iter_mut()).enumerate() {
+                    iov.iov_base = batch.bufs[i].as_mut_ptr().cast();
+                    iov.iov_len = RECV_BUF;
+                    hdr.msg_hdr.msg_iov = iov;
+                    hdr.msg_hdr.msg_iovlen = 1;
+                    hdr.msg_hdr.msg_control = batch.control[i].as_mut_ptr().cast();
+                    hdr.msg_hdr.msg_controllen = std::mem::size_of_val(&batch.control[i]) as _;
                 }
-                Ok((msg.bytes, ifindex))
+                // SAFETY: every header points to live buffers of the sizes
+                // it gives; the kernel writes at most that much.
+                let rc = unsafe {
+                    libc::recvmmsg(
+                        s.as_raw_fd(),
+                        hdrs.as_mut_ptr(),
+                        RECV_BATCH as libc::c_uint,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null_mut(),
+                    )
+                };
+                let n = usize::try_from(rc).map_err(|_| io::Error::last_os_error())?;
+                for (i, hdr) in hdrs.iter().enumerate().take(n) {
+                    let len = (hdr.msg_len as usize).min(RECV_BUF);
+                    batch.got[i] = pktinfo_ifindex(&hdr.msg_hdr).and_then(|ifindex| {
+                        let (carrier, payload) = parse_ipv4(&batch.bufs[i][..len])?;
+                        Some(Received {
+                            ifindex,
+                            carrier,
+                            payload,
+                        })
+                    });
+                }
+                Ok(n)
             })
             .await?;
-        let Some(ifindex) = ifindex else {
-            return Ok(None);
-        };
-        let Some((carrier, payload)) = parse_ipv4(&buf[..n.min(buf.len())]) else {
-            return Ok(None);
-        };
-        Ok(Some(Received {
-            ifindex,
-            carrier,
-            payload,
-        }))
+        Ok(n)
+    }
+}
+
+/// The arrival interface from the `IP_PKTINFO` control message of a
+/// received message.
+fn pktinfo_ifindex(msg: &libc::msghdr) -> Option<u32> {
+    // SAFETY: the kernel filled the control buffer `msg` points to and set
+    // its length; CMSG_FIRSTHDR / CMSG_NXTHDR stay within it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
+                let info: libc::in_pktinfo =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>());
+                return u32::try_from(info.ipi_ifindex).ok();
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    None
+}
+
+/// Most packets read with one system call. The peers' advertisements
+/// arrive in bursts (a MASTER sends all those of a grid instant at once).
+pub(crate) const RECV_BATCH: usize = 32;
+
+/// Receive buffers for [`RECV_BATCH`] packets.
+#[derive(Debug)]
+pub(crate) struct RecvBatch {
+    pub(crate) bufs: Vec<[u8; RECV_BUF]>,
+    /// Room for the control messages of each packet (u64: aligned like
+    /// `cmsghdr`).
+    control: Vec<[u64; 8]>,
+    pub(crate) got: [Option<Received>; RECV_BATCH],
+}
+
+impl RecvBatch {
+    pub(crate) fn new() -> RecvBatch {
+        RecvBatch {
+            bufs: vec![[0; RECV_BUF]; RECV_BATCH],
+            control: vec![[0; 8]; RECV_BATCH],
+            got: [None; RECV_BATCH],
+        }
     }
 }
 
@@ -517,6 +542,40 @@ impl BroadcastSocket {
     ) -> io::Result<()> {
         let frame = build_ipv4(src, dst, payload);
         send_frame(self.fd.get_ref().as_raw_fd(), ifindex, &frame).map(drop)
+    }
+}
+
+/// `sendmmsg` until every message is sent or has failed (see
+/// [`V4Socket::try_send_batch`]).
+fn send_mmsg(fd: RawFd, mut hdrs: Vec<libc::mmsghdr>, mut failed: impl FnMut(usize, io::Error)) {
+    let mut next = 0;
+    while next < hdrs.len() {
+        let left = hdrs.len() - next;
+        // SAFETY: every header points to live buffers of the sizes it gives
+        // (the caller's addresses, iovecs, payloads, control messages).
+        let rc = unsafe {
+            libc::sendmmsg(
+                fd,
+                hdrs[next..].as_mut_ptr(),
+                libc::c_uint::try_from(left).unwrap_or(libc::c_uint::MAX),
+                0,
+            )
+        };
+        match usize::try_from(rc) {
+            Ok(sent) if sent > 0 => next += sent,
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    for i in next..hdrs.len() {
+                        failed(i, io::Error::from(io::ErrorKind::WouldBlock));
+                    }
+                    return;
+                }
+                // this message fails; the kernel goes on with the next
+                failed(next, e);
+                next += 1;
+            }
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::advertiser::{self, Advertiser, Order};
+use crate::advertiser::{self, Advertiser, Order, Progress};
 use crate::announce::Announcer;
 use crate::engine::VhidStatus;
 use crate::hooks::{self, HookKind};
@@ -227,11 +227,25 @@ struct Task {
     standing: Option<Standing>,
 }
 
-/// A schedule handed over to the advertiser.
+/// A schedule handed over to the advertiser. Taken back when dropped, so
+/// that no advertisement outlives its task, even one that was aborted.
 struct Standing {
     id: u64,
     /// Fires when the advertiser hands it back unsent.
     returned: oneshot::Receiver<()>,
+    advertiser: Arc<Advertiser>,
+}
+
+impl Standing {
+    fn take_back(&self) -> Option<Progress> {
+        self.advertiser.take_back(self.id)
+    }
+}
+
+impl Drop for Standing {
+    fn drop(&mut self) {
+        self.take_back();
+    }
 }
 
 /// What woke a VHID task.
@@ -351,14 +365,17 @@ impl Task {
             auth: self.auth.clone(),
             stats: Arc::clone(&self.stats),
         });
-        self.standing = Some(Standing { id, returned });
+        self.standing = Some(Standing {
+            id,
+            returned,
+            advertiser: Arc::clone(&self.effects.advertiser),
+        });
     }
 
     /// Take the schedule back from the advertiser and tell the machine how
     /// far it got; the deadline of the next advertisement, if any.
     fn take_back(&mut self) -> Option<Instant> {
-        let standing = self.standing.take()?;
-        let progress = self.effects.advertiser.take_back(standing.id)?;
+        let progress = self.standing.take()?.take_back()?;
         self.machine
             .steady_adverts_sent(progress.sent, progress.next);
         Some(Instant::from_std(progress.next))
