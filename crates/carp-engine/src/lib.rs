@@ -5,9 +5,12 @@
 //!
 //! ```text
 //!  IPv4 raw socket ──┐                       ┌─> VHID task (eth0, 1) ─┐
-//!  IPv6 raw socket ──┼─> rx: check, demux, ──┼─> VHID task (eth0, 2) ─┼─> sockets, rtnetlink,
-//!                    │   HMAC, try_send      └─> VHID task (eth1, 1) ─┘   ARP/NA, hooks
-//!  link events ──────┴──────────────────────────> (commands)
+//!  (recvmmsg)        ├─> rx: check, demux, ──┼─> VHID task (eth0, 2) ─┼─> sockets, rtnetlink,
+//!  IPv6 raw socket ──┤   HMAC, try_send      └─> VHID task (eth1, 1) ─┘   ARP/NA, hooks
+//!                    │   (a BACKUP's keepalives:        │
+//!                    │    noted, no wake-up)            └─> advertiser: the steady
+//!  link events ──────┴──> (commands)                        advertisements of MASTERs,
+//!                                                           one sendmmsg per grid instant
 //! ```
 
 mod advertiser;

@@ -1,6 +1,10 @@
 //! One tokio task per VHID: it drives a [`Machine`] with real timers and
 //! turns its actions into effects (advertisements, addresses, ARP/NA,
-//! hooks).
+//! hooks). In the steady states it mostly sleeps: a MASTER with nothing
+//! else to do hands its periodic advertisements to the advertiser
+//! (`advertiser.rs`), and a BACKUP has the receiver note its master's
+//! keepalives (`keepalive.rs`); it takes either back before it handles
+//! anything else.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -42,8 +46,8 @@ const REPLAY_LOG_EVERY: Duration = Duration::from_secs(10);
 const ADDRESS_RETRY: Duration = Duration::from_secs(1);
 /// MASTERs with the same interval advertise on `GRID_SLOTS` instants per
 /// interval, chosen by VHID number (see [`AdvertGrid`]): at 1000 VHIDs and
-/// advbase 1 the runtime wakes 4 times a second for 250 of them each, and
-/// the peer's receiver as often, rather than for every few VHIDs apart.
+/// advbase 1 the advertiser wakes 4 times a second for 250 of them each,
+/// and the peer's receiver as often, rather than for every few VHIDs apart.
 /// Wake-ups are much of what this daemon costs: against VHIDs spread over
 /// the interval, the scale benchmark's CPU drops by about a third.
 const GRID_SLOTS: u16 = 4;
