@@ -74,6 +74,10 @@ fn set_pmtudisc_do(fd: RawFd) -> io::Result<()> {
     }
 }
 
+fn raw(fd: &AsyncFd<Socket>) -> RawFd {
+    fd.get_ref().as_raw_fd()
+}
+
 /// Hand a non-blocking socket to the tokio reactor.
 fn register(s: Socket) -> io::Result<AsyncFd<Socket>> {
     // SAFETY: `Socket` owns its descriptor, which is neither closed nor
@@ -86,8 +90,7 @@ async fn send_bounded(
     fd: &AsyncFd<Socket>,
     mut f: impl FnMut(RawFd) -> io::Result<usize>,
 ) -> io::Result<()> {
-    let raw = fd.get_ref().as_raw_fd();
-    match f(raw) {
+    match f(raw(fd)) {
         Ok(_) => return Ok(()),
         Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
         Err(_) => {}
@@ -192,18 +195,6 @@ impl V4Socket {
         send_bounded(&self.fd, |fd| send_v4(fd, ifindex, src, dst, payload)).await
     }
 
-    /// [`V4Socket::send`] without waiting: `WouldBlock` when the socket
-    /// buffer is full.
-    pub(crate) fn try_send(
-        &self,
-        ifindex: u32,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        payload: &[u8],
-    ) -> io::Result<()> {
-        send_v4(self.fd.get_ref().as_raw_fd(), ifindex, src, dst, payload).map(drop)
-    }
-
     /// Send every message with as few system calls as the kernel allows
     /// (`sendmmsg`), without waiting. `failed` hears the index of each
     /// message that was not sent and why; once the buffer is full, every
@@ -212,7 +203,7 @@ impl V4Socket {
         if msgs.is_empty() {
             return;
         }
-        let fd = self.fd.get_ref().as_raw_fd();
+        let fd = raw(&self.fd);
         // SAFETY: CMSG_* only compute sizes.
         let (space, len) = unsafe {
             let data = std::mem::size_of::<libc::in_pktinfo>() as libc::c_uint;
@@ -422,17 +413,6 @@ impl V6Socket {
         send_bounded(&self.fd, |fd| send_v6(fd, ifindex, src, dst, payload)).await
     }
 
-    /// [`V6Socket::send`] without waiting.
-    pub(crate) fn try_send(
-        &self,
-        ifindex: u32,
-        src: Ipv6Addr,
-        dst: Ipv6Addr,
-        payload: &[u8],
-    ) -> io::Result<()> {
-        send_v6(self.fd.get_ref().as_raw_fd(), ifindex, src, dst, payload).map(drop)
-    }
-
     /// Wait for and read one packet into `buf` (the CARP payload only).
     /// `Ok(None)` when the kernel left out the arrival information.
     pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
@@ -530,18 +510,6 @@ impl BroadcastSocket {
     ) -> io::Result<()> {
         let frame = build_ipv4(src, dst, payload);
         send_bounded(&self.fd, |fd| send_frame(fd, ifindex, &frame)).await
-    }
-
-    /// [`BroadcastSocket::send`] without waiting.
-    pub(crate) fn try_send(
-        &self,
-        ifindex: u32,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        payload: &[u8; HEADER_LEN],
-    ) -> io::Result<()> {
-        let frame = build_ipv4(src, dst, payload);
-        send_frame(self.fd.get_ref().as_raw_fd(), ifindex, &frame).map(drop)
     }
 }
 
@@ -645,17 +613,18 @@ impl Sockets {
 
     /// Send one copy now or fail (`WouldBlock` when the buffer is full).
     pub(crate) fn try_send(&self, dest: Dest, payload: &[u8; HEADER_LEN]) -> io::Result<()> {
-        match dest {
-            Dest::V4 { ifindex, src, dst } => self.v4.try_send(ifindex, src, dst, payload),
+        let sent = match dest {
+            Dest::V4 { ifindex, src, dst } => send_v4(raw(&self.v4.fd), ifindex, src, dst, payload),
             Dest::Broadcast { ifindex, src, dst } => match &self.broadcast {
-                Some(b) => b.try_send(ifindex, src, dst, payload),
+                Some(b) => send_frame(raw(&b.fd), ifindex, &build_ipv4(src, dst, payload)),
                 None => Err(not_open("broadcast")),
             },
             Dest::V6 { ifindex, src, dst } => match &self.v6 {
-                Some(v6) => v6.try_send(ifindex, src, dst, payload),
+                Some(v6) => send_v6(raw(&v6.fd), ifindex, src, dst, payload),
                 None => Err(not_open("IPv6")),
             },
-        }
+        };
+        sent.map(drop)
     }
 }
 

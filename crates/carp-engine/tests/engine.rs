@@ -361,27 +361,34 @@ fn broadcast_advertisement_on_the_wire() {
     a.shutdown();
 }
 
-#[test]
-fn dual_stack_vhid_advertises_on_both_families() {
-    let Some(pair) = addressed_pair() else {
-        return;
-    };
-    let addrs = vec![
+/// 10.77.0.100 and fd00:77::100.
+fn dual_stack_addrs() -> Vec<VirtualAddr> {
+    vec![
         v4("10.77.0.100"),
         VirtualAddr {
             addr: "fd00:77::100".parse().unwrap(),
             prefix_len: 64,
         },
-    ];
+    ]
+}
+
+/// IPv6 advertisements leave from the link-local address, once it is there.
+fn wait_for_link_local(pair: &Pair) {
     wait_for("link-local addresses", || {
-        pair.a
-            .ip(&["-o", "-6", "addr", "show", "dev", "va"])
-            .contains("fe80")
-            && pair
-                .b
-                .ip(&["-o", "-6", "addr", "show", "dev", "vb"])
+        [(&pair.a, "va"), (&pair.b, "vb")].iter().all(|(ns, dev)| {
+            ns.ip(&["-o", "-6", "addr", "show", "dev", dev])
                 .contains("fe80")
+        })
     });
+}
+
+#[test]
+fn dual_stack_vhid_advertises_on_both_families() {
+    let Some(pair) = addressed_pair() else {
+        return;
+    };
+    let addrs = dual_stack_addrs();
+    wait_for_link_local(&pair);
     let a = Node::start(&pair.a, spec("va", vec![vhid_spec(3, 0, addrs.clone())])).unwrap();
     let b = Node::start(&pair.b, spec("vb", vec![vhid_spec(3, 100, addrs)])).unwrap();
     wait_for("A to become MASTER", || a.state(3) == Some(State::Master));
@@ -424,23 +431,9 @@ fn steady_advertisements_keep_interval_and_counter() {
     let Some(pair) = addressed_pair() else {
         return;
     };
-    let addrs = vec![
-        v4("10.77.0.100"),
-        VirtualAddr {
-            addr: "fd00:77::100".parse().unwrap(),
-            prefix_len: 64,
-        },
-    ];
+    let addrs = dual_stack_addrs();
     let ips: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
-    wait_for("link-local addresses", || {
-        ["va", "vb"]
-            .iter()
-            .zip([&pair.a, &pair.b])
-            .all(|(dev, ns)| {
-                ns.ip(&["-o", "-6", "addr", "show", "dev", dev])
-                    .contains("fe80")
-            })
-    });
+    wait_for_link_local(&pair);
     let a = Node::start(&pair.a, spec("va", vec![vhid_spec(5, 0, addrs.clone())])).unwrap();
     let b = Node::start(&pair.b, spec("vb", vec![vhid_spec(5, 100, addrs)])).unwrap();
     wait_for("A to become MASTER", || a.state(5) == Some(State::Master));

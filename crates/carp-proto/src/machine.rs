@@ -797,6 +797,16 @@ mod tests {
         })
     }
 
+    /// A BACKUP (advbase 1, advskew 10) since `t`.
+    fn backup_at(t: Instant, preempt: bool) -> Machine {
+        let mut c = cfg(1, 10, DemoteStyle::Byte);
+        c.preempt = preempt;
+        let mut m = Machine::new(c);
+        m.handle_link(t, true);
+        drain(&mut m);
+        m
+    }
+
     /// A lone machine that has just become MASTER at `t0 + 3 s`.
     fn master(config: MachineConfig) -> (Machine, Instant) {
         let at = Instant::now() + config.timing.master_down(config.dead_ratio);
@@ -953,14 +963,7 @@ mod tests {
     #[test]
     fn backup_rules() {
         let t = Instant::now();
-        let backup = |preempt: bool| {
-            let mut c = cfg(1, 10, DemoteStyle::Byte);
-            c.preempt = preempt;
-            let mut m = Machine::new(c);
-            m.handle_link(t, true);
-            drain(&mut m);
-            m
-        };
+        let backup = |preempt| backup_at(t, preempt);
         let reason = |m: &mut Machine| match drain(m).first() {
             Some(Action::StateChanged { reason, .. }) => Some(*reason),
             _ => None,
@@ -997,14 +1000,7 @@ mod tests {
     #[test]
     fn keepalives_handled_in_a_run_or_only_the_last_agree() {
         let t = Instant::now();
-        let backup = |preempt: bool| {
-            let mut c = cfg(1, 10, DemoteStyle::Byte);
-            c.preempt = preempt;
-            let mut m = Machine::new(c);
-            m.handle_link(t, true);
-            drain(&mut m);
-            m
-        };
+        let backup = |preempt| backup_at(t, preempt);
         let m = backup(false);
         assert!(m.is_keepalive(&advert(1, 0, 0, 7)));
         assert!(m.is_keepalive(&advert(1, 20, 0, 7)));
