@@ -245,7 +245,7 @@ impl Standing {
         let o = &self.order;
         // more than one interval behind (a stalled host): the machine
         // restarts its schedule rather than send a catch-up burst
-        if o.steady.next + o.steady.interval <= now {
+        if o.steady.next + o.steady.timing.interval() <= now {
             return None;
         }
         let counter = o.steady.counter.wrapping_add(1);
@@ -267,7 +267,7 @@ impl Standing {
         let o = &mut self.order;
         o.stats.sent.fetch_add(1, Ordering::Relaxed);
         o.steady.counter = o.steady.counter.wrapping_add(1);
-        o.steady.next += o.steady.interval;
+        o.steady.next += o.steady.timing.interval();
         self.sent += 1;
     }
 
@@ -276,7 +276,7 @@ impl Standing {
         let o = &mut self.order;
         o.stats.sent.fetch_sub(1, Ordering::Relaxed);
         o.steady.counter = o.steady.counter.wrapping_sub(1);
-        o.steady.next -= o.steady.interval;
+        o.steady.next -= o.steady.timing.interval();
         self.sent -= 1;
     }
 
@@ -303,7 +303,6 @@ mod tests {
             vhid: 1,
             steady: SteadyAdverts {
                 next,
-                interval: Duration::from_secs(1),
                 timing: Timing::new(1, 0),
                 demote: 0,
                 counter: 7,

@@ -18,7 +18,7 @@ use crate::keepalive::Keepalives;
 use crate::socket::{Received, RecvBatch, V4Socket, V6Socket};
 use crate::spec::VhidKey;
 use crate::stats::{DropCounters, VhidStats};
-use crate::vhid::Command;
+use crate::vhid::{Command, std_now};
 
 /// Capacity of a VHID's inbox. A stale advertisement is worthless, so a
 /// full inbox drops rather than waits.
@@ -141,10 +141,7 @@ impl Demux {
         if !entry.auth.verify(advert.counter, &advert.hmac) {
             return drop(DropReason::BadHmac);
         }
-        if entry
-            .keepalives
-            .note(Instant::now().into_std(), carrier.src, &advert)
-        {
+        if entry.keepalives.note(std_now(), carrier.src, &advert) {
             entry.stats.received.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }

@@ -184,17 +184,6 @@ impl V4Socket {
             .map_err(io_err(format!("leave {group} on interface {ifindex}")))
     }
 
-    /// Send one advertisement out of `ifindex` from `src` to `dst`.
-    pub(crate) async fn send(
-        &self,
-        ifindex: u32,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        payload: &[u8],
-    ) -> io::Result<()> {
-        send_bounded(&self.fd, |fd| send_v4(fd, ifindex, src, dst, payload)).await
-    }
-
     /// Send every message with as few system calls as the kernel allows
     /// (`sendmmsg`), without waiting. `failed` hears the index of each
     /// message that was not sent and why; once the buffer is full, every
@@ -240,13 +229,7 @@ impl V4Socket {
             hdr.msg_hdr.msg_iovlen = 1;
             hdr.msg_hdr.msg_control = control[i * words..].as_mut_ptr().cast();
             hdr.msg_hdr.msg_controllen = space as _;
-            let info = libc::in_pktinfo {
-                ipi_ifindex: m.ifindex as libc::c_int,
-                ipi_spec_dst: libc::in_addr {
-                    s_addr: u32::from(m.src).to_be(),
-                },
-                ipi_addr: libc::in_addr { s_addr: 0 },
-            };
+            let info = pktinfo_v4(m.ifindex, m.src);
             // SAFETY: the control buffer of this message is `space` bytes,
             // enough for one cmsghdr with an in_pktinfo, and aligned.
             unsafe {
@@ -400,19 +383,6 @@ impl V6Socket {
             .map_err(io_err(format!("leave {GROUP_V6} on interface {ifindex}")))
     }
 
-    /// Send one advertisement to `dst` (ff02::12 or a unicast peer) out of
-    /// `ifindex`, from `src` or, if unspecified, the address the kernel picks
-    /// for `dst`. A link-local `dst` is on `ifindex`.
-    pub(crate) async fn send(
-        &self,
-        ifindex: u32,
-        src: Ipv6Addr,
-        dst: Ipv6Addr,
-        payload: &[u8],
-    ) -> io::Result<()> {
-        send_bounded(&self.fd, |fd| send_v6(fd, ifindex, src, dst, payload)).await
-    }
-
     /// Wait for and read one packet into `buf` (the CARP payload only).
     /// `Ok(None)` when the kernel left out the arrival information.
     pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
@@ -499,17 +469,6 @@ impl BroadcastSocket {
         s.set_nonblocking(true).map_err(io_err(ctx))?;
         let fd = register(s).map_err(io_err(ctx))?;
         Ok(BroadcastSocket { fd })
-    }
-
-    pub(crate) async fn send(
-        &self,
-        ifindex: u32,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        payload: &[u8; HEADER_LEN],
-    ) -> io::Result<()> {
-        let frame = build_ipv4(src, dst, payload);
-        send_bounded(&self.fd, |fd| send_frame(fd, ifindex, &frame)).await
     }
 }
 
@@ -598,36 +557,56 @@ fn not_open(what: &str) -> io::Error {
 impl Sockets {
     /// Send one copy, waiting (bounded) for buffer space.
     pub(crate) async fn send(&self, dest: Dest, payload: &[u8; HEADER_LEN]) -> io::Result<()> {
-        match dest {
-            Dest::V4 { ifindex, src, dst } => self.v4.send(ifindex, src, dst, payload).await,
-            Dest::Broadcast { ifindex, src, dst } => match &self.broadcast {
-                Some(b) => b.send(ifindex, src, dst, payload).await,
-                None => Err(not_open("broadcast")),
-            },
-            Dest::V6 { ifindex, src, dst } => match &self.v6 {
-                Some(v6) => v6.send(ifindex, src, dst, payload).await,
-                None => Err(not_open("IPv6")),
-            },
-        }
+        send_bounded(self.socket(dest)?, |fd| send_once(fd, dest, payload)).await
     }
 
     /// Send one copy now or fail (`WouldBlock` when the buffer is full).
     pub(crate) fn try_send(&self, dest: Dest, payload: &[u8; HEADER_LEN]) -> io::Result<()> {
-        let sent = match dest {
-            Dest::V4 { ifindex, src, dst } => send_v4(raw(&self.v4.fd), ifindex, src, dst, payload),
-            Dest::Broadcast { ifindex, src, dst } => match &self.broadcast {
-                Some(b) => send_frame(raw(&b.fd), ifindex, &build_ipv4(src, dst, payload)),
-                None => Err(not_open("broadcast")),
-            },
-            Dest::V6 { ifindex, src, dst } => match &self.v6 {
-                Some(v6) => send_v6(raw(&v6.fd), ifindex, src, dst, payload),
-                None => Err(not_open("IPv6")),
-            },
-        };
-        sent.map(drop)
+        send_once(raw(self.socket(dest)?), dest, payload).map(drop)
+    }
+
+    /// The socket `dest` leaves through.
+    fn socket(&self, dest: Dest) -> io::Result<&AsyncFd<Socket>> {
+        match dest {
+            Dest::V4 { .. } => Ok(&self.v4.fd),
+            Dest::Broadcast { .. } => self
+                .broadcast
+                .as_ref()
+                .map(|b| &b.fd)
+                .ok_or_else(|| not_open("broadcast")),
+            Dest::V6 { .. } => self
+                .v6
+                .as_ref()
+                .map(|v6| &v6.fd)
+                .ok_or_else(|| not_open("IPv6")),
+        }
     }
 }
 
+/// One `sendmsg`/`sendto` of `payload` to `dest` on `fd`, the socket
+/// [`Sockets::socket`] gives for it.
+fn send_once(fd: RawFd, dest: Dest, payload: &[u8; HEADER_LEN]) -> io::Result<usize> {
+    match dest {
+        Dest::V4 { ifindex, src, dst } => send_v4(fd, ifindex, src, dst, payload),
+        Dest::Broadcast { ifindex, src, dst } => {
+            send_frame(fd, ifindex, &build_ipv4(src, dst, payload))
+        }
+        Dest::V6 { ifindex, src, dst } => send_v6(fd, ifindex, src, dst, payload),
+    }
+}
+
+/// `IP_PKTINFO` for a packet out of `ifindex` from `src`.
+fn pktinfo_v4(ifindex: u32, src: Ipv4Addr) -> libc::in_pktinfo {
+    libc::in_pktinfo {
+        ipi_ifindex: ifindex as libc::c_int,
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(src).to_be(),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    }
+}
+
+/// One advertisement out of `ifindex` from `src` to `dst`.
 fn send_v4(
     fd: RawFd,
     ifindex: u32,
@@ -635,19 +614,16 @@ fn send_v4(
     dst: Ipv4Addr,
     payload: &[u8],
 ) -> io::Result<usize> {
-    let info = libc::in_pktinfo {
-        ipi_ifindex: ifindex as libc::c_int,
-        ipi_spec_dst: libc::in_addr {
-            s_addr: u32::from(src).to_be(),
-        },
-        ipi_addr: libc::in_addr { s_addr: 0 },
-    };
+    let info = pktinfo_v4(ifindex, src);
     let to = SockaddrIn::from(SocketAddrV4::new(dst, 0));
     let iov = [IoSlice::new(payload)];
     let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
     sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&to)).map_err(io::Error::from)
 }
 
+/// One advertisement to `dst` (ff02::12 or a unicast peer) out of
+/// `ifindex`, from `src` or, if unspecified, the address the kernel picks
+/// for `dst`. A link-local `dst` is on `ifindex`.
 fn send_v6(
     fd: RawFd,
     ifindex: u32,

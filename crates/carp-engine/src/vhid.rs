@@ -348,7 +348,6 @@ impl Task {
         }
     }
 
-    /// The machine's deadline (or the early wake-up for it) has come.
     /// MASTER with steady advertisements: hand them to the advertiser.
     fn hand_over(&mut self) {
         if self.standing.is_some() {
@@ -357,7 +356,7 @@ impl Task {
         let Some(steady) = self
             .machine
             .steady_adverts()
-            .filter(|s| s.interval >= advertiser::MIN_INTERVAL)
+            .filter(|s| s.timing.interval() >= advertiser::MIN_INTERVAL)
         else {
             return;
         };
@@ -423,6 +422,7 @@ impl Task {
         }
     }
 
+    /// The machine's deadline (or the early wake-up for it) has come.
     fn timer_fired(&mut self, deadline: Option<Instant>) {
         self.timer_deadline = deadline;
         // woken early: handled as at the deadline

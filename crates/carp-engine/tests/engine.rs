@@ -372,14 +372,23 @@ fn dual_stack_addrs() -> Vec<VirtualAddr> {
     ]
 }
 
-/// IPv6 advertisements leave from the link-local address, once it is there.
-fn wait_for_link_local(pair: &Pair) {
+/// `vhid` with [`dual_stack_addrs`]: A (advskew 0) MASTER, B (advskew
+/// 100) started as its backup. IPv6 advertisements leave from the
+/// link-local address, so both wait for it first.
+fn dual_stack_master_and_backup(pair: &Pair, vhid: u8) -> (Node, Node) {
     wait_for("link-local addresses", || {
         [(&pair.a, "va"), (&pair.b, "vb")].iter().all(|(ns, dev)| {
             ns.ip(&["-o", "-6", "addr", "show", "dev", dev])
                 .contains("fe80")
         })
     });
+    let addrs = dual_stack_addrs();
+    let a = Node::start(&pair.a, spec("va", vec![vhid_spec(vhid, 0, addrs.clone())])).unwrap();
+    let b = Node::start(&pair.b, spec("vb", vec![vhid_spec(vhid, 100, addrs)])).unwrap();
+    wait_for("A to become MASTER", || {
+        a.state(vhid) == Some(State::Master)
+    });
+    (a, b)
 }
 
 #[test]
@@ -387,11 +396,7 @@ fn dual_stack_vhid_advertises_on_both_families() {
     let Some(pair) = addressed_pair() else {
         return;
     };
-    let addrs = dual_stack_addrs();
-    wait_for_link_local(&pair);
-    let a = Node::start(&pair.a, spec("va", vec![vhid_spec(3, 0, addrs.clone())])).unwrap();
-    let b = Node::start(&pair.b, spec("vb", vec![vhid_spec(3, 100, addrs)])).unwrap();
-    wait_for("A to become MASTER", || a.state(3) == Some(State::Master));
+    let (a, b) = dual_stack_master_and_backup(&pair, 3);
     // both families arrive and pass the HMAC check
     wait_for("B to hear A on both families", || {
         b.status()[0].adverts_received >= 4
@@ -431,12 +436,8 @@ fn steady_advertisements_keep_interval_and_counter() {
     let Some(pair) = addressed_pair() else {
         return;
     };
-    let addrs = dual_stack_addrs();
-    let ips: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
-    wait_for_link_local(&pair);
-    let a = Node::start(&pair.a, spec("va", vec![vhid_spec(5, 0, addrs.clone())])).unwrap();
-    let b = Node::start(&pair.b, spec("vb", vec![vhid_spec(5, 100, addrs)])).unwrap();
-    wait_for("A to become MASTER", || a.state(5) == Some(State::Master));
+    let ips: Vec<IpAddr> = dual_stack_addrs().iter().map(|a| a.addr).collect();
+    let (a, b) = dual_stack_master_and_backup(&pair, 5);
     // the first advertisements after a takeover are the machine's own
     wait_for("A to be past its takeover", || {
         a.status()[0].adverts_sent >= 4

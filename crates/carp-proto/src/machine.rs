@@ -237,9 +237,9 @@ pub struct SendAdvert {
 /// A MASTER's steady advertisements (see [`Machine::steady_adverts`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SteadyAdverts {
-    /// When the next one is due; the ones after follow every `interval`.
+    /// When the next one is due; the ones after follow every
+    /// `timing.interval()`.
     pub next: Instant,
-    pub interval: Duration,
     pub timing: Timing,
     pub demote: u8,
     /// The last counter sent; the next advertisement carries + 1.
@@ -427,16 +427,10 @@ impl Machine {
             && self.send_failures == 0
             && self.actions.is_empty();
         let next = self.next_advert.filter(|_| steady)?;
-        let timing = self.effective_timing();
-        let demote = match self.config.demote_style {
-            DemoteStyle::Byte => self.demote(),
-            DemoteStyle::Skew => 0,
-        };
         Some(SteadyAdverts {
             next,
-            interval: timing.interval(),
-            timing,
-            demote,
+            timing: self.effective_timing(),
+            demote: self.advertised_demote(),
             counter: self.counter,
         })
     }
@@ -683,13 +677,9 @@ impl Machine {
 
     fn send(&mut self, timing: Timing) {
         self.counter = self.counter.wrapping_add(1);
-        let demote = match self.config.demote_style {
-            DemoteStyle::Byte => self.demote(),
-            DemoteStyle::Skew => 0,
-        };
         self.actions.push_back(Action::Send(SendAdvert {
             timing,
-            demote,
+            demote: self.advertised_demote(),
             counter: self.counter,
         }));
     }
@@ -719,11 +709,16 @@ impl Machine {
 
     /// (demotion, interval); lower is better.
     fn our_priority(&self) -> (u8, Duration) {
-        let demote = match self.config.demote_style {
+        (self.advertised_demote(), self.effective_timing().interval())
+    }
+
+    /// The demotion byte we advertise (0 with [`DemoteStyle::Skew`], which
+    /// folds it into advskew).
+    fn advertised_demote(&self) -> u8 {
+        match self.config.demote_style {
             DemoteStyle::Byte => self.demote(),
             DemoteStyle::Skew => 0,
-        };
-        (demote, self.effective_timing().interval())
+        }
     }
 
     fn their_priority(&self, advert: &Advert) -> (u8, Duration) {
@@ -1070,7 +1065,6 @@ mod tests {
             steady,
             SteadyAdverts {
                 next: at + second * (u32::from(ADVERTS_BEFORE_REPEAT_ANNOUNCE) + 1),
-                interval: second,
                 timing: Timing::new(1, 0),
                 demote: 0,
                 counter: 42 + u64::from(ADVERTS_BEFORE_REPEAT_ANNOUNCE),
