@@ -17,6 +17,9 @@ pub mod replay;
 pub mod timing;
 
 pub use auth::{AuthError, Authenticator, HmacMode};
-pub use machine::{Action, AdvertGrid, Machine, MachineConfig, Reason, State, SteadyAdverts};
+pub use machine::{
+    Action, AdvertGrid, Machine, MachineConfig, Reason, SendAdvert, State, SteadyAdverts,
+    SteadySchedule,
+};
 pub use packet::{Advert, DropReason};
 pub use timing::Timing;

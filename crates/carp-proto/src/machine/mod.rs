@@ -1,0 +1,554 @@
+//! The state machine of one VHID, sans I/O.
+//!
+//! The machine never reads a clock: every input carries `now`, and it answers
+//! with [`Action`]s (drained with [`Machine::poll_action`]) and its next
+//! deadline ([`Machine::poll_timeout`]). The caller calls
+//! [`Machine::handle_timeout`] once that deadline has passed.
+//!
+//! # Rules
+//!
+//! "Priority" is the pair (demotion, advertisement interval), compared in
+//! that order; lower is better. Ours is built from [`Machine::demote`] and
+//! [`Machine::effective_timing`], theirs from the advertisement. With
+//! [`DemoteStyle::Skew`] both demotions count as 0 (the demotion is already
+//! in the advertised advskew, and such peers leave byte 4 at 0).
+//!
+//! * INIT ignores advertisements. Link up: INIT -> BACKUP ([`Reason::Startup`]
+//!   the first time, [`Reason::LinkUp`] after that), master-down timer armed.
+//! * Any advertisement heard in BACKUP or MASTER sets [`Machine::master_addr`]
+//!   and its counter is adopted, as UCARP and FreeBSD do: our next
+//!   advertisement carries the peer's counter + 1.
+//! * BACKUP, on an advertisement:
+//!   1. a bow-out (advbase 255, advskew 255): MASTER ([`Reason::PeerBowedOut`]);
+//!   2. their demotion higher than ours: MASTER, with or without preemption
+//!      ([`Reason::PeerDemoted`], OpenBSD);
+//!   3. preemption on, equal demotion, our interval shorter: MASTER
+//!      ([`Reason::Preempt`]);
+//!   4. their interval longer than `dead_ratio * advbase` seconds (advbase 0:
+//!      longer than our master-down time), so the master is sure to time out:
+//!      MASTER ([`Reason::PeerWillTimeOut`]);
+//!   5. otherwise the master-down timer restarts.
+//!
+//!   For one master-down time after [`Machine::step_down`], rules 2 and 3 are
+//!   suspended, so the operator's step-down sticks while the peer takes over.
+//! * BACKUP, master-down timer fires: MASTER ([`Reason::MasterDown`]).
+//! * Becoming MASTER: [`Action::StateChanged`], [`Action::InstallAddresses`],
+//!   an immediate [`Action::Send`], [`Action::Announce`]; then one
+//!   advertisement per interval, and a second [`Action::Announce`] after the
+//!   second of them (some L3 switches miss the first).
+//! * MASTER, on an advertisement with a better priority: one last
+//!   advertisement, then BACKUP ([`Reason::PeerPreferred`]). With a worse
+//!   priority (or a bow-out): stay MASTER and answer at once with
+//!   [`Action::Announce`] and an advertisement, at most once per master-down
+//!   time, so that a split brain heals within one wire delay and the switches
+//!   follow the real master, while a misbehaving peer cannot make us flood.
+//! * Link down: any state -> INIT, addresses removed, no timers.
+//! * [`Machine::shutdown`]: a MASTER sends a bow-out and removes its
+//!   addresses; the machine stays in INIT for good.
+//!
+//! # Equal priority: UCARP's tie-break
+//!
+//! The BSD kernels let a MASTER yield to any peer with the same demotion and
+//! interval. UCARP yields only if the peer's source address is lower, and
+//! compares the two addresses as raw network-order `u32`s on a little-endian
+//! host, so the *last* octet decides first (10.0.1.1 is "lower" than
+//! 10.0.0.2). carpd uses exactly UCARP's order: IPv4 addresses compare as
+//! `u32::from_le_bytes(octets)`, IPv6 addresses byte by byte (UCARP has no
+//! IPv6), IPv4 before IPv6. Why: with the BSD rule, a carpd node with the
+//! lower address (in UCARP's order) would yield to a UCARP node that also
+//! yields to it; both end up BACKUP, time out together, both become MASTER
+//! and flap forever. With the same total order on both sides exactly one node
+//! yields, whether the other is carpd or UCARP.
+//!
+//! # Demotion
+//!
+//! The demotion in effect is the external one ([`Machine::set_demote`]) plus
+//! one while sends keep failing (3 failures in a row add it, 3 successes in
+//! a row remove it; only a MASTER sends, so a BACKUP keeps it until it is
+//! MASTER again). [`DemoteStyle::Byte`] advertises it in header byte 4;
+//! [`DemoteStyle::Skew`] adds it to the advertised advskew, capped at 240
+//! but never below the configured advskew. When it changes, a MASTER
+//! advertises at once and a BACKUP's master-down deadline follows the new
+//! master-down time.
+//!
+//! # Files
+//!
+//! The inputs and the rules above are here; each state's own data is in
+//! `state`, the advertisement schedule and grid in `schedule`, what to send
+//! and how sending fails in `send`, and what a driver may do in the
+//! machine's place in `offload`.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::packet::Advert;
+use crate::timing::Timing;
+
+mod config;
+mod offload;
+mod schedule;
+mod send;
+mod state;
+
+pub use config::{DemoteStyle, MachineConfig};
+pub use offload::SteadyAdverts;
+pub use schedule::{AdvertGrid, SteadySchedule};
+pub use send::SendAdvert;
+use send::SendHealth;
+use state::{Backup, Init, Master, Phase};
+
+/// Periodic advertisements after a takeover before the announcement is
+/// repeated.
+const ADVERTS_BEFORE_REPEAT_ANNOUNCE: u8 = 2;
+/// Highest advskew that [`DemoteStyle::Skew`] demotion advertises (FreeBSD).
+const SKEW_DEMOTE_CAP: u8 = 240;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    Init,
+    Backup,
+    Master,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Init => "INIT",
+            State::Backup => "BACKUP",
+            State::Master => "MASTER",
+        }
+    }
+}
+
+/// Why a transition happened (logged, counted, shown in status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// INIT -> BACKUP: link up and addresses configured.
+    Startup,
+    /// BACKUP -> MASTER: no advertisement for the master-down time.
+    MasterDown,
+    /// BACKUP -> MASTER: preemption, our interval is shorter.
+    Preempt,
+    /// BACKUP -> MASTER: the master advertises a higher demotion than ours.
+    PeerDemoted,
+    /// BACKUP -> MASTER: the master's interval exceeds dead_ratio * advbase.
+    PeerWillTimeOut,
+    /// BACKUP -> MASTER: the master sent a bow-out (255/255).
+    PeerBowedOut,
+    /// MASTER -> BACKUP: a peer with a lower demotion or shorter interval.
+    PeerPreferred,
+    /// MASTER -> BACKUP: equal demotion and interval, and the peer's source
+    /// address is lower (UCARP's rule, see the module docs).
+    PeerWinsTie,
+    /// any -> INIT: the parent link went down.
+    LinkDown,
+    /// INIT -> BACKUP: the parent link came back.
+    LinkUp,
+    /// MASTER -> BACKUP: operator asked (SIGUSR2, control socket).
+    StepDown,
+    /// MASTER/BACKUP -> INIT: shutting down.
+    Shutdown,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Startup => "startup",
+            Reason::MasterDown => "master_down",
+            Reason::Preempt => "preempt",
+            Reason::PeerDemoted => "peer_demoted",
+            Reason::PeerWillTimeOut => "peer_will_time_out",
+            Reason::PeerBowedOut => "peer_bowed_out",
+            Reason::PeerPreferred => "peer_preferred",
+            Reason::PeerWinsTie => "peer_wins_tie",
+            Reason::LinkDown => "link_down",
+            Reason::LinkUp => "link_up",
+            Reason::StepDown => "step_down",
+            Reason::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Send(SendAdvert),
+    /// Put the virtual addresses on the interface.
+    InstallAddresses,
+    /// Take them off.
+    RemoveAddresses,
+    /// Gratuitous ARP for every IPv4 address, unsolicited NA for every IPv6
+    /// address.
+    Announce,
+    StateChanged {
+        from: State,
+        to: State,
+        reason: Reason,
+    },
+}
+
+/// One VHID's INIT/BACKUP/MASTER machine (see the module docs for the rules).
+#[derive(Debug)]
+pub struct Machine {
+    config: MachineConfig,
+    phase: Phase,
+    /// Last counter sent or adopted; the next advertisement carries + 1.
+    counter: u64,
+    external_demote: u8,
+    send_health: SendHealth,
+    master_addr: Option<IpAddr>,
+    actions: VecDeque<Action>,
+}
+
+impl Machine {
+    /// A machine in INIT. Nothing happens until [`Machine::handle_link`]
+    /// reports the link up.
+    pub fn new(config: MachineConfig) -> Self {
+        Machine {
+            counter: config.initial_counter,
+            config,
+            phase: Phase::Init(Init {
+                link_up: Reason::Startup,
+            }),
+            external_demote: 0,
+            send_health: SendHealth::default(),
+            master_addr: None,
+            actions: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &MachineConfig {
+        &self.config
+    }
+
+    pub fn state(&self) -> State {
+        self.phase.state()
+    }
+
+    /// Local demotion in effect (operator + trackers + send errors).
+    pub fn demote(&self) -> u8 {
+        self.external_demote
+            .saturating_add(self.send_health.demotion())
+    }
+
+    /// The timing we advertise now (configured, plus demotion in
+    /// [`DemoteStyle::Skew`]).
+    pub fn effective_timing(&self) -> Timing {
+        let t = self.config.timing;
+        let demote = self.demote();
+        match self.config.demote_style {
+            DemoteStyle::Skew if demote > 0 => {
+                let skew = t.advskew.saturating_add(demote).min(SKEW_DEMOTE_CAP);
+                Timing::new(t.advbase, t.advskew.max(skew))
+            }
+            _ => t,
+        }
+    }
+
+    /// Source address of the last valid advertisement from another node (kept
+    /// while we are MASTER).
+    pub fn master_addr(&self) -> Option<IpAddr> {
+        self.master_addr
+    }
+
+    /// Link up: INIT -> BACKUP (arms the master-down timer). Link down: any
+    /// -> INIT (removes addresses if MASTER).
+    pub fn handle_link(&mut self, now: Instant, up: bool) {
+        match (&self.phase, up) {
+            (Phase::Init(init), true) => {
+                let reason = init.link_up;
+                self.enter(Phase::Backup(Backup::from(now)), reason);
+            }
+            (Phase::Backup(_) | Phase::Master(_), false) => {
+                let was_master = self.state() == State::Master;
+                let init = Init {
+                    link_up: Reason::LinkUp,
+                };
+                self.enter(Phase::Init(init), Reason::LinkDown);
+                if was_master {
+                    self.actions.push_back(Action::RemoveAddresses);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A valid (checksum and HMAC verified) advertisement from `src`.
+    pub fn handle_advert(&mut self, now: Instant, src: IpAddr, advert: &Advert) {
+        let listening = matches!(self.phase, Phase::Backup(_) | Phase::Master(_));
+        if !listening || advert.vhid != self.config.vhid {
+            return;
+        }
+        self.master_addr = Some(src);
+        // UCARP and FreeBSD continue from the peer's counter; OpenBSD only
+        // needs ours to differ from its own cookie, which + 1 guarantees.
+        self.counter = advert.counter;
+        match self.phase {
+            Phase::Backup(_) => self.advert_as_backup(now, advert),
+            Phase::Master(_) => self.advert_as_master(now, src, advert),
+            Phase::Init(_) | Phase::ShutDown => {}
+        }
+    }
+
+    /// Call when `now >= poll_timeout()`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state() == State::Backup {
+            if self.poll_timeout().is_some_and(|t| now >= t) {
+                self.become_master(now, Reason::MasterDown);
+            }
+            return;
+        }
+        let grid = self.config.advert_grid;
+        let Phase::Master(master) = &mut self.phase else {
+            return;
+        };
+        if !master.adverts.is_due(now) {
+            return;
+        }
+        master.adverts.advance(now, grid);
+        let repeat_announce = match master.adverts_since_takeover {
+            Some(n) if n + 1 >= ADVERTS_BEFORE_REPEAT_ANNOUNCE => {
+                master.adverts_since_takeover = None;
+                true
+            }
+            Some(n) => {
+                master.adverts_since_takeover = Some(n + 1);
+                false
+            }
+            None => false,
+        };
+        self.send(self.effective_timing());
+        if repeat_announce {
+            self.actions.push_back(Action::Announce);
+        }
+    }
+
+    /// Outcome of the last [`Action::Send`]: 3 failures in a row demote by
+    /// one, 3 successes after that undo it.
+    pub fn handle_send_result(&mut self, now: Instant, ok: bool) {
+        if matches!(self.phase, Phase::ShutDown) {
+            return;
+        }
+        let before = self.effective();
+        self.send_health.record(ok);
+        self.effective_changed(now, before);
+    }
+
+    /// Set the externally managed demotion (operator, trackers, groups).
+    /// While MASTER a change is advertised at once.
+    pub fn set_demote(&mut self, now: Instant, demote: u8) {
+        if matches!(self.phase, Phase::ShutDown) {
+            return;
+        }
+        let before = self.effective();
+        self.external_demote = demote;
+        self.effective_changed(now, before);
+    }
+
+    /// MASTER -> BACKUP once; no preemption for one master-down time.
+    pub fn step_down(&mut self, now: Instant) {
+        if self.state() != State::Master {
+            return;
+        }
+        let backup = Backup {
+            master_down_from: now,
+            no_preempt_until: Some(now + self.master_down_time()),
+        };
+        self.enter(Phase::Backup(backup), Reason::StepDown);
+        self.actions.push_back(Action::RemoveAddresses);
+    }
+
+    /// Leave: a MASTER sends a bow-out and removes its addresses; ends in
+    /// INIT with no deadline, for good.
+    pub fn shutdown(&mut self, _now: Instant) {
+        match self.phase {
+            Phase::Master(_) => {
+                self.enter(Phase::ShutDown, Reason::Shutdown);
+                self.send(Timing::BOW_OUT);
+                self.actions.push_back(Action::RemoveAddresses);
+            }
+            Phase::Backup(_) => self.enter(Phase::ShutDown, Reason::Shutdown),
+            Phase::Init(_) => self.phase = Phase::ShutDown,
+            Phase::ShutDown => {}
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Init(_) | Phase::ShutDown => None,
+            Phase::Backup(backup) => Some(backup.master_down_from + self.master_down_time()),
+            Phase::Master(master) => Some(master.adverts.next()),
+        }
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    fn advert_as_backup(&mut self, now: Instant, advert: &Advert) {
+        let Phase::Backup(backup) = &self.phase else {
+            return;
+        };
+        let held = backup.holds_preemption(now);
+        match self.backup_verdict(advert, held) {
+            Some(reason) => self.become_master(now, reason),
+            None => {
+                if let Phase::Backup(backup) = &mut self.phase {
+                    backup.master_down_from = now;
+                }
+            }
+        }
+    }
+
+    /// What an advertisement does to a BACKUP: `Some(reason)` to take over,
+    /// `None` to restart the master-down timer. `held`: after a step-down,
+    /// rules 2 and 3 are suspended.
+    fn backup_verdict(&self, advert: &Advert, held: bool) -> Option<Reason> {
+        let theirs = advert.timing();
+        if theirs.is_bow_out() {
+            return Some(Reason::PeerBowedOut);
+        }
+        let (our_demote, our_interval) = self.our_priority();
+        let (their_demote, their_interval) = self.their_priority(advert);
+        if !held {
+            if their_demote > our_demote {
+                return Some(Reason::PeerDemoted);
+            }
+            if self.config.preempt && their_demote == our_demote && our_interval < their_interval {
+                return Some(Reason::Preempt);
+            }
+        }
+        let ours = self.effective_timing();
+        let limit = if ours.advbase > 0 {
+            Duration::from_secs(u64::from(self.config.dead_ratio.max(1)) * u64::from(ours.advbase))
+        } else {
+            self.master_down_time()
+        };
+        (theirs.interval() > limit).then_some(Reason::PeerWillTimeOut)
+    }
+
+    fn advert_as_master(&mut self, now: Instant, src: IpAddr, advert: &Advert) {
+        let ours = self.our_priority();
+        let theirs = self.their_priority(advert);
+        // A bow-out never wins: the peer is leaving.
+        let yield_reason = if advert.timing().is_bow_out() {
+            None
+        } else if theirs < ours {
+            Some(Reason::PeerPreferred)
+        } else if theirs == ours && tie_rank(src) < tie_rank(self.config.local_addr) {
+            Some(Reason::PeerWinsTie)
+        } else {
+            None
+        };
+        if let Some(reason) = yield_reason {
+            self.enter(Phase::Backup(Backup::from(now)), reason);
+            // As UCARP: make sure the new master hears from us once more.
+            self.send(self.effective_timing());
+            self.actions.push_back(Action::RemoveAddresses);
+            return;
+        }
+        let master_down_time = self.master_down_time();
+        let Phase::Master(master) = &mut self.phase else {
+            return;
+        };
+        let may_answer = master
+            .last_reassert
+            .is_none_or(|t| now >= t + master_down_time);
+        if may_answer {
+            master.last_reassert = Some(now);
+            self.actions.push_back(Action::Announce);
+            self.send(self.effective_timing());
+        }
+    }
+
+    fn become_master(&mut self, now: Instant, reason: Reason) {
+        let timing = self.effective_timing();
+        let master = Master {
+            adverts: SteadySchedule::after(now, timing.interval(), self.config.advert_grid),
+            adverts_since_takeover: Some(0),
+            last_reassert: None,
+        };
+        self.enter(Phase::Master(master), reason);
+        self.actions.push_back(Action::InstallAddresses);
+        self.send(timing);
+        self.actions.push_back(Action::Announce);
+    }
+
+    /// Leave the current state (dropping its data) for `to`.
+    fn enter(&mut self, to: Phase, reason: Reason) {
+        let from = self.state();
+        self.phase = to;
+        self.actions.push_back(Action::StateChanged {
+            from,
+            to: self.state(),
+            reason,
+        });
+    }
+
+    fn send(&mut self, timing: Timing) {
+        self.counter = self.counter.wrapping_add(1);
+        self.actions.push_back(Action::Send(SendAdvert {
+            timing,
+            demote: self.advertised_demote(),
+            counter: self.counter,
+        }));
+    }
+
+    /// What peers see of us: demotion and advertised timing.
+    fn effective(&self) -> (u8, Timing) {
+        (self.demote(), self.effective_timing())
+    }
+
+    fn effective_changed(&mut self, now: Instant, before: (u8, Timing)) {
+        // BACKUP: the master-down deadline is derived from the current
+        // timing, nothing to do.
+        if self.state() != State::Master || self.effective() == before {
+            return;
+        }
+        let timing = self.effective_timing();
+        self.send(timing);
+        let adverts = SteadySchedule::after(now, timing.interval(), self.config.advert_grid);
+        if let Phase::Master(master) = &mut self.phase {
+            master.adverts = adverts;
+        }
+    }
+
+    fn master_down_time(&self) -> Duration {
+        self.effective_timing().master_down(self.config.dead_ratio)
+    }
+
+    /// (demotion, interval); lower is better.
+    fn our_priority(&self) -> (u8, Duration) {
+        (self.advertised_demote(), self.effective_timing().interval())
+    }
+
+    /// The demotion byte we advertise (0 with [`DemoteStyle::Skew`], which
+    /// folds it into advskew).
+    fn advertised_demote(&self) -> u8 {
+        match self.config.demote_style {
+            DemoteStyle::Byte => self.demote(),
+            DemoteStyle::Skew => 0,
+        }
+    }
+
+    fn their_priority(&self, advert: &Advert) -> (u8, Duration) {
+        let demote = match self.config.demote_style {
+            DemoteStyle::Byte => advert.demote,
+            DemoteStyle::Skew => 0,
+        };
+        (demote, advert.timing().interval())
+    }
+}
+
+/// UCARP's order of source addresses for the equal-priority tie-break: the
+/// raw network-order IPv4 address read as a little-endian `u32` (see the
+/// module docs); IPv6 byte by byte, after every IPv4 address.
+fn tie_rank(addr: IpAddr) -> (u8, u128) {
+    match addr {
+        IpAddr::V4(a) => (0, u128::from(u32::from_le_bytes(a.octets()))),
+        IpAddr::V6(a) => (1, u128::from_be_bytes(a.octets())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,92 @@
+//! The advertisements the machine asks for, how they are signed, and what
+//! the outcome of sending them does to the demotion.
+
+use crate::auth::Authenticator;
+use crate::packet::{Advert, HEADER_LEN};
+use crate::timing::Timing;
+
+/// Send failures in a row that add one to the demotion.
+const SEND_FAILURES_TO_DEMOTE: u8 = 3;
+/// Successful sends in a row that take that demotion away again.
+const SEND_SUCCESSES_TO_RESTORE: u8 = 3;
+
+/// One advertisement to send; the caller signs it
+/// ([`SendAdvert::sign`]) and puts it on the wire, then reports the outcome
+/// with [`Machine::handle_send_result`](super::Machine::handle_send_result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendAdvert {
+    /// Advertised timing (demotion already folded in for
+    /// [`DemoteStyle::Skew`](super::DemoteStyle::Skew);
+    /// [`Timing::BOW_OUT`] when bowing out).
+    pub timing: Timing,
+    pub demote: u8,
+    pub counter: u64,
+}
+
+impl SendAdvert {
+    /// This advertisement of VHID `vhid`, its HMAC made with `auth`, as it
+    /// goes on the wire. `mark_own` is called with its counter before the
+    /// bytes are returned: the caller records the counter as its own there,
+    /// so that a copy looped back to us is recognised however soon it
+    /// arrives.
+    pub fn sign(
+        &self,
+        vhid: u8,
+        auth: &Authenticator,
+        mark_own: impl FnOnce(u64),
+    ) -> [u8; HEADER_LEN] {
+        let advert = Advert {
+            vhid,
+            advskew: self.timing.advskew,
+            advbase: self.timing.advbase,
+            demote: self.demote,
+            counter: self.counter,
+            hmac: auth.sign(self.counter),
+        };
+        mark_own(self.counter);
+        advert.to_bytes()
+    }
+}
+
+/// The outcomes of the last sends: 3 failures in a row demote by one, 3
+/// successes after that undo it. Kept in every state: only a MASTER sends,
+/// so a BACKUP keeps the demotion until it is MASTER again.
+#[derive(Debug, Default)]
+pub(super) struct SendHealth {
+    /// The extra demotion is in effect.
+    demoted: bool,
+    failures: u8,
+    successes: u8,
+}
+
+impl SendHealth {
+    /// The demotion that failing sends add (0 or 1).
+    pub(super) fn demotion(&self) -> u8 {
+        u8::from(self.demoted)
+    }
+
+    /// No failure since the last success, and no demotion from earlier
+    /// ones.
+    pub(super) fn is_clean(&self) -> bool {
+        !self.demoted && self.failures == 0
+    }
+
+    pub(super) fn record(&mut self, ok: bool) {
+        if ok {
+            self.failures = 0;
+            if self.demoted {
+                self.successes = self.successes.saturating_add(1);
+                if self.successes >= SEND_SUCCESSES_TO_RESTORE {
+                    self.demoted = false;
+                    self.successes = 0;
+                }
+            }
+        } else {
+            self.successes = 0;
+            self.failures = self.failures.saturating_add(1);
+            if self.failures >= SEND_FAILURES_TO_DEMOTE {
+                self.demoted = true;
+            }
+        }
+    }
+}

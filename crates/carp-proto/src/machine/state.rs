@@ -1,0 +1,74 @@
+//! What the machine knows only in one state. Each state's data lives in its
+//! variant of [`Phase`], so leaving a state drops it.
+
+use std::time::Instant;
+
+use super::schedule::SteadySchedule;
+use super::{Reason, State};
+
+/// The machine's state, with the data only that state has.
+#[derive(Debug)]
+pub(super) enum Phase {
+    Init(Init),
+    Backup(Backup),
+    Master(Master),
+    /// Shut down: INIT for good, every further input is ignored.
+    ShutDown,
+}
+
+impl Phase {
+    /// The state as the machine reports it.
+    pub(super) fn state(&self) -> State {
+        match self {
+            Phase::Init(_) | Phase::ShutDown => State::Init,
+            Phase::Backup(_) => State::Backup,
+            Phase::Master(_) => State::Master,
+        }
+    }
+}
+
+/// INIT: waiting for the link.
+#[derive(Debug)]
+pub(super) struct Init {
+    /// Why INIT -> BACKUP once the link is up: [`Reason::Startup`] the first
+    /// time, [`Reason::LinkUp`] after that.
+    pub(super) link_up: Reason,
+}
+
+/// BACKUP: listening to the master.
+#[derive(Debug)]
+pub(super) struct Backup {
+    /// When the master-down timer was last restarted. The deadline is
+    /// derived from the current master-down time, so a demotion change
+    /// moves it without losing the time already waited.
+    pub(super) master_down_from: Instant,
+    /// After a step-down: no preemption before this.
+    pub(super) no_preempt_until: Option<Instant>,
+}
+
+impl Backup {
+    /// A BACKUP whose master-down timer starts at `now`.
+    pub(super) fn from(now: Instant) -> Backup {
+        Backup {
+            master_down_from: now,
+            no_preempt_until: None,
+        }
+    }
+
+    /// A step-down still holds preemption off at `now`.
+    pub(super) fn holds_preemption(&self, now: Instant) -> bool {
+        self.no_preempt_until.is_some_and(|t| now < t)
+    }
+}
+
+/// MASTER: advertising.
+#[derive(Debug)]
+pub(super) struct Master {
+    /// The periodic advertisements.
+    pub(super) adverts: SteadySchedule,
+    /// Periodic advertisements since the takeover, until the repeated
+    /// announcement has gone out (`None` after that).
+    pub(super) adverts_since_takeover: Option<u8>,
+    /// When we last answered a worse master (rate limit).
+    pub(super) last_reassert: Option<Instant>,
+}
