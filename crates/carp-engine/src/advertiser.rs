@@ -10,8 +10,9 @@
 //! one interval behind, are handed back unsent, for the machine to send and
 //! see the outcome as before.
 //!
-//! Why: at 1000 VHIDs a wake-up, a timer and a trip through the select
-//! loop per advertisement cost more than the advertisement itself.
+//! Why: with many VHIDs, a wake-up, a timer and a trip through the VHID
+//! task's select loop for each advertisement cost more than sending it;
+//! here one wake-up serves every advertisement due at a grid instant.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use carp_proto::packet::HEADER_LEN;
-use carp_proto::{Advert, Authenticator, SteadyAdverts};
+use carp_proto::{Authenticator, SteadyAdverts, SteadySchedule};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,8 +30,8 @@ use crate::stats::{Lateness, VhidStats};
 use crate::vhid::{sleep_until_opt, std_now};
 
 /// How early the advertiser wakes for the next grid instant: tokio's timer
-/// ticks in whole milliseconds and rounds deadlines up (0-2 ms late), and
-/// the advertisements sharing an instant leave one after another. Woken
+/// ticks in whole milliseconds and rounds deadlines up, so it wakes late,
+/// and the advertisements sharing an instant leave one after another. Woken
 /// this early, the batch leaves before its deadline rather than after it.
 /// Early is safe (a backup only acts on silence); the schedules stay on
 /// their deadlines, so intervals do not shrink.
@@ -64,6 +65,8 @@ pub(crate) struct Progress {
 #[derive(Debug)]
 struct Standing {
     order: Order,
+    /// Where the schedule has got to.
+    schedule: SteadySchedule,
     sent: u64,
     /// Fired when the schedule is handed back unsent; `None` once it was:
     /// out of the schedule until taken.
@@ -111,7 +114,8 @@ impl Advertiser {
         let mut book = self.lock();
         let id = book.next_id;
         book.next_id += 1;
-        let at = order.steady.next;
+        let schedule = order.steady.schedule();
+        let at = schedule.next();
         if book.due.first().is_none_or(|(first, _)| at < *first) {
             self.earlier.notify_one();
         }
@@ -120,6 +124,7 @@ impl Advertiser {
             id,
             Standing {
                 order,
+                schedule,
                 sent: 0,
                 back: Some(back),
             },
@@ -132,11 +137,11 @@ impl Advertiser {
         let mut book = self.lock();
         let s = book.standing.remove(&id)?;
         if s.back.is_some() {
-            book.due.remove(&(s.order.steady.next, id));
+            book.due.remove(&(s.schedule.next(), id));
         }
         Some(Progress {
             sent: s.sent,
-            next: s.order.steady.next,
+            next: s.schedule.next(),
         })
     }
 
@@ -182,7 +187,7 @@ impl Advertiser {
             let Some(s) = standing.get_mut(&id) else {
                 continue;
             };
-            let due_at = s.order.steady.next;
+            let before = s.schedule;
             let Some(payload) = s.prepare(now) else {
                 s.hand_back();
                 continue;
@@ -202,13 +207,8 @@ impl Advertiser {
                     other => ok &= s.order.sockets.try_send(other, &payload).is_ok(),
                 }
             }
-            s.commit();
-            sending.push(Sending {
-                id,
-                due_at,
-                next: s.order.steady.next,
-                ok,
-            });
+            s.commit(now);
+            sending.push(Sending { id, before, ok });
         }
         self.v4.try_send_batch(&v4, |k, _| {
             if let Some(x) = v4_owner.get(k).and_then(|i| sending.get_mut(*i)) {
@@ -217,12 +217,15 @@ impl Advertiser {
         });
         let sent_at = std_now();
         for x in sending {
+            let Some(s) = standing.get_mut(&x.id) else {
+                continue;
+            };
             if x.ok {
                 self.lateness
-                    .record(sent_at.saturating_duration_since(x.due_at));
-                due.insert((x.next, x.id));
-            } else if let Some(s) = standing.get_mut(&x.id) {
-                s.roll_back();
+                    .record(sent_at.saturating_duration_since(x.before.next()));
+                due.insert((s.schedule.next(), x.id));
+            } else {
+                s.roll_back(x.before);
                 s.hand_back();
             }
         }
@@ -232,9 +235,8 @@ impl Advertiser {
 /// One advertisement of a batch on its way.
 struct Sending {
     id: u64,
-    due_at: std::time::Instant,
-    /// The schedule's next deadline once this one is sent.
-    next: std::time::Instant,
+    /// The schedule before this advertisement, due at its `next()`.
+    before: SteadySchedule,
     ok: bool,
 }
 
@@ -242,41 +244,30 @@ impl Standing {
     /// The next advertisement of this schedule, counted as sent to the
     /// loop check; `None` to hand the schedule back.
     fn prepare(&self, now: std::time::Instant) -> Option<[u8; HEADER_LEN]> {
-        let o = &self.order;
-        // more than one interval behind (a stalled host): the machine
-        // restarts its schedule rather than send a catch-up burst
-        if o.steady.next + o.steady.timing.interval() <= now {
+        // the machine restarts a schedule this far behind rather than send
+        // a catch-up burst
+        if self.schedule.is_behind(now) {
             return None;
         }
-        let counter = o.steady.counter.wrapping_add(1);
-        let advert = Advert {
-            vhid: o.vhid,
-            advskew: o.steady.timing.advskew,
-            advbase: o.steady.timing.advbase,
-            demote: o.steady.demote,
-            counter,
-            hmac: o.auth.sign(counter),
-        };
-        // before sending, so that a looped copy is recognised
-        o.stats.set_last_counter(counter);
-        Some(advert.to_bytes())
+        let o = &self.order;
+        let advert = o.steady.advert(self.sent);
+        Some(advert.sign(o.vhid, &o.auth, |counter| {
+            o.stats.set_last_counter(counter);
+        }))
     }
 
-    /// Count the prepared advertisement as sent.
-    fn commit(&mut self) {
-        let o = &mut self.order;
-        o.stats.sent.fetch_add(1, Ordering::Relaxed);
-        o.steady.counter = o.steady.counter.wrapping_add(1);
-        o.steady.next += o.steady.timing.interval();
+    /// Count the prepared advertisement as sent at `now`.
+    fn commit(&mut self, now: std::time::Instant) {
+        self.order.stats.sent.fetch_add(1, Ordering::Relaxed);
+        // not behind (checked by prepare): one interval on
+        self.schedule.advance(now, None);
         self.sent += 1;
     }
 
     /// Undo [`Standing::commit`]: the advertisement did not go out.
-    fn roll_back(&mut self) {
-        let o = &mut self.order;
-        o.stats.sent.fetch_sub(1, Ordering::Relaxed);
-        o.steady.counter = o.steady.counter.wrapping_sub(1);
-        o.steady.next -= o.steady.timing.interval();
+    fn roll_back(&mut self, before: SteadySchedule) {
+        self.order.stats.sent.fetch_sub(1, Ordering::Relaxed);
+        self.schedule = before;
         self.sent -= 1;
     }
 

@@ -16,7 +16,7 @@ use carp_proto::machine::SendAdvert;
 use carp_proto::packet::GROUP_V6;
 use carp_proto::replay::ReplayWindow;
 use carp_proto::{
-    Action, Advert, AdvertGrid, Authenticator, Machine, MachineConfig, Reason, State, Timing,
+    Action, AdvertGrid, Authenticator, Machine, MachineConfig, Reason, State, Timing,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -530,17 +530,9 @@ impl Task {
     }
 
     async fn send(&mut self, s: SendAdvert) {
-        let advert = Advert {
-            vhid: self.params.spec.vhid,
-            advskew: s.timing.advskew,
-            advbase: s.timing.advbase,
-            demote: s.demote,
-            counter: s.counter,
-            hmac: self.auth.sign(s.counter),
-        };
-        let bytes = advert.to_bytes();
-        // before sending, so that a looped copy is recognised
-        self.stats.set_last_counter(s.counter);
+        let bytes = s.sign(self.params.spec.vhid, &self.auth, |counter| {
+            self.stats.set_last_counter(counter);
+        });
         if let Some(deadline) = self.timer_deadline.take() {
             self.effects
                 .lateness
