@@ -73,10 +73,11 @@
 //!
 //! # Files
 //!
-//! The inputs and the rules above are here; each state's own data is in
-//! `state`, the advertisement schedule and grid in `schedule`, what to send
-//! and how sending fails in `send`, and what a driver may do in the
-//! machine's place in `offload`.
+//! The inputs and the rules above are here; the static parameters are in
+//! `config`, each state's own data in `state`, the advertisement schedule
+//! and grid in `schedule`, what to send, how it is signed and what failed
+//! sends do in `send`, and what a driver may do in the machine's place in
+//! `offload`.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -257,7 +258,7 @@ impl Machine {
         match (&self.phase, up) {
             (Phase::Init(init), true) => {
                 let reason = init.link_up;
-                self.enter(Phase::Backup(Backup::from(now)), reason);
+                self.enter(Phase::Backup(Backup::since(now)), reason);
             }
             (Phase::Backup(_) | Phase::Master(_), false) => {
                 let was_master = self.state() == State::Master;
@@ -441,7 +442,7 @@ impl Machine {
             None
         };
         if let Some(reason) = yield_reason {
-            self.enter(Phase::Backup(Backup::from(now)), reason);
+            self.enter(Phase::Backup(Backup::since(now)), reason);
             // As UCARP: make sure the new master hears from us once more.
             self.send(self.effective_timing());
             self.actions.push_back(Action::RemoveAddresses);

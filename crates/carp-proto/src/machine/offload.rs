@@ -91,3 +91,32 @@ impl Machine {
         master.adverts = SteadySchedule::new(next, master.adverts.interval());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn steady_adverts_continue_the_counter_on_their_schedule() {
+        let next = Instant::now();
+        let steady = SteadyAdverts {
+            next,
+            timing: Timing::new(1, 128),
+            demote: 2,
+            counter: u64::MAX - 1,
+        };
+        assert_eq!(
+            steady.schedule(),
+            SteadySchedule::new(next, Duration::from_millis(1500))
+        );
+        let send = |counter| SendAdvert {
+            timing: Timing::new(1, 128),
+            demote: 2,
+            counter,
+        };
+        assert_eq!(steady.advert(0), send(u64::MAX));
+        assert_eq!(steady.advert(1), send(0));
+    }
+}

@@ -101,3 +101,36 @@ impl SteadySchedule {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_sends_keep_the_deadlines_and_a_stall_restarts_from_now() {
+        let second = Duration::from_secs(1);
+        let t = Instant::now();
+        let mut s = SteadySchedule::new(t, second);
+        assert!(!s.is_due(t - Duration::from_nanos(1)));
+        assert!(s.is_due(t));
+        // sent 300 ms late: the next is still one interval after the deadline
+        s.advance(t + Duration::from_millis(300), None);
+        assert_eq!(s.next(), t + second);
+        // exactly one interval behind counts as behind: restart from now
+        assert!(!s.is_behind(t + second * 2 - Duration::from_nanos(1)));
+        assert!(s.is_behind(t + second * 2));
+        let stalled = t + second * 5 + Duration::from_millis(500);
+        s.advance(stalled, None);
+        assert_eq!(s, SteadySchedule::new(stalled + second, second));
+        // with a grid, the restart lands on its last instant within an
+        // interval of now
+        let grid = AdvertGrid {
+            epoch: t,
+            slot: 0,
+            slots: 1,
+        };
+        let later = stalled + second * 3;
+        s.advance(later, Some(grid));
+        assert_eq!(s.next(), t + second * 9);
+    }
+}

@@ -90,3 +90,48 @@ impl SendHealth {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::auth::HmacMode;
+
+    #[test]
+    fn signed_advert_carries_the_fields_and_is_marked_as_own() {
+        let vip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100));
+        let auth = Authenticator::new(HmacMode::Bsd, b"key", 9, &[vip]).expect("key");
+        let send = SendAdvert {
+            timing: Timing::new(2, 30),
+            demote: 4,
+            counter: 77,
+        };
+        let mut marked = Vec::new();
+        let bytes = send.sign(9, &auth, |c| marked.push(c));
+        assert_eq!(marked, [77]);
+        let advert = Advert::parse(&bytes).expect("a valid advertisement");
+        assert_eq!(
+            (advert.vhid, advert.timing(), advert.demote, advert.counter),
+            (9, Timing::new(2, 30), 4, 77)
+        );
+        assert!(auth.verify(77, &advert.hmac));
+    }
+
+    #[test]
+    fn three_failures_demote_and_three_successes_restore() {
+        let mut h = SendHealth::default();
+        h.record(false);
+        h.record(false);
+        assert!(!h.is_clean());
+        assert_eq!(h.demotion(), 0);
+        h.record(false);
+        assert_eq!(h.demotion(), 1);
+        h.record(true);
+        h.record(true);
+        assert_eq!(h.demotion(), 1);
+        h.record(true);
+        assert_eq!(h.demotion(), 0);
+        assert!(h.is_clean());
+    }
+}

@@ -48,7 +48,7 @@ pub(super) struct Backup {
 
 impl Backup {
     /// A BACKUP whose master-down timer starts at `now`.
-    pub(super) fn from(now: Instant) -> Backup {
+    pub(super) fn since(now: Instant) -> Backup {
         Backup {
             master_down_from: now,
             no_preempt_until: None,
