@@ -210,6 +210,7 @@ impl Machine {
             config,
             phase: Phase::Init(Init {
                 link_up: Reason::Startup,
+                no_preempt_until: None,
             }),
             external_demote: 0,
             send_health: SendHealth::default(),
@@ -258,17 +259,20 @@ impl Machine {
         match (&self.phase, up) {
             (Phase::Init(init), true) => {
                 let reason = init.link_up;
-                self.enter(Phase::Backup(Backup::since(now)), reason);
-            }
-            (Phase::Backup(_) | Phase::Master(_), false) => {
-                let was_master = self.state() == State::Master;
-                let init = Init {
-                    link_up: Reason::LinkUp,
+                let backup = Backup {
+                    master_down_from: now,
+                    no_preempt_until: init.no_preempt_until,
                 };
-                self.enter(Phase::Init(init), Reason::LinkDown);
-                if was_master {
-                    self.actions.push_back(Action::RemoveAddresses);
-                }
+                self.enter(Phase::Backup(backup), reason);
+            }
+            (Phase::Backup(backup), false) => {
+                let hold = backup.no_preempt_until;
+                self.link_down(hold);
+            }
+            (Phase::Master(_), false) => {
+                // a MASTER holds no step-down
+                self.link_down(None);
+                self.actions.push_back(Action::RemoveAddresses);
             }
             _ => {}
         }
@@ -473,6 +477,15 @@ impl Machine {
         self.actions.push_back(Action::InstallAddresses);
         self.send(timing);
         self.actions.push_back(Action::Announce);
+    }
+
+    /// Any -> INIT, keeping a step-down's hold on preemption.
+    fn link_down(&mut self, no_preempt_until: Option<Instant>) {
+        let init = Init {
+            link_up: Reason::LinkUp,
+            no_preempt_until,
+        };
+        self.enter(Phase::Init(init), Reason::LinkDown);
     }
 
     /// Leave the current state (dropping its data) for `to`.

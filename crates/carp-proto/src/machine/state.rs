@@ -33,6 +33,9 @@ pub(super) struct Init {
     /// Why INIT -> BACKUP once the link is up: [`Reason::Startup`] the first
     /// time, [`Reason::LinkUp`] after that.
     pub(super) link_up: Reason,
+    /// A step-down's hold on preemption, kept across a link flap: it lasts
+    /// one master-down time from the step-down, whatever happens between.
+    pub(super) no_preempt_until: Option<Instant>,
 }
 
 /// BACKUP: listening to the master.

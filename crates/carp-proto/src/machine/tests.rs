@@ -616,3 +616,35 @@ fn advbase_0_intervals() {
     m.handle_advert(t, peer(2), &advert(0, 4, 0, 0));
     assert_eq!(m.state(), State::Master);
 }
+
+#[test]
+fn step_down_hold_outlasts_a_link_flap() {
+    let mut c = cfg(1, 0, DemoteStyle::Byte);
+    c.preempt = true;
+    let (mut m, t) = master(c.clone());
+    m.step_down(t);
+    let second = Duration::from_secs(1);
+    m.handle_link(t + second, false);
+    m.handle_link(t + second, true);
+    drain(&mut m);
+    // still within one master-down time of the step-down: no preemption
+    m.handle_advert(t + second * 2, peer(2), &advert(1, 50, 0, 0));
+    assert!(drain(&mut m).is_empty());
+    assert_eq!(m.state(), State::Backup);
+    // after it, preemption again
+    m.handle_advert(t + second * 3, peer(2), &advert(1, 50, 0, 0));
+    assert_eq!(
+        drain(&mut m)[0],
+        changed(State::Backup, State::Master, Reason::Preempt)
+    );
+    // a MASTER's link flap holds nothing
+    let (mut m, t) = master(c);
+    m.handle_link(t, false);
+    m.handle_link(t, true);
+    drain(&mut m);
+    m.handle_advert(t, peer(2), &advert(1, 50, 0, 0));
+    assert_eq!(
+        drain(&mut m)[0],
+        changed(State::Backup, State::Master, Reason::Preempt)
+    );
+}
