@@ -208,7 +208,12 @@ impl Advertiser {
                 }
             }
             s.commit(now);
-            sending.push(Sending { id, before, ok });
+            sending.push(Sending {
+                id,
+                before,
+                next: s.schedule.next(),
+                ok,
+            });
         }
         self.v4.try_send_batch(&v4, |k, _| {
             if let Some(x) = v4_owner.get(k).and_then(|i| sending.get_mut(*i)) {
@@ -217,14 +222,11 @@ impl Advertiser {
         });
         let sent_at = std_now();
         for x in sending {
-            let Some(s) = standing.get_mut(&x.id) else {
-                continue;
-            };
             if x.ok {
                 self.lateness
                     .record(sent_at.saturating_duration_since(x.before.next()));
-                due.insert((s.schedule.next(), x.id));
-            } else {
+                due.insert((x.next, x.id));
+            } else if let Some(s) = standing.get_mut(&x.id) {
                 s.roll_back(x.before);
                 s.hand_back();
             }
@@ -237,6 +239,8 @@ struct Sending {
     id: u64,
     /// The schedule before this advertisement, due at its `next()`.
     before: SteadySchedule,
+    /// The schedule's next deadline once this one is sent.
+    next: std::time::Instant,
     ok: bool,
 }
 
