@@ -29,6 +29,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use crate::Error;
+use crate::spec::{ShareSpec, VhidSpec};
+
 /// Highest advskew a rank gets: far from the 240 that send errors and
 /// FreeBSD-style demotion advertise, so demotion still outranks it.
 pub const MAX_RANK_SKEW: u8 = 200;
@@ -100,6 +103,54 @@ pub fn advskew_for_rank(rank: usize, nodes: usize) -> u8 {
     let steps = nodes.saturating_sub(1).max(1);
     let step = (usize::from(MAX_RANK_SKEW) / steps).clamp(1, usize::from(RANK_SKEW_STEP));
     u8::try_from((rank * step).min(usize::from(MAX_RANK_SKEW))).unwrap_or(MAX_RANK_SKEW)
+}
+
+/// Puts `spec` in a load-sharing group. The rank decides its timing from
+/// now on: any advskew it had is replaced by that of a rank, 0 until this
+/// node's rank is known ([`take_rank`], when the engine starts it).
+pub fn join(spec: &mut VhidSpec, share: ShareSpec) {
+    spec.share = Some(share);
+    apply_rank_skew(spec, 0);
+}
+
+/// Gives a load-shared VHID the advskew of this node's rank in its order;
+/// this node is `this_node` or else the one node of the order among
+/// `locals`, the addresses of the VHID's interface. A VHID outside any
+/// group is left as it is.
+pub fn take_rank(spec: &mut VhidSpec, interface: &str, locals: &[IpAddr]) -> Result<(), Error> {
+    let Some(share) = &spec.share else {
+        return Ok(());
+    };
+    let hits: Vec<IpAddr> = match share.this_node {
+        Some(n) => vec![n],
+        None => share
+            .order
+            .iter()
+            .filter(|n| locals.contains(n))
+            .copied()
+            .collect(),
+    };
+    let rank = match hits.as_slice() {
+        [me] => share.order.iter().position(|n| n == me),
+        _ => None,
+    };
+    let Some(rank) = rank else {
+        return Err(Error::LoadShareNode {
+            group: share.group.clone(),
+            interface: interface.to_string(),
+            found: hits.len(),
+        });
+    };
+    let skew = advskew_for_rank(rank, share.order.len());
+    apply_rank_skew(spec, skew);
+    Ok(())
+}
+
+/// The rank rules: a ranked VHID advertises its rank's skew and always
+/// preempts, so that the first live node of its order is master.
+fn apply_rank_skew(spec: &mut VhidSpec, skew: u8) {
+    spec.advskew = skew;
+    spec.preempt = true;
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! Start-up, the signal loop, reloads and shutdown.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use carp_engine::engine::InterfaceDrops;
 use carp_engine::{Engine, EngineSpec, VhidFilter, VhidKey, VhidStatus};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Mutex, RwLock};
@@ -192,15 +192,7 @@ struct ReloadState {
 const SHUTTING_DOWN: &str = "carpd is shutting down";
 
 impl Shared {
-    pub async fn status(
-        &self,
-    ) -> Result<
-        (
-            Vec<VhidStatus>,
-            BTreeMap<String, BTreeMap<&'static str, u64>>,
-        ),
-        String,
-    > {
+    pub async fn status(&self) -> Result<(Vec<VhidStatus>, InterfaceDrops), String> {
         let g = self.engine.read().await;
         let engine = g.as_ref().ok_or(SHUTTING_DOWN)?;
         Ok((engine.status().await, engine.interface_drops().await))
@@ -221,31 +213,16 @@ impl Shared {
 
     /// Masters among the matching VHIDs step down: (how many matched, which
     /// stepped down).
-    pub async fn step_down(
-        &self,
-        interface: Option<&str>,
-        vhid: Option<u8>,
-    ) -> Result<(usize, Vec<VhidKey>), String> {
+    pub async fn step_down(&self, filter: &VhidFilter) -> Result<(usize, Vec<VhidKey>), String> {
         let g = self.engine.read().await;
         let engine = g.as_ref().ok_or(SHUTTING_DOWN)?;
-        if interface.is_none() && vhid.is_none() {
-            let n = engine.status().await.len();
-            return Ok((n, engine.step_down(None).await));
-        }
-        let matching: Vec<VhidKey> = engine
-            .status()
-            .await
+        let matched = engine.step_down(filter).await;
+        let n = matched.len();
+        let stepped = matched
             .into_iter()
-            .map(|s| s.key)
-            .filter(|k| {
-                interface.is_none_or(|i| i == k.interface) && vhid.is_none_or(|v| v == k.vhid)
-            })
+            .filter_map(|(key, was_master)| was_master.then_some(key))
             .collect();
-        let mut stepped = Vec::new();
-        for k in &matching {
-            stepped.extend(engine.step_down(Some(k)).await);
-        }
-        Ok((matching.len(), stepped))
+        Ok((n, stepped))
     }
 
     pub async fn snapshot(&self) -> Option<Snapshot> {
@@ -430,7 +407,7 @@ async fn daemon(setup: Setup) -> Result<(), Error> {
                 }
             }
             _ = usr2.recv() => {
-                if let Ok((_, stepped)) = shared.step_down(None, None).await {
+                if let Ok((_, stepped)) = shared.step_down(&VhidFilter::default()).await {
                     info!("SIGUSR2: {} master(s) stepped down: {}", stepped.len(), keys(&stepped));
                 }
             }

@@ -11,12 +11,12 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use carp_engine::spec::{DEFAULT_ADVBASE, DEFAULT_ADVSKEW, DEFAULT_DEAD_RATIO, DEFAULT_GROUP};
 use carp_engine::{EngineSpec, HookSpec, InterfaceSpec, VhidSpec};
 use carp_proto::HmacMode;
-use carp_proto::machine::DemoteStyle;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
-use crate::config::{self, DEFAULT_GROUP, UCARP_MAX_KEY};
+use crate::config::{self, UCARP_MAX_KEY};
 use crate::error::Error;
 use crate::logging::{Facility, LogArgs};
 
@@ -93,10 +93,10 @@ pub struct UcarpArgs {
     #[arg(short = 'a', long, value_name = "IP")]
     pub addr: Option<Ipv4Addr>,
     /// Advertisement frequency (seconds)
-    #[arg(short = 'b', long, value_name = "SECONDS", default_value_t = config::DEFAULT_ADVBASE)]
+    #[arg(short = 'b', long, value_name = "SECONDS", default_value_t = DEFAULT_ADVBASE)]
     pub advbase: u8,
     /// Advertisement skew (0-255)
-    #[arg(short = 'k', long, value_name = "SKEW", default_value_t = config::DEFAULT_ADVSKEW)]
+    #[arg(short = 'k', long, value_name = "SKEW", default_value_t = DEFAULT_ADVSKEW)]
     pub advskew: u8,
     /// Run <FILE> to become a master
     #[arg(short = 'u', long, value_name = "FILE")]
@@ -107,7 +107,7 @@ pub struct UcarpArgs {
     /// Ratio to consider a host as dead
     #[arg(
         short = 'r', long, value_name = "RATIO",
-        default_value_t = config::DEFAULT_DEAD_RATIO,
+        default_value_t = DEFAULT_DEAD_RATIO,
         value_parser = clap::value_parser!(u8).range(1..=255)
     )]
     pub deadratio: u8,
@@ -267,12 +267,6 @@ impl UcarpArgs {
         }
 
         let spec = VhidSpec {
-            vhid,
-            addresses: vec![vaddr],
-            label: None,
-            key,
-            auth: HmacMode::Ucarp,
-            demote_style: DemoteStyle::Skew,
             advbase: self.advbase,
             advskew: self.advskew,
             dead_ratio: self.deadratio,
@@ -280,8 +274,8 @@ impl UcarpArgs {
             source: self.srcip.map(IpAddr::V4),
             group_v4: self.mcast,
             broadcast: self.nomcast,
+            // ucarp's scripts own the address unless asked otherwise
             manage_addresses: self.manage_addresses,
-            replay_protection: false,
             hooks: HookSpec {
                 up: self.upscript.clone(),
                 down: self.downscript.clone(),
@@ -290,9 +284,7 @@ impl UcarpArgs {
                 down_at_start: !self.neutral,
                 down_on_exit: self.shutdown,
             },
-            groups: Vec::new(),
-            share: None,
-            transport: Default::default(),
+            ..VhidSpec::new(vhid, vec![vaddr], key, HmacMode::Ucarp)
         };
         Ok(EngineSpec {
             interfaces: vec![InterfaceSpec {
@@ -309,6 +301,7 @@ impl UcarpArgs {
 mod tests {
     use super::*;
     use carp_engine::VirtualAddr;
+    use carp_proto::machine::DemoteStyle;
 
     fn parse(args: &[&str]) -> UcarpArgs {
         UcarpArgs::try_parse_from(std::iter::once("ucarp").chain(args.iter().copied())).unwrap()
