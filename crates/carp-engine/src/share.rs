@@ -313,6 +313,63 @@ mod tests {
         assert!(firsts.len() > 1);
     }
 
+    fn shared_spec(this_node: Option<IpAddr>) -> VhidSpec {
+        let mut spec = VhidSpec::new(1, Vec::new(), b"pw".to_vec(), carp_proto::HmacMode::Bsd);
+        spec.advskew = 77;
+        join(
+            &mut spec,
+            ShareSpec {
+                group: "web".into(),
+                order: nodes(3),
+                this_node,
+            },
+        );
+        spec
+    }
+
+    /// The rank rules: joining a group replaces the advskew and turns
+    /// preemption on; taking the rank gives its skew.
+    #[test]
+    fn ranked_vhids_preempt_with_their_ranks_skew() {
+        let spec = shared_spec(None);
+        assert_eq!((spec.advskew, spec.preempt), (0, true));
+        let ns = nodes(3);
+        for (rank, me) in ns.iter().enumerate() {
+            let mut s = spec.clone();
+            s.preempt = false;
+            take_rank(
+                &mut s,
+                "eth0",
+                &[*me, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))],
+            )
+            .unwrap();
+            assert_eq!((s.advskew, s.preempt), (advskew_for_rank(rank, 3), true));
+        }
+        // this_node wins over the interface's addresses
+        let mut s = shared_spec(Some(ns[2]));
+        take_rank(&mut s, "eth0", &[ns[0]]).unwrap();
+        assert_eq!(s.advskew, advskew_for_rank(2, 3));
+    }
+
+    #[test]
+    fn no_or_several_local_nodes_is_an_error() {
+        let ns = nodes(3);
+        for locals in [&[][..], &ns[..2]] {
+            let mut s = shared_spec(None);
+            let e = take_rank(&mut s, "eth0", locals).unwrap_err();
+            assert!(
+                matches!(&e, Error::LoadShareNode { group, interface, found }
+                    if group == "web" && interface == "eth0" && *found == locals.len()),
+                "{e:?}"
+            );
+        }
+        // a VHID outside any group keeps its own timing
+        let mut plain = VhidSpec::new(1, Vec::new(), Vec::new(), carp_proto::HmacMode::Bsd);
+        plain.advskew = 9;
+        take_rank(&mut plain, "eth0", &[]).unwrap();
+        assert_eq!((plain.advskew, plain.preempt), (9, false));
+    }
+
     #[test]
     fn rank_skews() {
         assert_eq!(

@@ -291,3 +291,20 @@ pub struct HookSpec {
     /// Run the down hook on exit if MASTER (UCARP `--shutdown`).
     pub down_on_exit: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_vhid_has_the_protocol_defaults_and_the_demote_style_of_its_auth() {
+        let bsd = VhidSpec::new(7, Vec::new(), b"pw".to_vec(), HmacMode::Bsd);
+        assert_eq!(bsd.demote_style, DemoteStyle::Byte);
+        assert_eq!((bsd.advbase, bsd.advskew, bsd.dead_ratio), (1, 0, 3));
+        assert_eq!(bsd.group_v4, Ipv4Addr::new(224, 0, 0, 18));
+        assert!(!bsd.preempt && bsd.manage_addresses && !bsd.replay_protection);
+        assert!(bsd.share.is_none() && !bsd.transport.unicast());
+        let ucarp = VhidSpec::new(7, Vec::new(), b"pw".to_vec(), HmacMode::Ucarp);
+        assert_eq!(ucarp.demote_style, DemoteStyle::Skew);
+    }
+}

@@ -139,9 +139,9 @@ pub fn main(mode: Mode) -> Result<(), Error> {
 fn serve(setup: Setup, detached: bool) -> Result<(), Error> {
     // One thread: the work per VHID is tiny (a timer, a signature, a send)
     // and every wait (netlink, hooks, sockets) is async, while a second
-    // worker only adds cross-thread wake-ups and work stealing (15-25 % of
-    // the CPU at 1000 VHIDs). Blocking work (configuration and password
-    // files at reload, group lookups) goes to `spawn_blocking`'s threads.
+    // worker only adds cross-thread wake-ups and work stealing. Blocking
+    // work (configuration and password files at reload, group lookups) goes
+    // to `spawn_blocking`'s threads.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .thread_name("carpd")
         .enable_all()

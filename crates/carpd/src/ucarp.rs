@@ -242,29 +242,7 @@ impl UcarpArgs {
             .ok_or_else(|| usage("you must supply a virtual host address (--addr)"))?;
         let vaddr = config::parse_vaddr(&format!("{addr}/32"))
             .map_err(|m| Error::Usage(format!("--addr {addr}: {m}")))?;
-        if self.advbase == 0 && self.advskew == 0 {
-            return Err(usage(
-                "you must supply an advertisement time base (--advbase > 0 or --advskew > 0)",
-            ));
-        }
-        if self.advbase == 255 && self.advskew == 255 {
-            return Err(usage(
-                "--advbase 255 with --advskew 255 is the bow-out advertisement",
-            ));
-        }
-        if !self.mcast.is_multicast() {
-            return Err(Error::Usage(format!(
-                "--mcast {}: not an IPv4 multicast address",
-                self.mcast
-            )));
-        }
-        if let Some(src) = self.srcip {
-            if src.is_unspecified() || src.is_multicast() || src.is_broadcast() {
-                return Err(Error::Usage(format!(
-                    "--srcip {src}: cannot be a source address"
-                )));
-            }
-        }
+        self.check_advertising()?;
 
         let spec = VhidSpec {
             advbase: self.advbase,
@@ -294,6 +272,35 @@ impl UcarpArgs {
             }],
             trackers: Vec::new(),
         })
+    }
+
+    /// What ucarp checks of the timing, the group and the source address.
+    fn check_advertising(&self) -> Result<(), Error> {
+        let usage = |m: &str| Error::Usage(m.to_string());
+        if self.advbase == 0 && self.advskew == 0 {
+            return Err(usage(
+                "you must supply an advertisement time base (--advbase > 0 or --advskew > 0)",
+            ));
+        }
+        if self.advbase == 255 && self.advskew == 255 {
+            return Err(usage(
+                "--advbase 255 with --advskew 255 is the bow-out advertisement",
+            ));
+        }
+        if !self.mcast.is_multicast() {
+            return Err(Error::Usage(format!(
+                "--mcast {}: not an IPv4 multicast address",
+                self.mcast
+            )));
+        }
+        if let Some(src) = self.srcip {
+            if src.is_unspecified() || src.is_multicast() || src.is_broadcast() {
+                return Err(Error::Usage(format!(
+                    "--srcip {src}: cannot be a source address"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

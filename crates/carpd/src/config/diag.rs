@@ -59,7 +59,7 @@ impl<'a> Diagnostics<'a> {
 #[derive(Clone)]
 pub(super) struct Where<'d> {
     diag: &'d Diagnostics<'d>,
-    pub(super) span: Range<usize>,
+    span: Range<usize>,
     ctx: &'d str,
     key: &'d str,
 }

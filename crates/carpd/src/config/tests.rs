@@ -1132,3 +1132,87 @@ fn password_from_the_environment() {
         "/etc/test.toml:2: password_file: set only one of password, password_file and password_env, not password_file and password_env"
     );
 }
+
+/// Validation reads nothing outside the text: a file naming a password
+/// file that does not exist, an unset variable and an unknown group
+/// validates, and only the resolve pass refuses it.
+#[test]
+fn validation_reads_nothing_outside_the_text() {
+    let src = r#"
+control_group = "carpd-test-no-such-group"
+password_file = "/nonexistent/carpd-test/pw"
+[[interface]]
+name = "eth0"
+  [[interface.vhid]]
+  id = 1
+  addresses = ["10.0.0.1"]
+  [[interface.vhid]]
+  id = 2
+  addresses = ["10.0.0.2"]
+  password_env = "CARPD_TEST_UNSET_VARIABLE"
+"#;
+    let path = Path::new(FILE);
+    let raw: schema::RawFile = toml::from_str(src).unwrap();
+    let diag = diag::Diagnostics::new(src, path);
+    let draft = validate::validate(&diag, raw).unwrap();
+    assert_eq!(draft.secrets.len(), 2);
+    assert_eq!(draft.keys.len(), 2);
+    assert!(
+        draft.spec.interfaces[0]
+            .vhids
+            .iter()
+            .all(|v| v.key.is_empty())
+    );
+    assert_eq!(
+        draft.control_group.as_ref().map(|g| g.value.as_str()),
+        Some("carpd-test-no-such-group")
+    );
+    let e = resolve::resolve(&diag, draft).unwrap_err().to_string();
+    assert!(
+        e.starts_with("/etc/test.toml:3: password_file: /nonexistent/carpd-test/pw:"),
+        "{e}"
+    );
+}
+
+/// Each VHID gets the key of the table nearest to it, read once per
+/// password setting.
+#[test]
+fn resolved_keys_follow_the_cascade() {
+    let src = r#"
+password = "top"
+[[interface]]
+name = "eth0"
+password = "iface"
+  [[interface.vhid]]
+  id = 1
+  addresses = ["10.0.0.1"]
+  [[interface.vhid]]
+  id = 2
+  addresses = ["10.0.0.2"]
+  password = "own"
+[[interface]]
+name = "eth1"
+  [[interface.vhid]]
+  id = 1
+  addresses = ["10.0.1.1"]
+"#;
+    let c = load(src).unwrap();
+    let keys: Vec<(&str, u8, &[u8])> = c
+        .spec
+        .interfaces
+        .iter()
+        .flat_map(|i| {
+            i.vhids
+                .iter()
+                .map(|v| (i.name.as_str(), v.vhid, &v.key[..]))
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("eth0", 1, &b"iface"[..]),
+            ("eth0", 2, b"own"),
+            ("eth1", 1, b"top")
+        ]
+    );
+}

@@ -2,11 +2,11 @@
 //! with what it inherits.
 
 use std::ops::Range;
+use std::time::Duration;
 
-use carp_engine::spec::{DEFAULT_ADVBASE, DEFAULT_ADVSKEW, DEFAULT_DEAD_RATIO, DEFAULT_GROUP};
+use carp_engine::spec::{DEFAULT_ADVBASE, DEFAULT_ADVSKEW};
 use carp_engine::{HookSpec, TransportSpec, VhidKey, VhidSpec, VirtualAddr};
 use carp_proto::HmacMode;
-use std::time::Duration;
 use toml::Spanned;
 
 use super::{KeyUse, Validator};
@@ -41,11 +41,7 @@ impl Validator<'_> {
         let addresses = self.addresses(raw.addresses.as_ref(), table, &ctx)?;
         let auth = l.auth.as_ref().map_or(AuthName::Bsd, |a| a.value);
         let (advbase, advskew) = self.timing(&l, table, &ctx)?;
-        let Some(secret) = l.key else {
-            return Err(self.diag.at(table.clone(), &ctx, "password").err(
-                "no password: set password, password_file or password_env (here, in the interface or at the top)",
-            ));
-        };
+        self.use_key(&l, (ifname, id), table, &ctx)?;
         let label = raw
             .label
             .as_ref()
@@ -59,31 +55,23 @@ impl Validator<'_> {
         if auth == AuthName::Ucarp {
             self.ucarp_limits(&l, raw, &addresses, (advbase, advskew), table, &ctx)?;
         }
-        self.keys.push(KeyUse {
-            vhid: VhidKey {
-                interface: ifname.to_string(),
-                vhid: id,
-            },
-            secret,
-            ucarp: auth == AuthName::Ucarp,
-            ctx: ctx.clone(),
-        });
         let auth = match auth {
             AuthName::Bsd => HmacMode::Bsd,
             AuthName::Ucarp => HmacMode::Ucarp,
         };
+        // the key is read by the resolve pass
+        let defaults = VhidSpec::new(id, addresses, Vec::new(), auth);
         Ok(VhidSpec {
             label,
             advbase,
             advskew,
-            dead_ratio: l.dead_ratio.unwrap_or(DEFAULT_DEAD_RATIO),
-            preempt: l.preempt.unwrap_or(false),
+            dead_ratio: l.dead_ratio.unwrap_or(defaults.dead_ratio),
+            preempt: l.preempt.unwrap_or(defaults.preempt),
             source: l.source,
-            group_v4: l.group.unwrap_or(DEFAULT_GROUP),
-            broadcast: l.broadcast.unwrap_or(false),
-            manage_addresses: l.manage_addresses.unwrap_or(true),
-            // off by default: OpenBSD peers send a constant counter
-            replay_protection: l.replay_protection.unwrap_or(false),
+            group_v4: l.group.unwrap_or(defaults.group_v4),
+            broadcast: l.broadcast.unwrap_or(defaults.broadcast),
+            manage_addresses: l.manage_addresses.unwrap_or(defaults.manage_addresses),
+            replay_protection: l.replay_protection.unwrap_or(defaults.replay_protection),
             hooks: HookSpec {
                 up: l.up,
                 down: l.down,
@@ -95,8 +83,34 @@ impl Validator<'_> {
                 down_on_exit: l.down_on_exit.unwrap_or(true),
             },
             transport,
-            ..VhidSpec::new(id, addresses, Vec::new(), auth)
+            ..defaults
         })
+    }
+
+    /// Records which password the VHID `(ifname, id)` uses, for
+    /// [`crate::config::resolve`] to read; one must be set.
+    fn use_key(
+        &mut self,
+        l: &Level,
+        (ifname, id): (&str, u8),
+        table: &Range<usize>,
+        ctx: &str,
+    ) -> Result<(), Error> {
+        let Some(secret) = l.key else {
+            return Err(self.diag.at(table.clone(), ctx, "password").err(
+                "no password: set password, password_file or password_env (here, in the interface or at the top)",
+            ));
+        };
+        self.keys.push(KeyUse {
+            vhid: VhidKey {
+                interface: ifname.to_string(),
+                vhid: id,
+            },
+            secret,
+            ucarp: l.auth.as_ref().is_some_and(|a| a.value == AuthName::Ucarp),
+            ctx: ctx.to_string(),
+        });
+        Ok(())
     }
 
     /// The span to blame for a timing combination: the most specific of
