@@ -55,7 +55,6 @@ struct Running {
     tracking: Arc<Tracking>,
 }
 
-/// What a reload did, by VHID.
 /// Drop counts by reason.
 pub type DropCounts = BTreeMap<&'static str, u64>;
 
@@ -63,6 +62,7 @@ pub type DropCounts = BTreeMap<&'static str, u64>;
 /// interfaces without VHIDs).
 pub type InterfaceDrops = BTreeMap<String, DropCounts>;
 
+/// What a reload did, by VHID.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadReport {
     pub added: Vec<VhidKey>,
@@ -98,7 +98,7 @@ pub struct VhidStatus {
     pub adverts_sent: u64,
     pub adverts_received: u64,
     /// Drops by reason name ([`carp_proto::DropReason::as_str`]).
-    pub drops: BTreeMap<&'static str, u64>,
+    pub drops: DropCounts,
 }
 
 /// A VHID checked against the system, ready to start.

@@ -10,12 +10,13 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Mutex, RwLock};
 use tracing::{error, info, warn};
 
-use crate::cli::{Mode, UCARP_NAME};
+use crate::cli::{ConfigArgs, Mode, UCARP_NAME};
 use crate::config::{Config, DEFAULT_CONTROL_SOCKET};
 use crate::control::{self, ReloadInfo, key_name};
 use crate::error::{Error, chain};
 use crate::logging::{self, Facility, LogSettings};
 use crate::metrics::{self, Snapshot};
+use crate::ucarp::UcarpArgs;
 use crate::{client, notify};
 
 /// What to run and what to serve around it.
@@ -46,94 +47,100 @@ struct ReloadSource {
 /// or carry out one client command.
 pub fn main(mode: Mode) -> Result<(), Error> {
     match mode {
-        Mode::Config(args) => {
-            if let Some(command) = args.command {
-                return client::run(command);
-            }
-            let config = Config::load(&args.config)?;
-            if args.check_config {
-                println!("{}: ok: {}", args.config.display(), config.summary());
-                return Ok(());
-            }
-            let path = args
-                .control_socket
-                .clone()
-                .or(config.control_socket.clone())
-                .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into());
-            // Before anything else: a second carpd on this socket stops
-            // here with one line, having touched nothing.
-            let (listener, stale) = control::claim(&path, config.control_group.as_ref())?;
-            let control = Control {
-                file: SocketFile(path),
-                listener,
-                access: control::Access::new(config.control_group.clone()),
-            };
-            logging::init(&LogSettings {
-                args: args.log,
-                debug: args.debug,
-                stderr: true,
-                syslog: Facility::NONE,
-                ident: "carpd".into(),
-            })?;
-            info!(config = %args.config.display(), "starting with {}", config.summary());
-            if stale {
-                info!(path = %control.file.0.display(), "replaced a stale control socket");
-            }
-            serve(
-                Setup {
-                    spec: config.spec,
-                    reload: Some(ReloadSource {
-                        path: args.config,
-                        socket_from_cli: args.control_socket.is_some(),
-                    }),
-                    control: Some(control),
-                    metrics_listen: config.metrics_listen,
-                },
-                false,
-            )
-        }
-        Mode::Ucarp(args) => {
-            // Everything ucarp checks is checked before going to the
-            // background, so a bad command line still fails visibly.
-            let spec = args.to_spec()?;
-            if args.daemonize {
-                // Keep the working directory: relative script paths must
-                // keep working as they do with ucarp. No threads exist yet,
-                // so forking here is safe.
-                nix::unistd::daemon(true, false).map_err(Error::Daemonize)?;
-            }
-            logging::init(&LogSettings {
-                args: args.log.clone(),
-                debug: args.debug,
-                stderr: !args.daemonize,
-                syslog: args.facility,
-                ident: UCARP_NAME.into(),
-            })?;
-            info!("starting in UCARP-compatible mode");
-            if let Some(w) = args.password_file_warning() {
-                warn!("{w}");
-            }
-            // ucarp's own start-up warnings: without scripts (and without
-            // --manage-addresses) nothing moves the address.
-            if args.upscript.is_none() {
-                warn!("no script called when going up");
-            }
-            if args.downscript.is_none() {
-                warn!("no script called when going down");
-            }
-            // Like ucarp, no control socket: one process per VHID is the
-            // ucarp way, and they would all want the same default path.
-            serve(
-                Setup {
-                    spec,
-                    reload: None,
-                    control: None,
-                    metrics_listen: None,
-                },
-                args.daemonize,
-            )
-        }
+        Mode::Config(args) => start_from_file(args),
+        Mode::Ucarp(args) => start_ucarp(&args),
     }
+}
+
+/// carpd configured by its TOML file (or a client command to a running one).
+fn start_from_file(args: ConfigArgs) -> Result<(), Error> {
+    if let Some(command) = args.command {
+        return client::run(command);
+    }
+    let config = Config::load(&args.config)?;
+    if args.check_config {
+        println!("{}: ok: {}", args.config.display(), config.summary());
+        return Ok(());
+    }
+    let path = args
+        .control_socket
+        .clone()
+        .or(config.control_socket.clone())
+        .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into());
+    // Before anything else: a second carpd on this socket stops
+    // here with one line, having touched nothing.
+    let (listener, stale) = control::claim(&path, config.control_group.as_ref())?;
+    let control = Control {
+        file: SocketFile(path),
+        listener,
+        access: control::Access::new(config.control_group.clone()),
+    };
+    logging::init(&LogSettings {
+        args: args.log,
+        debug: args.debug,
+        stderr: true,
+        syslog: Facility::NONE,
+        ident: "carpd".into(),
+    })?;
+    info!(config = %args.config.display(), "starting with {}", config.summary());
+    if stale {
+        info!(path = %control.file.0.display(), "replaced a stale control socket");
+    }
+    serve(
+        Setup {
+            spec: config.spec,
+            reload: Some(ReloadSource {
+                path: args.config,
+                socket_from_cli: args.control_socket.is_some(),
+            }),
+            control: Some(control),
+            metrics_listen: config.metrics_listen,
+        },
+        false,
+    )
+}
+
+/// carpd in UCARP-compatible mode: one VHID from ucarp's command line.
+fn start_ucarp(args: &UcarpArgs) -> Result<(), Error> {
+    // Everything ucarp checks is checked before going to the
+    // background, so a bad command line still fails visibly.
+    let spec = args.to_spec()?;
+    if args.daemonize {
+        // Keep the working directory: relative script paths must
+        // keep working as they do with ucarp. No threads exist yet,
+        // so forking here is safe.
+        nix::unistd::daemon(true, false).map_err(Error::Daemonize)?;
+    }
+    logging::init(&LogSettings {
+        args: args.log.clone(),
+        debug: args.debug,
+        stderr: !args.daemonize,
+        syslog: args.facility,
+        ident: UCARP_NAME.into(),
+    })?;
+    info!("starting in UCARP-compatible mode");
+    if let Some(w) = args.password_file_warning() {
+        warn!("{w}");
+    }
+    // ucarp's own start-up warnings: without scripts (and without
+    // --manage-addresses) nothing moves the address.
+    if args.upscript.is_none() {
+        warn!("no script called when going up");
+    }
+    if args.downscript.is_none() {
+        warn!("no script called when going down");
+    }
+    // Like ucarp, no control socket: one process per VHID is the
+    // ucarp way, and they would all want the same default path.
+    serve(
+        Setup {
+            spec,
+            reload: None,
+            control: None,
+            metrics_listen: None,
+        },
+        args.daemonize,
+    )
 }
 
 fn serve(setup: Setup, detached: bool) -> Result<(), Error> {

@@ -56,7 +56,6 @@ impl<'a> Diagnostics<'a> {
 
 /// Where in the file a value is: its span, the table it is in and its key.
 /// Errors about the value are made here.
-#[derive(Clone)]
 pub(super) struct Where<'d> {
     diag: &'d Diagnostics<'d>,
     span: Range<usize>,
