@@ -6,12 +6,12 @@
 //! `prometheus-client` through a [`Collector`] over that snapshot. The
 //! series are listed in README.md ("Metrics").
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use carp_engine::engine::InterfaceDrops;
 use carp_engine::{LATENESS_BUCKETS_US, LatenessSummary, VhidStatus};
 use carp_proto::{DropReason, State};
 use prometheus_client::collector::Collector;
@@ -40,7 +40,7 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 pub struct Snapshot {
     pub vhids: Vec<VhidStatus>,
     /// Drops of no known VHID by interface (`*`: unknown interface).
-    pub interface_drops: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    pub interface_drops: InterfaceDrops,
     pub lateness: LatenessSummary,
     /// Control socket connections refused by their peer credentials.
     pub control_refused: u64,
