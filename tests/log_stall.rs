@@ -11,7 +11,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
@@ -49,9 +49,9 @@ fn config(advskew: u8) -> Config {
 /// read, like a hung journald. Killed on drop.
 struct StalledReader {
     child: Child,
-    /// Held so the pipe stays open (a closed pipe would fail writes
-    /// instead of blocking them).
-    _stderr: ChildStderr,
+    /// Held unread so the pipe stays open (a closed pipe would fail writes
+    /// instead of blocking them), until [`StalledReader::resume`].
+    stderr: Option<ChildStderr>,
 }
 
 impl StalledReader {
@@ -70,8 +70,35 @@ impl StalledReader {
         let stderr = child.stderr.take().expect("piped stderr");
         StalledReader {
             child,
-            _stderr: stderr,
+            stderr: Some(stderr),
         }
+    }
+
+    /// Start reading the log again: its lines, as they come.
+    fn resume(&mut self) -> mpsc::Receiver<String> {
+        let stderr = self.stderr.take().expect("not resumed yet");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a clean exit.
+    fn stop(&mut self, timeout: Duration) -> bool {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+        wait_until(
+            timeout,
+            Duration::from_millis(50),
+            || matches!(self.child.try_wait(), Ok(Some(s)) if s.success()),
+        )
+        .is_some()
     }
 
     /// `ip netns exec` execs the program, so this is carpd's own pid.
@@ -183,7 +210,7 @@ fn a_stalled_log_reader_does_not_stop_the_master() {
         ),
     );
     let a_socket: PathBuf = c.dir.path().join("stalled.sock");
-    let a = StalledReader::spawn(c.host(0), &a_config, &a_socket);
+    let mut a = StalledReader::spawn(c.host(0), &a_config, &a_socket);
     let b_socket = c.start(1, &config(100)).socket();
 
     // Start-up alone logs more than a pipe holds.
@@ -270,5 +297,24 @@ fn a_stalled_log_reader_does_not_stop_the_master() {
     let m = scrape(c.host(0));
     let exported = sample(&m, "carpd_log_lines_dropped_total").expect("series in scrape");
     assert!(exported >= 1.0, "carpd_log_lines_dropped_total {exported}");
-    drop(a);
+
+    // Reading again: the drops are reported once the output moves.
+    let lines = a.resume();
+    let reported = wait_until(Duration::from_secs(30), Duration::from_millis(20), || {
+        lines
+            .try_iter()
+            .any(|l| l.contains("log lines dropped while the log output was blocked"))
+    });
+    assert!(reported.is_some(), "no report of the dropped lines");
+    // A clean exit writes out the last lines.
+    assert!(
+        a.stop(Duration::from_secs(60)),
+        "node 0 did not exit cleanly"
+    );
+    let tail: Vec<String> = lines.iter().collect();
+    assert!(
+        tail.iter().any(|l| l.contains(r#""message":"stopped""#)),
+        "the final line is missing: {:?}",
+        &tail[tail.len().saturating_sub(5)..]
+    );
 }
