@@ -3,20 +3,27 @@
 //! hooks).
 //!
 //! ```text
-//!            ┌──────────────────────────── loop ─────────────────────────────┐
-//!  start ──> │ delegate ──> sleep (one select!) ──> reclaim ──> handle wake ──>│──> stop
-//!            │ (offload)    timer, commands,        (offload)   (machine     │
-//!            │              trackers, inbox,                     input)      │
-//!            │              hand-back, retry                       │         │
-//!            │                                      run_actions <──┘         │
-//!            └───────────────────────────────────────────────────────────────┘
+//!  start         virtual MAC created, stale addresses removed, out of INIT
+//!    │
+//!    ▼
+//!  ┌─> delegate    steady work to the advertiser / the receiver (offload.rs)
+//!  │   sleep       one select!: timer, cancellation, commands, trackers,
+//!  │               inbox, schedule handed back, address retry
+//!  │   reclaim     the machine learns what happened while it slept
+//!  │   handle      the wake-up, as input to the machine
+//!  └── run_actions sends, addresses, ARP/NA, hook requests (hooks.rs)
+//!    │ cancelled
+//!    ▼
+//!  stop          last actions (bow-out, down hook), virtual MAC deleted,
+//!                exit hook waited for
 //! ```
 //!
 //! A task is made of parts, each in its own module: the machine
 //! (carp-proto), the hand-offs to the advertiser and the receiver
 //! (`offload.rs`), the addresses (`addresses.rs`), the virtual MAC
-//! (`vmac.rs`), the status history (`history.rs`). In the steady states it
-//! mostly sleeps: see `offload.rs`.
+//! (`vmac.rs`), the status history (`history.rs`), the hooks, which run
+//! one at a time in transition order in a task of their own (`hooks.rs`).
+//! In the steady states it mostly sleeps: see `offload.rs`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -39,7 +46,7 @@ use crate::announce::Announcer;
 use crate::clock::{advert_grid, sleep_until_opt, std_now};
 use crate::engine::VhidStatus;
 use crate::history::History;
-use crate::hooks::{self, HookKind};
+use crate::hooks::{HookContext, HookKind, HookRequest, HookRunner};
 use crate::keepalive::Keepalives;
 use crate::log_limit::LogLimiter;
 use crate::netlink::Netlink;
@@ -147,6 +154,13 @@ pub(crate) fn spawn(
         advert_grid: Some(advert_grid(params.spec.vhid)),
     };
     let replay = params.spec.replay_protection.then(ReplayWindow::new);
+    let hooks = HookRunner::spawn(HookContext {
+        spec: params.spec.hooks.clone(),
+        interface: params.key.interface.clone(),
+        vhid: params.key.vhid,
+        addresses: params.spec.addresses.iter().map(|a| a.addr).collect(),
+        stats: Arc::clone(&stats),
+    });
     let task = Task {
         machine: Machine::new(config),
         offload: Offload::new(
@@ -165,7 +179,7 @@ pub(crate) fn spawn(
         tracked,
         link_up: link_up || params.ignore_link_state,
         started: false,
-        hooks: Vec::new(),
+        hooks,
         replay,
         noisy: LogLimiter::new(LOG_EVERY),
         lateness_from: None,
@@ -202,8 +216,8 @@ struct Task {
     link_up: bool,
     /// The down-at-start hook has had its chance.
     started: bool,
-    /// Hook runs not known to be finished; awaited on shutdown.
-    hooks: Vec<JoinHandle<()>>,
+    /// Runs the hooks one after the other, in transition order.
+    hooks: HookRunner,
     /// Counters accepted per peer, when replay protection is on.
     replay: Option<ReplayWindow>,
     /// Rate limits of the log lines a peer or a broken link could repeat.
@@ -306,12 +320,11 @@ impl Task {
     /// After cancellation: the machine's last actions (bow-out, addresses
     /// removed, down hook), the virtual MAC deleted, the exit hook waited
     /// for.
-    async fn stop(&mut self) {
-        // earlier hook runs finish on their own (with their timeout); only
-        // the exit hook is waited for
-        self.hooks.clear();
+    async fn stop(mut self) {
+        let requested = self.hooks.requested();
         self.machine.shutdown(std_now());
         self.run_actions().await;
+        let exit_hook = self.hooks.requested() > requested;
         if self.addresses.retry_at().is_some() {
             tracing::error!(
                 "exiting with addresses that could not be removed; another host may own them"
@@ -320,9 +333,11 @@ impl Task {
         if let Some(vmac) = self.vmac.take() {
             vmac.delete(&self.effects.netlink).await;
         }
-        for h in self.hooks.drain(..) {
-            // bounded by the hook's own timeout
-            let _ = h.await;
+        // The exit hook runs after the hook running now, each bounded by
+        // the hook timeout; without one, a running hook finishes on its own.
+        let hooks = self.hooks.close();
+        if exit_hook {
+            let _ = hooks.await;
         }
     }
 
@@ -617,29 +632,7 @@ impl Task {
             self.started = true;
         }
         if let Some(kind) = kind {
-            self.run_hook(kind, to);
-        }
-    }
-    fn run_hook(&mut self, kind: HookKind, state: State) {
-        self.hooks.retain(|h| !h.is_finished());
-        let addrs: Vec<IpAddr> = self.params.spec.addresses.iter().map(|a| a.addr).collect();
-        let p = &self.params;
-        let stats = Arc::clone(&self.stats);
-        if let Some(h) = hooks::spawn_hook(
-            &p.spec.hooks,
-            kind,
-            &p.key.interface,
-            p.key.vhid,
-            state,
-            &addrs,
-            move |outcome| {
-                if outcome != hooks::HookOutcome::Success {
-                    stats.hook_failures.fetch_add(1, Ordering::Relaxed);
-                }
-            },
-        ) {
-            self.stats.hook_runs.fetch_add(1, Ordering::Relaxed);
-            self.hooks.push(h);
+            self.hooks.request(HookRequest { kind, state: to });
         }
     }
 }
