@@ -18,7 +18,7 @@ pub(crate) struct LogLimiter<K> {
     last: HashMap<K, Instant>,
 }
 
-impl<K: Eq + Hash> LogLimiter<K> {
+impl<K: Eq + Hash + Clone> LogLimiter<K> {
     pub(crate) fn new(period: Duration) -> LogLimiter<K> {
         LogLimiter {
             period,
@@ -27,15 +27,15 @@ impl<K: Eq + Hash> LogLimiter<K> {
     }
 
     /// Whether a line about `key` may be logged now; if so, the next one
-    /// waits a `period`.
-    pub(crate) fn allow(&mut self, key: K) -> bool {
+    /// waits a `period`. `key` is cloned only then.
+    pub(crate) fn allow(&mut self, key: &K) -> bool {
         self.allow_at(key, Instant::now())
     }
 
-    fn allow_at(&mut self, key: K, now: Instant) -> bool {
+    fn allow_at(&mut self, key: &K, now: Instant) -> bool {
         if self
             .last
-            .get(&key)
+            .get(key)
             .is_some_and(|t| now.duration_since(*t) < self.period)
         {
             return false;
@@ -44,7 +44,7 @@ impl<K: Eq + Hash> LogLimiter<K> {
             let period = self.period;
             self.last.retain(|_, t| now.duration_since(*t) < period);
         }
-        self.last.insert(key, now);
+        self.last.insert(key.clone(), now);
         true
     }
 }
@@ -57,12 +57,12 @@ mod tests {
     fn once_per_period_and_key() {
         let mut limit = LogLimiter::new(Duration::from_secs(10));
         let t = Instant::now();
-        assert!(limit.allow_at("a", t));
-        assert!(!limit.allow_at("a", t));
-        assert!(limit.allow_at("b", t));
-        assert!(!limit.allow_at("a", t + Duration::from_secs(9)));
-        assert!(limit.allow_at("a", t + Duration::from_secs(10)));
-        assert!(!limit.allow_at("a", t + Duration::from_secs(11)));
+        assert!(limit.allow_at(&"a", t));
+        assert!(!limit.allow_at(&"a", t));
+        assert!(limit.allow_at(&"b", t));
+        assert!(!limit.allow_at(&"a", t + Duration::from_secs(9)));
+        assert!(limit.allow_at(&"a", t + Duration::from_secs(10)));
+        assert!(!limit.allow_at(&"a", t + Duration::from_secs(11)));
     }
 
     #[test]
@@ -70,9 +70,9 @@ mod tests {
         let mut limit = LogLimiter::new(Duration::from_secs(10));
         let t = Instant::now();
         for k in 0..=MAX_KEYS {
-            assert!(limit.allow_at(k, t));
+            assert!(limit.allow_at(&k, t));
         }
-        assert!(limit.allow_at(usize::MAX, t + Duration::from_secs(10)));
+        assert!(limit.allow_at(&usize::MAX, t + Duration::from_secs(10)));
         assert_eq!(limit.last.len(), 1);
     }
 }

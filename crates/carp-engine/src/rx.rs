@@ -175,9 +175,11 @@ impl Default for DropLog {
 
 impl DropLog {
     pub(crate) fn log(&mut self, demux: &Demux, scope: DropScope, reason: DropReason, src: IpAddr) {
-        if !self.limit.allow((scope.clone(), reason)) {
+        let key = (scope, reason);
+        if !self.limit.allow(&key) {
             return;
         }
+        let (scope, reason) = key;
         match &scope {
             DropScope::Vhid(k) => {
                 if reason == DropReason::BadHmac {
@@ -561,7 +563,7 @@ mod tests {
             vhid: VHID,
         });
         log.log(&f.demux, scope.clone(), DropReason::BadHmac, PEER);
-        assert!(!log.limit.allow((scope.clone(), DropReason::BadHmac)));
-        assert!(log.limit.allow((scope, DropReason::BadTtl)));
+        assert!(!log.limit.allow(&(scope.clone(), DropReason::BadHmac)));
+        assert!(log.limit.allow(&(scope, DropReason::BadTtl)));
     }
 }

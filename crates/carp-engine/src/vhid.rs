@@ -413,7 +413,7 @@ impl Task {
             return true;
         };
         self.stats.drops.add(reason);
-        if self.noisy.allow(Noisy::Replay) {
+        if self.noisy.allow(&Noisy::Replay) {
             tracing::info!(src = %msg.src, reason = reason.as_str(),
                 "dropped advertisement: {reason} (further drops for this reason counted silently for 10 s)");
         }
@@ -528,7 +528,7 @@ impl Task {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
-                if self.noisy.allow(Noisy::SendError) {
+                if self.noisy.allow(&Noisy::SendError) {
                     tracing::warn!(error = %e, "cannot send advertisement");
                 }
             }
