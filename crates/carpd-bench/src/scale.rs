@@ -175,7 +175,7 @@ fn scrape_lateness(ns: &Netns) -> Result<Histogram> {
 /// CPU (% of one core) a bare sender spends putting `n` CARP-sized
 /// multicast packets per second on node 0's links for `window`, as one
 /// burst per second: the kernel's cost of sending them (up to the veth's
-/// NAPI queue, see `netns::napi_threaded`), which any implementation pays.
+/// NAPI queue, see `lan::napi_threaded`), which any implementation pays.
 fn send_floor(lan: &Lan, n: usize, window: Duration) -> Result<f64> {
     crate::watch::in_netns(&lan.hosts[0], move || {
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

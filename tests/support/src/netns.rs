@@ -135,11 +135,16 @@ impl Netns {
         &self.name
     }
 
-    /// Runs `args` inside the namespace.
+    /// Runs `args` inside the namespace; a tool that is not installed is
+    /// named with its Debian package.
     pub fn try_exec(&self, args: &[&str]) -> Result<String, Error> {
         let mut full = vec!["ip", "netns", "exec", &self.name];
         full.extend_from_slice(args);
-        try_run(&full)
+        try_run(&full).map_err(|e| match args.first().map(|tool| check_tool(tool)) {
+            // `ip netns exec` started, the tool inside it did not
+            Some(Err(missing)) => missing,
+            _ => e,
+        })
     }
 
     /// [`Netns::try_exec`], failing the test on error.
