@@ -231,6 +231,7 @@ fn kill_schedule_seed() -> u64 {
 /// it behind; the restarted daemon must clean up).
 #[test]
 fn sigkill_during_transitions() {
+    let seed = kill_schedule_seed();
     // sub-second timers keep 20 rounds short: intervals 0.2 s and 0.4 s
     let cfg = |skew: u8| {
         let mut c = pair_config(skew).preempt(true);
@@ -243,7 +244,6 @@ fn sigkill_during_transitions() {
         start(&c, 1, &cfg(100).to_toml(), "r0"),
     ];
     // a cheap pseudo-random sequence (xorshift), replayable from the seed
-    let seed = kill_schedule_seed();
     eprintln!(
         "seed {seed}; replay with: {SEED_VAR}={seed} cargo test -p carpd-e2e --test faults -- sigkill_during_transitions"
     );
