@@ -28,10 +28,10 @@ use crate::announce::Announcer;
 use crate::engine::VhidStatus;
 use crate::hooks::{self, HookKind};
 use crate::keepalive::{Expected, Keepalives};
-use crate::netlink::Netlink;
+use crate::netlink::{AddressEvent, Netlink};
 use crate::rx::{INBOX, Inbound, VhidEntry};
 use crate::socket::{Dest, Sockets};
-use crate::spec::{VhidKey, VhidSpec};
+use crate::spec::{VhidKey, VhidSpec, VirtualAddr};
 use crate::stats::{Lateness, VhidStats};
 use crate::track::Demotions;
 use crate::vmac;
@@ -63,6 +63,8 @@ pub(crate) enum Command {
     StepDown(oneshot::Sender<bool>),
     Demote(i32, oneshot::Sender<()>),
     Link(bool),
+    /// One of this VHID's addresses was added or removed (by anyone).
+    Address(AddressEvent),
 }
 
 /// Everything a VHID needs to know about where it runs, resolved from the
@@ -321,7 +323,7 @@ impl Task {
             match woken {
                 Wake::Cancelled => break,
                 Wake::Timer => self.timer_fired(deadline),
-                Wake::Command(cmd) => self.command(cmd),
+                Wake::Command(cmd) => self.command(cmd).await,
                 Wake::Tracked => self.update_demote(),
                 Wake::Advert(msg) => self.advert(msg),
                 // what the advertiser could not send, the machine sends
@@ -453,7 +455,7 @@ impl Task {
         false
     }
 
-    fn command(&mut self, cmd: Command) {
+    async fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -477,6 +479,75 @@ impl Task {
                     tracing::info!(interface = %self.params.key.interface, vhid = self.params.key.vhid,
                         "link {}", if up { "up" } else { "down" });
                     self.machine.handle_link(std_now(), up);
+                }
+            }
+            Command::Address(event) => self.address_changed(event).await,
+        }
+    }
+
+    /// Someone added or removed one of our addresses: a MASTER puts back
+    /// what it lost (and steps down if it cannot), any other state removes
+    /// what appeared. Events of our own adds and removes find the address as
+    /// the state wants it (or are of the kind the state ignores), so nothing
+    /// is done or counted for them.
+    async fn address_changed(&mut self, event: AddressEvent) {
+        if !self.params.spec.manage_addresses {
+            return;
+        }
+        let master = self.machine.state() == State::Master;
+        let only = match event {
+            AddressEvent::Added { addr, .. } if !master => Some(addr),
+            AddressEvent::Removed { addr, .. } if master => Some(addr),
+            AddressEvent::Lost => None,
+            _ => return,
+        };
+        let ifindex = self.address_ifindex();
+        let addrs: Vec<VirtualAddr> = (self.params.spec.addresses.iter())
+            .filter(|a| only.is_none_or(|o| o == a.addr))
+            .copied()
+            .collect();
+        let p = &self.params;
+        for a in addrs {
+            if master {
+                let label = if a.addr.is_ipv4() {
+                    p.spec.label.as_deref()
+                } else {
+                    None
+                };
+                match self.effects.netlink.add_address(ifindex, a, label).await {
+                    Ok(true) => {
+                        self.stats.address_restored.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr,
+                            "address removed while MASTER by something else; added back");
+                    }
+                    Ok(false) => {}
+                    // the interface went with the address: the link events
+                    // take the VHID to INIT and the engine restarts it
+                    Err(e) if e.is_no_device() => return,
+                    Err(e) => {
+                        tracing::error!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
+                            "address removed while MASTER by something else and cannot be added back; stepping down");
+                        self.machine.step_down(std_now());
+                        return;
+                    }
+                }
+            } else {
+                match self.effects.netlink.del_address(ifindex, a).await {
+                    Ok(true) => {
+                        self.stats
+                            .address_removed_foreign
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr,
+                            state = self.machine.state().as_str(),
+                            "address added by something else while not MASTER; removed");
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
+                            "address added by something else while not MASTER and cannot be removed (trying again every second)");
+                        self.addresses_done(true, "removed");
+                        return;
+                    }
                 }
             }
         }
@@ -511,6 +582,9 @@ impl Task {
             transitions_by_reason: self.transitions_by_reason.clone(),
             hook_runs: self.stats.hook_runs.load(Ordering::Relaxed),
             hook_failures: self.stats.hook_failures.load(Ordering::Relaxed),
+            address_restored: self.stats.address_restored.load(Ordering::Relaxed),
+            address_removed_foreign: self.stats.address_removed_foreign.load(Ordering::Relaxed),
+            waiting_for: None,
             adverts_sent: self.stats.sent.load(Ordering::Relaxed),
             adverts_received: self.stats.received.load(Ordering::Relaxed),
             drops: self.stats.drops.snapshot(),

@@ -303,6 +303,22 @@ impl Collector for Snapshot {
         )?;
         family(
             &mut enc,
+            "carpd_address_restored",
+            "Addresses removed by something else while MASTER and added back",
+            MetricType::Counter,
+            v.iter()
+                .map(|s| (vhid_labels(s), ConstCounter::new(s.address_restored))),
+        )?;
+        family(
+            &mut enc,
+            "carpd_address_removed_foreign",
+            "Addresses of a VHID added by something else while not MASTER and removed",
+            MetricType::Counter,
+            v.iter()
+                .map(|s| (vhid_labels(s), ConstCounter::new(s.address_removed_foreign))),
+        )?;
+        family(
+            &mut enc,
             "carpd_control_refused",
             "Control socket connections refused: the peer was not root, carpd's user or in control_group",
             MetricType::Counter,
@@ -374,6 +390,9 @@ mod tests {
             adverts_sent: 5,
             adverts_received: 0,
             drops: [("bad_hmac", 2)].into(),
+            address_restored: 1,
+            address_removed_foreign: 0,
+            waiting_for: None,
         }
     }
 
@@ -405,6 +424,7 @@ mod tests {
             r#"carpd_interface_drops_total{interface="*",reason="bad_ttl"} 4"#,
             r#"carpd_hook_runs_total{interface="eth0",vhid="7"} 1"#,
             r#"carpd_hook_failures_total{interface="eth0",vhid="7"} 0"#,
+            r#"carpd_address_restored_total{interface="eth0",vhid="7"} 1"#,
             r#"carpd_vhid_demote{interface="eth0",vhid="7"} 0"#,
             "carpd_control_refused_total 2",
             "# TYPE carpd_timer_lateness_seconds histogram",
