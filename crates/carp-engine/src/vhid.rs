@@ -44,6 +44,12 @@ const REPLAY_LOG_EVERY: Duration = Duration::from_secs(10);
 /// try again this often until the addresses match the state: a BACKUP
 /// left holding them would make two hosts answer for them.
 const ADDRESS_RETRY: Duration = Duration::from_secs(1);
+/// A BACKUP's master-down timer firing this late means the process did not
+/// run meanwhile (stopped, a frozen VM): the master's advertisements may
+/// wait unread in the socket.
+const FROZEN: Duration = Duration::from_millis(250);
+/// How long the receiver then gets to hand them over before the timer counts.
+const RESUME_GRACE: Duration = Duration::from_millis(100);
 /// MASTERs with the same interval advertise on `GRID_SLOTS` instants per
 /// interval, chosen by VHID number (see [`AdvertGrid`]): at 1000 VHIDs and
 /// advbase 1 the advertiser wakes 4 times a second for 250 of them each,
@@ -180,6 +186,7 @@ pub(crate) fn spawn(
         expected: None,
         last_advert: None,
         standing: None,
+        resume_grace: None,
     };
     let join = tokio::spawn(task.run(inbox_rx, cmd_rx, cancel.clone()));
     VhidHandle {
@@ -231,6 +238,8 @@ struct Task {
     last_advert: Option<Inbound>,
     /// MASTER: the steady advertisements, while the advertiser sends them.
     standing: Option<Standing>,
+    /// A deadline that fired [`FROZEN`] late, and when it counts instead.
+    resume_grace: Option<(Instant, Instant)>,
 }
 
 /// A schedule handed over to the advertiser. Taken back when dropped, so
@@ -297,9 +306,10 @@ impl Task {
             };
             // Only advertisements: a master-down timer that fired early
             // would take over early.
-            let wake = match deadline {
-                Some(d) if master => Some(d.checked_sub(advertiser::WAKE_EARLY).unwrap_or(d)),
-                other => other,
+            let wake = match (deadline, self.resume_grace) {
+                (Some(d), _) if master => Some(d.checked_sub(advertiser::WAKE_EARLY).unwrap_or(d)),
+                (Some(d), Some((late, until))) if late == d => Some(until),
+                (other, _) => other,
             };
             let address_retry = self.address_retry;
             // A MASTER's timer first: most of its wake-ups are its
@@ -426,10 +436,33 @@ impl Task {
 
     /// The machine's deadline (or the early wake-up for it) has come.
     fn timer_fired(&mut self, deadline: Option<Instant>) {
+        if self.defer_after_freeze(deadline) {
+            return;
+        }
         self.timer_deadline = deadline;
         // woken early: handled as at the deadline
         let now = deadline.map_or_else(std_now, |d| std_now().max(d.into_std()));
         self.machine.handle_timeout(now);
+    }
+
+    /// Whether to give the receiver [`RESUME_GRACE`] before a BACKUP's
+    /// deadline that fired [`FROZEN`] late counts: once per deadline.
+    fn defer_after_freeze(&mut self, deadline: Option<Instant>) -> bool {
+        let Some(d) = deadline else {
+            return false;
+        };
+        let late = Instant::now().saturating_duration_since(d);
+        if self.machine.state() == State::Master
+            || late < FROZEN
+            || self.resume_grace.is_some_and(|(seen, _)| seen == d)
+        {
+            return false;
+        }
+        let p = &self.params.key;
+        tracing::info!(interface = %p.interface, vhid = p.vhid, late_ms = late.as_millis(),
+            "master-down timer fired late (the process was not running): advertisements received meanwhile count first");
+        self.resume_grace = Some((d, Instant::now() + RESUME_GRACE));
+        true
     }
 
     /// Replay protection: whether an authenticated advertisement is new
