@@ -47,6 +47,7 @@ pub struct Engine {
     cancel: CancellationToken,
     /// Stops restarting VHIDs whose interface came back (first, on shutdown).
     follow_stop: CancellationToken,
+    follow: Arc<Follow>,
 }
 
 #[derive(Debug)]
@@ -142,14 +143,16 @@ impl Follow {
     }
 
     /// Queue a command without waiting: a full queue (a task that is far
-    /// behind) loses it, counted and logged.
+    /// behind) loses it, counted (logged at the 1st, 2nd, 4th, ... loss).
     fn send(&self, commands: &mpsc::Sender<Command>, cmd: Command) {
         if let Err(TrySendError::Full(cmd)) = commands.try_send(cmd) {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(
-                dropped_total = n,
-                "VHID command queue full; kernel event {cmd:?} not delivered"
-            );
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped_total = n,
+                    "VHID command queue full; kernel event {cmd:?} not delivered"
+                );
+            }
         }
     }
 
@@ -919,7 +922,7 @@ impl Engine {
         let running = Arc::new(Mutex::new(running));
         let follower = tokio::spawn(follow_interfaces(
             Arc::clone(&running),
-            follow,
+            Arc::clone(&follow),
             follow_stop.clone(),
         ));
         running.lock().await.background.push(follower);
@@ -929,6 +932,7 @@ impl Engine {
             tracking,
             cancel,
             follow_stop,
+            follow,
         })
     }
 
@@ -1074,6 +1078,12 @@ impl Engine {
     /// The trackers and the demotion each adds now.
     pub fn trackers(&self) -> Vec<TrackerStatus> {
         self.tracking.status()
+    }
+
+    /// Link and address events a VHID did not get because its command
+    /// queue was full, since start.
+    pub fn kernel_events_dropped(&self) -> u64 {
+        self.follow.dropped.load(Ordering::Relaxed)
     }
 
     /// How late advertisement timers fired, since start.

@@ -44,6 +44,8 @@ pub struct Snapshot {
     pub lateness: LatenessSummary,
     /// Control socket connections refused by their peer credentials.
     pub control_refused: u64,
+    /// Link and address events not delivered to a VHID (its queue was full).
+    pub kernel_events_dropped: u64,
 }
 
 /// A running metrics listener; dropping it stops it.
@@ -324,6 +326,13 @@ impl Collector for Snapshot {
             MetricType::Counter,
             [(Labels::new(), ConstCounter::new(self.control_refused))],
         )?;
+        family(
+            &mut enc,
+            "carpd_kernel_events_dropped",
+            "Link and address events not delivered to a VHID because its command queue was full",
+            MetricType::Counter,
+            [(Labels::new(), ConstCounter::new(self.kernel_events_dropped))],
+        )?;
         let l = &self.lateness;
         // The encoder takes per-bucket counts and accumulates them itself.
         let mut below = 0;
@@ -410,6 +419,7 @@ mod tests {
             interface_drops: [("*".to_string(), [("bad_ttl", 4)].into())].into(),
             lateness,
             control_refused: 2,
+            kernel_events_dropped: 0,
         })
         .unwrap();
         for line in [
@@ -427,6 +437,7 @@ mod tests {
             r#"carpd_address_restored_total{interface="eth0",vhid="7"} 1"#,
             r#"carpd_vhid_demote{interface="eth0",vhid="7"} 0"#,
             "carpd_control_refused_total 2",
+            "carpd_kernel_events_dropped_total 0",
             "# TYPE carpd_timer_lateness_seconds histogram",
             r#"carpd_timer_lateness_seconds_bucket{le="0.0001"} 1"#,
             r#"carpd_timer_lateness_seconds_bucket{le="+Inf"} 3"#,
