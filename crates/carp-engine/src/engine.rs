@@ -5,13 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use carp_proto::{Authenticator, State};
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use crate::advertiser::Advertiser;
 use crate::announce::Announcer;
 use crate::error::Error;
-use crate::netlink::{self, AddressEvent, LinkEvent, Netlink};
+use crate::follow::{self, Follow, Routes};
+use crate::netlink::{self, Netlink};
 use crate::rx::{self, Demux, SharedDemux};
 use crate::share;
 use crate::socket::{BroadcastSocket, Sockets, V4Socket, V6Socket};
@@ -107,68 +106,6 @@ impl Waiting {
             address_removed_foreign: 0,
             waiting_for: Some(self.reason.clone()),
         })
-    }
-}
-
-/// What the link and address watchers share with the engine: where to send
-/// events, and what they leave for [`follow_interfaces`] to do.
-#[derive(Debug)]
-struct Follow {
-    demux: SharedDemux,
-    routes: RwLock<Arc<Routes>>,
-    /// Indexes of deleted links that running VHIDs were on.
-    gone: std::sync::Mutex<BTreeSet<u32>>,
-    /// Wakes [`follow_interfaces`]: a link went, or one appeared or an
-    /// address was added while VHIDs wait.
-    wake: Notify,
-    /// Events not delivered because a VHID's command queue was full.
-    dropped: AtomicU64,
-}
-
-/// Command queues of the running VHIDs, for address events.
-#[derive(Debug, Default)]
-struct Routes {
-    by_addr: HashMap<IpAddr, Vec<mpsc::Sender<Command>>>,
-    all: Vec<mpsc::Sender<Command>>,
-    /// Some VHIDs wait for their interface or its address.
-    waiting: bool,
-}
-
-impl Follow {
-    fn routes(&self) -> Arc<Routes> {
-        match self.routes.read() {
-            Ok(g) => Arc::clone(&g),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
-    }
-
-    /// Queue a command without waiting: a full queue (a task that is far
-    /// behind) loses it, counted (logged at the 1st, 2nd, 4th, ... loss).
-    fn send(&self, commands: &mpsc::Sender<Command>, cmd: Command) {
-        if let Err(TrySendError::Full(cmd)) = commands.try_send(cmd) {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                tracing::warn!(
-                    dropped_total = n,
-                    "VHID command queue full; kernel event {cmd:?} not delivered"
-                );
-            }
-        }
-    }
-
-    fn link_gone(&self, index: u32) {
-        match self.gone.lock() {
-            Ok(mut g) => g.insert(index),
-            Err(poisoned) => poisoned.into_inner().insert(index),
-        };
-        self.wake.notify_one();
-    }
-
-    fn take_gone(&self) -> BTreeSet<u32> {
-        match self.gone.lock() {
-            Ok(mut g) => std::mem::take(&mut *g),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
     }
 }
 
@@ -422,74 +359,6 @@ async fn stop(handles: Vec<VhidHandle>) {
     }
 }
 
-/// Hand link changes to the trackers and the VHIDs on that link, without
-/// waiting on any of them; a deleted link's VHIDs and a new link while
-/// VHIDs wait are left to [`follow_interfaces`].
-async fn watch_links(
-    mut events: mpsc::Receiver<LinkEvent>,
-    follow: Arc<Follow>,
-    tracking: Arc<Tracking>,
-    cancel: CancellationToken,
-) {
-    loop {
-        let ev = tokio::select! {
-            _ = cancel.cancelled() => return,
-            ev = events.recv() => ev,
-        };
-        let Some(ev) = ev else {
-            tracing::warn!("link event stream ended; link state changes are no longer followed");
-            return;
-        };
-        tracking.link_event(ev);
-        let table = rx::current(&follow.demux);
-        let mut known = false;
-        for ((ifindex, _), e) in &table.vhids {
-            if *ifindex == ev.index {
-                known = true;
-                follow.send(&e.commands, Command::Link(ev.up));
-            }
-        }
-        if ev.removed && known {
-            follow.link_gone(ev.index);
-        } else if !known && follow.routes().waiting {
-            follow.wake.notify_one();
-        }
-    }
-}
-
-/// Hand address changes to the VHIDs that own the address, without
-/// waiting on any of them; an address added while VHIDs wait wakes
-/// [`follow_interfaces`].
-async fn watch_addresses(
-    mut events: mpsc::Receiver<AddressEvent>,
-    follow: Arc<Follow>,
-    cancel: CancellationToken,
-) {
-    loop {
-        let ev = tokio::select! {
-            _ = cancel.cancelled() => return,
-            ev = events.recv() => ev,
-        };
-        let Some(ev) = ev else {
-            tracing::warn!("address event stream ended; address changes are no longer followed");
-            return;
-        };
-        let routes = follow.routes();
-        let owners = match ev {
-            AddressEvent::Added { addr, .. } | AddressEvent::Removed { addr, .. } => {
-                routes.by_addr.get(&addr).map_or(&[][..], Vec::as_slice)
-            }
-            AddressEvent::Lost => &routes.all,
-        };
-        for commands in owners {
-            follow.send(commands, Command::Address(ev));
-        }
-        if routes.waiting && !matches!(ev, AddressEvent::Removed { .. }) {
-            follow.wake.notify_one();
-        }
-    }
-}
-
 /// Stop the VHIDs of deleted links (they wait in INIT) and start waiting
 /// VHIDs whose interface and address are there, whenever the watchers say
 /// something may have changed.
@@ -502,7 +371,7 @@ async fn follow_interfaces(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
-            () = follow.wake.notified() => {}
+            () = follow.woken() => {}
         }
         let mut r = running.lock().await;
         if cancel.is_cancelled() {
@@ -650,24 +519,6 @@ impl Running {
         d
     }
 
-    fn routes(&self) -> Routes {
-        let mut routes = Routes {
-            waiting: !self.waiting.is_empty(),
-            ..Routes::default()
-        };
-        for h in self.vhids.values() {
-            for a in &h.params.spec.addresses {
-                routes
-                    .by_addr
-                    .entry(a.addr)
-                    .or_default()
-                    .push(h.entry.commands.clone());
-            }
-            routes.all.push(h.entry.commands.clone());
-        }
-        routes
-    }
-
     /// Publish the receive table and the event routes of the VHIDs now
     /// running.
     fn publish(&self) {
@@ -676,11 +527,8 @@ impl Running {
             Ok(mut g) => *g = table,
             Err(poisoned) => *poisoned.into_inner() = table,
         }
-        let routes = Arc::new(self.routes());
-        match self.follow.routes.write() {
-            Ok(mut g) => *g = routes,
-            Err(poisoned) => *poisoned.into_inner() = routes,
-        }
+        self.follow
+            .set_routes(Routes::new(self.vhids.values(), !self.waiting.is_empty()));
     }
 
     /// Record VHIDs that cannot run yet, logging each once as it starts to
@@ -858,13 +706,7 @@ impl Engine {
             announcer: Arc::new(Announcer::new()?),
             lateness: Arc::clone(&lateness),
         };
-        let follow = Arc::new(Follow {
-            demux: Arc::clone(&demux),
-            routes: RwLock::default(),
-            gone: std::sync::Mutex::default(),
-            wake: Notify::new(),
-            dropped: AtomicU64::new(0),
-        });
+        let follow = Arc::new(Follow::new(Arc::clone(&demux)));
         let mut running = Running {
             effects,
             vhids: BTreeMap::new(),
@@ -902,17 +744,19 @@ impl Engine {
         running
             .background
             .push(tokio::spawn(advertiser.run(cancel.clone())));
-        running.background.push(tokio::spawn(watch_links(
+        running.background.push(tokio::spawn(follow::watch_links(
             link_events,
             Arc::clone(&follow),
             Arc::clone(&tracking),
             cancel.clone(),
         )));
-        running.background.push(tokio::spawn(watch_addresses(
-            address_events,
-            Arc::clone(&follow),
-            cancel.clone(),
-        )));
+        running
+            .background
+            .push(tokio::spawn(follow::watch_addresses(
+                address_events,
+                Arc::clone(&follow),
+                cancel.clone(),
+            )));
         tracing::info!(
             vhids = running.vhids.len(),
             waiting = running.waiting.len(),
@@ -1083,7 +927,7 @@ impl Engine {
     /// Link and address events a VHID did not get because its command
     /// queue was full, since start.
     pub fn kernel_events_dropped(&self) -> u64 {
-        self.follow.dropped.load(Ordering::Relaxed)
+        self.follow.dropped()
     }
 
     /// How late advertisement timers fired, since start.

@@ -9,7 +9,7 @@
 //!  IPv6 raw socket ──┤   HMAC, try_send      └─> VHID task (eth1, 1) ─┘   ARP/NA, hooks
 //!                    │   (a BACKUP's keepalives:        │
 //!                    │    noted, no wake-up)            └─> advertiser: the steady
-//!  link events ──────┴──> (commands)                        advertisements of MASTERs,
+//!  link, address ────┴──> follow: (commands)                advertisements of MASTERs,
 //!                                                           one sendmmsg per grid instant
 //! ```
 
@@ -19,6 +19,7 @@ pub mod announce;
 pub mod bench;
 pub mod engine;
 pub mod error;
+mod follow;
 pub mod hooks;
 mod keepalive;
 pub mod netlink;
