@@ -170,7 +170,20 @@ fn master_interface_recreated_is_used_again() {
     master_and_backup(&mut c, "eth0", VIP);
     delete_eth0(&c.lan, 0);
     c.wait_owners(VIP, &[1], master_down(3, 100) + 2 * MARGIN);
-    wait_for(&mut c, 0, "INIT", MARGIN);
+    // status keeps listing the VHID, in INIT, waiting for its interface
+    let mut waiting = serde_json::Value::Null;
+    wait_until(MARGIN, Duration::from_millis(50), || {
+        waiting = vhid_status(&mut c, 0);
+        waiting["waiting_for"].is_string()
+    });
+    assert_eq!(waiting["state"], "INIT", "{waiting}");
+    assert!(
+        waiting["waiting_for"]
+            .as_str()
+            .unwrap_or("")
+            .contains("eth0"),
+        "{waiting}"
+    );
     sleep(Duration::from_secs(1));
     recreate_eth0(&c.lan, 0);
     // back as BACKUP, then it preempts the worse master
@@ -271,6 +284,8 @@ fn interface_without_address_waits_for_it() {
     assert!(c.node(0).is_running(), "{}", c.node(0).log());
     assert_eq!(state(&mut c, 0), "INIT");
     assert!(c.owners(VIP).is_empty());
+    let log = c.node(0).log();
+    assert_eq!(log.matches("waits in INIT").count(), 1, "{log}");
     c.host(0).ip(&[
         "addr",
         "add",
