@@ -338,3 +338,27 @@ fn paused_backup_does_not_take_over() {
     assert_eq!(c.owners(VIP), vec![0]);
     assert_eq!(state(&mut c, 1), "BACKUP");
 }
+
+#[test]
+fn master_that_cannot_restore_its_address_steps_down() {
+    let vip6 = "fd00:99::100";
+    let dual = |advskew: u8| {
+        Config::default().advskew(advskew).vhid(
+            "eth0",
+            1,
+            &[format!("{VIP}/24"), format!("{vip6}/64")],
+        )
+    };
+    let mut c = Cluster::new(2, 1);
+    c.start(0, &dual(0));
+    c.wait_owners(VIP, &[0], master_down(3, 0) + 2 * MARGIN);
+    c.start(1, &dual(100));
+    wait_for(&mut c, 1, "BACKUP", master_down(3, 100) + MARGIN);
+    // IPv6 off on the master's interface: its IPv6 VIP goes and cannot be
+    // added back, so it must not go on advertising as the holder
+    c.host(0)
+        .exec(&["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"]);
+    c.wait_owners(VIP, &[1], master_down(3, 100) + 2 * MARGIN);
+    let log = c.node(0).log();
+    assert!(log.contains("cannot be added back"), "{log}");
+}
