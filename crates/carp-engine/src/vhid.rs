@@ -50,6 +50,10 @@ const ADDRESS_RETRY: Duration = Duration::from_secs(1);
 const FROZEN: Duration = Duration::from_millis(250);
 /// How long the receiver then gets to hand them over before the timer counts.
 const RESUME_GRACE: Duration = Duration::from_millis(100);
+/// Demotion of a node that, as MASTER, could not add back an address removed
+/// under it: a peer takes over, and this node does not take the addresses
+/// back until it holds them again.
+const ADDRESS_LOST_DEMOTION: u8 = 240;
 /// MASTERs with the same interval advertise on `GRID_SLOTS` instants per
 /// interval, chosen by VHID number (see [`AdvertGrid`]): at 1000 VHIDs and
 /// advbase 1 the advertiser wakes 4 times a second for 250 of them each,
@@ -187,6 +191,7 @@ pub(crate) fn spawn(
         last_advert: None,
         standing: None,
         resume_grace: None,
+        address_demote: 0,
     };
     let join = tokio::spawn(task.run(inbox_rx, cmd_rx, cancel.clone()));
     VhidHandle {
@@ -240,6 +245,9 @@ struct Task {
     standing: Option<Standing>,
     /// A deadline that fired [`FROZEN`] late, and when it counts instead.
     resume_grace: Option<(Instant, Instant)>,
+    /// [`ADDRESS_LOST_DEMOTION`] from a failed restore until the addresses
+    /// are added as MASTER again; else 0.
+    address_demote: u8,
 }
 
 /// A schedule handed over to the advertiser. Taken back when dropped, so
@@ -559,7 +567,11 @@ impl Task {
                     Err(e) if e.is_no_device() => return,
                     Err(e) => {
                         tracing::error!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
-                            "address removed while MASTER by something else and cannot be added back; stepping down");
+                            "address removed while MASTER by something else and cannot be added back; demoting and stepping down");
+                        // the demotion is advertised at once, so a peer takes
+                        // over without waiting for master-down
+                        self.address_demote = ADDRESS_LOST_DEMOTION;
+                        self.update_demote();
                         self.machine.step_down(std_now());
                         return;
                     }
@@ -590,10 +602,13 @@ impl Task {
     fn update_demote(&mut self) {
         let p = &self.params;
         let tracked = self.tracked.borrow_and_update().for_vhid(&p.key, &p.spec);
-        let demote = self.operator_demote.saturating_add(tracked);
+        let demote = (self.operator_demote)
+            .saturating_add(tracked)
+            .saturating_add(self.address_demote);
         if demote != self.machine.demote() {
             tracing::info!(interface = %p.key.interface, vhid = p.key.vhid,
-                operator = self.operator_demote, tracked, "demotion {demote}");
+                operator = self.operator_demote, tracked, address_lost = self.address_demote,
+                "demotion {demote}");
         }
         self.machine.set_demote(std_now(), demote);
     }
@@ -827,6 +842,10 @@ impl Task {
             }
         }
         self.addresses_done(failed, "added");
+        if !failed && self.address_demote > 0 {
+            self.address_demote = 0;
+            self.update_demote();
+        }
     }
 
     /// Schedule (or end) retries after adding or removing the addresses.
