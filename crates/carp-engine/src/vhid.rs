@@ -527,8 +527,8 @@ impl Task {
     }
 
     /// Someone added or removed one of our addresses: a MASTER puts back
-    /// what it lost (and steps down if it cannot), any other state removes
-    /// what appeared. Events of our own adds and removes find the address as
+    /// what it lost (and demotes itself and steps down if it cannot), any
+    /// other state removes what appeared. Events of our own adds and removes find the address as
     /// the state wants it (or are of the kind the state ignores), so nothing
     /// is done or counted for them.
     async fn address_changed(&mut self, event: AddressEvent) {
