@@ -279,6 +279,9 @@ mod tests {
             drops: [("bad_hmac".to_string(), 3)].into(),
             hook_runs: 0,
             hook_failures: 0,
+            address_restored: 0,
+            address_removed_foreign: 0,
+            waiting_for: None,
         };
         let mut r = Response {
             ok: true,
