@@ -9,6 +9,8 @@ cd "$(dirname "$0")"
 promtool check rules carpd.rules.yml
 promtool test rules carpd.rules.test.yml
 
+python3 -m json.tool carpd.dashboard.json >/dev/null
+
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 - carpd.dashboard.json >"$tmp/dashboard.rules.yml" <<'PY'
