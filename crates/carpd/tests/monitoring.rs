@@ -135,9 +135,10 @@ fn every_series_the_kit_uses_is_served_by_the_daemon() {
         body.contains("carpd_vhid_transitions_total{")
     });
     assert!(ok.is_some(), "no VHID series on /metrics:\n{body}");
-    assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");
+    let (head, exposition) = body.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
 
-    let served = served_names(&body);
+    let served = served_names(exposition);
     let missing: Vec<&String> = used
         .iter()
         .filter(|n| !served.contains(*n) && !PENDING.contains(&n.as_str()))
