@@ -68,6 +68,14 @@ for f in /usr/share/bash-completion/completions/carpd \
     grep -q stepdown "$f" || fail "$f missing or not carpd's completions"
 done
 
+# Installing over itself (as an upgrade does) keeps an edited conffile and
+# its mode, and the user.
+echo "# edited" >>/etc/carpd.toml
+dpkg -i "$deb"
+grep -q '^# edited$' /etc/carpd.toml || fail "reinstalling replaced the edited /etc/carpd.toml"
+[ "$(stat -c '%U:%G %a' /etc/carpd.toml)" = "root:carpd 640" ] ||
+    fail "reinstalling changed /etc/carpd.toml to $(stat -c '%U:%G %a' /etc/carpd.toml)"
+
 dpkg --purge carpd
 trap - EXIT
 
