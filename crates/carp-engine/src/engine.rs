@@ -225,7 +225,8 @@ async fn stop(handles: Vec<VhidHandle>) {
     let bound = handles
         .iter()
         .filter(|h| h.params.spec.hooks.down_on_exit && h.params.spec.hooks.down.is_some())
-        .map(|h| h.params.spec.hooks.timeout + Duration::from_millis(500))
+        // the exit hook runs after the hook running then: two timeouts
+        .map(|h| h.params.spec.hooks.timeout * 2 + Duration::from_millis(500))
         .fold(STOP_BOUND, Duration::max);
     for h in &handles {
         h.cancel.cancel();

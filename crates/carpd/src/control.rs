@@ -201,6 +201,9 @@ pub struct Response {
     pub interface_drops: InterfaceDropCounts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<ReloadInfo>,
+    /// Status: log lines dropped because the log output was not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_lines_dropped: Option<u64>,
 }
 
 impl Response {
@@ -497,6 +500,7 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
                     .filter(|(_, d)| !d.is_empty())
                     .map(|(i, d)| (i, d.into_iter().map(|(r, n)| (r.to_string(), n)).collect()))
                     .collect(),
+                log_lines_dropped: Some(crate::logging::lines_dropped()),
                 ..Response::default()
             },
             Err(e) => Response::error(e),

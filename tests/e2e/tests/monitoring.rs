@@ -7,23 +7,19 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../../tests/common/mod.rs"]
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Cluster, Config, Daemon, Netns, wait_until};
+use carpd_testbed::{Cluster, Config, Daemon, Netns, try_in_netns, wait_until};
 
 /// Series the kit uses that changes not yet merged here add to the daemon.
 /// Remove each name once `/metrics` serves it.
 const PENDING: &[&str] = &[
     "carpd_address_conflicts_total",
     "carpd_address_restored_total",
-    "carpd_log_lines_dropped_total",
 ];
 
 const RULES: &str = "carpd.rules.yml";
@@ -90,23 +86,17 @@ fn served_names(exposition: &str) -> BTreeSet<String> {
     names
 }
 
-/// `GET /metrics` from inside `ns` (a thread that joins the namespace);
-/// `None` while nothing listens yet.
+/// `GET /metrics` from inside `ns`; `None` while nothing listens yet.
 fn scrape(ns: &Netns) -> Option<String> {
-    let netns = format!("/run/netns/{}", ns.name());
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&netns).unwrap();
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let mut s = TcpStream::connect(("127.0.0.1", METRICS_PORT)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
+    try_in_netns(ns, || {
+        let mut s = TcpStream::connect(("127.0.0.1", METRICS_PORT))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
         let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
+        s.read_to_string(&mut out)?;
+        Ok(out)
     })
-    .join()
-    .unwrap()
+    .ok()
 }
 
 #[test]
