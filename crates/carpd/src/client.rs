@@ -52,7 +52,9 @@ pub fn run(command: Command) -> Result<(), Error> {
         }
         Command::Man => {
             let mut out = Vec::new();
+            // A daemon's page: section 8, as carpd.service refers to it.
             clap_mangen::Man::new(ConfigArgs::command())
+                .section("8")
                 .render(&mut out)
                 .map_err(|source| Error::Io {
                     context: "rendering the manual page".into(),
