@@ -18,8 +18,8 @@ pub mod timing;
 
 pub use auth::{AuthError, Authenticator, HmacMode};
 pub use machine::{
-    Action, AdvertGrid, Machine, MachineConfig, Reason, SendAdvert, State, SteadyAdverts,
-    SteadySchedule,
+    Action, AdvertGrid, Explanation, Machine, MachineConfig, Reason, SendAdvert, State,
+    SteadyAdverts, SteadySchedule,
 };
 pub use packet::{Advert, DropReason};
 pub use timing::Timing;

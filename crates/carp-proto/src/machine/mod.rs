@@ -74,7 +74,8 @@
 //! # Files
 //!
 //! The inputs and the rules above are here; the static parameters are in
-//! `config`, each state's own data in `state`, the advertisement schedule
+//! `config`, each state's own data in `state`, the rule that applies to a
+//! given peer, as data for operators, in `explain`, the advertisement schedule
 //! and grid in `schedule`, what to send, how it is signed and what failed
 //! sends do in `send`, and what a driver may do in the machine's place in
 //! `offload`.
@@ -87,12 +88,14 @@ use crate::packet::Advert;
 use crate::timing::Timing;
 
 mod config;
+mod explain;
 mod offload;
 mod schedule;
 mod send;
 mod state;
 
 pub use config::{DemoteStyle, MachineConfig};
+pub use explain::{Explanation, Heard, Priority, Rule};
 pub use offload::SteadyAdverts;
 pub use schedule::{AdvertGrid, SteadySchedule};
 pub use send::SendAdvert;
@@ -409,18 +412,27 @@ impl Machine {
     /// `None` to restart the master-down timer. `held`: after a step-down,
     /// rules 2 and 3 are suspended.
     fn backup_verdict(&self, advert: &Advert, held: bool) -> Option<Reason> {
+        match self.backup_rule(advert, held) {
+            Rule::TakeOver(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The numbered BACKUP rule that applies to `advert` (see the module
+    /// docs).
+    fn backup_rule(&self, advert: &Advert, held: bool) -> Rule {
         let theirs = advert.timing();
         if theirs.is_bow_out() {
-            return Some(Reason::PeerBowedOut);
+            return Rule::TakeOver(Reason::PeerBowedOut);
         }
         let (our_demote, our_interval) = self.our_priority();
         let (their_demote, their_interval) = self.their_priority(advert);
         if !held {
             if their_demote > our_demote {
-                return Some(Reason::PeerDemoted);
+                return Rule::TakeOver(Reason::PeerDemoted);
             }
             if self.config.preempt && their_demote == our_demote && our_interval < their_interval {
-                return Some(Reason::Preempt);
+                return Rule::TakeOver(Reason::Preempt);
             }
         }
         let ours = self.effective_timing();
@@ -429,23 +441,30 @@ impl Machine {
         } else {
             self.master_down_time()
         };
-        (theirs.interval() > limit).then_some(Reason::PeerWillTimeOut)
+        if theirs.interval() > limit {
+            return Rule::TakeOver(Reason::PeerWillTimeOut);
+        }
+        Rule::Wait { held }
     }
 
-    fn advert_as_master(&mut self, now: Instant, src: IpAddr, advert: &Advert) {
+    /// What an advertisement from `src` does to a MASTER.
+    fn master_rule(&self, src: IpAddr, advert: &Advert) -> Rule {
         let ours = self.our_priority();
         let theirs = self.their_priority(advert);
         // A bow-out never wins: the peer is leaving.
-        let yield_reason = if advert.timing().is_bow_out() {
-            None
+        if advert.timing().is_bow_out() {
+            Rule::Stay
         } else if theirs < ours {
-            Some(Reason::PeerPreferred)
+            Rule::Yield(Reason::PeerPreferred)
         } else if theirs == ours && tie_rank(src) < tie_rank(self.config.local_addr) {
-            Some(Reason::PeerWinsTie)
+            Rule::Yield(Reason::PeerWinsTie)
         } else {
-            None
-        };
-        if let Some(reason) = yield_reason {
+            Rule::Stay
+        }
+    }
+
+    fn advert_as_master(&mut self, now: Instant, src: IpAddr, advert: &Advert) {
+        if let Rule::Yield(reason) = self.master_rule(src, advert) {
             self.enter(Phase::Backup(Backup::since(now)), reason);
             // As UCARP: make sure the new master hears from us once more.
             self.send(self.effective_timing());
