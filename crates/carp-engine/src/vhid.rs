@@ -44,13 +44,15 @@ use crate::addresses::Addresses;
 use crate::advertiser::{self, Advertiser, Order};
 use crate::announce::Announcer;
 use crate::clock::{advert_grid, sleep_until_opt, std_now};
-use crate::engine::VhidStatus;
+use crate::engine::{PeerStatus, VhidStatus};
+use crate::events::{EventBus, EventKind};
 use crate::history::History;
 use crate::hooks::{HookContext, HookKind, HookRequest, HookRunner};
 use crate::keepalive::Keepalives;
 use crate::log_limit::LogLimiter;
 use crate::netlink::{AddressEvent, Netlink};
 use crate::offload::Offload;
+use crate::peers::Peers;
 use crate::rx::{INBOX, Inbound, VhidEntry};
 use crate::socket::{Dest, Sockets};
 use crate::spec::{VhidKey, VhidSpec};
@@ -104,6 +106,58 @@ pub(crate) struct VhidParams {
 }
 
 impl VhidParams {
+    /// The names of the settings that differ from `new` (configuration
+    /// keys where there is one), for a reload to report.
+    pub(crate) fn changed(&self, new: &VhidParams) -> Vec<&'static str> {
+        let (a, b) = (&self.spec, &new.spec);
+        let fields = [
+            ("addresses", a.addresses != b.addresses),
+            ("label", a.label != b.label),
+            ("password", a.key != b.key),
+            ("auth", a.auth != b.auth),
+            ("demote_style", a.demote_style != b.demote_style),
+            ("advbase", a.advbase != b.advbase),
+            ("advskew", a.advskew != b.advskew),
+            ("dead_ratio", a.dead_ratio != b.dead_ratio),
+            ("preempt", a.preempt != b.preempt),
+            ("source", a.source != b.source),
+            ("group", a.group_v4 != b.group_v4),
+            ("broadcast", a.broadcast != b.broadcast),
+            ("manage_addresses", a.manage_addresses != b.manage_addresses),
+            (
+                "replay_protection",
+                a.replay_protection != b.replay_protection,
+            ),
+            ("hooks", a.hooks != b.hooks),
+            ("groups", a.groups != b.groups),
+            ("share", a.share != b.share),
+            ("peers", a.transport != b.transport),
+            (
+                "interface",
+                self.ifindex != new.ifindex || self.mac != new.mac,
+            ),
+            (
+                "source_address",
+                self.src_v4 != new.src_v4 || self.src_v6 != new.src_v6,
+            ),
+            ("virtual_mac", self.vmac != new.vmac),
+            (
+                "ignore_link_state",
+                self.ignore_link_state != new.ignore_link_state,
+            ),
+        ];
+        let mut out: Vec<&'static str> = fields
+            .iter()
+            .filter(|(_, differs)| *differs)
+            .map(|(name, _)| *name)
+            .collect();
+        if out.is_empty() && self != new {
+            // a setting without a name of its own here
+            out.push("other");
+        }
+        out
+    }
+
     /// The address the machine uses for the equal-interval tie-break.
     fn local_addr(&self) -> IpAddr {
         match (self.src_v4, self.src_v6) {
@@ -122,6 +176,7 @@ pub(crate) struct Effects {
     pub(crate) netlink: Netlink,
     pub(crate) announcer: Arc<Announcer>,
     pub(crate) lateness: Arc<Lateness>,
+    pub(crate) events: EventBus,
 }
 
 /// The engine's handle on one running VHID task.
@@ -146,6 +201,7 @@ pub(crate) fn spawn(
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let stats = Arc::new(VhidStats::default());
     let keepalives = Arc::new(Keepalives::default());
+    let peers = Arc::new(Peers::default());
     let cancel = CancellationToken::new();
     let entry = Arc::new(VhidEntry {
         key: params.key.clone(),
@@ -154,6 +210,7 @@ pub(crate) fn spawn(
         commands: cmd_tx,
         stats: Arc::clone(&stats),
         keepalives: Arc::clone(&keepalives),
+        peers: Arc::clone(&peers),
     });
     let config = MachineConfig {
         vhid: params.spec.vhid,
@@ -172,6 +229,8 @@ pub(crate) fn spawn(
         vhid: params.key.vhid,
         addresses: params.spec.addresses.iter().map(|a| a.addr).collect(),
         stats: Arc::clone(&stats),
+        events: effects.events.clone(),
+        key: params.key.clone(),
     });
     let task = Task {
         machine: Machine::new(config),
@@ -187,6 +246,7 @@ pub(crate) fn spawn(
         auth,
         effects,
         stats,
+        peers,
         operator_demote: 0,
         tracked,
         link_up: link_up || params.ignore_link_state,
@@ -224,6 +284,8 @@ struct Task {
     auth: Authenticator,
     effects: Effects,
     stats: Arc<VhidStats>,
+    /// The peers heard lately (the receiver notes a BACKUP's keepalives).
+    peers: Arc<Peers>,
     operator_demote: u8,
     /// Demotions of the trackers (the ones covering this VHID count).
     tracked: watch::Receiver<Arc<Demotions>>,
@@ -415,6 +477,7 @@ impl Task {
     fn advert(&mut self, msg: Inbound) {
         if self.passes_replay_check(&msg) {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
+            self.peers.heard(std_now(), msg.src, &msg.advert);
             self.machine.handle_advert(std_now(), msg.src, &msg.advert);
             self.offload.heard(msg);
         }
@@ -513,6 +576,11 @@ impl Task {
         self.stats
             .address_removed_foreign
             .fetch_add(followed.removed, Ordering::Relaxed);
+        if followed.restored > 0 {
+            self.publish(EventKind::AddressRestored {
+                count: followed.restored,
+            });
+        }
         if followed.cannot_restore {
             // the demotion is advertised at once, so a peer takes over
             // without waiting for master-down
@@ -530,7 +598,12 @@ impl Task {
         let demote = (self.operator_demote)
             .saturating_add(tracked)
             .saturating_add(self.address_demote);
-        if demote != self.machine.demote() {
+        let before = self.machine.demote();
+        if demote != before {
+            self.publish(EventKind::Demotion {
+                from: before,
+                to: demote,
+            });
             tracing::info!(
                 operator = self.operator_demote,
                 tracked,
@@ -541,8 +614,53 @@ impl Task {
         self.machine.set_demote(std_now(), demote);
     }
 
+    fn publish(&self, kind: EventKind) {
+        self.effects
+            .events
+            .publish(Some(self.params.key.clone()), kind);
+    }
+
+    /// The peers heard within three master-down times, and why the machine
+    /// is in its state: a BACKUP's decision is about its master, a
+    /// MASTER's about the best peer it heard.
+    fn peers_and_explanation(&self) -> (Vec<PeerStatus>, carp_proto::Explanation) {
+        let now = std_now();
+        let timing = self.machine.effective_timing();
+        let window = timing.master_down(self.params.spec.dead_ratio) * 3;
+        let recent = self.peers.recent(now, window);
+        let state = self.machine.state();
+        let master = self
+            .machine
+            .master_addr()
+            .filter(|_| state == State::Backup);
+        let about = match state {
+            State::Backup => recent.iter().find(|p| Some(p.src) == master),
+            State::Master => (recent.iter())
+                .filter(|p| !p.advert.timing().is_bow_out())
+                .min_by_key(|p| (p.advert.demote, p.advert.timing().interval())),
+            State::Init => None,
+        };
+        let explanation = self.machine.explain(now, about.map(|p| (p.src, &p.advert)));
+        let peers = recent
+            .iter()
+            .map(|p| PeerStatus {
+                address: p.src,
+                mac: None,
+                advbase: p.advert.advbase,
+                advskew: p.advert.advskew,
+                demote: p.advert.demote,
+                last_heard: now.saturating_duration_since(p.last_heard),
+                jitter: p.jitter,
+                adverts: p.heard,
+                master: Some(p.src) == master,
+            })
+            .collect();
+        (peers, explanation)
+    }
+
     fn status(&self) -> VhidStatus {
         let timing = self.machine.effective_timing();
+        let (peers, explanation) = self.peers_and_explanation();
         let h = &self.history;
         VhidStatus {
             key: self.params.key.clone(),
@@ -565,6 +683,8 @@ impl Task {
             adverts_sent: self.stats.sent.load(Ordering::Relaxed),
             adverts_received: self.stats.received.load(Ordering::Relaxed),
             drops: self.stats.drops.snapshot(),
+            peers,
+            explanation: Some(explanation),
         }
     }
 
@@ -684,6 +804,7 @@ impl Task {
     }
 
     fn state_changed(&mut self, from: State, to: State, reason: Reason) {
+        self.publish(EventKind::Transition { from, to, reason });
         let line = self.history.record(from, to, reason, Instant::now());
         tracing::info!(
             from = from.as_str(),

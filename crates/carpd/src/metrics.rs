@@ -420,6 +420,8 @@ mod tests {
             address_restored: 1,
             address_removed_foreign: 0,
             waiting_for: None,
+            peers: Vec::new(),
+            explanation: None,
         }
     }
 
