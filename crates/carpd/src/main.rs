@@ -5,6 +5,7 @@ mod accept;
 mod cli;
 mod client;
 mod control;
+mod events;
 mod logging;
 mod metrics;
 mod notify;

@@ -1,0 +1,196 @@
+//! `carpd events` on the daemon's side: the engine's events, one JSON line
+//! each, to a control socket client, which is cut off when it falls
+//! behind so that it never slows the daemon.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use carp_engine::{Event, EventKind, VhidFilter};
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::broadcast::error::RecvError;
+use tracing::info;
+
+use crate::control::{Response, write_line};
+use crate::run::Shared;
+
+/// How long one event line may take to reach the client's socket buffer;
+/// a client that leaves it full this long is not reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Stream events matching `filter` (and the engine-wide ones) until the
+/// client closes the connection, falls behind or stops reading.
+pub async fn stream(
+    mut read: tokio::io::BufReader<OwnedReadHalf>,
+    mut write: OwnedWriteHalf,
+    shared: &Arc<Shared>,
+    filter: VhidFilter,
+) {
+    let mut events = match shared.events().await {
+        Ok(rx) => rx,
+        Err(e) => {
+            write_line(&mut write, &Response::error(e), WRITE_TIMEOUT).await;
+            return;
+        }
+    };
+    let started = Response {
+        ok: true,
+        message: Some("streaming events".into()),
+        ..Response::default()
+    };
+    if !write_line(&mut write, &started, WRITE_TIMEOUT).await {
+        return;
+    }
+    let mut scratch = [0u8; 64];
+    loop {
+        let event = tokio::select! {
+            // anything but more input (EOF, an error) ends the stream
+            n = read.read(&mut scratch) => match n {
+                Ok(n) if n > 0 => continue,
+                _ => return,
+            },
+            e = events.recv() => e,
+        };
+        match event {
+            Ok(e) if wanted(&filter, &e) => {
+                if !write_line(&mut write, &to_json(&e), WRITE_TIMEOUT).await {
+                    info!("control socket: an events client stopped reading; disconnected");
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(missed)) => {
+                info!(
+                    missed,
+                    "control socket: an events client was too slow; disconnected"
+                );
+                let line = json!({
+                    "event": "disconnected",
+                    "message": format!("too slow, disconnected ({missed} events missed)"),
+                });
+                write_line(&mut write, &line, WRITE_TIMEOUT).await;
+                return;
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+fn wanted(filter: &VhidFilter, e: &Event) -> bool {
+    e.key.as_ref().is_none_or(|k| {
+        filter.interface.as_ref().is_none_or(|i| *i == k.interface)
+            && filter.vhid.is_none_or(|v| v == k.vhid)
+    })
+}
+
+/// `{"event":"transition","at":"2026-…Z","interface":"eth0","vhid":1,…}`.
+pub fn to_json(e: &Event) -> Value {
+    let mut v = json!({
+        "event": e.kind.name(),
+        "at": humantime::format_rfc3339_millis(e.at).to_string(),
+    });
+    if let Some(k) = &e.key {
+        v["interface"] = json!(k.interface);
+        v["vhid"] = json!(k.vhid);
+    }
+    let details = match &e.kind {
+        EventKind::Transition { from, to, reason } => json!({
+            "from": from.as_str(), "to": to.as_str(), "reason": reason.as_str(),
+        }),
+        EventKind::Demotion { from, to } => json!({ "from": from, "to": to }),
+        EventKind::HookStarted { hook } => json!({ "hook": hook.as_str() }),
+        EventKind::HookFinished { hook, outcome } => {
+            json!({ "hook": hook.as_str(), "outcome": format!("{outcome:?}") })
+        }
+        EventKind::Reload {
+            added,
+            removed,
+            changed,
+        } => json!({ "added": added, "removed": removed, "changed": changed }),
+        EventKind::AddressConflict { address, detail } => {
+            json!({ "address": address.to_string(), "detail": detail })
+        }
+        EventKind::AddressRestored { count } => json!({ "count": count }),
+    };
+    if let (Value::Object(out), Value::Object(more)) = (&mut v, details) {
+        out.extend(more);
+    }
+    v
+}
+
+/// One event as a line of text, for `carpd events` without `--json`.
+pub fn to_text(v: &Value) -> String {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("");
+    let who = match (v.get("interface"), v.get("vhid")) {
+        (Some(i), Some(n)) => format!("{}/{} ", i.as_str().unwrap_or(""), n),
+        _ => String::new(),
+    };
+    let what = match s("event") {
+        "transition" => format!("{} -> {} ({})", s("from"), s("to"), s("reason")),
+        "demotion" => format!("demotion {} -> {}", v["from"], v["to"]),
+        "hook_started" => format!("{} hook started", s("hook")),
+        "hook_finished" => format!("{} hook finished: {}", s("hook"), s("outcome")),
+        "reload" => format!(
+            "reload: added {} removed {} changed {}",
+            v["added"], v["removed"], v["changed"]
+        ),
+        "address_conflict" => format!("address conflict on {}: {}", s("address"), s("detail")),
+        "address_restored" => format!("{} address(es) restored", v["count"]),
+        "disconnected" => s("message").to_string(),
+        other => format!("{other} {v}"),
+    };
+    format!("{} {who}{what}", s("at"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use carp_engine::VhidKey;
+    use carp_proto::{Reason, State};
+
+    use super::*;
+
+    #[test]
+    fn events_as_json_and_text() {
+        let e = Event {
+            at: SystemTime::UNIX_EPOCH,
+            key: Some(VhidKey {
+                interface: "eth0".into(),
+                vhid: 3,
+            }),
+            kind: EventKind::Transition {
+                from: State::Backup,
+                to: State::Master,
+                reason: Reason::MasterDown,
+            },
+        };
+        let v = to_json(&e);
+        assert_eq!(
+            v,
+            json!({"event":"transition","at":"1970-01-01T00:00:00.000Z","interface":"eth0",
+                   "vhid":3,"from":"BACKUP","to":"MASTER","reason":"master_down"})
+        );
+        assert_eq!(
+            to_text(&v),
+            "1970-01-01T00:00:00.000Z eth0/3 BACKUP -> MASTER (master_down)"
+        );
+        let only_1 = VhidFilter {
+            interface: None,
+            vhid: Some(1),
+            group: None,
+        };
+        assert!(!wanted(&only_1, &e));
+        let reload = Event {
+            at: SystemTime::UNIX_EPOCH,
+            key: None,
+            kind: EventKind::Reload {
+                added: vec![],
+                removed: vec![],
+                changed: vec!["eth0/1".into()],
+            },
+        };
+        assert!(wanted(&only_1, &reload));
+    }
+}
