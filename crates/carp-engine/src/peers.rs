@@ -104,7 +104,7 @@ impl Peers {
             .map(|e| e.peer)
             .filter(|p| now.saturating_duration_since(p.last_heard) <= window)
             .collect();
-        out.sort_by(|a, b| b.last_heard.cmp(&a.last_heard));
+        out.sort_by_key(|p| std::cmp::Reverse(p.last_heard));
         out
     }
 }
