@@ -37,6 +37,11 @@ pub(crate) struct Peer {
 #[derive(Debug)]
 struct Entry {
     peer: Peer,
+    /// The last interval was a steady one: the next counts as a sample.
+    /// The first interval after a first hearing, a silence or a change of
+    /// timing is not one: a node that just took over sends its second
+    /// advertisement early, on its advertisement grid.
+    steady: bool,
     samples: [Duration; JITTER_SAMPLES],
     next_sample: usize,
 }
@@ -48,11 +53,13 @@ impl Entry {
         let steady = !advert.timing().is_bow_out()
             && !self.peer.advert.timing().is_bow_out()
             && self.peer.advert.timing() == advert.timing();
-        if steady && gap <= advertised * SILENCE_INTERVALS {
+        let steady = steady && gap <= advertised * SILENCE_INTERVALS;
+        if steady && self.steady {
             self.samples[self.next_sample] = gap.abs_diff(advertised);
             self.next_sample = (self.next_sample + 1) % JITTER_SAMPLES;
             self.peer.jitter = self.samples.iter().copied().max().unwrap_or_default();
         }
+        self.steady = steady;
         self.peer.advert = *advert;
         self.peer.last_heard = at;
         self.peer.heard += 1;
@@ -93,6 +100,7 @@ impl Peers {
                 jitter: Duration::ZERO,
                 heard: 1,
             },
+            steady: false,
             samples: [Duration::ZERO; JITTER_SAMPLES],
             next_sample: 0,
         });
@@ -135,15 +143,18 @@ mod tests {
         let peers = Peers::default();
         let t = Instant::now();
         let ms = Duration::from_millis;
+        // the first interval (after a takeover: early) is not a sample
         peers.heard(t, ip(2), &advert(0));
-        peers.heard(t + ms(1010), ip(2), &advert(0));
-        peers.heard(t + ms(1960), ip(2), &advert(0));
-        let p = peers.recent(t + ms(2000), ms(3000));
+        peers.heard(t + ms(300), ip(2), &advert(0));
+        peers.heard(t + ms(1310), ip(2), &advert(0));
+        peers.heard(t + ms(2260), ip(2), &advert(0));
+        let p = peers.recent(t + ms(2300), ms(3000));
         assert_eq!(p.len(), 1);
-        assert_eq!((p[0].jitter, p[0].heard), (ms(50), 3));
-        // ten seconds of silence is not a deviation
+        assert_eq!((p[0].jitter, p[0].heard), (ms(50), 4));
+        // ten seconds of silence is not a deviation, nor the next interval
         peers.heard(t + ms(12_000), ip(2), &advert(0));
-        assert_eq!(peers.recent(t + ms(12_000), ms(3000))[0].jitter, ms(50));
+        peers.heard(t + ms(12_400), ip(2), &advert(0));
+        assert_eq!(peers.recent(t + ms(12_400), ms(3000))[0].jitter, ms(50));
     }
 
     #[test]
