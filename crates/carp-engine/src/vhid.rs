@@ -886,3 +886,46 @@ fn destinations(p: &VhidParams, sockets: &Sockets, vmac: Option<&vmac::Device>) 
     }
     dests
 }
+
+#[cfg(test)]
+mod tests {
+    use carp_proto::HmacMode;
+
+    use super::*;
+    use crate::spec::VirtualAddr;
+
+    fn params() -> VhidParams {
+        let addr = VirtualAddr {
+            addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            prefix_len: 24,
+        };
+        VhidParams {
+            key: VhidKey {
+                interface: "eth0".into(),
+                vhid: 1,
+            },
+            spec: VhidSpec::new(1, vec![addr], b"secret".to_vec(), HmacMode::Bsd),
+            ifindex: 2,
+            mac: [2, 0, 0, 0, 0, 1],
+            src_v4: Some(Ipv4Addr::new(192, 0, 2, 10)),
+            src_v6: None,
+            vmac: None,
+            ignore_link_state: false,
+        }
+    }
+
+    #[test]
+    fn changed_names_the_settings_that_differ() {
+        let old = params();
+        assert!(old.changed(&old.clone()).is_empty());
+        let mut new = old.clone();
+        new.spec.advskew = 20;
+        new.spec.preempt = true;
+        new.spec.key = b"other".to_vec();
+        assert_eq!(old.changed(&new), ["password", "advskew", "preempt"]);
+        let mut moved = old.clone();
+        moved.ifindex = 3;
+        moved.src_v4 = Some(Ipv4Addr::new(192, 0, 2, 11));
+        assert_eq!(old.changed(&moved), ["interface", "source_address"]);
+    }
+}

@@ -523,7 +523,7 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, access: Arc<Acce
     .await
 }
 
-/// Write one response line, within [`IO_TIMEOUT`].
+/// Write one JSON line, within `timeout`; whether it was written.
 pub(crate) async fn write_line(
     write: &mut tokio::net::unix::OwnedWriteHalf,
     value: &impl Serialize,
@@ -786,6 +786,38 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn reload_requests_and_a_preview() {
+        let r: Request = serde_json::from_str(r#"{"command":"reload"}"#).unwrap();
+        assert_eq!(r, Request::Reload { dry_run: false });
+        let r: Request = serde_json::from_str(r#"{"command":"reload","dry_run":true}"#).unwrap();
+        assert_eq!(r, Request::Reload { dry_run: true });
+        let key = |vhid| VhidKey {
+            interface: "eth0".into(),
+            vhid,
+        };
+        let report = ReloadReport {
+            added: vec![key(3)],
+            removed: vec![key(2)],
+            changed: vec![key(1)],
+            changed_keys: [(key(1), vec!["advskew", "preempt"])].into(),
+            unchanged: 4,
+        };
+        assert_eq!(
+            ReloadInfo::new(&report).preview(),
+            "a reload would do: 1 added (eth0/3), 1 removed (eth0/2), 1 changed (eth0/1), \
+             4 unchanged\n  eth0/1 restarts: advskew, preempt changed"
+        );
+        let r: Request = serde_json::from_str(r#"{"command":"events","vhid":1}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Events {
+                interface: None,
+                vhid: Some(1)
+            }
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use carp_engine::hooks::HookOutcome;
 use carp_engine::{Event, EventKind, VhidFilter};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
@@ -101,7 +102,7 @@ pub fn to_json(e: &Event) -> Value {
         EventKind::Demotion { from, to } => json!({ "from": from, "to": to }),
         EventKind::HookStarted { hook } => json!({ "hook": hook.as_str() }),
         EventKind::HookFinished { hook, outcome } => {
-            json!({ "hook": hook.as_str(), "outcome": format!("{outcome:?}") })
+            json!({ "hook": hook.as_str(), "outcome": outcome_text(outcome) })
         }
         EventKind::Reload {
             added,
@@ -117,6 +118,17 @@ pub fn to_json(e: &Event) -> Value {
         out.extend(more);
     }
     v
+}
+
+/// `success`, `exit 1`, `killed by a signal`, `timed out`, `not runnable: …`.
+fn outcome_text(o: &HookOutcome) -> String {
+    match o {
+        HookOutcome::Success => "success".into(),
+        HookOutcome::Failed(Some(code)) => format!("exit {code}"),
+        HookOutcome::Failed(None) => "killed by a signal".into(),
+        HookOutcome::TimedOut => "timed out".into(),
+        HookOutcome::SpawnError(e) => format!("not runnable: {e}"),
+    }
 }
 
 /// One event as a line of text, for `carpd events` without `--json`.
