@@ -21,7 +21,8 @@
 //! A task is made of parts, each in its own module: the machine
 //! (carp-proto), the hand-offs to the advertiser and the receiver
 //! (`offload.rs`), the addresses (`addresses.rs`), the virtual MAC
-//! (`vmac.rs`), the status history (`history.rs`), the hooks, which run
+//! (`vmac.rs`), the status history (`history.rs`), the peers heard
+//! (`peers.rs`), the hooks, which run
 //! one at a time in transition order in a task of their own (`hooks.rs`).
 //! In the steady states it mostly sleeps: see `offload.rs`.
 

@@ -185,6 +185,11 @@ fn follow_events(socket: &Path, request: &Request, json: bool) -> Result<(), Err
     if !response.ok {
         return Err(Error::Refused(response.error.unwrap_or_default()));
     }
+    // on stderr, so that stdout carries only events
+    eprintln!(
+        "{}",
+        response.message.as_deref().unwrap_or("streaming events")
+    );
     let mut stdout = std::io::stdout().lock();
     for l in lines {
         let l = l.map_err(io)?;

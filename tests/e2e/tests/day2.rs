@@ -195,13 +195,21 @@ fn peers_with_three_nodes_follow_a_failover_and_expire() {
     assert!(started.elapsed() < window + Duration::from_secs(5));
 }
 
-/// `carpd events --json` on `socket`, its lines sent to the receiver.
+/// `carpd events --json` on `socket`, once it streams, its lines sent to
+/// the receiver.
 fn follow_events(socket: &Path) -> (std::process::Child, mpsc::Receiver<Value>) {
     let mut child = Command::new(carpd_testbed::carpd_exe())
         .args(["events", "--json", "--socket", sock(socket)])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // subscribed once it says so: an event published before is not for it
+    let mut said = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert_eq!(said.trim(), "streaming events");
     let out = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -225,9 +233,6 @@ fn events_show_a_failover_in_order() {
     wait_vhid1(&s0, "node 0 master", state_is("MASTER"));
     wait_vhid1(&s1, "node 1 backup", state_is("BACKUP"));
     let (mut child, rx) = follow_events(&s1);
-    // the stream is open once a subscriber shows up: an event published
-    // before that would be missed
-    std::thread::sleep(Duration::from_millis(500));
     let o = client(&["demote", "--by", "5", "--socket", sock(&s1)]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     c.node(0).sigkill();
@@ -275,7 +280,11 @@ fn a_slow_events_client_is_cut_off_and_slows_nothing() {
     // subscribes, then never reads
     let mut slow = UnixStream::connect(&s1).unwrap();
     slow.write_all(b"{\"command\":\"events\"}\n").unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let mut ack = String::new();
+    BufReader::new(slow.try_clone().unwrap())
+        .read_line(&mut ack)
+        .unwrap();
+    assert!(ack.contains("streaming events"), "{ack}");
     // Many events: node 1 (BACKUP, so nothing is advertised) demoted and
     // promoted over and over on one connection.
     let mut ops = UnixStream::connect(&s1).unwrap();
@@ -293,12 +302,12 @@ fn a_slow_events_client_is_cut_off_and_slows_nothing() {
     }
     // the daemon answered throughout, and still does
     assert!(
-        slowest < Duration::from_secs(2),
+        slowest < Duration::from_secs(5),
         "slowest request {slowest:?}"
     );
     let t = Instant::now();
     let after = vhid1(&try_status(&s1).unwrap());
-    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(t.elapsed() < Duration::from_secs(5));
     // and kept its schedule: node 0's advertisements kept node 1 BACKUP
     assert_eq!(after["state"], "BACKUP", "{after}");
     assert_eq!(after["transitions"], before["transitions"], "{after}");
