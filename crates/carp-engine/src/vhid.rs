@@ -601,10 +601,6 @@ impl Task {
             .saturating_add(self.address_demote);
         let before = self.machine.demote();
         if demote != before {
-            self.publish(EventKind::Demotion {
-                from: before,
-                to: demote,
-            });
             tracing::info!(
                 operator = self.operator_demote,
                 tracked,
@@ -613,6 +609,16 @@ impl Task {
             );
         }
         self.machine.set_demote(std_now(), demote);
+        self.demotion_changed(before);
+    }
+
+    /// Publish a change of the demotion in effect (operator, trackers,
+    /// lost addresses, failing sends) since it was `before`.
+    fn demotion_changed(&self, before: u8) {
+        let to = self.machine.demote();
+        if to != before {
+            self.publish(EventKind::Demotion { from: before, to });
+        }
     }
 
     fn publish(&self, kind: EventKind) {
@@ -727,7 +733,9 @@ impl Task {
                 }
             }
         }
+        let before = self.machine.demote();
         self.machine.handle_send_result(std_now(), ok);
+        self.demotion_changed(before);
     }
 
     /// Where the addresses go: the virtual MAC if there is one, else the

@@ -10,7 +10,7 @@ use carp_engine::{Event, EventKind, VhidFilter};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tracing::info;
 
 use crate::control::{Response, write_line};
@@ -28,7 +28,7 @@ pub async fn stream(
     shared: &Arc<Shared>,
     filter: VhidFilter,
 ) {
-    let mut events = match shared.events().await {
+    let events = match shared.events().await {
         Ok(rx) => rx,
         Err(e) => {
             write_line(&mut write, &Response::error(e), WRITE_TIMEOUT).await;
@@ -40,9 +40,19 @@ pub async fn stream(
         message: Some("streaming events".into()),
         ..Response::default()
     };
-    if !write_line(&mut write, &started, WRITE_TIMEOUT).await {
-        return;
+    if write_line(&mut write, &started, WRITE_TIMEOUT).await {
+        forward(read, write, events, &filter).await;
     }
+}
+
+/// Write each event of `events` matching `filter` to `write`, until the
+/// reading side ends, the client falls behind or a write times out.
+async fn forward(
+    mut read: tokio::io::BufReader<OwnedReadHalf>,
+    mut write: OwnedWriteHalf,
+    mut events: broadcast::Receiver<Event>,
+    filter: &VhidFilter,
+) {
     let mut scratch = [0u8; 64];
     loop {
         let event = tokio::select! {
@@ -54,7 +64,7 @@ pub async fn stream(
             e = events.recv() => e,
         };
         match event {
-            Ok(e) if wanted(&filter, &e) => {
+            Ok(e) if wanted(filter, &e) => {
                 if !write_line(&mut write, &to_json(&e), WRITE_TIMEOUT).await {
                     info!("control socket: an events client stopped reading; disconnected");
                     return;
@@ -204,5 +214,36 @@ mod tests {
             },
         };
         assert!(wanted(&only_1, &reload));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_fell_behind_is_told_and_cut_off() {
+        let bus = carp_engine::EventBus::default();
+        let events = bus.subscribe();
+        for to in 0..=u8::MAX {
+            for _ in 0..5 {
+                bus.publish(None, EventKind::Demotion { from: 0, to });
+            }
+        }
+        let (daemon_side, client_side) = tokio::net::UnixStream::pair().unwrap();
+        let (read, write) = daemon_side.into_split();
+        let all = VhidFilter {
+            interface: None,
+            vhid: None,
+            group: None,
+        };
+        // the client's end stays open: only falling behind ends the stream
+        forward(tokio::io::BufReader::new(read), write, events, &all).await;
+        let mut got = String::new();
+        let mut client_side = client_side;
+        client_side.read_to_string(&mut got).await.unwrap();
+        let lines: Vec<Value> = got
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{got}");
+        assert_eq!(lines[0]["event"], "disconnected");
+        let message = lines[0]["message"].as_str().unwrap();
+        assert!(message.starts_with("too slow, disconnected ("), "{message}");
     }
 }
