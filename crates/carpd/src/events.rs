@@ -23,7 +23,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Stream events matching `filter` (and the engine-wide ones) until the
 /// client closes the connection, falls behind or stops reading.
 pub async fn stream(
-    mut read: tokio::io::BufReader<OwnedReadHalf>,
+    read: tokio::io::BufReader<OwnedReadHalf>,
     mut write: OwnedWriteHalf,
     shared: &Arc<Shared>,
     filter: VhidFilter,
