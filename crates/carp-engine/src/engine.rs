@@ -857,7 +857,9 @@ impl Engine {
             }
             r.waiting.remove(key);
         }
-        let restart = |key: &VhidKey| report.added.contains(key) || report.changed.contains(key);
+        let changed: HashSet<&VhidKey> = report.changed.iter().collect();
+        let added: HashSet<&VhidKey> = report.added.iter().collect();
+        let restart = |key: &VhidKey| added.contains(key) || changed.contains(key);
         let mut to_start = Vec::new();
         for p in prepared.ready {
             if !restart(&p.params.key) {
@@ -873,7 +875,7 @@ impl Engine {
         for (key, w) in prepared.waiting {
             if let Some(h) = r.vhids.remove(&key) {
                 to_stop.push(h);
-            } else if report.changed.contains(&key) {
+            } else if changed.contains(&key) {
                 r.waiting.remove(&key);
             }
             waiting.push((key, w));
