@@ -10,12 +10,14 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{DefaultNla, Emitable, NLA_F_NESTED, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::MacVlanMode;
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{
+    AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkFlags, LinkMessage,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::AsyncSocket;
 use rtnetlink::{AddressMessageBuilder, Handle, LinkMacVlan, LinkUnspec, MulticastGroup};
@@ -299,6 +301,41 @@ impl Netlink {
         }
     }
 
+    /// Set IPv4 per-interface settings (`net.ipv4.conf.<link>.*`) of a link
+    /// through IFLA_AF_SPEC, which needs only CAP_NET_ADMIN, not a
+    /// writable `/proc/sys`.
+    pub(crate) async fn set_ipv4_conf(
+        &self,
+        index: u32,
+        settings: &[(Ipv4Conf, u32)],
+    ) -> Result<(), Error> {
+        let spec = AfSpecUnspec::Inet(vec![AfSpecInet::Other(ipv4_conf_nla(settings))]);
+        self.set_af_spec(index, spec)
+            .await
+            .map_err(|e| nl_error(&format!("setting IPv4 settings of ifindex {index}"), e))
+    }
+
+    /// Stop the kernel from giving a link IPv6 addresses of its own
+    /// (`addr_gen_mode` none: no link-local address derived from its MAC).
+    /// The only IPv6 per-interface setting the kernel takes over netlink.
+    pub(crate) async fn set_no_ipv6_addr_gen(&self, index: u32) -> Result<(), Error> {
+        let spec = AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)]);
+        self.set_af_spec(index, spec).await.map_err(|e| {
+            nl_error(
+                &format!("setting the IPv6 address generation of ifindex {index}"),
+                e,
+            )
+        })
+    }
+
+    async fn set_af_spec(&self, index: u32, spec: AfSpecUnspec) -> Result<(), rtnetlink::Error> {
+        let message = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![spec]))
+            .build();
+        let _slot = self.slot().await;
+        self.handle.link().set(message).execute().await
+    }
+
     /// All addresses of one family on one interface, in kernel order (for
     /// IPv4 the primary address comes first).
     async fn addresses(
@@ -334,6 +371,31 @@ impl Netlink {
             Err(e) => Err(nl_error(&format!("looking up ifindex {index}"), e)),
         }
     }
+}
+
+/// IPv4 per-interface settings carpd sets, by their IPV4_DEVCONF_* number
+/// (linux/ip.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub(crate) enum Ipv4Conf {
+    RpFilter = 8,
+    ArpAnnounce = 18,
+    ArpIgnore = 19,
+}
+
+/// IFLA_INET_CONF: a nested u32 attribute per setting. Built by hand since
+/// the crate's request form leaves out settings whose value is zero, and
+/// `rp_filter` is set to zero.
+fn ipv4_conf_nla(settings: &[(Ipv4Conf, u32)]) -> DefaultNla {
+    const IFLA_INET_CONF: u16 = 1;
+    let mut value = Vec::new();
+    for &(conf, v) in settings {
+        let nla = DefaultNla::new(conf as u16, v.to_ne_bytes().to_vec());
+        let start = value.len();
+        value.resize(start + nla.buffer_len(), 0);
+        nla.emit(&mut value[start..]);
+    }
+    DefaultNla::new(IFLA_INET_CONF | NLA_F_NESTED, value)
 }
 
 /// Check an IPv4 address label the way `ip address add ... label` does: the
