@@ -15,7 +15,6 @@
 //! never writes to carpd's own stderr, whose reader may stall.
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -285,12 +284,12 @@ pub fn spawn_hook(
         .kill_on_drop(true);
 
     let timeout = spec.timeout;
-    let interface = interface.to_owned();
-    let span = tracing::info_span!("hook", program = %program.display(), hook = kind.as_str());
+    let span = tracing::info_span!("hook", interface, vhid, hook = kind.as_str(),
+        program = %program.display());
     Some(tokio::spawn(
         async move {
             let outcome = run(command, timeout).await;
-            log_outcome(&outcome, &program, kind, &interface, vhid, timeout);
+            log_outcome(&outcome, timeout);
             done(outcome);
         }
         .instrument(span),
@@ -453,32 +452,15 @@ fn outcome_of(status: ExitStatus) -> HookOutcome {
     }
 }
 
-fn log_outcome(
-    outcome: &HookOutcome,
-    program: &Path,
-    kind: HookKind,
-    interface: &str,
-    vhid: u8,
-    timeout: Duration,
-) {
-    let program = program.display();
-    let kind = kind.as_str();
+/// Log how a hook ended (in its span, which names the VHID, the kind and
+/// the program).
+fn log_outcome(outcome: &HookOutcome, timeout: Duration) {
     match outcome {
-        HookOutcome::Success => {
-            tracing::debug!(%program, hook = kind, interface, vhid, "hook succeeded");
-        }
-        HookOutcome::Failed(Some(code)) => {
-            tracing::warn!(%program, hook = kind, interface, vhid, exit_code = code, "hook failed");
-        }
-        HookOutcome::Failed(None) => {
-            tracing::warn!(%program, hook = kind, interface, vhid, "hook killed by a signal");
-        }
-        HookOutcome::TimedOut => {
-            tracing::warn!(%program, hook = kind, interface, vhid, ?timeout, "hook timed out and was killed");
-        }
-        HookOutcome::SpawnError(e) => {
-            tracing::warn!(%program, hook = kind, interface, vhid, error = %e, "hook could not be run");
-        }
+        HookOutcome::Success => tracing::debug!("hook succeeded"),
+        HookOutcome::Failed(Some(code)) => tracing::warn!(exit_code = code, "hook failed"),
+        HookOutcome::Failed(None) => tracing::warn!("hook killed by a signal"),
+        HookOutcome::TimedOut => tracing::warn!(?timeout, "hook timed out and was killed"),
+        HookOutcome::SpawnError(e) => tracing::warn!(error = %e, "hook could not be run"),
     }
 }
 

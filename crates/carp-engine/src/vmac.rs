@@ -200,8 +200,8 @@ async fn configure_child(
     if !failed.is_empty() {
         tracing::warn!(
             child,
-            "cannot set {} (/proc/sys/net/ipv6/conf must be writable); the virtual MAC works, \
-             but {}",
+            "cannot set {}; the virtual MAC works, but {} (these settings need a writable \
+             /proc/sys/net/ipv6/conf)",
             failed.join(", "),
             if has_ipv6 {
                 "router advertisements may give it addresses of its own"
