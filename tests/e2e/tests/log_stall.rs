@@ -8,8 +8,6 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -19,12 +17,11 @@ use std::sync::mpsc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Config, Netns, wait_until};
+use carpd_testbed::{Cluster, Config, Netns, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-const CARPD: &str = env!("CARGO_BIN_EXE_carpd");
 const VHIDS_PER_LINK: u8 = 200;
 const LINKS: usize = 2;
 const METRICS_PORT: u16 = 9751;
@@ -57,7 +54,13 @@ struct StalledReader {
 impl StalledReader {
     fn spawn(ns: &Netns, config: &Path, socket: &Path) -> StalledReader {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", ns.name(), CARPD, "--config"])
+            .args([
+                "netns",
+                "exec",
+                ns.name(),
+                carpd_testbed::carpd_exe(),
+                "--config",
+            ])
             .arg(config)
             .arg("--control-socket")
             .arg(socket)
@@ -119,7 +122,7 @@ impl Drop for StalledReader {
 /// `carpd status --json`, or `None` if it fails or takes longer than
 /// `within` (the client is killed then).
 fn status_within(socket: &Path, within: Duration) -> Option<Value> {
-    let child = Command::new(CARPD)
+    let child = Command::new(carpd_testbed::carpd_exe())
         .args(["status", "--json", "--socket"])
         .arg(socket)
         .stdin(Stdio::null())

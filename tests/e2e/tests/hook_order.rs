@@ -11,14 +11,12 @@
 // A test binary: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Lan, Scratch, Watcher, transitions, wait_until};
+use carpd_testbed::{Daemon, Lan, Scratch, Watcher, transitions, wait_until};
 
 const VIP: &str = "10.99.0.100";
 const VHID: u8 = 1;
@@ -104,7 +102,7 @@ impl Scripts {
 
 fn script(dir: &Scratch, name: &str, body: &str) -> PathBuf {
     let p = dir.write(name, &format!("#!/bin/sh\n{body}exit 0\n"));
-    common::run(&["chmod", "755", p.to_str().unwrap()]);
+    carpd_testbed::run(&["chmod", "755", p.to_str().unwrap()]);
     p
 }
 
@@ -154,7 +152,7 @@ fn start(lan: &Lan, dir: &Scratch, i: usize, node: &Node, tag: &str) -> Daemon {
             if preempt {
                 args.push("-P");
             }
-            Daemon::spawn(ns, tag, dir.path(), env!("CARGO_BIN_EXE_carpd"), &args)
+            Daemon::spawn(ns, tag, dir.path(), carpd_testbed::carpd_exe(), &args)
         }
         Cli::Toml => {
             let toml = format!(
