@@ -14,15 +14,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Cluster, Daemon, Netns, wait_until};
+use carpd_testbed::{Cluster, Daemon, Netns, carpd_exe, in_netns, wait_until};
 
 const VIP: &str = "10.99.0.107";
 const VHID: u8 = 7;
@@ -81,7 +79,7 @@ fn restricted_carpd(
         "-c",
         &script,
         "sh",
-        env!("CARGO_BIN_EXE_carpd"),
+        carpd_exe(),
         "--config",
         config.to_str().unwrap(),
         "--control-socket",
@@ -128,12 +126,9 @@ fn write_hook(dir: &Path, kind: &str) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// `GET /metrics` from inside `ns` (a thread that joins the namespace).
+/// `GET /metrics` from inside `ns`.
 fn metrics(ns: &Netns) -> String {
-    let netns = format!("/run/netns/{}", ns.name());
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&netns).expect("open netns");
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    in_netns(ns, || {
         let mut s = TcpStream::connect(("127.0.0.1", METRICS_PORT)).expect("connect to metrics");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -142,8 +137,6 @@ fn metrics(ns: &Netns) -> String {
         s.read_to_string(&mut out).expect("read response");
         out
     })
-    .join()
-    .expect("metrics thread")
 }
 
 fn sysctl(ns: &Netns, path: &str) -> String {
