@@ -664,6 +664,23 @@ mod tests {
         assert!(validate_label("eth0", "eth0:a\0").is_err());
     }
 
+    #[test]
+    fn ipv4_conf_is_nested_u32_settings_zero_included() {
+        let nla = ipv4_conf_nla(&[(Ipv4Conf::ArpIgnore, 1), (Ipv4Conf::RpFilter, 0)]);
+        let mut buf = vec![0; nla.buffer_len()];
+        nla.emit(&mut buf);
+        let mut want = Vec::new();
+        // IFLA_INET_CONF, nested: 4 + 2 * 8 bytes
+        want.extend(20u16.to_ne_bytes());
+        want.extend((1u16 | NLA_F_NESTED).to_ne_bytes());
+        for (kind, value) in [(19u16, 1u32), (8, 0)] {
+            want.extend(8u16.to_ne_bytes());
+            want.extend(kind.to_ne_bytes());
+            want.extend(value.to_ne_bytes());
+        }
+        assert_eq!(buf, want);
+    }
+
     fn link(index: u32, up: bool) -> LinkMessage {
         let mut link = LinkMessage::default();
         link.header.index = index;
