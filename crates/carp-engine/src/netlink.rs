@@ -1,4 +1,5 @@
-//! rtnetlink: interface lookup, virtual address install/remove, link events.
+//! rtnetlink: interface lookup, virtual address install/remove, link and
+//! address events.
 //!
 //! Every operation names one interface index and one exact address (address
 //! and prefix length), so addresses the daemon was not asked about are never
@@ -62,12 +63,34 @@ pub struct LinkInfo {
     pub link_local_v6: Option<Ipv6Addr>,
 }
 
-/// A link went up or down.
+/// A link went up or down, or was removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkEvent {
     pub index: u32,
     pub up: bool,
+    /// The link is gone (`up` is false); its index will not come back.
+    pub removed: bool,
 }
+
+/// An address appeared on or left an interface (RTNLGRP_IPV4_IFADDR /
+/// RTNLGRP_IPV6_IFADDR), whoever did it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressEvent {
+    Added {
+        index: u32,
+        addr: IpAddr,
+    },
+    Removed {
+        index: u32,
+        addr: IpAddr,
+    },
+    /// Notifications were lost: any address may have changed.
+    Lost,
+}
+
+/// Address events waiting for the engine; on overflow the surplus is dropped
+/// and [`AddressEvent::Lost`] delivered once there is room.
+const ADDRESS_EVENT_QUEUE: usize = 1024;
 
 /// A cloneable handle on one rtnetlink connection (its driver runs as a
 /// tokio task, which ends when the last handle is dropped).
@@ -199,16 +222,17 @@ impl Netlink {
     }
 
     /// Remove an address (matching address and prefix length). Not present
-    /// -> Ok(false), removed -> Ok(true).
+    /// (also: no such interface any more) -> Ok(false), removed -> Ok(true).
     pub async fn del_address(&self, index: u32, addr: VirtualAddr) -> Result<bool, Error> {
         let message = address_message(index, addr);
         let _slot = self.slot().await;
         match self.handle.address().del(message).execute().await {
             Ok(()) => Ok(true),
             Err(e)
+                // ENODEV: the interface is gone, and its addresses with it.
                 if matches!(
                     errno(&e),
-                    Some(libc::EADDRNOTAVAIL | libc::ENOENT | libc::ESRCH)
+                    Some(libc::EADDRNOTAVAIL | libc::ENOENT | libc::ESRCH | libc::ENODEV)
                 ) =>
             {
                 Ok(false)
@@ -420,7 +444,7 @@ pub fn validate_label(interface: &str, label: &str) -> Result<(), Error> {
 /// socket; events arrive on the returned channel until it is dropped.
 ///
 /// Only changes are delivered: the first event seen for a link, then one per
-/// up/down transition (a removed link reports `up: false`). If the kernel
+/// up/down transition, and its removal (`removed`, `up: false`). If the kernel
 /// drops notifications (socket buffer overrun), all links are re-read and
 /// any change missed meanwhile is delivered.
 pub async fn watch_links() -> Result<mpsc::Receiver<LinkEvent>, Error> {
@@ -469,8 +493,8 @@ pub async fn watch_links() -> Result<mpsc::Receiver<LinkEvent>, Error> {
                         }
                         continue;
                     }
-                    let Some((event, removed)) = link_event(msg) else { continue };
-                    if !watch.deliver(event, removed) {
+                    let Some(event) = link_event(msg) else { continue };
+                    if !watch.deliver(event) {
                         break;
                     }
                 }
@@ -499,14 +523,14 @@ struct LinkWatch {
 
 impl LinkWatch {
     /// Deliver `event` if it is a change; false once the receiver is gone.
-    fn deliver(&mut self, event: LinkEvent, removed: bool) -> bool {
-        if !removed && self.last.get(&event.index) == Some(&event.up) {
+    fn deliver(&mut self, event: LinkEvent) -> bool {
+        if !event.removed && self.last.get(&event.index) == Some(&event.up) {
             return true;
         }
         match self.tx.try_send(event) {
             // Interface indexes are not reused, so a removed link's entry is
             // dropped rather than kept forever.
-            Ok(()) if removed => {
+            Ok(()) if event.removed => {
                 self.last.remove(&event.index);
             }
             Ok(()) => {
@@ -540,12 +564,22 @@ impl LinkWatch {
             .copied()
             .collect();
         for index in gone {
-            if !self.deliver(LinkEvent { index, up: false }, true) {
+            let gone = LinkEvent {
+                index,
+                up: false,
+                removed: true,
+            };
+            if !self.deliver(gone) {
                 return false;
             }
         }
         for (index, up) in present {
-            if !self.deliver(LinkEvent { index, up }, false) {
+            let event = LinkEvent {
+                index,
+                up,
+                removed: false,
+            };
+            if !self.deliver(event) {
                 return false;
             }
         }
@@ -553,23 +587,122 @@ impl LinkWatch {
     }
 }
 
-/// The event carried by a link notification, and whether the link is gone.
-fn link_event(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<(LinkEvent, bool)> {
+/// The event carried by a link notification.
+fn link_event(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<LinkEvent> {
     match msg.payload {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => Some((
-            LinkEvent {
-                index: link.header.index,
-                up: is_up(&link),
-            },
-            false,
-        )),
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => Some((
-            LinkEvent {
-                index: link.header.index,
-                up: false,
-            },
-            true,
-        )),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => Some(LinkEvent {
+            index: link.header.index,
+            up: is_up(&link),
+            removed: false,
+        }),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => Some(LinkEvent {
+            index: link.header.index,
+            up: false,
+            removed: true,
+        }),
+        _ => None,
+    }
+}
+
+/// Subscribe to address events (RTNLGRP_IPV4_IFADDR and RTNLGRP_IPV6_IFADDR)
+/// on a separate netlink socket; events arrive on the returned channel until
+/// it is dropped. carpd's own adds and removes are reported too.
+pub async fn watch_addresses() -> Result<mpsc::Receiver<AddressEvent>, Error> {
+    let (mut conn, _handle, mut messages) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
+    ])
+    .map_err(|source| Error::Io {
+        context: "opening rtnetlink address event socket".into(),
+        source,
+    })?;
+    if let Err(e) = conn
+        .socket_mut()
+        .socket_mut()
+        .set_rx_buf_sz(LINK_EVENT_RCVBUF)
+    {
+        tracing::debug!(error = %e, "enlarging the address event socket buffer");
+    }
+    let (tx, rx) = mpsc::channel(ADDRESS_EVENT_QUEUE);
+    tokio::spawn(async move {
+        let mut conn = pin!(conn);
+        let mut watch = AddressWatch { tx, lost: false };
+        loop {
+            tokio::select! {
+                () = &mut conn => {
+                    tracing::error!("rtnetlink address event socket closed; addresses are no longer followed");
+                    break;
+                }
+                () = watch.tx.closed() => break,
+                msg = messages.next() => {
+                    let Some((msg, _)) = msg else { break };
+                    let event = match msg.payload {
+                        NetlinkPayload::Overrun(_) => {
+                            tracing::warn!("address notifications lost; every address is checked again");
+                            AddressEvent::Lost
+                        }
+                        _ => match address_event(msg) {
+                            Some(event) => event,
+                            None => continue,
+                        },
+                    };
+                    if !watch.deliver(event) {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// The sending side of [`watch_addresses`].
+struct AddressWatch {
+    tx: mpsc::Sender<AddressEvent>,
+    /// Events were dropped on a full queue: [`AddressEvent::Lost`] is owed.
+    lost: bool,
+}
+
+impl AddressWatch {
+    /// Deliver `event` (after a `Lost` that is owed); false once the
+    /// receiver is gone.
+    fn deliver(&mut self, event: AddressEvent) -> bool {
+        if self.lost {
+            match self.tx.try_send(AddressEvent::Lost) {
+                Ok(()) => self.lost = false,
+                Err(TrySendError::Full(_)) => return true,
+                Err(TrySendError::Closed(_)) => return false,
+            }
+        }
+        match self.tx.try_send(event) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(
+                    "address event queue full, events dropped; every address is checked again"
+                );
+                self.lost = true;
+                true
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// The event carried by an address notification.
+fn address_event(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<AddressEvent> {
+    match msg.payload {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a)) => {
+            Some(AddressEvent::Added {
+                index: a.header.index,
+                addr: local_address(&a)?,
+            })
+        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a)) => {
+            Some(AddressEvent::Removed {
+                index: a.header.index,
+                addr: local_address(&a)?,
+            })
+        }
         _ => None,
     }
 }
@@ -708,29 +841,64 @@ mod tests {
             tx,
             last: HashMap::new(),
         };
-        let ev = |index, up| LinkEvent { index, up };
-        assert!(watch.deliver(ev(2, true), false));
-        assert!(watch.deliver(ev(2, true), false));
-        assert!(watch.deliver(ev(3, true), false));
-        assert!(watch.deliver(ev(4, false), false));
+        let ev = |index, up| LinkEvent {
+            index,
+            up,
+            removed: false,
+        };
+        let gone = |index| LinkEvent {
+            index,
+            up: false,
+            removed: true,
+        };
+        assert!(watch.deliver(ev(2, true)));
+        assert!(watch.deliver(ev(2, true)));
+        assert!(watch.deliver(ev(3, true)));
+        assert!(watch.deliver(ev(4, false)));
         assert_eq!(drain(&mut rx), [ev(2, true), ev(3, true), ev(4, false)]);
 
         // Missed meanwhile: 2 went down, 3 was removed, 4 unchanged, 5 new.
         assert!(watch.resync(&[link(2, false), link(4, false), link(5, true)]));
-        assert_eq!(drain(&mut rx), [ev(2, false), ev(3, false), ev(5, true)]);
+        assert_eq!(drain(&mut rx), [ev(2, false), gone(3), ev(5, true)]);
         assert!(!watch.last.contains_key(&3));
 
         // A full queue does not record the event as delivered.
         for index in 10..18 {
-            assert!(watch.deliver(ev(index, true), false));
+            assert!(watch.deliver(ev(index, true)));
         }
-        assert!(watch.deliver(ev(2, true), false));
+        assert!(watch.deliver(ev(2, true)));
         assert!(!watch.last.get(&2).copied().unwrap_or(false));
         drain(&mut rx);
-        assert!(watch.deliver(ev(2, true), false));
+        assert!(watch.deliver(ev(2, true)));
         assert_eq!(drain(&mut rx), [ev(2, true)]);
 
         drop(rx);
-        assert!(!watch.deliver(ev(2, false), false));
+        assert!(!watch.deliver(ev(2, false)));
+    }
+
+    #[test]
+    fn a_full_address_queue_owes_a_lost_event() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let mut watch = AddressWatch { tx, lost: false };
+        let added = |n: u8| AddressEvent::Added {
+            index: 2,
+            addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, n)),
+        };
+        assert!(watch.deliver(added(1)));
+        assert!(watch.deliver(added(2)));
+        assert!(watch.deliver(added(3)));
+        assert!(watch.lost);
+        assert_eq!(rx.try_recv().ok(), Some(added(1)));
+        // room for the owed Lost only: the new event is dropped too
+        assert!(watch.deliver(added(4)));
+        assert_eq!(rx.try_recv().ok(), Some(added(2)));
+        assert_eq!(rx.try_recv().ok(), Some(AddressEvent::Lost));
+        assert!(watch.lost);
+        assert!(watch.deliver(added(5)));
+        assert!(!watch.lost);
+        assert_eq!(rx.try_recv().ok(), Some(AddressEvent::Lost));
+        assert_eq!(rx.try_recv().ok(), Some(added(5)));
+        drop(rx);
+        assert!(!watch.deliver(added(6)));
     }
 }

@@ -548,18 +548,24 @@ fn start_fails_cleanly() {
     .err()
     .unwrap();
     assert!(err.starts_with("NoSuchInterface"), "{err}");
-    // an interface without an IPv4 address
+    // an interface without an IPv4 address: the VHID waits in INIT for one
     pair.a
         .ip(&["link", "add", "vx", "type", "veth", "peer", "name", "vy"]);
     pair.a.ip(&["link", "set", "vx", "up"]);
-    let err = Node::start(
+    let node = Node::start(
         &pair.a,
         spec("vx", vec![vhid_spec(1, 0, vec![v4("10.77.0.100")])]),
     )
-    .err()
     .unwrap();
-    assert!(err.starts_with("NoSourceAddress"), "{err}");
+    let status = node.status();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].state, State::Init);
+    let waiting = status[0].waiting_for.clone().unwrap_or_default();
+    assert!(waiting.contains("no IPv4 address"), "{waiting}");
     assert!(!pair.a.has_addr("vx", "10.77.0.100"));
+    pair.a.ip(&["addr", "add", "10.77.9.1/24", "dev", "vx"]);
+    wait_for("the VHID to run", || node.status()[0].waiting_for.is_none());
+    node.shutdown();
 }
 
 #[test]

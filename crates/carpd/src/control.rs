@@ -301,6 +301,15 @@ pub struct VhidInfo {
     pub drops: BTreeMap<String, u64>,
     pub hook_runs: u64,
     pub hook_failures: u64,
+    /// Addresses removed by something else while MASTER and added back.
+    #[serde(default)]
+    pub address_restored: u64,
+    /// Addresses added by something else while not MASTER and removed.
+    #[serde(default)]
+    pub address_removed_foreign: u64,
+    /// What a VHID in INIT waits for before it runs, e.g. its interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 impl From<&VhidStatus> for VhidInfo {
@@ -334,6 +343,9 @@ impl From<&VhidStatus> for VhidInfo {
             drops: names(&s.drops),
             hook_runs: s.hook_runs,
             hook_failures: s.hook_failures,
+            address_restored: s.address_restored,
+            address_removed_foreign: s.address_removed_foreign,
+            waiting_for: s.waiting_for.clone(),
         }
     }
 }

@@ -244,6 +244,7 @@ impl Shared {
             interface_drops: engine.interface_drops().await,
             lateness: engine.timer_lateness(),
             control_refused: self.access.as_ref().map_or(0, |a| a.refused()),
+            kernel_events_dropped: engine.kernel_events_dropped(),
         })
     }
 
