@@ -7,11 +7,15 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::num::NonZeroI32;
 use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use netlink_packet_core::{DefaultNla, Emitable, NLA_F_NESTED, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{
+    DefaultNla, Emitable, ErrorMessage, NLA_F_NESTED, NetlinkMessage, NetlinkPayload,
+};
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
@@ -47,6 +51,12 @@ const MAX_IN_FLIGHT: usize = 32;
 
 /// Receive buffer of the address/link socket (capped by net.core.rmem_max).
 const REQUEST_RCVBUF: usize = 1 << 20;
+
+/// How long the kernel has to answer one request (counted once it is sent,
+/// not while it waits for a slot). An answer lost on the way would
+/// otherwise hold the caller, a VHID's task, forever; as an error, the
+/// caller's retry takes over.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the engine needs to know about a parent interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +142,7 @@ impl Netlink {
         }
         let slot = self.slot().await;
         let request = self.handle.link().get().match_name(name).execute();
-        let found = first(request).await;
+        let found = answered(first(request)).await;
         drop(slot);
         let msg = match found {
             Ok(Some(msg)) => msg,
@@ -211,7 +221,7 @@ impl Netlink {
         let mut request = self.handle.address().add(index, addr.addr, addr.prefix_len);
         *request.message_mut() = message;
         let _slot = self.slot().await;
-        match request.execute().await {
+        match answered(request.execute()).await {
             Ok(()) => Ok(true),
             Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
             Err(e) => Err(nl_error(
@@ -226,7 +236,7 @@ impl Netlink {
     pub async fn del_address(&self, index: u32, addr: VirtualAddr) -> Result<bool, Error> {
         let message = address_message(index, addr);
         let _slot = self.slot().await;
-        match self.handle.address().del(message).execute().await {
+        match answered(self.handle.address().del(message).execute()).await {
             Ok(()) => Ok(true),
             Err(e)
                 // ENODEV: the interface is gone, and its addresses with it.
@@ -288,7 +298,7 @@ impl Netlink {
             .down()
             .build();
         let slot = self.slot().await;
-        let added = self.handle.link().add(message).execute().await;
+        let added = answered(self.handle.link().add(message).execute()).await;
         drop(slot);
         added.map_err(|e| nl_error(&format!("creating macvlan {name}"), e))?;
         self.link(name)
@@ -302,10 +312,7 @@ impl Netlink {
         let builder = LinkUnspec::new_with_index(index);
         let message = if up { builder.up() } else { builder.down() }.build();
         let _slot = self.slot().await;
-        self.handle
-            .link()
-            .set(message)
-            .execute()
+        answered(self.handle.link().set(message).execute())
             .await
             .map_err(|e| {
                 nl_error(
@@ -318,7 +325,7 @@ impl Netlink {
     /// Delete a link; already gone is fine.
     pub async fn delete_link(&self, index: u32) -> Result<(), Error> {
         let _slot = self.slot().await;
-        match self.handle.link().del(index).execute().await {
+        match answered(self.handle.link().del(index).execute()).await {
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
             Err(e) => Err(nl_error(&format!("deleting ifindex {index}"), e)),
@@ -357,7 +364,7 @@ impl Netlink {
             .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![spec]))
             .build();
         let _slot = self.slot().await;
-        self.handle.link().set(message).execute().await
+        answered(self.handle.link().set(message).execute()).await
     }
 
     /// All addresses of one family on one interface, in kernel order (for
@@ -372,9 +379,7 @@ impl Netlink {
         // is walked.
         request.message_mut().header.family = family;
         let _slot = self.slot().await;
-        request
-            .execute()
-            .try_collect()
+        answered(request.execute().try_collect())
             .await
             .map_err(|e| nl_error(&format!("listing addresses of ifindex {index}"), e))
     }
@@ -382,7 +387,7 @@ impl Netlink {
     async fn link_name_by_index(&self, index: u32) -> Result<String, Error> {
         let slot = self.slot().await;
         let request = self.handle.link().get().match_index(index).execute();
-        let found = first(request).await;
+        let found = answered(first(request)).await;
         drop(slot);
         match found {
             Ok(Some(msg)) => {
@@ -488,7 +493,7 @@ pub async fn watch_links() -> Result<mpsc::Receiver<LinkEvent>, Error> {
                         if resync.is_empty() {
                             let handle = handle.clone();
                             resync.spawn(async move {
-                                handle.link().get().execute().try_collect::<Vec<_>>().await
+                                answered(handle.link().get().execute().try_collect::<Vec<_>>()).await
                             });
                         }
                         continue;
@@ -752,6 +757,30 @@ fn address_message(index: u32, addr: VirtualAddr) -> AddressMessage {
     }
 }
 
+/// `request`'s outcome, or ETIMEDOUT after [`REQUEST_TIMEOUT`].
+async fn answered<T>(
+    request: impl Future<Output = Result<T, rtnetlink::Error>>,
+) -> Result<T, rtnetlink::Error> {
+    answered_within(REQUEST_TIMEOUT, request).await
+}
+
+async fn answered_within<T>(
+    limit: Duration,
+    request: impl Future<Output = Result<T, rtnetlink::Error>>,
+) -> Result<T, rtnetlink::Error> {
+    tokio::time::timeout(limit, request)
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))
+}
+
+/// A request left unanswered, as the errno ETIMEDOUT in the form of a
+/// kernel error, so that every caller's errno handling applies unchanged.
+fn timed_out() -> rtnetlink::Error {
+    let mut message = ErrorMessage::default();
+    message.code = NonZeroI32::new(-libc::ETIMEDOUT);
+    rtnetlink::Error::NetlinkError(message)
+}
+
 async fn first<T>(
     stream: impl futures::Stream<Item = Result<T, rtnetlink::Error>>,
 ) -> Result<Option<T>, rtnetlink::Error> {
@@ -795,6 +824,21 @@ mod tests {
         assert!(validate_label("eth0", "vip").is_err());
         assert!(validate_label("eth0", "").is_err());
         assert!(validate_label("eth0", "eth0:a\0").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_request_times_out_as_etimedout() {
+        let never = std::future::pending::<Result<(), rtnetlink::Error>>();
+        let e = answered_within(Duration::from_millis(50), never)
+            .await
+            .unwrap_err();
+        assert_eq!(errno(&e), Some(libc::ETIMEDOUT));
+        match nl_error("adding 10.0.0.1/24 on ifindex 2", e) {
+            Error::Io { source, .. } => assert_eq!(source.kind(), std::io::ErrorKind::TimedOut),
+            other => panic!("{other}"),
+        }
+        let answered = answered_within(Duration::from_secs(5), async { Ok(7) }).await;
+        assert_eq!(answered, Ok(7));
     }
 
     #[test]
