@@ -224,8 +224,10 @@ fn ipv6_sysctls(has_ipv6: bool) -> Vec<(&'static str, &'static str)> {
     }
 }
 
-/// Write `net.ipv6.conf.<child>.<key>` for each setting (in the namespace of
-/// the calling thread); returns the ones that failed, with why. Blocks.
+/// Write `net.ipv6.conf.<child>.<key>` for each setting, in the network
+/// namespace of the calling thread (a blocking-pool thread, started by the
+/// runtime's thread and so in its namespace); returns the ones that failed,
+/// with why. Blocks.
 fn write_sysctls(child: &str, settings: Vec<(&'static str, &'static str)>) -> Vec<String> {
     let mut failed = Vec::new();
     for (key, value) in settings {
