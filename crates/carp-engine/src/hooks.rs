@@ -256,8 +256,7 @@ pub fn spawn_hook(
     let program = match kind {
         HookKind::Up => spec.up.as_ref(),
         HookKind::Down => spec.down.as_ref(),
-    }?
-    .clone();
+    }?;
     let vip = addresses.first().map(IpAddr::to_string).unwrap_or_default();
     let all = addresses
         .iter()
@@ -265,7 +264,7 @@ pub fn spawn_hook(
         .collect::<Vec<_>>()
         .join(" ");
 
-    let mut command = Command::new(&program);
+    let mut command = Command::new(program);
     command.arg(interface).arg(&vip);
     if let Some(xparam) = &spec.xparam {
         command.arg(xparam);
