@@ -143,9 +143,7 @@ impl Netlink {
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let request = self.handle.neighbours().get().set_address_family(family);
             let _slot = self.slot().await;
-            let entries: Vec<_> = request
-                .execute()
-                .try_collect()
+            let entries: Vec<_> = answered(request.execute().try_collect())
                 .await
                 .map_err(|e| nl_error("listing neighbours", e))?;
             for n in entries {
