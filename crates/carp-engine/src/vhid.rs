@@ -132,7 +132,11 @@ impl VhidParams {
             ("hooks", a.hooks != b.hooks),
             ("groups", a.groups != b.groups),
             ("share", a.share != b.share),
-            ("peers", a.transport != b.transport),
+            ("peers", a.transport.peers != b.transport.peers),
+            (
+                "unicast_ttl_check",
+                a.transport.unicast_ttl_check != b.transport.unicast_ttl_check,
+            ),
             (
                 "interface",
                 self.ifindex != new.ifindex || self.mac != new.mac,
@@ -141,7 +145,10 @@ impl VhidParams {
                 "source_address",
                 self.src_v4 != new.src_v4 || self.src_v6 != new.src_v6,
             ),
-            ("virtual_mac", self.vmac != new.vmac),
+            (
+                "virtual_mac",
+                a.transport.virtual_mac != b.transport.virtual_mac || self.vmac != new.vmac,
+            ),
             (
                 "ignore_link_state",
                 self.ignore_link_state != new.ignore_link_state,
