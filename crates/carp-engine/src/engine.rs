@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::advertiser::Advertiser;
 use crate::announce::Announcer;
+use crate::conflict::{self, Claims};
 use crate::error::Error;
 use crate::follow::{self, Follow, Routes};
 use crate::netlink::{self, Netlink};
@@ -104,6 +105,7 @@ impl Waiting {
             drops: BTreeMap::new(),
             address_restored: 0,
             address_removed_foreign: 0,
+            address_conflicts: 0,
             waiting_for: Some(self.reason.clone()),
         })
     }
@@ -157,6 +159,9 @@ pub struct VhidStatus {
     pub address_restored: u64,
     /// Addresses added by something else while not MASTER and removed.
     pub address_removed_foreign: u64,
+    /// Claims of our addresses by foreign MACs (ARP, neighbour
+    /// advertisements) seen while MASTER.
+    pub address_conflicts: u64,
     /// Why the VHID is not running (INIT until that changes), e.g.
     /// "interface eth0 not found".
     pub waiting_for: Option<String>,
@@ -684,7 +689,9 @@ impl Engine {
             netlink: nl,
             announcer: Arc::new(Announcer::new()?),
             lateness: Arc::clone(&lateness),
+            claims: Arc::new(Claims::default()),
         };
+        let conflict_watch = conflict::Watch::open()?;
         let follow = Arc::new(Follow::new(Arc::clone(&demux)));
         let mut running = Running {
             effects,
@@ -723,6 +730,11 @@ impl Engine {
         running
             .background
             .push(tokio::spawn(advertiser.run(cancel.clone())));
+        running.background.push(tokio::spawn(conflict::run(
+            conflict_watch,
+            Arc::clone(&running.effects.claims),
+            cancel.clone(),
+        )));
         running.background.push(tokio::spawn(follow::watch_links(
             link_events,
             Arc::clone(&follow),

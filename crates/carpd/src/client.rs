@@ -227,6 +227,20 @@ fn table(r: &Response) -> String {
             out.push('\n');
         }
     }
+    let conflicts: Vec<String> = r
+        .vhids
+        .iter()
+        .filter(|v| v.address_conflicts > 0)
+        .map(|v| format!("  {}/{}: {}\n", v.interface, v.vhid, v.address_conflicts))
+        .collect();
+    if !conflicts.is_empty() {
+        out.push_str(
+            "
+address conflicts (our addresses claimed by other MACs while MASTER):
+",
+        );
+        out.push_str(&conflicts.concat());
+    }
     if let Some(n) = r.log_lines_dropped.filter(|n| *n > 0) {
         out.push_str(&format!(
             "\nlog lines dropped (the log output was not read): {n}\n"
@@ -283,6 +297,7 @@ mod tests {
             hook_failures: 0,
             address_restored: 0,
             address_removed_foreign: 0,
+            address_conflicts: 0,
             waiting_for: None,
         };
         let mut r = Response {

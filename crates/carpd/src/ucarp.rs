@@ -372,6 +372,8 @@ mod tests {
                     advskew: 10,
                     dead_ratio: 4,
                     preempt: true,
+                    preempt_delay: Duration::ZERO,
+                    announce_interval: None,
                     source: Some("10.0.0.1".parse().unwrap()),
                     group_v4: Ipv4Addr::new(239, 1, 1, 1),
                     broadcast: true,

@@ -12,6 +12,7 @@ fn cfg(advbase: u8, advskew: u8, style: DemoteStyle) -> MachineConfig {
         timing: Timing::new(advbase, advskew),
         dead_ratio: 3,
         preempt: false,
+        preempt_delay: Duration::ZERO,
         demote_style: style,
         local_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         initial_counter: 41,
