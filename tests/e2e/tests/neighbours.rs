@@ -6,10 +6,10 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use carpd_testbed::{Claimer, Cluster, Config, Daemon, Netns, wait_until};
+use carpd_testbed::{Claimer, Cluster, Config, Daemon, Netns, in_netns, wait_until};
 use serde_json::Value;
 
 const VIP4: &str = "10.99.0.100";
@@ -58,6 +58,21 @@ fn neighbour(ns: &Netns, addr: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Sends one UDP datagram from `ns` to `to`, so that its kernel resolves
+/// the address (ARP, neighbour solicitation).
+fn poke(ns: &Netns, to: &str) {
+    let to: SocketAddr = to.parse().unwrap();
+    in_netns(ns, move || {
+        let any: SocketAddr = if to.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
+        let s = UdpSocket::bind(any).unwrap();
+        let _ = s.send_to(b"hello", to);
+    });
+}
+
 fn vhid1(d: &Daemon) -> Value {
     let s = d.status();
     s["vhids"]
@@ -100,14 +115,18 @@ fn a_foreign_claim_of_the_vip_is_answered_and_neighbours_come_back() {
     start(&mut c, 0, "", &config(0));
     start(&mut c, 1, "", &config(100));
     c.wait_owners(VIP4, &[0], SETTLE);
+    // past the takeover's second announcement (after two advertisements),
+    // so that only an answer to the claims can put the entries back
+    std::thread::sleep(Duration::from_secs(3));
     let master_mac = mac_of(c.host(0), "eth0");
     let intruder_mac = mac_of(c.host(2), "eth0");
     let observer = c.host(3);
     observer.ip(&["addr", "add", "fd00:99::4/64", "dev", "eth0", "nodad"]);
     // the observer learns the VIPs from the master
     let learnt = wait_until(SETTLE, POLL, || {
-        observer.exec(&["ping", "-c", "1", "-W", "1", VIP4]);
-        observer.exec(&["ping", "-6", "-c", "1", "-W", "1", VIP6]);
+        poke(observer, &format!("{VIP4}:9"));
+        poke(observer, &format!("[{VIP6}]:9"));
+        std::thread::sleep(Duration::from_millis(100));
         neighbour(observer, VIP4).as_deref() == Some(master_mac.as_str())
             && neighbour(observer, VIP6).as_deref() == Some(master_mac.as_str())
     });
