@@ -783,6 +783,8 @@ impl Task {
         tracing::info!(
             from = from.as_str(),
             to = to.as_str(),
+            // the state entered, under the name journald users filter on
+            state = to.as_str(),
             reason = reason.as_str(),
             "{} vhid {}: {line}",
             self.params.key.interface,

@@ -5,6 +5,7 @@ mod accept;
 mod cli;
 mod client;
 mod control;
+mod journald;
 mod logging;
 mod metrics;
 mod notify;

@@ -609,9 +609,15 @@ fn preempt_delay_and_announce_interval_cascade() {
         "{e}"
     );
     let e = err(&format!("announce_interval = \"0s\"\n{MINIMAL}"));
-    assert!(e.starts_with("/etc/test.toml:1: announce_interval: must be"), "{e}");
+    assert!(
+        e.starts_with("/etc/test.toml:1: announce_interval: must be"),
+        "{e}"
+    );
     let e = err(&format!("preempt_delay = \"later\"\n{MINIMAL}"));
-    assert!(e.starts_with("/etc/test.toml:1: preempt_delay: \"later\""), "{e}");
+    assert!(
+        e.starts_with("/etc/test.toml:1: preempt_delay: \"later\""),
+        "{e}"
+    );
 }
 
 /// Every invalid value is reported with the file, its line and its key.
