@@ -823,15 +823,16 @@ fn machine_config() -> impl Strategy<Value = MachineConfig> {
         0u8..4,
         any::<u64>(),
         prop::option::of((any::<u16>(), 0u16..64, -5_000i64..5_000)),
+        prop_oneof![Just(0u64), 1u64..10_000],
     )
         .prop_map(
-            |(advbase, advskew, dead_ratio, preempt, skew_style, addr, counter, grid)| {
+            |(advbase, advskew, dead_ratio, preempt, skew_style, addr, counter, grid, delay_ms)| {
                 MachineConfig {
                     vhid: VHID,
                     timing: Timing::new(advbase, advskew),
                     dead_ratio,
                     preempt,
-                    preempt_delay: Duration::ZERO,
+                    preempt_delay: Duration::from_millis(delay_ms),
                     demote_style: if skew_style {
                         DemoteStyle::Skew
                     } else {

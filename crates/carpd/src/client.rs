@@ -308,6 +308,13 @@ mod tests {
         };
         let t = table(&r);
         assert!(!t.contains("log lines dropped"), "{t}");
+        assert!(!t.contains("address conflicts"), "{t}");
+        r.vhids[0].address_conflicts = 3;
+        let t = table(&r);
+        assert!(
+            t.contains("\naddress conflicts (our addresses claimed by other MACs while MASTER):\n  eth0/1: 3\n"),
+            "{t}"
+        );
         r.log_lines_dropped = Some(42);
         let t = table(&r);
         assert!(
