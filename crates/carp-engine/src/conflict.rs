@@ -124,8 +124,9 @@ impl Claims {
 pub(crate) struct ConflictAnswers {
     /// When each address was last announced in answer.
     answered: HashMap<IpAddr, Instant>,
-    /// Addresses waiting for their answer, and when it is due.
+    /// When the scheduled answer is due.
     pending: Option<Instant>,
+    /// The addresses it will announce.
     waiting: Vec<IpAddr>,
     log: LogLimiter<IpAddr>,
 }
@@ -165,10 +166,7 @@ impl ConflictAnswers {
     /// The answer is going out at `now`: the addresses it covers.
     pub(crate) fn take(&mut self, now: Instant) -> Vec<IpAddr> {
         self.pending = None;
-        if self.answered.len() > 4096 {
-            self.answered
-                .retain(|_, t| now.duration_since(*t) < ANSWER_EVERY);
-        }
+        // keyed by this VHID's own addresses only: bounded
         let addrs = std::mem::take(&mut self.waiting);
         for a in &addrs {
             self.answered.insert(*a, now);
