@@ -27,6 +27,7 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::error::Error;
 use crate::journald;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines
@@ -42,9 +43,10 @@ pub enum LogFormat {
 /// Logging options shared by both command lines.
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
-    /// Format of the log lines on stderr
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Format of the log output [default: journald when systemd connected
+    /// stderr to the journal, else text]
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Log filter, e.g. `debug` or `info,carp_engine=debug` [default: $RUST_LOG, else info]
     #[arg(long, value_name = "FILTER", value_parser = parse_filter)]
     pub log_level: Option<String>,
@@ -139,12 +141,14 @@ pub fn init(s: &LogSettings) -> Result<(), Error> {
     let mut layers: Vec<BoxedLayer> = Vec::new();
     let mut outputs = Vec::new();
     let mut journald_error = None;
-    let journald = s.stderr
-        && match s.args.log_format {
-            LogFormat::Journald => true,
-            LogFormat::Text => journald::stderr_is_journal(),
-            LogFormat::Json => false,
-        };
+    let format = s.args.log_format.unwrap_or_else(|| {
+        if journald::stderr_is_journal() {
+            LogFormat::Journald
+        } else {
+            LogFormat::Text
+        }
+    });
+    let journald = s.stderr && format == LogFormat::Journald;
     let progress = Arc::new(Progress::new());
     let journal = journald
         .then(|| journald::start(QUEUED_LINES, &s.ident, Arc::clone(&progress)))
@@ -164,7 +168,7 @@ pub fn init(s: &LogSettings) -> Result<(), Error> {
         let layer = tracing_subscriber::fmt::layer()
             .with_writer(writer)
             .with_ansi(io::stderr().is_terminal());
-        layers.push(match s.args.log_format {
+        layers.push(match format {
             LogFormat::Text | LogFormat::Journald => layer.boxed(),
             LogFormat::Json => layer.json().boxed(),
         });

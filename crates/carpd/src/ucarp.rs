@@ -514,7 +514,7 @@ mod tests {
             "--log-level=debug",
         ]);
         let parsed = parse(&args);
-        assert_eq!(parsed.log.log_format, crate::logging::LogFormat::Json);
+        assert_eq!(parsed.log.log_format, Some(crate::logging::LogFormat::Json));
         let s = parsed.to_spec().unwrap();
         assert!(vhid(&s).manage_addresses);
         assert_eq!(vhid(&s).hooks.timeout, Duration::from_secs(5));

@@ -143,4 +143,19 @@ fn records_reach_journald_with_structured_fields() {
     });
     assert!(started.is_some(), "no start record; stderr:\n{}", d.log());
     assert!(!d.log().contains("engine started"), "{}", d.log());
+    drop(d);
+
+    // an explicit text format keeps plain lines on stderr under systemd
+    let d = carpd_with_journal(
+        &lan,
+        &dir,
+        "text",
+        "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2)",
+        "--log-format text",
+    );
+    let on_stderr =
+        carpd_testbed::wait_until(Duration::from_secs(20), Duration::from_millis(20), || {
+            d.log().contains("engine started")
+        });
+    assert!(on_stderr.is_some(), "{}", d.log());
 }
