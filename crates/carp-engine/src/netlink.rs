@@ -7,16 +7,22 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::num::NonZeroI32;
 use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{
+    DefaultNla, Emitable, ErrorMessage, NLA_F_NESTED, NetlinkMessage, NetlinkPayload,
+};
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::MacVlanMode;
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{
+    AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkFlags, LinkMessage,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::AsyncSocket;
 use rtnetlink::{AddressMessageBuilder, Handle, LinkMacVlan, LinkUnspec, MulticastGroup};
@@ -45,6 +51,12 @@ const MAX_IN_FLIGHT: usize = 32;
 
 /// Receive buffer of the address/link socket (capped by net.core.rmem_max).
 const REQUEST_RCVBUF: usize = 1 << 20;
+
+/// How long the kernel has to answer one request (counted once it is sent,
+/// not while it waits for a slot). An answer lost on the way would
+/// otherwise hold the caller, a VHID's task, forever; as an error, the
+/// caller's retry takes over.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the engine needs to know about a parent interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +142,7 @@ impl Netlink {
         }
         let slot = self.slot().await;
         let request = self.handle.link().get().match_name(name).execute();
-        let found = first(request).await;
+        let found = answered(first(request)).await;
         drop(slot);
         let msg = match found {
             Ok(Some(msg)) => msg,
@@ -209,7 +221,7 @@ impl Netlink {
         let mut request = self.handle.address().add(index, addr.addr, addr.prefix_len);
         *request.message_mut() = message;
         let _slot = self.slot().await;
-        match request.execute().await {
+        match answered(request.execute()).await {
             Ok(()) => Ok(true),
             Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
             Err(e) => Err(nl_error(
@@ -224,7 +236,7 @@ impl Netlink {
     pub async fn del_address(&self, index: u32, addr: VirtualAddr) -> Result<bool, Error> {
         let message = address_message(index, addr);
         let _slot = self.slot().await;
-        match self.handle.address().del(message).execute().await {
+        match answered(self.handle.address().del(message).execute()).await {
             Ok(()) => Ok(true),
             Err(e)
                 // ENODEV: the interface is gone, and its addresses with it.
@@ -286,7 +298,7 @@ impl Netlink {
             .down()
             .build();
         let slot = self.slot().await;
-        let added = self.handle.link().add(message).execute().await;
+        let added = answered(self.handle.link().add(message).execute()).await;
         drop(slot);
         added.map_err(|e| nl_error(&format!("creating macvlan {name}"), e))?;
         self.link(name)
@@ -300,10 +312,7 @@ impl Netlink {
         let builder = LinkUnspec::new_with_index(index);
         let message = if up { builder.up() } else { builder.down() }.build();
         let _slot = self.slot().await;
-        self.handle
-            .link()
-            .set(message)
-            .execute()
+        answered(self.handle.link().set(message).execute())
             .await
             .map_err(|e| {
                 nl_error(
@@ -316,11 +325,46 @@ impl Netlink {
     /// Delete a link; already gone is fine.
     pub async fn delete_link(&self, index: u32) -> Result<(), Error> {
         let _slot = self.slot().await;
-        match self.handle.link().del(index).execute().await {
+        match answered(self.handle.link().del(index).execute()).await {
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
             Err(e) => Err(nl_error(&format!("deleting ifindex {index}"), e)),
         }
+    }
+
+    /// Set IPv4 per-interface settings (`net.ipv4.conf.<link>.*`) of a link
+    /// through IFLA_AF_SPEC, which needs only CAP_NET_ADMIN, not a
+    /// writable `/proc/sys`.
+    pub(crate) async fn set_ipv4_conf(
+        &self,
+        index: u32,
+        settings: &[(Ipv4Conf, u32)],
+    ) -> Result<(), Error> {
+        let spec = AfSpecUnspec::Inet(vec![AfSpecInet::Other(ipv4_conf_nla(settings))]);
+        self.set_af_spec(index, spec)
+            .await
+            .map_err(|e| nl_error(&format!("setting IPv4 settings of ifindex {index}"), e))
+    }
+
+    /// Stop the kernel from giving a link IPv6 addresses of its own
+    /// (`addr_gen_mode` none: no link-local address derived from its MAC).
+    /// The only IPv6 per-interface setting the kernel takes over netlink.
+    pub(crate) async fn set_no_ipv6_addr_gen(&self, index: u32) -> Result<(), Error> {
+        let spec = AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)]);
+        self.set_af_spec(index, spec).await.map_err(|e| {
+            nl_error(
+                &format!("setting the IPv6 address generation of ifindex {index}"),
+                e,
+            )
+        })
+    }
+
+    async fn set_af_spec(&self, index: u32, spec: AfSpecUnspec) -> Result<(), rtnetlink::Error> {
+        let message = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![spec]))
+            .build();
+        let _slot = self.slot().await;
+        answered(self.handle.link().set(message).execute()).await
     }
 
     /// All addresses of one family on one interface, in kernel order (for
@@ -335,9 +379,7 @@ impl Netlink {
         // is walked.
         request.message_mut().header.family = family;
         let _slot = self.slot().await;
-        request
-            .execute()
-            .try_collect()
+        answered(request.execute().try_collect())
             .await
             .map_err(|e| nl_error(&format!("listing addresses of ifindex {index}"), e))
     }
@@ -345,7 +387,7 @@ impl Netlink {
     async fn link_name_by_index(&self, index: u32) -> Result<String, Error> {
         let slot = self.slot().await;
         let request = self.handle.link().get().match_index(index).execute();
-        let found = first(request).await;
+        let found = answered(first(request)).await;
         drop(slot);
         match found {
             Ok(Some(msg)) => {
@@ -358,6 +400,31 @@ impl Netlink {
             Err(e) => Err(nl_error(&format!("looking up ifindex {index}"), e)),
         }
     }
+}
+
+/// IPv4 per-interface settings carpd sets, by their IPV4_DEVCONF_* number
+/// (linux/ip.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub(crate) enum Ipv4Conf {
+    RpFilter = 8,
+    ArpAnnounce = 18,
+    ArpIgnore = 19,
+}
+
+/// IFLA_INET_CONF: a nested u32 attribute per setting. Built by hand since
+/// the crate's request form leaves out settings whose value is zero, and
+/// `rp_filter` is set to zero.
+fn ipv4_conf_nla(settings: &[(Ipv4Conf, u32)]) -> DefaultNla {
+    const IFLA_INET_CONF: u16 = 1;
+    let mut value = Vec::new();
+    for &(conf, v) in settings {
+        let nla = DefaultNla::new(conf as u16, v.to_ne_bytes().to_vec());
+        let start = value.len();
+        value.resize(start + nla.buffer_len(), 0);
+        nla.emit(&mut value[start..]);
+    }
+    DefaultNla::new(IFLA_INET_CONF | NLA_F_NESTED, value)
 }
 
 /// Check an IPv4 address label the way `ip address add ... label` does: the
@@ -426,7 +493,7 @@ pub async fn watch_links() -> Result<mpsc::Receiver<LinkEvent>, Error> {
                         if resync.is_empty() {
                             let handle = handle.clone();
                             resync.spawn(async move {
-                                handle.link().get().execute().try_collect::<Vec<_>>().await
+                                answered(handle.link().get().execute().try_collect::<Vec<_>>()).await
                             });
                         }
                         continue;
@@ -690,6 +757,30 @@ fn address_message(index: u32, addr: VirtualAddr) -> AddressMessage {
     }
 }
 
+/// `request`'s outcome, or ETIMEDOUT after [`REQUEST_TIMEOUT`].
+async fn answered<T>(
+    request: impl Future<Output = Result<T, rtnetlink::Error>>,
+) -> Result<T, rtnetlink::Error> {
+    answered_within(REQUEST_TIMEOUT, request).await
+}
+
+async fn answered_within<T>(
+    limit: Duration,
+    request: impl Future<Output = Result<T, rtnetlink::Error>>,
+) -> Result<T, rtnetlink::Error> {
+    tokio::time::timeout(limit, request)
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))
+}
+
+/// A request left unanswered, as the errno ETIMEDOUT in the form of a
+/// kernel error, so that every caller's errno handling applies unchanged.
+fn timed_out() -> rtnetlink::Error {
+    let mut message = ErrorMessage::default();
+    message.code = NonZeroI32::new(-libc::ETIMEDOUT);
+    rtnetlink::Error::NetlinkError(message)
+}
+
 async fn first<T>(
     stream: impl futures::Stream<Item = Result<T, rtnetlink::Error>>,
 ) -> Result<Option<T>, rtnetlink::Error> {
@@ -733,6 +824,38 @@ mod tests {
         assert!(validate_label("eth0", "vip").is_err());
         assert!(validate_label("eth0", "").is_err());
         assert!(validate_label("eth0", "eth0:a\0").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_request_times_out_as_etimedout() {
+        let never = std::future::pending::<Result<(), rtnetlink::Error>>();
+        let e = answered_within(Duration::from_millis(50), never)
+            .await
+            .unwrap_err();
+        assert_eq!(errno(&e), Some(libc::ETIMEDOUT));
+        match nl_error("adding 10.0.0.1/24 on ifindex 2", e) {
+            Error::Io { source, .. } => assert_eq!(source.kind(), std::io::ErrorKind::TimedOut),
+            other => panic!("{other}"),
+        }
+        let answered = answered_within(Duration::from_secs(5), async { Ok(7) }).await;
+        assert_eq!(answered, Ok(7));
+    }
+
+    #[test]
+    fn ipv4_conf_is_nested_u32_settings_zero_included() {
+        let nla = ipv4_conf_nla(&[(Ipv4Conf::ArpIgnore, 1), (Ipv4Conf::RpFilter, 0)]);
+        let mut buf = vec![0; nla.buffer_len()];
+        nla.emit(&mut buf);
+        let mut want = Vec::new();
+        // IFLA_INET_CONF, nested: 4 + 2 * 8 bytes
+        want.extend(20u16.to_ne_bytes());
+        want.extend((1u16 | NLA_F_NESTED).to_ne_bytes());
+        for (kind, value) in [(19u16, 1u32), (8, 0)] {
+            want.extend(8u16.to_ne_bytes());
+            want.extend(kind.to_ne_bytes());
+            want.extend(value.to_ne_bytes());
+        }
+        assert_eq!(buf, want);
     }
 
     fn link(index: u32, up: bool) -> LinkMessage {

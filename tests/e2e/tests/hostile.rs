@@ -12,7 +12,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use carp_proto::packet::{GROUP_V4, HEADER_LEN};
-use carpd_testbed::{Cluster, Config, Daemon, Watcher, master_down, transitions};
+use carpd_testbed::{Cluster, Config, Daemon, Netns, Watcher, master_down, transitions};
 use carpd_testbed::{
     Injector, Sniffer, cpu_time, gaps, interface_drops, signed_advert, vhid_drops,
 };
@@ -405,6 +405,23 @@ fn replayed_advert_is_accepted_without_protection() {
     assert!(drop_lines(&log, "replay").is_empty());
 }
 
+/// Packets the kernel dropped because a CARP raw socket's receive buffer
+/// was full, over the raw sockets of protocol 112 in `ns` (the `drops`
+/// column of /proc/net/raw, whose local port field holds the protocol).
+fn socket_drops(ns: &Netns) -> u64 {
+    ns.exec(&["cat", "/proc/net/raw"])
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let local = cols.get(1)?;
+            local
+                .ends_with(":0070")
+                .then(|| cols.last()?.parse::<u64>().ok())?
+        })
+        .sum()
+}
+
 /// 20,000 forged "better master" packets a second at the backup for 30 s.
 #[test]
 fn flood_at_the_backup() {
@@ -417,6 +434,7 @@ fn flood_at_the_backup() {
         carpd_testbed::ipv4_packet(ip("10.99.0.3"), backup, 255, &header(2, 1, VHID, 7, 0));
     let pid = bed.nodes[1].pid();
     let cpu0 = cpu_time(pid);
+    let shed0 = socket_drops(bed.c.host(1));
     let t0 = Instant::now();
     let (sent, failed, caps) = std::thread::scope(|s| {
         let caps = s.spawn(|| bed.sniff.collect(Duration::from_secs(SECS)));
@@ -456,10 +474,19 @@ fn flood_at_the_backup() {
         .get("bad_hmac")
         .copied()
         .unwrap_or(0);
-    eprintln!("flood: backup counted {counted} bad_hmac drops of {sent} sent");
-    // what the kernel delivered was counted; a full socket buffer may have
-    // shed a little on this small machine
-    assert!(counted >= sent * 9 / 10, "{counted} of {sent} counted");
+    let shed = socket_drops(bed.c.host(1)) - shed0;
+    eprintln!(
+        "flood: backup counted {counted} bad_hmac drops of {sent} sent; \
+         its socket buffer shed {shed}"
+    );
+    // Every packet the kernel handed to carpd was counted: what a full
+    // socket buffer shed (the kernel's count) makes up the rest. On a busy
+    // machine the buffer may shed more, but carpd still reads most.
+    assert!(
+        counted + shed >= sent * 95 / 100,
+        "{counted} counted + {shed} shed of {sent} sent"
+    );
+    assert!(counted >= sent / 2, "{counted} of {sent} counted");
     let log = bed.nodes[1].log_since(marks[1]);
     let lines = drop_lines(&log, "bad_hmac");
     assert!(!lines.is_empty(), "no bad_hmac drop logged");
