@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::advertiser::Advertiser;
 use crate::announce::Announcer;
+use crate::conflict::{self, Claims};
 use crate::error::Error;
 use crate::events::{EventBus, EventKind};
 use crate::follow::{self, Follow, Routes};
@@ -106,6 +107,7 @@ impl Waiting {
             drops: BTreeMap::new(),
             address_restored: 0,
             address_removed_foreign: 0,
+            address_conflicts: 0,
             waiting_for: Some(self.reason.clone()),
             peers: Vec::new(),
             explanation: None,
@@ -183,6 +185,9 @@ pub struct VhidStatus {
     pub address_restored: u64,
     /// Addresses added by something else while not MASTER and removed.
     pub address_removed_foreign: u64,
+    /// Claims of our addresses by foreign MACs (ARP, neighbour
+    /// advertisements) seen while MASTER.
+    pub address_conflicts: u64,
     /// Why the VHID is not running (INIT until that changes), e.g.
     /// "interface eth0 not found".
     pub waiting_for: Option<String>,
@@ -758,8 +763,10 @@ impl Engine {
             announcer: Arc::new(Announcer::new()?),
             lateness: Arc::clone(&lateness),
             events: EventBus::default(),
+            claims: Arc::new(Claims::default()),
         };
         let events = effects.events.clone();
+        let conflict_watch = conflict::Watch::open()?;
         let follow = Arc::new(Follow::new(Arc::clone(&demux)));
         let mut running = Running {
             effects,
@@ -798,6 +805,11 @@ impl Engine {
         running
             .background
             .push(tokio::spawn(advertiser.run(cancel.clone())));
+        running.background.push(tokio::spawn(conflict::run(
+            conflict_watch,
+            Arc::clone(&running.effects.claims),
+            cancel.clone(),
+        )));
         running.background.push(tokio::spawn(follow::watch_links(
             link_events,
             Arc::clone(&follow),

@@ -19,6 +19,7 @@ pub mod announce;
 #[cfg(feature = "bench")]
 pub mod bench;
 mod clock;
+mod conflict;
 pub mod engine;
 pub mod error;
 pub mod events;

@@ -45,6 +45,7 @@ use crate::addresses::Addresses;
 use crate::advertiser::{self, Advertiser, Order};
 use crate::announce::Announcer;
 use crate::clock::{advert_grid, sleep_until_opt, std_now};
+use crate::conflict::{Claims, Conflict, ConflictAnswers, mac_text};
 use crate::engine::{PeerStatus, VhidStatus};
 use crate::events::{EventBus, EventKind};
 use crate::history::History;
@@ -85,6 +86,8 @@ pub(crate) enum Command {
     Link(bool),
     /// One of this VHID's addresses was added or removed (by anyone).
     Address(AddressEvent),
+    /// One of its addresses was claimed on the wire for a foreign MAC.
+    Conflict(Conflict),
 }
 
 /// Everything a VHID needs to know about where it runs, resolved from the
@@ -185,6 +188,8 @@ pub(crate) struct Effects {
     pub(crate) announcer: Arc<Announcer>,
     pub(crate) lateness: Arc<Lateness>,
     pub(crate) events: EventBus,
+    /// The MASTERs' addresses, for the conflict watch.
+    pub(crate) claims: Arc<Claims>,
 }
 
 /// The engine's handle on one running VHID task.
@@ -207,6 +212,7 @@ pub(crate) fn spawn(
 ) -> VhidHandle {
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let own_commands = cmd_tx.downgrade();
     let stats = Arc::new(VhidStats::default());
     let keepalives = Arc::new(Keepalives::default());
     let peers = Arc::new(Peers::default());
@@ -225,6 +231,7 @@ pub(crate) fn spawn(
         timing: Timing::new(params.spec.advbase, params.spec.advskew),
         dead_ratio: params.spec.dead_ratio,
         preempt: params.spec.preempt,
+        preempt_delay: params.spec.preempt_delay,
         demote_style: params.spec.demote_style,
         local_addr: params.local_addr(),
         initial_counter: rand::random(),
@@ -265,6 +272,9 @@ pub(crate) fn spawn(
         lateness_from: None,
         resume_grace: None,
         address_demote: 0,
+        announce_at: None,
+        conflicts: ConflictAnswers::default(),
+        own_commands,
     };
     // Every line the task logs names its VHID through this span (text:
     // `vhid{interface=eth0 vhid=1}:`, JSON: the `span` object). At ERROR,
@@ -314,6 +324,14 @@ struct Task {
     /// [`ADDRESS_LOST_DEMOTION`] from a failed restore until the addresses
     /// are added as MASTER again; else 0.
     address_demote: u8,
+    /// MASTER with `announce_interval`: when to announce again. `None`
+    /// otherwise, so a VHID without it has no timer for it.
+    announce_at: Option<Instant>,
+    /// Answers to address conflicts seen while MASTER.
+    conflicts: ConflictAnswers,
+    /// This task's command queue, for the conflict watch to reach it
+    /// (weak: the task must not keep its own queue open).
+    own_commands: mpsc::WeakSender<Command>,
 }
 
 /// Log lines of a VHID that are rate limited.
@@ -333,6 +351,10 @@ enum Wake {
     Tracked,
     Advert(Inbound),
     AddressRetry,
+    /// MASTER with `announce_interval`: time to announce again.
+    AnnounceRefresh,
+    /// A conflict's answer is due.
+    ConflictAnswer,
 }
 
 /// When to wake for the machine's deadline.
@@ -376,6 +398,8 @@ impl Task {
                 // already received counts before the master-down deadline.
                 () = sleep_until_opt(timers.other) => Wake::Timer(timers.deadline),
                 () = sleep_until_opt(self.addresses.retry_at()) => Wake::AddressRetry,
+                () = sleep_until_opt(self.announce_at) => Wake::AnnounceRefresh,
+                () = sleep_until_opt(self.conflicts.due()) => Wake::ConflictAnswer,
             };
             // the machine first learns what happened while it slept
             self.offload.reclaim(&mut self.machine);
@@ -386,6 +410,8 @@ impl Task {
                 Wake::Tracked => self.update_demote(),
                 Wake::Advert(msg) => self.advert(msg),
                 Wake::AddressRetry => self.retry_addresses().await,
+                Wake::AnnounceRefresh => self.refresh_announcement(),
+                Wake::ConflictAnswer => self.answer_conflicts(),
             }
             self.run_actions().await;
             self.lateness_from = None;
@@ -566,6 +592,35 @@ impl Task {
                 }
             }
             Command::Address(event) => self.address_changed(event).await,
+            Command::Conflict(c) => self.conflict(c),
+        }
+    }
+
+    /// One of our addresses claimed for a foreign MAC: counted and, while
+    /// MASTER, answered (see `conflict.rs`).
+    fn conflict(&mut self, c: Conflict) {
+        if self.machine.state() != State::Master {
+            return;
+        }
+        self.stats.address_conflicts.fetch_add(1, Ordering::Relaxed);
+        self.publish(EventKind::AddressConflict {
+            address: c.addr,
+            detail: format!("claimed by {}", mac_text(c.mac)),
+        });
+        if self.conflicts.seen(c, Instant::now()) {
+            tracing::warn!(
+                address = %c.addr,
+                mac = %mac_text(c.mac),
+                "address conflict: another host claims our address; announcing again (logged at most every 10 s per address)"
+            );
+        }
+    }
+
+    /// Announce again the addresses conflicts were seen for.
+    fn answer_conflicts(&mut self) {
+        let addrs = self.conflicts.take(Instant::now());
+        if self.machine.state() == State::Master {
+            self.announce_only(|a| addrs.contains(&a));
         }
     }
 
@@ -693,6 +748,7 @@ impl Task {
             hook_failures: self.stats.hook_failures.load(Ordering::Relaxed),
             address_restored: self.stats.address_restored.load(Ordering::Relaxed),
             address_removed_foreign: self.stats.address_removed_foreign.load(Ordering::Relaxed),
+            address_conflicts: self.stats.address_conflicts.load(Ordering::Relaxed),
             waiting_for: None,
             adverts_sent: self.stats.sent.load(Ordering::Relaxed),
             adverts_received: self.stats.received.load(Ordering::Relaxed),
@@ -803,12 +859,17 @@ impl Task {
     }
 
     fn announce(&self) {
+        self.announce_only(|_| true);
+    }
+
+    /// Gratuitous ARP / unsolicited NA for the addresses `which` selects.
+    fn announce_only(&self, which: impl Fn(IpAddr) -> bool) {
         let p = &self.params;
         let (ifindex, mac) = match &self.vmac {
             Some(vmac) => (vmac.index(), vmac.mac()),
             None => (p.ifindex, p.mac),
         };
-        for a in &p.spec.addresses {
+        for a in p.spec.addresses.iter().filter(|a| which(a.addr)) {
             let r = match a.addr {
                 IpAddr::V4(ip) => self.effects.announcer.gratuitous_arp(ifindex, mac, ip),
                 IpAddr::V6(ip) => self.effects.announcer.unsolicited_na(ifindex, mac, ip),
@@ -819,12 +880,50 @@ impl Task {
         }
     }
 
+    /// `announce_interval`: announce again, and schedule the next one a
+    /// period after this one was due (or after now, if far behind).
+    fn refresh_announcement(&mut self) {
+        let (Some(due), Some(every)) = (self.announce_at, self.params.spec.announce_interval)
+        else {
+            self.announce_at = None;
+            return;
+        };
+        self.announce();
+        let now = Instant::now();
+        let next = due + every;
+        self.announce_at = Some(if next > now { next } else { now + every });
+    }
+
+    /// The conflict watch follows our addresses while MASTER.
+    fn update_claims(&mut self, from: State, to: State) {
+        let Some(commands) = self.own_commands.upgrade() else {
+            return;
+        };
+        let addrs: Vec<IpAddr> = self.params.spec.addresses.iter().map(|a| a.addr).collect();
+        if to == State::Master {
+            let mut macs = vec![self.params.mac];
+            macs.extend(self.vmac.as_ref().map(vmac::Device::mac));
+            self.effects.claims.claim(&addrs, macs, &commands);
+        } else if from == State::Master {
+            self.effects.claims.release(&addrs, &commands);
+            self.conflicts.clear();
+        }
+    }
+
     fn state_changed(&mut self, from: State, to: State, reason: Reason) {
+        // the takeover announces; the refreshes follow from there
+        self.announce_at = match self.params.spec.announce_interval {
+            Some(every) if to == State::Master => Some(Instant::now() + every),
+            _ => None,
+        };
+        self.update_claims(from, to);
         self.publish(EventKind::Transition { from, to, reason });
         let line = self.history.record(from, to, reason, Instant::now());
         tracing::info!(
             from = from.as_str(),
             to = to.as_str(),
+            // the state entered, under the name journald users filter on
+            state = to.as_str(),
             reason = reason.as_str(),
             "{} vhid {}: {line}",
             self.params.key.interface,

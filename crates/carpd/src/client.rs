@@ -325,6 +325,20 @@ fn table(r: &Response) -> String {
             out.push('\n');
         }
     }
+    let conflicts: Vec<String> = r
+        .vhids
+        .iter()
+        .filter(|v| v.address_conflicts > 0)
+        .map(|v| format!("  {}/{}: {}\n", v.interface, v.vhid, v.address_conflicts))
+        .collect();
+    if !conflicts.is_empty() {
+        out.push_str(
+            "
+address conflicts (our addresses claimed by other MACs while MASTER):
+",
+        );
+        out.push_str(&conflicts.concat());
+    }
     if let Some(n) = r.log_lines_dropped.filter(|n| *n > 0) {
         out.push_str(&format!(
             "\nlog lines dropped (the log output was not read): {n}\n"
@@ -381,6 +395,7 @@ mod tests {
             hook_failures: 0,
             address_restored: 0,
             address_removed_foreign: 0,
+            address_conflicts: 0,
             waiting_for: None,
             peers: vec![crate::control::PeerInfo {
                 address: "10.0.0.2".into(),
@@ -403,6 +418,13 @@ mod tests {
         };
         let t = table(&r);
         assert!(!t.contains("log lines dropped"), "{t}");
+        assert!(!t.contains("address conflicts"), "{t}");
+        r.vhids[0].address_conflicts = 3;
+        let t = table(&r);
+        assert!(
+            t.contains("\naddress conflicts (our addresses claimed by other MACs while MASTER):\n  eth0/1: 3\n"),
+            "{t}"
+        );
         r.log_lines_dropped = Some(42);
         let t = table(&r);
         assert!(

@@ -329,6 +329,9 @@ pub struct VhidInfo {
     /// Addresses added by something else while not MASTER and removed.
     #[serde(default)]
     pub address_removed_foreign: u64,
+    /// Our addresses claimed on the wire by other MACs while MASTER.
+    #[serde(default)]
+    pub address_conflicts: u64,
     /// What a VHID in INIT waits for before it runs, e.g. its interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
@@ -411,6 +414,7 @@ impl From<&VhidStatus> for VhidInfo {
             hook_failures: s.hook_failures,
             address_restored: s.address_restored,
             address_removed_foreign: s.address_removed_foreign,
+            address_conflicts: s.address_conflicts,
             waiting_for: s.waiting_for.clone(),
             peers: s.peers.iter().map(PeerInfo::from).collect(),
             explanation: s.explanation.map(|e| e.to_string()).or_else(|| {

@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod control;
 mod events;
+mod journald;
 mod logging;
 mod metrics;
 mod notify;

@@ -1,6 +1,7 @@
 //! The static parameters of one VHID's machine.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use super::schedule::AdvertGrid;
 use crate::timing::Timing;
@@ -25,6 +26,9 @@ pub struct MachineConfig {
     /// Master-down multiplier, >= 1 (3 by default; 0 counts as 1).
     pub dead_ratio: u8,
     pub preempt: bool,
+    /// After the link comes up (at startup too), how long preemption (rules
+    /// 2 and 3) stays off; zero: not at all.
+    pub preempt_delay: Duration,
     pub demote_style: DemoteStyle,
     /// Our source address on this VHID's link, for the equal-interval
     /// tie-break (see [`Reason::PeerWinsTie`](super::Reason::PeerWinsTie)).

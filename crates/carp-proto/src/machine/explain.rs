@@ -223,6 +223,7 @@ mod tests {
             local_addr: IpAddr::V4(Ipv4Addr::from(local)),
             initial_counter: 0,
             advert_grid: None,
+            preempt_delay: std::time::Duration::ZERO,
         })
     }
 

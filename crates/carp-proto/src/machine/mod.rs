@@ -31,6 +31,11 @@
 //!
 //!   For one master-down time after [`Machine::step_down`], rules 2 and 3 are
 //!   suspended, so the operator's step-down sticks while the peer takes over.
+//!   For [`MachineConfig::preempt_delay`] after INIT -> BACKUP (startup or
+//!   link up) they are suspended too, so a node that keeps restarting does
+//!   not pull the addresses over each time; rules 1 and 4 and the
+//!   master-down timer still apply, a dead or leaving master is replaced at
+//!   once.
 //! * BACKUP, master-down timer fires: MASTER ([`Reason::MasterDown`]).
 //! * Becoming MASTER: [`Action::StateChanged`], [`Action::InstallAddresses`],
 //!   an immediate [`Action::Send`], [`Action::Announce`]; then one
@@ -262,9 +267,12 @@ impl Machine {
         match (&self.phase, up) {
             (Phase::Init(init), true) => {
                 let reason = init.link_up;
+                let delay = self.config.preempt_delay;
+                let delayed = (!delay.is_zero()).then(|| now + delay);
                 let backup = Backup {
                     master_down_from: now,
-                    no_preempt_until: init.no_preempt_until,
+                    // whichever hold ends later: a step-down's or the delay
+                    no_preempt_until: init.no_preempt_until.max(delayed),
                 };
                 self.enter(Phase::Backup(backup), reason);
             }

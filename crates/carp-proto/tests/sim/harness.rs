@@ -45,6 +45,7 @@ pub fn config(addr: IpAddr, advbase: u8, advskew: u8) -> MachineConfig {
         timing: Timing::new(advbase, advskew),
         dead_ratio: 3,
         preempt: false,
+        preempt_delay: Duration::ZERO,
         demote_style: DemoteStyle::Byte,
         local_addr: addr,
         initial_counter: 1000,
