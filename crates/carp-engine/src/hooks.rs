@@ -104,10 +104,11 @@ impl HookQueue {
 /// out is killed, then the queue goes on.
 #[derive(Debug)]
 pub(crate) struct HookRunner {
-    requests: mpsc::UnboundedSender<HookRequest>,
+    /// The runner task and its queue; `None` when the VHID has no hook
+    /// script, so that VHIDs without hooks cost no task.
+    runner: Option<(mpsc::UnboundedSender<HookRequest>, JoinHandle<()>)>,
     /// How many requests were made.
     requested: u64,
-    task: JoinHandle<()>,
 }
 
 /// What a VHID's hooks are run with.
@@ -153,20 +154,25 @@ impl HookContext {
 impl HookRunner {
     /// Start the runner task. Must be called inside a tokio runtime.
     pub(crate) fn spawn(context: HookContext) -> HookRunner {
-        let (requests, received) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run_queue(received, move |r| context.spawn(r)));
+        let scripts = context.spec.up.is_some() || context.spec.down.is_some();
+        let runner = scripts.then(|| {
+            let (requests, received) = mpsc::unbounded_channel();
+            let task = tokio::spawn(run_queue(received, move |r| context.spawn(r)));
+            (requests, task)
+        });
         HookRunner {
-            requests,
+            runner,
             requested: 0,
-            task,
         }
     }
 
     /// Queue the hook of a transition; returns at once.
     pub(crate) fn request(&mut self, request: HookRequest) {
         self.requested += 1;
-        // the runner only ends once this sender is dropped
-        let _ = self.requests.send(request);
+        if let Some((requests, _)) = &self.runner {
+            // the runner only ends once this sender is dropped
+            let _ = requests.send(request);
+        }
     }
 
     /// How many hooks were asked for so far.
@@ -174,12 +180,14 @@ impl HookRunner {
         self.requested
     }
 
-    /// No more requests: the runner finishes the running hook and what
-    /// waits, each bounded by the hook timeout; awaiting the result waits
-    /// for that (dropping it lets them finish on their own).
-    pub(crate) fn close(self) -> JoinHandle<()> {
-        drop(self.requests);
-        self.task
+    /// No more requests: waits until the runner has finished the running
+    /// hook and what waits, each bounded by the hook timeout. Dropping the
+    /// runner instead lets them finish on their own.
+    pub(crate) async fn close(self) {
+        if let Some((requests, task)) = self.runner {
+            drop(requests);
+            let _ = task.await;
+        }
     }
 }
 

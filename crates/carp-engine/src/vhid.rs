@@ -450,9 +450,8 @@ impl Task {
         }
         // The exit hook runs after the hook running now, each bounded by
         // the hook timeout; without one, a running hook finishes on its own.
-        let hooks = self.hooks.close();
         if exit_hook {
-            let _ = hooks.await;
+            self.hooks.close().await;
         }
     }
 
