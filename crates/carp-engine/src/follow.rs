@@ -131,6 +131,23 @@ impl Follow {
     }
 }
 
+/// The next event, or `None` once `cancel` fires or the stream ends (which
+/// is logged: `what` is no longer followed).
+async fn next_event<T>(
+    events: &mut mpsc::Receiver<T>,
+    cancel: &CancellationToken,
+    what: &str,
+) -> Option<T> {
+    let ev = tokio::select! {
+        _ = cancel.cancelled() => return None,
+        ev = events.recv() => ev,
+    };
+    if ev.is_none() {
+        tracing::warn!("event stream ended; {what} are no longer followed");
+    }
+    ev
+}
+
 /// Hand link changes to the trackers and the VHIDs on that link; note a
 /// deleted link's VHIDs, and a new link while VHIDs wait.
 pub(crate) async fn watch_links(
@@ -139,15 +156,7 @@ pub(crate) async fn watch_links(
     tracking: Arc<Tracking>,
     cancel: CancellationToken,
 ) {
-    loop {
-        let ev = tokio::select! {
-            _ = cancel.cancelled() => return,
-            ev = events.recv() => ev,
-        };
-        let Some(ev) = ev else {
-            tracing::warn!("link event stream ended; link state changes are no longer followed");
-            return;
-        };
+    while let Some(ev) = next_event(&mut events, &cancel, "link state changes").await {
         tracking.link_event(ev);
         let table = rx::current(&follow.demux);
         let mut known = false;
@@ -173,15 +182,7 @@ pub(crate) async fn watch_addresses(
     follow: Arc<Follow>,
     cancel: CancellationToken,
 ) {
-    loop {
-        let ev = tokio::select! {
-            _ = cancel.cancelled() => return,
-            ev = events.recv() => ev,
-        };
-        let Some(ev) = ev else {
-            tracing::warn!("address event stream ended; address changes are no longer followed");
-            return;
-        };
+    while let Some(ev) = next_event(&mut events, &cancel, "address changes").await {
         let routes = follow.routes();
         let owners = match ev {
             AddressEvent::Added { addr, .. } | AddressEvent::Removed { addr, .. } => {

@@ -40,8 +40,8 @@ pub const MAX_NAME_LEN: usize = 15;
 /// the surplus dropped (the next event for the same link carries the state).
 const LINK_EVENT_QUEUE: usize = 256;
 
-/// Receive buffer requested for the link event socket.
-const LINK_EVENT_RCVBUF: usize = 1 << 20;
+/// Receive buffer requested for the link and address event sockets.
+const EVENT_SOCKET_RCVBUF: usize = 1 << 20;
 
 /// Requests on the address/link socket waiting for their answer at once.
 /// Hundreds of VHIDs starting together each remove or add addresses; unbounded,
@@ -481,6 +481,37 @@ pub fn validate_label(interface: &str, label: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// A multicast rtnetlink socket: the connection to drive, a handle for
+/// requests on it, and the notifications of the groups it joined.
+type EventSocket = (
+    rtnetlink::proto::Connection<RouteNetlinkMessage>,
+    Handle,
+    futures::channel::mpsc::UnboundedReceiver<(
+        NetlinkMessage<RouteNetlinkMessage>,
+        rtnetlink::sys::SocketAddr,
+    )>,
+);
+
+/// Open a netlink socket that joins `groups`; `what` names its events
+/// ("link", "address") in the error and the log.
+fn open_event_socket(groups: &[MulticastGroup], what: &str) -> Result<EventSocket, Error> {
+    let (mut conn, handle, messages) =
+        rtnetlink::new_multicast_connection(groups).map_err(|source| Error::Io {
+            context: format!("opening rtnetlink {what} event socket"),
+            source,
+        })?;
+    // Room for bursts (many links or addresses changing at once) before the
+    // kernel has to drop notifications; capped by net.core.rmem_max.
+    if let Err(e) = conn
+        .socket_mut()
+        .socket_mut()
+        .set_rx_buf_sz(EVENT_SOCKET_RCVBUF)
+    {
+        tracing::debug!(error = %e, "enlarging the {what} event socket buffer");
+    }
+    Ok((conn, handle, messages))
+}
+
 /// Subscribe to link up/down events (RTNLGRP_LINK) on a separate netlink
 /// socket; events arrive on the returned channel until it is dropped.
 ///
@@ -489,22 +520,7 @@ pub fn validate_label(interface: &str, label: &str) -> Result<(), Error> {
 /// drops notifications (socket buffer overrun), all links are re-read and
 /// any change missed meanwhile is delivered.
 pub async fn watch_links() -> Result<mpsc::Receiver<LinkEvent>, Error> {
-    let (mut conn, handle, mut messages) =
-        rtnetlink::new_multicast_connection(&[MulticastGroup::Link]).map_err(|source| {
-            Error::Io {
-                context: "opening rtnetlink link event socket".into(),
-                source,
-            }
-        })?;
-    // Room for bursts (many links changing at once) before the kernel has to
-    // drop notifications; capped by net.core.rmem_max.
-    if let Err(e) = conn
-        .socket_mut()
-        .socket_mut()
-        .set_rx_buf_sz(LINK_EVENT_RCVBUF)
-    {
-        tracing::debug!(error = %e, "enlarging the link event socket buffer");
-    }
+    let (conn, handle, mut messages) = open_event_socket(&[MulticastGroup::Link], "link")?;
     let (tx, rx) = mpsc::channel(LINK_EVENT_QUEUE);
     tokio::spawn(async move {
         // The connection is driven here rather than in its own task so that
@@ -649,21 +665,10 @@ fn link_event(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<LinkEvent> {
 /// on a separate netlink socket; events arrive on the returned channel until
 /// it is dropped. carpd's own adds and removes are reported too.
 pub async fn watch_addresses() -> Result<mpsc::Receiver<AddressEvent>, Error> {
-    let (mut conn, _handle, mut messages) = rtnetlink::new_multicast_connection(&[
-        MulticastGroup::Ipv4Ifaddr,
-        MulticastGroup::Ipv6Ifaddr,
-    ])
-    .map_err(|source| Error::Io {
-        context: "opening rtnetlink address event socket".into(),
-        source,
-    })?;
-    if let Err(e) = conn
-        .socket_mut()
-        .socket_mut()
-        .set_rx_buf_sz(LINK_EVENT_RCVBUF)
-    {
-        tracing::debug!(error = %e, "enlarging the address event socket buffer");
-    }
+    let (conn, _handle, mut messages) = open_event_socket(
+        &[MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr],
+        "address",
+    )?;
     let (tx, rx) = mpsc::channel(ADDRESS_EVENT_QUEUE);
     tokio::spawn(async move {
         let mut conn = pin!(conn);

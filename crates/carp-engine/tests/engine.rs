@@ -12,10 +12,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use carp_engine::{
-    EngineSpec, Error, HookSpec, InterfaceSpec, VhidKey, VhidSpec, VhidStatus, VirtualAddr,
-};
-use carp_proto::packet::GROUP_V4;
+use carp_engine::{EngineSpec, Error, InterfaceSpec, VhidKey, VhidSpec, VhidStatus, VirtualAddr};
 use carp_proto::{Advert, Authenticator, HmacMode, State};
 
 mod common;
@@ -158,27 +155,8 @@ fn v4(s: &str) -> VirtualAddr {
 
 fn vhid_spec(vhid: u8, advskew: u8, addresses: Vec<VirtualAddr>) -> VhidSpec {
     VhidSpec {
-        vhid,
-        addresses,
-        label: None,
-        key: KEY.to_vec(),
-        auth: HmacMode::Bsd,
-        demote_style: Default::default(),
-        advbase: 1,
         advskew,
-        dead_ratio: 3,
-        preempt: false,
-        preempt_delay: std::time::Duration::ZERO,
-        announce_interval: None,
-        source: None,
-        group_v4: GROUP_V4,
-        broadcast: false,
-        manage_addresses: true,
-        replay_protection: false,
-        hooks: HookSpec::default(),
-        groups: Vec::new(),
-        share: None,
-        transport: Default::default(),
+        ..VhidSpec::new(vhid, addresses, KEY.to_vec(), HmacMode::Bsd)
     }
 }
 

@@ -8,11 +8,11 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use carpd_testbed::{Cluster, Config, Lan, master_down, wait_until};
+use carpd_testbed::{Cluster, Config, Lan, client, master_down, text, try_status, wait_until};
 use serde_json::Value;
 
 const POLL: Duration = Duration::from_millis(50);
@@ -30,25 +30,8 @@ fn config(advskew: u8) -> Config {
         .vhid("eth0", 1, &[vip(1)])
 }
 
-fn client(args: &[&str]) -> Output {
-    Command::new(carpd_testbed::carpd_exe())
-        .args(args)
-        .output()
-        .expect("run carpd client")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn sock(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn try_status(socket: &Path) -> Option<Value> {
-    let o = client(&["status", "--json", "--socket", sock(socket)]);
-    o.status.success().then_some(())?;
-    serde_json::from_slice(&o.stdout).ok()
 }
 
 fn vhid1(status: &Value) -> Value {

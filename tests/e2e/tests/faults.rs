@@ -76,21 +76,7 @@ fn partition_then_heal_one_master_and_garp() {
     isolate(&c, 1);
     c.wait_owners(VIP, &[0, 1], master_down(3, 100) + 2 * MARGIN);
 
-    let tcpdump = Daemon::spawn(
-        c.host(2),
-        "tcpdump",
-        c.dir.path(),
-        "tcpdump",
-        &["-l", "-n", "-i", "eth0", "arp"],
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-            tcpdump.log().contains("listening on")
-        })
-        .is_some(),
-        "tcpdump did not start: {}",
-        tcpdump.log()
-    );
+    let tcpdump = Daemon::tcpdump_lines(c.host(2), c.dir.path(), "arp");
     let before = garps(&tcpdump.log(), VIP);
     let healed = Instant::now();
     heal(&c, 1);

@@ -9,15 +9,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::mpsc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use carpd_testbed::{Cluster, Config, Netns, wait_until};
+use carpd_testbed::{Cluster, Config, Netns, http_get, sample, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -178,30 +177,6 @@ fn dropped(status: &Value) -> u64 {
         .expect("log_lines_dropped in status")
 }
 
-/// `GET /metrics` from inside `ns` (a thread that joins the namespace).
-fn scrape(ns: &Netns) -> String {
-    let netns = format!("/run/netns/{}", ns.name());
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&netns).expect("open netns");
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let mut s = TcpStream::connect(("127.0.0.1", METRICS_PORT)).expect("connect to metrics");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("read response");
-        out
-    })
-    .join()
-    .expect("scrape thread")
-}
-
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[test]
 fn a_stalled_log_reader_does_not_stop_the_master() {
     let mut c = Cluster::new(2, LINKS);
@@ -297,7 +272,7 @@ fn a_stalled_log_reader_does_not_stop_the_master() {
 
     // The count grew during the stall and is exported.
     assert!(dropped(&a_after) > dropped(full.as_ref().unwrap()));
-    let m = scrape(c.host(0));
+    let m = http_get(c.host(0), METRICS_PORT, "/metrics");
     let exported = sample(&m, "carpd_log_lines_dropped_total").expect("series in scrape");
     assert!(exported >= 1.0, "carpd_log_lines_dropped_total {exported}");
 

@@ -8,12 +8,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use carpd_testbed::{Cluster, Config, Daemon, Netns, try_in_netns, wait_until};
+use carpd_testbed::{Cluster, Config, Daemon, Netns, try_http_get, wait_until};
 
 const RULES: &str = "carpd.rules.yml";
 const RULE_TESTS: &str = "carpd.rules.test.yml";
@@ -81,15 +79,7 @@ fn served_names(exposition: &str) -> BTreeSet<String> {
 
 /// `GET /metrics` from inside `ns`; `None` while nothing listens yet.
 fn scrape(ns: &Netns) -> Option<String> {
-    try_in_netns(ns, || {
-        let mut s = TcpStream::connect(("127.0.0.1", METRICS_PORT))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })
-    .ok()
+    try_http_get(ns, METRICS_PORT, "/metrics").ok()
 }
 
 #[test]

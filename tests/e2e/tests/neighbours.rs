@@ -201,21 +201,7 @@ fn announce_interval_repeats_the_masters_announcement() {
     // past the takeover's two announcements (at once and after two
     // advertisements)
     std::thread::sleep(Duration::from_secs(4));
-    let tcpdump = Daemon::spawn(
-        c.host(1),
-        "tcpdump",
-        c.dir.path(),
-        "tcpdump",
-        &["-l", "-n", "-i", "eth0", "arp or icmp6"],
-    );
-    assert!(
-        wait_until(Duration::from_secs(5), POLL, || tcpdump
-            .log()
-            .contains("listening"))
-        .is_some(),
-        "tcpdump did not start: {}",
-        tcpdump.log()
-    );
+    let tcpdump = Daemon::tcpdump_lines(c.host(1), c.dir.path(), "arp or icmp6");
     std::thread::sleep(Duration::from_millis(4500));
     let log = tcpdump.log();
     let garps = log

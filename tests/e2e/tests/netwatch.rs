@@ -85,35 +85,6 @@ fn delete_eth0(lan: &Lan, i: usize) {
     lan.hosts[i].ip(&["link", "del", "eth0"]);
 }
 
-/// Recreate host `i`'s `eth0` as `Lan` built it: same name, same bridge,
-/// same address.
-fn recreate_eth0(lan: &Lan, i: usize) {
-    let port = Lan::port_name(i, 0);
-    lan.switch.ip(&[
-        "link",
-        "add",
-        &port,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        lan.hosts[i].name(),
-    ]);
-    lan.switch
-        .ip(&["link", "set", &port, "master", "br0", "up"]);
-    let host = &lan.hosts[i];
-    host.ip(&[
-        "addr",
-        "add",
-        &format!("{}/24", Lan::host_addr(i, 0)),
-        "dev",
-        "eth0",
-    ]);
-    host.ip(&["link", "set", "eth0", "up"]);
-}
-
 /// The interface stacked on `eth0` that the VLAN test runs on.
 const STACKED: &str = "eth0.10";
 
@@ -192,7 +163,7 @@ fn master_interface_recreated_is_used_again() {
         "{waiting}"
     );
     sleep(Duration::from_secs(1));
-    recreate_eth0(&c.lan, 0);
+    c.lan.wire(0, 0);
     // back as BACKUP, then it preempts the worse master
     c.wait_owners(
         VIP,
@@ -212,7 +183,7 @@ fn backup_interface_recreated_is_used_again() {
     delete_eth0(&c.lan, 1);
     wait_for(&mut c, 1, "INIT", MARGIN);
     sleep(Duration::from_secs(1));
-    recreate_eth0(&c.lan, 1);
+    c.lan.wire(1, 0);
     wait_for(
         &mut c,
         1,

@@ -6,13 +6,13 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use carpd_testbed::{Cluster, Config, Daemon, Netns, adv_interval, master_down, wait_until};
+use carpd_testbed::{
+    Cluster, Config, Daemon, adv_interval, client, http_get, master_down, sample, text, try_status,
+    wait_until,
+};
 use serde_json::Value;
 
 const VIP: &str = "10.99.0.100";
@@ -30,31 +30,11 @@ fn config(advskew: u8) -> Config {
         .vhid("eth0", 1, &[vip(0)])
 }
 
-fn client(args: &[&str]) -> Output {
-    Command::new(carpd_testbed::carpd_exe())
-        .args(args)
-        .output()
-        .expect("run carpd client")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// `carpd status --json`, parsed.
 fn status(socket: &Path) -> Value {
     let o = client(&["status", "--json", "--socket", socket.to_str().unwrap()]);
     assert!(o.status.success(), "status failed: {}", text(&o.stderr));
     serde_json::from_slice(&o.stdout).expect("status --json is JSON")
-}
-
-/// Like [`status`], `None` while the daemon does not answer yet.
-fn try_status(socket: &Path) -> Option<Value> {
-    let o = client(&["status", "--json", "--socket", socket.to_str()?]);
-    if !o.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&o.stdout).ok()
 }
 
 fn vhid(status: &Value, vhid: u64) -> &Value {
@@ -81,30 +61,6 @@ fn wait_state(socket: &Path, id: u64, want: &str, timeout: Duration) {
         ok.is_some(),
         "vhid {id}: state {last:?} after {timeout:?}, expected {want}"
     );
-}
-
-/// `GET <path>` from inside `ns` (a thread that joins the namespace).
-fn http_get(ns: &Netns, port: u16, path: &str) -> String {
-    let netns = format!("/run/netns/{}", ns.name());
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&netns).expect("open netns");
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(request.as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("read response");
-        out
-    })
-    .join()
-    .expect("http thread")
-}
-
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[test]

@@ -14,13 +14,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use carpd_testbed::{Cluster, Daemon, Netns, carpd_exe, in_netns, wait_until};
+use carpd_testbed::{Cluster, Daemon, Netns, carpd_exe, http_get, wait_until};
 
 const VIP: &str = "10.99.0.107";
 const VHID: u8 = 7;
@@ -126,19 +124,6 @@ fn write_hook(dir: &Path, kind: &str) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// `GET /metrics` from inside `ns`.
-fn metrics(ns: &Netns) -> String {
-    in_netns(ns, || {
-        let mut s = TcpStream::connect(("127.0.0.1", METRICS_PORT)).expect("connect to metrics");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("read response");
-        out
-    })
-}
-
 fn sysctl(ns: &Netns, path: &str) -> String {
     ns.exec(&["cat", &format!("/proc/sys/net/{path}")])
         .trim()
@@ -226,7 +211,7 @@ fn run_restricted(proc_sys: ProcSys) -> (String, String) {
     // the control socket answers, and so do the metrics
     let status = a.status();
     assert_eq!(status["vhids"][0]["state"], "MASTER", "{status}");
-    let m = metrics(c.host(0));
+    let m = http_get(c.host(0), METRICS_PORT, "/metrics");
     assert!(m.contains("carpd_"), "{m}");
 
     // the tracker fails: the peer takes over, and gives it back once the

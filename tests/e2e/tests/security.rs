@@ -6,15 +6,15 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use carpd_testbed::{Cluster, Config, Daemon, Netns, wait_until};
+use carpd_testbed::{
+    Cluster, Config, Daemon, Netns, client, http_get, sample, text, try_status, wait_until,
+};
 use serde_json::Value;
 
 const VIP: &str = "10.99.0.100";
@@ -24,18 +24,6 @@ const POLL: Duration = Duration::from_millis(50);
 /// Generous: start-up and elections on a busy 2-core machine.
 const SETTLE: Duration = Duration::from_secs(20);
 const NOBODY: u32 = 65534;
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// `carpd <args>` as root.
-fn client(args: &[&str]) -> Output {
-    Command::new(carpd_testbed::carpd_exe())
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 /// `carpd <args>` as uid 65534 (nobody) with only group `gid`.
 fn client_as_nobody(gid: u32, args: &[&str]) -> Output {
@@ -48,8 +36,7 @@ fn client_as_nobody(gid: u32, args: &[&str]) -> Output {
 }
 
 fn state(socket: &Path) -> Option<String> {
-    let o = client(&["status", "--json", "--socket", socket.to_str()?]);
-    let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+    let v = try_status(socket)?;
     Some(v["vhids"][0]["state"].as_str()?.to_string())
 }
 
@@ -60,26 +47,7 @@ fn wait_state(socket: &Path, want: &str) {
 
 /// `GET /metrics` on port 9750 from inside `ns`.
 fn scrape(ns: &Netns) -> String {
-    let netns = format!("/run/netns/{}", ns.name());
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&netns).unwrap();
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let mut s = TcpStream::connect(("127.0.0.1", 9750)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    })
-    .join()
-    .unwrap()
-}
-
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    http_get(ns, 9750, "/metrics")
 }
 
 /// Starts carpd with `toml` on host `i` of `c`, logging at debug level.

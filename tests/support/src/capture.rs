@@ -30,17 +30,29 @@ impl Daemon {
             pcap.to_str().expect("utf-8 path"),
             filter,
         ];
+        (Daemon::tcpdump(ns, dir, &args), pcap)
+    }
+
+    /// Starts tcpdump printing what `filter` matches on `eth0` of `ns`, one
+    /// line per packet, to its log ([`Daemon::log`]), and waits until it
+    /// listens.
+    pub fn tcpdump_lines(ns: &Netns, dir: &Path, filter: &str) -> Daemon {
+        Daemon::tcpdump(ns, dir, &["-l", "-n", "-i", "eth0", filter])
+    }
+
+    /// Starts `tcpdump <args>` in `ns` and waits until it listens.
+    fn tcpdump(ns: &Netns, dir: &Path, args: &[&str]) -> Daemon {
         require_tool("tcpdump");
-        let tcpdump = Daemon::spawn(ns, "tcpdump", dir, "tcpdump", &args);
+        let tcpdump = Daemon::spawn(ns, "tcpdump", dir, "tcpdump", args);
         assert!(
-            wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
                 tcpdump.log().contains("listening")
             })
             .is_some(),
             "tcpdump did not start: {}",
             tcpdump.log()
         );
-        (tcpdump, pcap)
+        tcpdump
     }
 }
 

@@ -42,32 +42,9 @@ impl Lan {
             ])?;
             lan.switch.try_ip(&["link", "set", &br, "up"])?;
         }
-        for (i, host) in lan.hosts.iter().enumerate() {
+        for i in 0..lan.hosts.len() {
             for k in 0..links {
-                let port = Lan::port_name(i, k);
-                let dev = format!("eth{k}");
-                lan.switch.try_ip(&[
-                    "link",
-                    "add",
-                    &port,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &dev,
-                    "netns",
-                    host.name(),
-                ])?;
-                lan.switch
-                    .try_ip(&["link", "set", &port, "master", &format!("br{k}"), "up"])?;
-                host.try_ip(&[
-                    "addr",
-                    "add",
-                    &format!("{}/24", Lan::host_addr(i, k)),
-                    "dev",
-                    &dev,
-                ])?;
-                host.try_ip(&["link", "set", &dev, "up"])?;
+                lan.try_wire(i, k)?;
             }
         }
         for host in &lan.hosts {
@@ -98,6 +75,44 @@ impl Lan {
     /// [`Lan::try_new`], failing the test on error.
     pub fn new(hosts: usize, links: usize) -> Lan {
         Lan::try_new(hosts, links).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Wires host `host` to bridge `br<link>`: a veth pair from switch port
+    /// `h<host>l<link>` to the host's `eth<link>`, which gets its address
+    /// and is set up (it may still be coming up on return).
+    pub fn try_wire(&self, host: usize, link: usize) -> Result<(), Error> {
+        let port = Lan::port_name(host, link);
+        let dev = format!("eth{link}");
+        let ns = &self.hosts[host];
+        self.switch.try_ip(&[
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &dev,
+            "netns",
+            ns.name(),
+        ])?;
+        self.switch
+            .try_ip(&["link", "set", &port, "master", &format!("br{link}"), "up"])?;
+        ns.try_ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", Lan::host_addr(host, link)),
+            "dev",
+            &dev,
+        ])?;
+        ns.try_ip(&["link", "set", &dev, "up"])?;
+        Ok(())
+    }
+
+    /// [`Lan::try_wire`], failing the test on error: rewires a host whose
+    /// `eth<link>` was deleted as the LAN first built it.
+    pub fn wire(&self, host: usize, link: usize) {
+        self.try_wire(host, link).unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub fn host_addr(host: usize, link: usize) -> String {

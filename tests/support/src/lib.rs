@@ -9,10 +9,12 @@
 //! benchmark); the others fail the calling test.
 
 pub mod capture;
+pub mod client;
 pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod daemon;
+pub mod http;
 pub mod inject;
 pub mod lan;
 pub mod netns;
@@ -21,10 +23,12 @@ pub mod timing;
 pub mod watch;
 
 pub use capture::{Captured, Sniffer, gaps};
+pub use client::{client, text, try_status};
 pub use cluster::Cluster;
 pub use command::{check_tool, require_tool, run, try_run, wait_until};
 pub use config::{Config, InterfaceConfig, VhidConfig};
 pub use daemon::{Daemon, carpd_exe, cpu_time, interface_drops, transitions, vhid_drops};
+pub use http::{http_get, sample, try_http_get};
 pub use inject::{Claimer, Injector, ipv4_packet, signed_advert};
 pub use lan::Lan;
 pub use netns::{Netns, in_netns, owners, try_in_netns};

@@ -19,12 +19,7 @@ impl Validator<'_> {
     ) -> Result<InterfaceSpec, Error> {
         let name = raw.name.get_ref().clone();
         let ctx = format!("interface \"{name}\"");
-        let mut level = self.level(raw.common(), &ctx)?;
-        level.source = raw
-            .source
-            .as_ref()
-            .map(|s| self.source(s, &ctx))
-            .transpose()?;
+        let mut level = self.level_with_source(raw.common(), raw.source.as_ref(), &ctx)?;
         level.ignore_link_state = raw.ignore_link_state;
         let level = top.overlay(&level);
 

@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use carp_engine::{EngineSpec, VhidKey};
 use toml::Spanned;
 
-use super::cascade::{At, Secret};
+use super::cascade::{At, Level, Secret};
 use super::diag::Diagnostics;
-use super::schema::RawFile;
+use super::schema::{Common, RawFile};
 use crate::error::Error;
 
 /// The longest path a Unix socket address holds (`sun_path` less the NUL).
@@ -178,6 +178,19 @@ impl Validator<'_> {
             Ok(a) => Ok(IpAddr::V4(a)),
             Err(_) => Err(at.err(format!("{:?} is not an IPv4 address", s.get_ref()))),
         }
+    }
+
+    /// The cascading settings of an interface or VHID table, which may
+    /// also set `source`.
+    pub(super) fn level_with_source(
+        &mut self,
+        common: Common<'_>,
+        source: Option<&Spanned<String>>,
+        ctx: &str,
+    ) -> Result<Level, Error> {
+        let mut level = self.level(common, ctx)?;
+        level.source = source.map(|s| self.source(s, ctx)).transpose()?;
+        Ok(level)
     }
 
     fn control_socket(&self, s: &Spanned<String>) -> Result<PathBuf, Error> {

@@ -30,12 +30,7 @@ impl Validator<'_> {
         table: &Range<usize>,
     ) -> Result<VhidSpec, Error> {
         let ctx = format!("interface \"{ifname}\" vhid {id}");
-        let mut level = self.level(raw.common(), &ctx)?;
-        level.source = raw
-            .source
-            .as_ref()
-            .map(|s| self.source(s, &ctx))
-            .transpose()?;
+        let level = self.level_with_source(raw.common(), raw.source.as_ref(), &ctx)?;
         let l = inherited.overlay(&level);
 
         let addresses = self.addresses(raw.addresses.as_ref(), table, &ctx)?;
