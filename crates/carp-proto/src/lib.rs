@@ -5,7 +5,7 @@
 //!   receive-side checks that decide whether bytes are a CARP advertisement.
 //! * [`auth`]: the HMAC-SHA1 variants spoken by UCARP and the BSD kernels.
 //! * [`machine`]: the INIT/BACKUP/MASTER state machine of one VHID, driven
-//!   by the caller's clock.
+//!   by the caller's clock, with CARP's or VRRP's rules.
 //! * [`vrrp`]: the VRRPv3 (RFC 9568) and VRRPv2 (RFC 3768) advertisement,
 //!   its checksums and receive-side checks.
 //! * [`replay`]: opt-in replay protection for peers whose counters increase.
@@ -22,8 +22,8 @@ pub mod vrrp;
 
 pub use auth::{AuthError, Authenticator, HmacMode};
 pub use machine::{
-    Action, AdvertGrid, Machine, MachineConfig, Reason, SendAdvert, State, SteadyAdverts,
-    SteadySchedule,
+    Action, AdvertGrid, CarpRules, Machine, MachineConfig, Reason, Rules, SendAdvert, State,
+    SteadyAdverts, SteadySchedule, VrrpRules,
 };
 pub use packet::{Advert, DropReason};
 pub use timing::Timing;

@@ -5,7 +5,7 @@
 //! deadline ([`Machine::poll_timeout`]). The caller calls
 //! [`Machine::handle_timeout`] once that deadline has passed.
 //!
-//! # Rules
+//! # Rules (CARP)
 //!
 //! "Priority" is the pair (demotion, advertisement interval), compared in
 //! that order; lower is better. Ours is built from [`Machine::demote`] and
@@ -46,6 +46,32 @@
 //! * [`Machine::shutdown`]: a MASTER sends a bow-out and removes its
 //!   addresses; the machine stays in INIT for good.
 //!
+//! # VRRP
+//!
+//! A VHID whose [`Rules`] are [`Rules::Vrrp`] keeps the states and the
+//! takeover/announce/link/step-down/shutdown steps above, with VRRP's
+//! decisions (RFC 9568 6.4, RFC 3768 6.4) in place of CARP's:
+//!
+//! * priority: the configured one less the demotion in effect, never below
+//!   1; higher is better. 255 (undemoted) is the address owner: link up
+//!   takes INIT -> MASTER at once ([`Reason::Owner`]).
+//! * a BACKUP waits `3 * Active_Adver_Interval + Skew_Time`, Skew_Time =
+//!   `((256 - priority) * Active_Adver_Interval) / 256` (VRRPv2: `(256 -
+//!   priority) / 256` s, with our own interval). VRRPv3's
+//!   Active_Adver_Interval is the one the master advertises, learned from
+//!   each advertisement the BACKUP accepts; ours until then.
+//! * BACKUP, on an advertisement: priority 0: the timer is set to Skew_Time,
+//!   then MASTER ([`Reason::PeerBowedOut`]); preemption on (not held by a
+//!   step-down) and a lower priority than ours: discarded, so the running
+//!   timer makes us MASTER ([`Reason::Preempt`]); otherwise the timer
+//!   restarts.
+//! * MASTER, on an advertisement: priority 0: advertise at once and restart
+//!   the schedule; a higher priority, or an equal one from a higher
+//!   primary address (unsigned, network byte order): BACKUP
+//!   ([`Reason::PeerPreferred`], [`Reason::PeerWinsTie`]), no last
+//!   advertisement; a lower one: answered as CARP answers a worse master.
+//! * leaving sends priority 0 instead of CARP's bow-out.
+//!
 //! # Equal priority: UCARP's tie-break
 //!
 //! The BSD kernels let a MASTER yield to any peer with the same demotion and
@@ -73,7 +99,9 @@
 //!
 //! # Files
 //!
-//! The inputs and the rules above are here; the static parameters are in
+//! The inputs and the states' steps are here; what depends on the protocol
+//! (who wins, how long a BACKUP waits, what is advertised) is in `rules`
+//! (`rules/carp.rs`, `rules/vrrp_rules.rs`); the static parameters are in
 //! `config`, each state's own data in `state`, the advertisement schedule
 //! and grid in `schedule`, what to send, how it is signed and what failed
 //! sends do in `send`, and what a driver may do in the machine's place in
@@ -97,10 +125,10 @@ mod state;
 pub use config::MachineConfig;
 pub use offload::SteadyAdverts;
 pub use rules::{CarpRules, DemoteStyle, Rules, VrrpRules};
-pub use schedule::{AdvertGrid, SteadySchedule};
-pub use send::{SendAdvert, SendCarp, SendVrrp};
 use rules::{Heard, InBackup, InMaster, Ours};
+pub use schedule::{AdvertGrid, SteadySchedule};
 use send::SendHealth;
+pub use send::{SendAdvert, SendCarp, SendVrrp};
 use state::{Backup, Init, Master, Phase, Wait};
 
 /// Periodic advertisements after a takeover before the announcement is

@@ -15,9 +15,9 @@ use crate::vrrp;
 mod carp;
 mod vrrp_rules;
 
-pub use carp::{CarpRules, DemoteStyle};
 #[cfg(test)]
 pub(super) use carp::tie_rank;
+pub use carp::{CarpRules, DemoteStyle};
 pub use vrrp_rules::VrrpRules;
 
 /// The protocol of one VHID, with its parameters.
@@ -99,8 +99,8 @@ impl Rules {
             Rules::Vrrp(r) => {
                 let nanos = r.interval().as_nanos();
                 let secs = u8::try_from(nanos / 1_000_000_000).unwrap_or(u8::MAX);
-                let skew = u8::try_from((nanos % 1_000_000_000) * 256 / 1_000_000_000)
-                    .unwrap_or(u8::MAX);
+                let skew =
+                    u8::try_from((nanos % 1_000_000_000) * 256 / 1_000_000_000).unwrap_or(u8::MAX);
                 Timing::new(secs, skew)
             }
         }
@@ -183,12 +183,7 @@ impl Rules {
 
     /// What `heard` from `src` does to a MASTER; `None` if it is of the
     /// other protocol.
-    pub(super) fn in_master(
-        &self,
-        ours: &Ours,
-        src: IpAddr,
-        heard: Heard<'_>,
-    ) -> Option<InMaster> {
+    pub(super) fn in_master(&self, ours: &Ours, src: IpAddr, heard: Heard<'_>) -> Option<InMaster> {
         match (self, heard) {
             (Rules::Carp(r), Heard::Carp(a)) => Some(r.in_master(ours, src, a)),
             (Rules::Vrrp(r), Heard::Vrrp(a)) => Some(r.in_master(ours, src, a)),
