@@ -246,8 +246,14 @@ fn reload_keeps_unchanged_vhids_and_refuses_a_broken_file() {
         "{err}"
     );
     assert!(c.node(0).is_running());
+    // Log lines are written by a thread of their own, a moment after the
+    // answer may have gone out.
     assert!(
-        c.node(0).log().contains("reload refused"),
+        wait_until(Duration::from_secs(5), POLL, || c
+            .node(0)
+            .log()
+            .contains("reload refused"))
+        .is_some(),
         "{}",
         c.node(0).log()
     );

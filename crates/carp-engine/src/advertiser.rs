@@ -25,9 +25,9 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::{sleep_until_opt, std_now};
 use crate::socket::{Dest, Sockets, V4Message, V4Socket};
 use crate::stats::{Lateness, VhidStats};
-use crate::vhid::{sleep_until_opt, std_now};
 
 /// How early the advertiser wakes for the next grid instant: tokio's timer
 /// ticks in whole milliseconds and rounds deadlines up, so it wakes late,

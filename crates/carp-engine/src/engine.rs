@@ -17,7 +17,7 @@ use crate::netlink::{self, LinkEvent, Netlink};
 use crate::rx::{self, Demux, SharedDemux};
 use crate::share;
 use crate::socket::{BroadcastSocket, Sockets, V4Socket, V6Socket};
-use crate::spec::{EngineSpec, VhidFilter, VhidKey, VhidSpec, VirtualAddr};
+use crate::spec::{EngineSpec, VhidFilter, VhidKey, VirtualAddr};
 use crate::stats::{DropCounters, Lateness, LatenessSummary};
 use crate::track::{self, TrackerStatus, Tracking};
 use crate::vhid::{self, Command, Effects, VhidHandle, VhidParams};
@@ -55,6 +55,13 @@ struct Running {
     tracking: Arc<Tracking>,
 }
 
+/// Drop counts by reason.
+pub type DropCounts = BTreeMap<&'static str, u64>;
+
+/// Drops that belong to no known VHID: counts by interface name (`"*"`:
+/// interfaces without VHIDs).
+pub type InterfaceDrops = BTreeMap<String, DropCounts>;
+
 /// What a reload did, by VHID.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadReport {
@@ -91,7 +98,7 @@ pub struct VhidStatus {
     pub adverts_sent: u64,
     pub adverts_received: u64,
     /// Drops by reason name ([`carp_proto::DropReason::as_str`]).
-    pub drops: BTreeMap<&'static str, u64>,
+    pub drops: DropCounts,
 }
 
 /// A VHID checked against the system, ready to start.
@@ -168,8 +175,7 @@ async fn prepare(netlink: &Netlink, spec: &EngineSpec) -> Result<Vec<Prepared>, 
                         e.insert(netlink.local_addresses(link.index).await?)
                     }
                 };
-                v.advskew = share_skew(&v, &iface.name, locals)?;
-                v.preempt = true;
+                share::take_rank(&mut v, &iface.name, locals)?;
             }
             let vmac = v.transport.virtual_mac.then(|| vmac::Child {
                 name: vmac::child_name(&iface.name, v.vhid),
@@ -193,34 +199,6 @@ async fn prepare(netlink: &Netlink, spec: &EngineSpec) -> Result<Vec<Prepared>, 
         }
     }
     Ok(out)
-}
-
-/// A load-shared VHID's advskew: that of this node's rank in its order.
-fn share_skew(v: &VhidSpec, interface: &str, locals: &[IpAddr]) -> Result<u8, Error> {
-    let Some(share) = &v.share else {
-        return Ok(v.advskew);
-    };
-    let hits: Vec<IpAddr> = match share.this_node {
-        Some(n) => vec![n],
-        None => share
-            .order
-            .iter()
-            .filter(|n| locals.contains(n))
-            .copied()
-            .collect(),
-    };
-    let rank = match hits.as_slice() {
-        [me] => share.order.iter().position(|n| n == me),
-        _ => None,
-    };
-    let Some(rank) = rank else {
-        return Err(Error::LoadShareNode {
-            group: share.group.clone(),
-            interface: interface.to_string(),
-            found: hits.len(),
-        });
-    };
-    Ok(share::advskew_for_rank(rank, share.order.len()))
 }
 
 fn wanted_v4(params: &[&VhidParams]) -> BTreeSet<(u32, Ipv4Addr)> {
@@ -247,7 +225,8 @@ async fn stop(handles: Vec<VhidHandle>) {
     let bound = handles
         .iter()
         .filter(|h| h.params.spec.hooks.down_on_exit && h.params.spec.hooks.down.is_some())
-        .map(|h| h.params.spec.hooks.timeout + Duration::from_millis(500))
+        // the exit hook runs after the hook running then: two timeouts
+        .map(|h| h.params.spec.hooks.timeout * 2 + Duration::from_millis(500))
         .fold(STOP_BOUND, Duration::max);
     for h in &handles {
         h.cancel.cancel();
@@ -625,17 +604,15 @@ impl Engine {
             .collect()
     }
 
-    /// Every MASTER matching the filter steps down once.
-    pub async fn step_down(&self, filter: Option<&VhidKey>) -> Vec<VhidKey> {
+    /// Every MASTER matching `filter` steps down once: each matching VHID
+    /// and whether it was MASTER (and so stepped down).
+    pub async fn step_down(&self, filter: &VhidFilter) -> Vec<(VhidKey, bool)> {
         let r = self.running.lock().await;
         r.ask(
-            |h| filter.is_none_or(|f| *f == h.params.key),
+            |h| filter.matches(&h.params.key, &h.params.spec),
             Command::StepDown,
         )
         .await
-        .into_iter()
-        .filter_map(|(k, was_master)| was_master.then_some(k))
-        .collect()
     }
 
     /// Add `delta` (may be negative) to the operator demotion of the VHIDs
@@ -664,9 +641,9 @@ impl Engine {
 
     /// Drops that belong to no known VHID, by interface name (packets from
     /// interfaces without VHIDs under `"*"`) and reason.
-    pub async fn interface_drops(&self) -> BTreeMap<String, BTreeMap<&'static str, u64>> {
+    pub async fn interface_drops(&self) -> InterfaceDrops {
         let r = self.running.lock().await;
-        let mut out: BTreeMap<String, BTreeMap<&'static str, u64>> = r
+        let mut out: InterfaceDrops = r
             .interface_drops
             .iter()
             .map(|(n, c)| (n.clone(), c.snapshot()))

@@ -1,17 +1,30 @@
 //! Up/down hook commands, run asynchronously with a timeout so a slow or
 //! hanging script never delays advertisements.
+//!
+//! The hooks of one VHID run one after the other, in transition order, as
+//! ucarp runs its scripts: a down hook that ran while the up hook was still
+//! running would be undone by it (the up script adds the address after the
+//! down script removed it, and a BACKUP keeps it). A transition while a hook
+//! runs queues its hook; after the running one, only what the VHID's latest
+//! state needs runs ([`HookQueue`]). The queue runs in its own task
+//! ([`HookRunner`]), so the VHID's task never waits for a hook.
 
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use carp_proto::State;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::spec::HookSpec;
+use crate::stats::VhidStats;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookKind {
@@ -25,6 +38,181 @@ impl HookKind {
             HookKind::Up => "up",
             HookKind::Down => "down",
         }
+    }
+}
+
+/// A hook a transition asks for: its kind, and the state entered (for
+/// `CARP_STATE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HookRequest {
+    pub(crate) kind: HookKind,
+    pub(crate) state: State,
+}
+
+/// The order of one VHID's hooks: at most one runs at a time, and what a
+/// transition asks for while one runs waits. Of what waits, only the latest
+/// request counts, since it is the one the VHID's latest state needs; and
+/// it runs only if the last hook started is of the other kind. So the hook
+/// of the state the VHID ends in is the last to run (e.g. up running, then
+/// down and up asked for: the running up is all the MASTER needs).
+#[derive(Debug, Default)]
+pub(crate) struct HookQueue {
+    running: bool,
+    /// The kind of the hook started last (running or done).
+    last_started: Option<HookKind>,
+    waiting: Option<HookRequest>,
+}
+
+impl HookQueue {
+    /// A transition asks for `request`: the hook to start now, if none is
+    /// running (otherwise it waits).
+    pub(crate) fn push(&mut self, request: HookRequest) -> Option<HookRequest> {
+        if self.running {
+            self.waiting = Some(request);
+            return None;
+        }
+        Some(self.start(request))
+    }
+
+    /// The running hook ended: the hook to start next, if the latest state
+    /// needs one.
+    pub(crate) fn finished(&mut self) -> Option<HookRequest> {
+        self.running = false;
+        let next = self.waiting.take()?;
+        if self.last_started == Some(next.kind) {
+            return None;
+        }
+        Some(self.start(next))
+    }
+
+    fn start(&mut self, request: HookRequest) -> HookRequest {
+        self.running = true;
+        self.last_started = Some(request.kind);
+        request
+    }
+}
+
+/// Runs the hooks of one VHID in its own task, in the order of
+/// [`HookQueue`]. Each run is bounded by the hook timeout; one that times
+/// out is killed, then the queue goes on.
+#[derive(Debug)]
+pub(crate) struct HookRunner {
+    requests: mpsc::UnboundedSender<HookRequest>,
+    /// How many requests were made.
+    requested: u64,
+    task: JoinHandle<()>,
+}
+
+/// What a VHID's hooks are run with.
+#[derive(Debug)]
+pub(crate) struct HookContext {
+    pub(crate) spec: HookSpec,
+    pub(crate) interface: String,
+    pub(crate) vhid: u8,
+    pub(crate) addresses: Vec<IpAddr>,
+    /// Hook runs and failures are counted here.
+    pub(crate) stats: Arc<VhidStats>,
+}
+
+impl HookContext {
+    /// Start the hook `request` names, if one is configured.
+    fn spawn(&self, request: HookRequest) -> Option<JoinHandle<()>> {
+        let stats = Arc::clone(&self.stats);
+        let handle = spawn_hook(
+            &self.spec,
+            request.kind,
+            &self.interface,
+            self.vhid,
+            request.state,
+            &self.addresses,
+            move |outcome| {
+                if outcome != HookOutcome::Success {
+                    stats.hook_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+        )?;
+        self.stats.hook_runs.fetch_add(1, Ordering::Relaxed);
+        Some(handle)
+    }
+}
+
+impl HookRunner {
+    /// Start the runner task. Must be called inside a tokio runtime.
+    pub(crate) fn spawn(context: HookContext) -> HookRunner {
+        let (requests, received) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run_queue(received, move |r| context.spawn(r)));
+        HookRunner {
+            requests,
+            requested: 0,
+            task,
+        }
+    }
+
+    /// Queue the hook of a transition; returns at once.
+    pub(crate) fn request(&mut self, request: HookRequest) {
+        self.requested += 1;
+        // the runner only ends once this sender is dropped
+        let _ = self.requests.send(request);
+    }
+
+    /// How many hooks were asked for so far.
+    pub(crate) fn requested(&self) -> u64 {
+        self.requested
+    }
+
+    /// No more requests: the runner finishes the running hook and what
+    /// waits, each bounded by the hook timeout; awaiting the result waits
+    /// for that (dropping it lets them finish on their own).
+    pub(crate) fn close(self) -> JoinHandle<()> {
+        drop(self.requests);
+        self.task
+    }
+}
+
+/// Run the requests in the order of [`HookQueue`] until the sender is gone
+/// and nothing runs or waits. `spawn` starts a hook (`None`: none of that
+/// kind is configured, which counts as run at once).
+async fn run_queue(
+    mut requests: mpsc::UnboundedReceiver<HookRequest>,
+    spawn: impl Fn(HookRequest) -> Option<JoinHandle<()>>,
+) {
+    let mut queue = HookQueue::default();
+    let mut running: Option<JoinHandle<()>> = None;
+    let mut open = true;
+    loop {
+        let next = tokio::select! {
+            r = requests.recv(), if open => match r {
+                Some(request) => queue.push(request),
+                None => {
+                    open = false;
+                    None
+                }
+            },
+            () = until_done(&mut running), if running.is_some() => {
+                running = None;
+                queue.finished()
+            }
+            else => break,
+        };
+        let mut next = next;
+        while let Some(request) = next {
+            running = spawn(request);
+            if running.is_some() {
+                break;
+            }
+            next = queue.finished();
+        }
+    }
+}
+
+/// Until the running hook's task ends (never without one).
+async fn until_done(running: &mut Option<JoinHandle<()>>) {
+    match running {
+        // a hook task that panicked has ended too
+        Some(h) => {
+            let _ = h.await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -160,5 +348,146 @@ fn log_outcome(
         HookOutcome::SpawnError(e) => {
             tracing::warn!(%program, hook = kind, interface, vhid, error = %e, "hook could not be run");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    const UP: HookRequest = HookRequest {
+        kind: HookKind::Up,
+        state: State::Master,
+    };
+    const DOWN: HookRequest = HookRequest {
+        kind: HookKind::Down,
+        state: State::Backup,
+    };
+    const DOWN_INIT: HookRequest = HookRequest {
+        kind: HookKind::Down,
+        state: State::Init,
+    };
+
+    #[test]
+    fn idle_queue_starts_at_once() {
+        let mut q = HookQueue::default();
+        assert_eq!(q.push(UP), Some(UP));
+        assert_eq!(q.finished(), None);
+        assert_eq!(q.push(DOWN), Some(DOWN));
+        assert_eq!(q.finished(), None);
+    }
+
+    #[test]
+    fn a_hook_waits_for_the_running_one() {
+        let mut q = HookQueue::default();
+        assert_eq!(q.push(UP), Some(UP));
+        assert_eq!(q.push(DOWN), None);
+        assert_eq!(q.finished(), Some(DOWN));
+        assert_eq!(q.finished(), None);
+    }
+
+    #[test]
+    fn back_to_the_running_hooks_state_needs_nothing_more() {
+        let mut q = HookQueue::default();
+        assert_eq!(q.push(UP), Some(UP));
+        assert_eq!(q.push(DOWN), None);
+        assert_eq!(q.push(UP), None);
+        assert_eq!(q.finished(), None);
+        // idle again: the next transition's hook starts at once
+        assert_eq!(q.push(DOWN), Some(DOWN));
+    }
+
+    #[test]
+    fn only_the_latest_waiting_request_runs() {
+        let mut q = HookQueue::default();
+        assert_eq!(q.push(UP), Some(UP));
+        for r in [DOWN, UP, DOWN, UP, DOWN_INIT] {
+            assert_eq!(q.push(r), None);
+        }
+        assert_eq!(q.finished(), Some(DOWN_INIT));
+        assert_eq!(q.push(UP), None);
+        assert_eq!(q.push(DOWN), None);
+        // down is what ran last: the BACKUP needs nothing more
+        assert_eq!(q.finished(), None);
+    }
+
+    #[test]
+    fn down_at_start_then_up() {
+        let mut q = HookQueue::default();
+        assert_eq!(q.push(DOWN), Some(DOWN));
+        assert_eq!(q.push(UP), None);
+        assert_eq!(q.finished(), Some(UP));
+        assert_eq!(q.push(DOWN), None);
+        assert_eq!(q.finished(), Some(DOWN));
+        assert_eq!(q.finished(), None);
+    }
+
+    /// Hooks that take `run_for` each, recording when each starts and how
+    /// many run at once.
+    #[derive(Default)]
+    struct Fake {
+        started: Mutex<Vec<HookKind>>,
+        running: Mutex<(u32, u32)>,
+    }
+
+    impl Fake {
+        fn spawn(self: &Arc<Self>, r: HookRequest, run_for: Duration) -> JoinHandle<()> {
+            self.started.lock().unwrap().push(r.kind);
+            {
+                let mut running = self.running.lock().unwrap();
+                running.0 += 1;
+                running.1 = running.1.max(running.0);
+            }
+            let fake = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(run_for).await;
+                fake.running.lock().unwrap().0 -= 1;
+            })
+        }
+    }
+
+    async fn run(requests: &[HookRequest], up_configured: bool) -> (Vec<HookKind>, u32) {
+        let fake = Arc::new(Fake::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let f = Arc::clone(&fake);
+        let runner = tokio::spawn(run_queue(rx, move |r| {
+            (up_configured || r.kind != HookKind::Up)
+                .then(|| f.spawn(r, Duration::from_millis(200)))
+        }));
+        for r in requests {
+            tx.send(*r).unwrap();
+        }
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(10), runner)
+            .await
+            .expect("the queue ends once closed and done")
+            .unwrap();
+        let started = fake.started.lock().unwrap().clone();
+        let most = fake.running.lock().unwrap().1;
+        (started, most)
+    }
+
+    #[tokio::test]
+    async fn runner_runs_one_at_a_time_in_order() {
+        assert_eq!(
+            run(&[UP, DOWN], true).await,
+            (vec![HookKind::Up, HookKind::Down], 1)
+        );
+        assert_eq!(run(&[UP, DOWN, UP], true).await, (vec![HookKind::Up], 1));
+        assert_eq!(
+            run(&[DOWN, UP, DOWN, UP], true).await,
+            (vec![HookKind::Down, HookKind::Up], 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unconfigured_hook_counts_as_run() {
+        // no up hook: the queue goes on to the down hook at once
+        assert_eq!(
+            run(&[UP, DOWN, UP, DOWN], false).await,
+            (vec![HookKind::Down], 1)
+        );
     }
 }

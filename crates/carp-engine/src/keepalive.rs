@@ -45,8 +45,9 @@ pub(crate) struct Heard {
     pub(crate) advert: Advert,
 }
 
+/// What is expected, and the latest that matched.
 #[derive(Debug, Default)]
-struct Inner {
+struct Watched {
     expected: Option<Expected>,
     latest: Option<Heard>,
 }
@@ -55,13 +56,13 @@ struct Inner {
 /// heard) and the receiver (which notes what matches).
 #[derive(Debug, Default)]
 pub(crate) struct Keepalives {
-    inner: Mutex<Inner>,
+    watched: Mutex<Watched>,
 }
 
 impl Keepalives {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watched> {
         // the data stays consistent whatever panicked while holding it
-        self.inner
+        self.watched
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -74,11 +75,11 @@ impl Keepalives {
 
     /// The receiver: note `advert` if it is the expected keepalive.
     pub(crate) fn note(&self, at: std::time::Instant, src: IpAddr, advert: &Advert) -> bool {
-        let mut inner = self.lock();
-        if !inner.expected.is_some_and(|e| e.matches(src, advert)) {
+        let mut watched = self.lock();
+        if !watched.expected.is_some_and(|e| e.matches(src, advert)) {
             return false;
         }
-        inner.latest = Some(Heard {
+        watched.latest = Some(Heard {
             at,
             src,
             advert: *advert,

@@ -13,15 +13,20 @@
 //!                                                           one sendmmsg per grid instant
 //! ```
 
+mod addresses;
 mod advertiser;
 pub mod announce;
 #[cfg(feature = "bench")]
 pub mod bench;
+mod clock;
 pub mod engine;
 pub mod error;
+mod history;
 pub mod hooks;
 mod keepalive;
+mod log_limit;
 pub mod netlink;
+mod offload;
 mod rx;
 pub mod share;
 mod socket;

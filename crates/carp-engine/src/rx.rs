@@ -11,14 +11,15 @@ use std::time::Duration;
 use carp_proto::packet::{self, Carrier};
 use carp_proto::{Advert, Authenticator, DropReason};
 use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::std_now;
 use crate::keepalive::Keepalives;
+use crate::log_limit::LogLimiter;
 use crate::socket::{Received, RecvBatch, V4Socket, V6Socket};
 use crate::spec::VhidKey;
 use crate::stats::{DropCounters, VhidStats};
-use crate::vhid::{Command, std_now};
+use crate::vhid::Command;
 
 /// Capacity of a VHID's inbox. A stale advertisement is worthless, so a
 /// full inbox drops rather than waits.
@@ -157,26 +158,26 @@ impl Demux {
     }
 }
 
-/// Rate limit for drop log lines.
-#[derive(Debug, Default)]
+/// Drop log lines, at most one per (VHID or interface, reason) per
+/// [`LOG_EVERY`].
+#[derive(Debug)]
 pub(crate) struct DropLog {
-    last: HashMap<(DropScope, DropReason), Instant>,
+    limit: LogLimiter<(DropScope, DropReason)>,
+}
+
+impl Default for DropLog {
+    fn default() -> DropLog {
+        DropLog {
+            limit: LogLimiter::new(LOG_EVERY),
+        }
+    }
 }
 
 impl DropLog {
     pub(crate) fn log(&mut self, demux: &Demux, scope: DropScope, reason: DropReason, src: IpAddr) {
-        let now = Instant::now();
         let key = (scope, reason);
-        if self
-            .last
-            .get(&key)
-            .is_some_and(|t| now.duration_since(*t) < LOG_EVERY)
-        {
+        if !self.limit.allow(&key) {
             return;
-        }
-        // keep the map bounded by forgetting expired entries
-        if self.last.len() > 4096 {
-            self.last.retain(|_, t| now.duration_since(*t) < LOG_EVERY);
         }
         let (scope, reason) = key;
         match &scope {
@@ -197,7 +198,6 @@ impl DropLog {
                 tracing::debug!(interface = name, ifindex, %src, reason = reason.as_str(), "dropped packet: {reason}");
             }
         }
-        self.last.insert((scope, reason), now);
     }
 }
 
@@ -563,8 +563,7 @@ mod tests {
             vhid: VHID,
         });
         log.log(&f.demux, scope.clone(), DropReason::BadHmac, PEER);
-        let first = log.last[&(scope.clone(), DropReason::BadHmac)];
-        log.log(&f.demux, scope.clone(), DropReason::BadHmac, PEER);
-        assert_eq!(log.last[&(scope, DropReason::BadHmac)], first);
+        assert!(!log.limit.allow(&(scope.clone(), DropReason::BadHmac)));
+        assert!(log.limit.allow(&(scope, DropReason::BadTtl)));
     }
 }

@@ -29,6 +29,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use crate::Error;
+use crate::spec::{ShareSpec, VhidSpec};
+
 /// Highest advskew a rank gets: far from the 240 that send errors and
 /// FreeBSD-style demotion advertise, so demotion still outranks it.
 pub const MAX_RANK_SKEW: u8 = 200;
@@ -100,6 +103,54 @@ pub fn advskew_for_rank(rank: usize, nodes: usize) -> u8 {
     let steps = nodes.saturating_sub(1).max(1);
     let step = (usize::from(MAX_RANK_SKEW) / steps).clamp(1, usize::from(RANK_SKEW_STEP));
     u8::try_from((rank * step).min(usize::from(MAX_RANK_SKEW))).unwrap_or(MAX_RANK_SKEW)
+}
+
+/// Puts `spec` in a load-sharing group. The rank decides its timing from
+/// now on: any advskew it had is replaced by that of a rank, 0 until this
+/// node's rank is known ([`take_rank`], when the engine starts it).
+pub fn join(spec: &mut VhidSpec, share: ShareSpec) {
+    spec.share = Some(share);
+    apply_rank_skew(spec, 0);
+}
+
+/// Gives a load-shared VHID the advskew of this node's rank in its order;
+/// this node is `this_node` or else the one node of the order among
+/// `locals`, the addresses of the VHID's interface. A VHID outside any
+/// group is left as it is.
+pub fn take_rank(spec: &mut VhidSpec, interface: &str, locals: &[IpAddr]) -> Result<(), Error> {
+    let Some(share) = &spec.share else {
+        return Ok(());
+    };
+    let hits: Vec<IpAddr> = match share.this_node {
+        Some(n) => vec![n],
+        None => share
+            .order
+            .iter()
+            .filter(|n| locals.contains(n))
+            .copied()
+            .collect(),
+    };
+    let rank = match hits.as_slice() {
+        [me] => share.order.iter().position(|n| n == me),
+        _ => None,
+    };
+    let Some(rank) = rank else {
+        return Err(Error::LoadShareNode {
+            group: share.group.clone(),
+            interface: interface.to_string(),
+            found: hits.len(),
+        });
+    };
+    let skew = advskew_for_rank(rank, share.order.len());
+    apply_rank_skew(spec, skew);
+    Ok(())
+}
+
+/// The rank rules: a ranked VHID advertises its rank's skew and always
+/// preempts, so that the first live node of its order is master.
+fn apply_rank_skew(spec: &mut VhidSpec, skew: u8) {
+    spec.advskew = skew;
+    spec.preempt = true;
 }
 
 #[cfg(test)]
@@ -260,6 +311,63 @@ mod tests {
             .map(|g| assignment(g, &nodes(3), &[1])[&1][0])
             .collect();
         assert!(firsts.len() > 1);
+    }
+
+    fn shared_spec(this_node: Option<IpAddr>) -> VhidSpec {
+        let mut spec = VhidSpec::new(1, Vec::new(), b"pw".to_vec(), carp_proto::HmacMode::Bsd);
+        spec.advskew = 77;
+        join(
+            &mut spec,
+            ShareSpec {
+                group: "web".into(),
+                order: nodes(3),
+                this_node,
+            },
+        );
+        spec
+    }
+
+    /// The rank rules: joining a group replaces the advskew and turns
+    /// preemption on; taking the rank gives its skew.
+    #[test]
+    fn ranked_vhids_preempt_with_their_ranks_skew() {
+        let spec = shared_spec(None);
+        assert_eq!((spec.advskew, spec.preempt), (0, true));
+        let ns = nodes(3);
+        for (rank, me) in ns.iter().enumerate() {
+            let mut s = spec.clone();
+            s.preempt = false;
+            take_rank(
+                &mut s,
+                "eth0",
+                &[*me, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))],
+            )
+            .unwrap();
+            assert_eq!((s.advskew, s.preempt), (advskew_for_rank(rank, 3), true));
+        }
+        // this_node wins over the interface's addresses
+        let mut s = shared_spec(Some(ns[2]));
+        take_rank(&mut s, "eth0", &[ns[0]]).unwrap();
+        assert_eq!(s.advskew, advskew_for_rank(2, 3));
+    }
+
+    #[test]
+    fn no_or_several_local_nodes_is_an_error() {
+        let ns = nodes(3);
+        for locals in [&[][..], &ns[..2]] {
+            let mut s = shared_spec(None);
+            let e = take_rank(&mut s, "eth0", locals).unwrap_err();
+            assert!(
+                matches!(&e, Error::LoadShareNode { group, interface, found }
+                    if group == "web" && interface == "eth0" && *found == locals.len()),
+                "{e:?}"
+            );
+        }
+        // a VHID outside any group keeps its own timing
+        let mut plain = VhidSpec::new(1, Vec::new(), Vec::new(), carp_proto::HmacMode::Bsd);
+        plain.advskew = 9;
+        take_rank(&mut plain, "eth0", &[]).unwrap();
+        assert_eq!((plain.advskew, plain.preempt), (9, false));
     }
 
     #[test]

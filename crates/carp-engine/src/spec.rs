@@ -104,10 +104,59 @@ impl TransportSpec {
     }
 }
 
+/// The CARP multicast group (224.0.0.18).
+pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+/// Advertisement interval in seconds when none is configured.
+pub const DEFAULT_ADVBASE: u8 = 1;
+pub const DEFAULT_ADVSKEW: u8 = 0;
+/// Missed advertisement intervals before the master counts as dead.
+pub const DEFAULT_DEAD_RATIO: u8 = 3;
+
 impl VhidSpec {
+    /// A VHID with the protocol defaults: advertisements every
+    /// [`DEFAULT_ADVBASE`] second to [`DEFAULT_GROUP`], no preemption,
+    /// addresses managed by carpd, no hooks, multicast transport. The
+    /// demotion style follows from `auth` ([`demote_style_for`]). Callers
+    /// override the rest with struct update syntax
+    /// (`VhidSpec { advskew: 100, ..VhidSpec::new(..) }`).
+    pub fn new(vhid: u8, addresses: Vec<VirtualAddr>, key: Vec<u8>, auth: HmacMode) -> VhidSpec {
+        VhidSpec {
+            vhid,
+            addresses,
+            label: None,
+            key,
+            auth,
+            demote_style: demote_style_for(auth),
+            advbase: DEFAULT_ADVBASE,
+            advskew: DEFAULT_ADVSKEW,
+            dead_ratio: DEFAULT_DEAD_RATIO,
+            preempt: false,
+            source: None,
+            group_v4: DEFAULT_GROUP,
+            broadcast: false,
+            manage_addresses: true,
+            // off by default: OpenBSD peers send a constant counter
+            replay_protection: false,
+            hooks: HookSpec::default(),
+            groups: Vec::new(),
+            share: None,
+            transport: TransportSpec::default(),
+        }
+    }
+
     /// Whether the VHID on `interface` is in group `group`.
     pub fn in_group(&self, interface: &str, group: &str) -> bool {
         interface == group || self.groups.iter().any(|g| g == group)
+    }
+}
+
+/// How a VHID signing with `auth` tells its peers it is demoted: UCARP and
+/// FreeBSD ignore the demote byte, so for UCARP peers the demotion goes into
+/// the advertised skew instead.
+pub fn demote_style_for(auth: HmacMode) -> DemoteStyle {
+    match auth {
+        HmacMode::Bsd => DemoteStyle::Byte,
+        HmacMode::Ucarp => DemoteStyle::Skew,
     }
 }
 
@@ -241,4 +290,21 @@ pub struct HookSpec {
     pub down_at_start: bool,
     /// Run the down hook on exit if MASTER (UCARP `--shutdown`).
     pub down_on_exit: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_vhid_has_the_protocol_defaults_and_the_demote_style_of_its_auth() {
+        let bsd = VhidSpec::new(7, Vec::new(), b"pw".to_vec(), HmacMode::Bsd);
+        assert_eq!(bsd.demote_style, DemoteStyle::Byte);
+        assert_eq!((bsd.advbase, bsd.advskew, bsd.dead_ratio), (1, 0, 3));
+        assert_eq!(bsd.group_v4, Ipv4Addr::new(224, 0, 0, 18));
+        assert!(!bsd.preempt && bsd.manage_addresses && !bsd.replay_protection);
+        assert!(bsd.share.is_none() && !bsd.transport.unicast());
+        let ucarp = VhidSpec::new(7, Vec::new(), b"pw".to_vec(), HmacMode::Ucarp);
+        assert_eq!(ucarp.demote_style, DemoteStyle::Skew);
+    }
 }

@@ -1,34 +1,56 @@
 //! One tokio task per VHID: it drives a [`Machine`] with real timers and
 //! turns its actions into effects (advertisements, addresses, ARP/NA,
-//! hooks). In the steady states it mostly sleeps: a MASTER with nothing
-//! else to do hands its periodic advertisements to the advertiser
-//! (`advertiser.rs`), and a BACKUP has the receiver note its master's
-//! keepalives (`keepalive.rs`); it takes either back before it handles
-//! anything else.
+//! hooks).
+//!
+//! ```text
+//!  start         virtual MAC created, stale addresses removed, out of INIT
+//!    │
+//!    ▼
+//!  ┌─> delegate    steady work to the advertiser / the receiver (offload.rs)
+//!  │   sleep       one select!: timer, cancellation, commands, trackers,
+//!  │               inbox, schedule handed back, address retry
+//!  │   reclaim     the machine learns what happened while it slept
+//!  │   handle      the wake-up, as input to the machine
+//!  └── run_actions sends, addresses, ARP/NA, hook requests (hooks.rs)
+//!    │ cancelled
+//!    ▼
+//!  stop          last actions (bow-out, down hook), virtual MAC deleted,
+//!                exit hook waited for
+//! ```
+//!
+//! A task is made of parts, each in its own module: the machine
+//! (carp-proto), the hand-offs to the advertiser and the receiver
+//! (`offload.rs`), the addresses (`addresses.rs`), the virtual MAC
+//! (`vmac.rs`), the status history (`history.rs`), the hooks, which run
+//! one at a time in transition order in a task of their own (`hooks.rs`).
+//! In the steady states it mostly sleeps: see `offload.rs`.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use carp_proto::machine::SendAdvert;
 use carp_proto::packet::GROUP_V6;
 use carp_proto::replay::ReplayWindow;
-use carp_proto::{
-    Action, AdvertGrid, Authenticator, Machine, MachineConfig, Reason, State, Timing,
-};
+use carp_proto::{Action, Authenticator, Machine, MachineConfig, Reason, State, Timing};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use crate::advertiser::{self, Advertiser, Order, Progress};
+use crate::addresses::Addresses;
+use crate::advertiser::{self, Advertiser, Order};
 use crate::announce::Announcer;
+use crate::clock::{advert_grid, sleep_until_opt, std_now};
 use crate::engine::VhidStatus;
-use crate::hooks::{self, HookKind};
-use crate::keepalive::{Expected, Keepalives};
+use crate::history::History;
+use crate::hooks::{HookContext, HookKind, HookRequest, HookRunner};
+use crate::keepalive::Keepalives;
+use crate::log_limit::LogLimiter;
 use crate::netlink::Netlink;
+use crate::offload::Offload;
 use crate::rx::{INBOX, Inbound, VhidEntry};
 use crate::socket::{Dest, Sockets};
 use crate::spec::{VhidKey, VhidSpec};
@@ -36,24 +58,9 @@ use crate::stats::{Lateness, VhidStats};
 use crate::track::Demotions;
 use crate::vmac;
 
-/// Log send failures at most this often per VHID.
-const SEND_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
-/// Log replayed advertisements at most this often per VHID.
-const REPLAY_LOG_EVERY: Duration = Duration::from_secs(10);
-/// After an address could not be added (MASTER) or removed (otherwise),
-/// try again this often until the addresses match the state: a BACKUP
-/// left holding them would make two hosts answer for them.
-const ADDRESS_RETRY: Duration = Duration::from_secs(1);
-/// MASTERs with the same interval advertise on `GRID_SLOTS` instants per
-/// interval, chosen by VHID number (see [`AdvertGrid`]): at 1000 VHIDs and
-/// advbase 1 the advertiser wakes 4 times a second for 250 of them each,
-/// and the peer's receiver as often, rather than for every few VHIDs apart.
-/// Wake-ups are much of what this daemon costs: against VHIDs spread over
-/// the interval, the scale benchmark's CPU drops by about a third.
-const GRID_SLOTS: u16 = 4;
-
-/// The origin of that grid, one for the process.
-static GRID_EPOCH: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
+/// Send failures and replayed advertisements are each logged at most this
+/// often per VHID.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Operator requests and link events for one VHID task.
 #[derive(Debug)]
@@ -144,15 +151,26 @@ pub(crate) fn spawn(
         demote_style: params.spec.demote_style,
         local_addr: params.local_addr(),
         initial_counter: rand::random(),
-        advert_grid: Some(AdvertGrid {
-            epoch: *GRID_EPOCH,
-            slot: u16::from(params.spec.vhid),
-            slots: GRID_SLOTS,
-        }),
+        advert_grid: Some(advert_grid(params.spec.vhid)),
     };
-    let now = Instant::now();
+    let replay = params.spec.replay_protection.then(ReplayWindow::new);
+    let hooks = HookRunner::spawn(HookContext {
+        spec: params.spec.hooks.clone(),
+        interface: params.key.interface.clone(),
+        vhid: params.key.vhid,
+        addresses: params.spec.addresses.iter().map(|a| a.addr).collect(),
+        stats: Arc::clone(&stats),
+    });
     let task = Task {
         machine: Machine::new(config),
+        offload: Offload::new(
+            Arc::clone(&effects.advertiser),
+            keepalives,
+            replay.is_none(),
+        ),
+        addresses: Addresses::new(&params.spec),
+        vmac: None,
+        history: History::new(Instant::now()),
         params: params.clone(),
         auth,
         effects,
@@ -160,26 +178,18 @@ pub(crate) fn spawn(
         operator_demote: 0,
         tracked,
         link_up: link_up || params.ignore_link_state,
-        state_since: now,
-        last_transition: None,
-        last_reason: None,
-        transitions: 0,
-        transitions_by_reason: BTreeMap::new(),
         started: false,
-        hooks: Vec::new(),
-        last_send_error_log: None,
-        timer_deadline: None,
-        replay: params.spec.replay_protection.then(ReplayWindow::new),
-        last_replay_log: None,
-        child: None,
-        child_up: false,
-        address_retry: None,
-        keepalives,
-        expected: None,
-        last_advert: None,
-        standing: None,
+        hooks,
+        replay,
+        noisy: LogLimiter::new(LOG_EVERY),
+        lateness_from: None,
     };
-    let join = tokio::spawn(task.run(inbox_rx, cmd_rx, cancel.clone()));
+    // Every line the task logs names its VHID through this span (text:
+    // `vhid{interface=eth0 vhid=1}:`, JSON: the `span` object). At ERROR,
+    // so that no level filter disables it while letting its events through.
+    let span =
+        tracing::error_span!("vhid", interface = %params.key.interface, vhid = params.key.vhid);
+    let join = tokio::spawn(task.run(inbox_rx, cmd_rx, cancel.clone()).instrument(span));
     VhidHandle {
         params,
         entry,
@@ -190,6 +200,12 @@ pub(crate) fn spawn(
 
 struct Task {
     machine: Machine,
+    /// The hand-offs to the advertiser (MASTER) and the receiver (BACKUP).
+    offload: Offload,
+    addresses: Addresses,
+    /// The macvlan child, with `virtual_mac`, once created.
+    vmac: Option<vmac::Device>,
+    history: History,
     params: VhidParams,
     auth: Authenticator,
     effects: Effects,
@@ -198,74 +214,47 @@ struct Task {
     /// Demotions of the trackers (the ones covering this VHID count).
     tracked: watch::Receiver<Arc<Demotions>>,
     link_up: bool,
-    state_since: Instant,
-    last_transition: Option<String>,
-    last_reason: Option<&'static str>,
-    transitions: u64,
-    transitions_by_reason: BTreeMap<&'static str, u64>,
     /// The down-at-start hook has had its chance.
     started: bool,
-    /// Hook runs not known to be finished; awaited on shutdown.
-    hooks: Vec<JoinHandle<()>>,
-    last_send_error_log: Option<Instant>,
-    /// The deadline whose expiry is being handled, to measure how late the
-    /// resulting advertisement leaves.
-    timer_deadline: Option<Instant>,
+    /// Runs the hooks one after the other, in transition order.
+    hooks: HookRunner,
     /// Counters accepted per peer, when replay protection is on.
     replay: Option<ReplayWindow>,
-    last_replay_log: Option<Instant>,
-    /// Index of the macvlan child, once created.
-    child: Option<u32>,
-    /// The child is up (while MASTER): advertisements leave from it.
-    child_up: bool,
-    /// When to try again to bring the addresses in line with the state,
-    /// after adding or removing one failed (`None`: they are in line).
-    address_retry: Option<Instant>,
-    /// BACKUP: keepalives the receiver notes instead of sending them here.
-    keepalives: Arc<Keepalives>,
-    /// What `keepalives` was last told to expect.
-    expected: Option<Expected>,
-    /// The last advertisement handed to the machine.
-    last_advert: Option<Inbound>,
-    /// MASTER: the steady advertisements, while the advertiser sends them.
-    standing: Option<Standing>,
+    /// Rate limits of the log lines a peer or a broken link could repeat.
+    noisy: LogLimiter<Noisy>,
+    /// The deadline whose expiry is being handled: how late the resulting
+    /// advertisement leaves is measured from it.
+    lateness_from: Option<Instant>,
 }
 
-/// A schedule handed over to the advertiser. Taken back when dropped, so
-/// that no advertisement outlives its task, even one that was aborted.
-struct Standing {
-    id: u64,
-    /// Fires when the advertiser hands it back unsent.
-    returned: oneshot::Receiver<()>,
-    advertiser: Arc<Advertiser>,
-}
-
-impl Standing {
-    fn take_back(&self) -> Option<Progress> {
-        self.advertiser.take_back(self.id)
-    }
-}
-
-impl Drop for Standing {
-    fn drop(&mut self) {
-        self.take_back();
-    }
+/// Log lines of a VHID that are rate limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Noisy {
+    SendError,
+    Replay,
 }
 
 /// What woke a VHID task.
 enum Wake {
-    Timer,
+    /// The machine's deadline (or the early wake-up for it) has come, or
+    /// the advertiser handed back an advertisement due then.
+    Timer(Option<Instant>),
     Cancelled,
     Command(Command),
     Tracked,
     Advert(Inbound),
-    /// The advertiser handed the schedule back.
-    Returned,
     AddressRetry,
 }
 
-pub(crate) fn std_now() -> std::time::Instant {
-    Instant::now().into_std()
+/// When to wake for the machine's deadline.
+struct Timers {
+    deadline: Option<Instant>,
+    /// MASTER: the next advertisement, a little early (see
+    /// [`advertiser::WAKE_EARLY`]).
+    advert: Option<Instant>,
+    /// Otherwise, at the deadline: a master-down timer that fired early
+    /// would take over early.
+    other: Option<Instant>,
 }
 
 impl Task {
@@ -275,156 +264,140 @@ impl Task {
         mut commands: mpsc::Receiver<Command>,
         cancel: CancellationToken,
     ) {
-        self.create_child().await;
-        self.remove_stale().await;
-        // before leaving INIT, so the first advertisement carries it
-        self.update_demote();
-        self.machine.handle_link(std_now(), self.link_up);
-        self.drain().await;
+        self.start().await;
         // Kept across iterations: made anew each time, it would register
         // and unregister with the token on every advertisement.
         let cancelled = cancel.cancelled();
         tokio::pin!(cancelled);
         loop {
-            self.hand_over();
-            self.expect_keepalives();
-            let master = self.machine.state() == State::Master;
-            let deadline = match self.standing {
-                Some(_) => None,
-                None => self.machine.poll_timeout().map(Instant::from_std),
-            };
-            // Only advertisements: a master-down timer that fired early
-            // would take over early.
-            let wake = match deadline {
-                Some(d) if master => Some(d.checked_sub(advertiser::WAKE_EARLY).unwrap_or(d)),
-                other => other,
-            };
-            let address_retry = self.address_retry;
-            // A MASTER's timer first: most of its wake-ups are its
-            // advertisements. Any other timer after the inbox, so that an
-            // advertisement already received counts before the master-down
-            // deadline.
+            self.delegate();
+            let timers = self.timers();
             let woken = tokio::select! {
                 biased;
-                () = sleep_until_opt(wake), if master => Wake::Timer,
+                // A MASTER's timer first: most of its wake-ups are its
+                // advertisements.
+                () = sleep_until_opt(timers.advert) => Wake::Timer(timers.deadline),
                 () = &mut cancelled => Wake::Cancelled,
                 Some(cmd) = commands.recv() => Wake::Command(cmd),
                 Ok(()) = self.tracked.changed() => Wake::Tracked,
                 Some(msg) = inbox.recv() => Wake::Advert(msg),
-                () = returned(&mut self.standing) => Wake::Returned,
-                () = sleep_until_opt(wake), if !master => Wake::Timer,
-                () = sleep_until_opt(address_retry) => Wake::AddressRetry,
+                // what the advertiser could not send, the machine sends
+                due = self.offload.handed_back(&mut self.machine) => Wake::Timer(due),
+                // Any other timer after the inbox, so that an advertisement
+                // already received counts before the master-down deadline.
+                () = sleep_until_opt(timers.other) => Wake::Timer(timers.deadline),
+                () = sleep_until_opt(self.addresses.retry_at()) => Wake::AddressRetry,
             };
             // the machine first learns what happened while it slept
-            let handed_back = self.take_back();
-            self.take_keepalive();
+            self.offload.reclaim(&mut self.machine);
             match woken {
                 Wake::Cancelled => break,
-                Wake::Timer => self.timer_fired(deadline),
+                Wake::Timer(deadline) => self.timer_fired(deadline),
                 Wake::Command(cmd) => self.command(cmd),
                 Wake::Tracked => self.update_demote(),
                 Wake::Advert(msg) => self.advert(msg),
-                // what the advertiser could not send, the machine sends
-                Wake::Returned => self.timer_fired(handed_back),
                 Wake::AddressRetry => self.retry_addresses().await,
             }
-            self.drain().await;
-            self.timer_deadline = None;
+            self.run_actions().await;
+            self.lateness_from = None;
         }
-        // earlier hook runs finish on their own (with their timeout); only
-        // the exit hook is waited for
-        self.hooks.clear();
+        self.stop().await;
+    }
+
+    /// Before the first wake-up: the virtual MAC, no stale addresses, and
+    /// the machine out of INIT.
+    async fn start(&mut self) {
+        self.create_vmac().await;
+        self.addresses
+            .remove_stale(&self.effects.netlink, self.params.ifindex)
+            .await;
+        // before leaving INIT, so the first advertisement carries it
+        self.update_demote();
+        self.machine.handle_link(std_now(), self.link_up);
+        self.run_actions().await;
+    }
+
+    /// After cancellation: the machine's last actions (bow-out, addresses
+    /// removed, down hook), the virtual MAC deleted, the exit hook waited
+    /// for.
+    async fn stop(mut self) {
+        let requested = self.hooks.requested();
         self.machine.shutdown(std_now());
-        self.drain().await;
-        if self.address_retry.is_some() {
-            let p = &self.params.key;
-            tracing::error!(interface = %p.interface, vhid = p.vhid,
-                "exiting with addresses that could not be removed; another host may own them");
+        self.run_actions().await;
+        let exit_hook = self.hooks.requested() > requested;
+        if self.addresses.retry_at().is_some() {
+            tracing::error!(
+                "exiting with addresses that could not be removed; another host may own them"
+            );
         }
-        self.delete_child().await;
-        for h in self.hooks.drain(..) {
-            // bounded by the hook's own timeout
-            let _ = h.await;
+        if let Some(vmac) = self.vmac.take() {
+            vmac.delete(&self.effects.netlink).await;
+        }
+        // The exit hook runs after the hook running now, each bounded by
+        // the hook timeout; without one, a running hook finishes on its own.
+        let hooks = self.hooks.close();
+        if exit_hook {
+            let _ = hooks.await;
         }
     }
 
-    /// MASTER with steady advertisements: hand them to the advertiser.
-    fn hand_over(&mut self) {
-        if self.standing.is_some() {
-            return;
-        }
-        let Some(steady) = self
-            .machine
-            .steady_adverts()
-            .filter(|s| s.timing.interval() >= advertiser::MIN_INTERVAL)
-        else {
-            return;
-        };
-        let (id, returned) = self.effects.advertiser.hand_over(Order {
-            vhid: self.params.spec.vhid,
+    /// Hand off what the steady states repeat (see `offload.rs`).
+    fn delegate(&mut self) {
+        let Task {
+            offload,
+            machine,
+            params,
+            effects,
+            auth,
+            stats,
+            vmac,
+            ..
+        } = self;
+        offload.delegate(machine, |steady| Order {
+            vhid: params.spec.vhid,
             steady,
-            dests: self.destinations(),
-            sockets: self.effects.sockets.clone(),
-            auth: self.auth.clone(),
-            stats: Arc::clone(&self.stats),
-        });
-        self.standing = Some(Standing {
-            id,
-            returned,
-            advertiser: Arc::clone(&self.effects.advertiser),
+            dests: destinations(params, &effects.sockets, vmac.as_ref()),
+            sockets: effects.sockets.clone(),
+            auth: auth.clone(),
+            stats: Arc::clone(stats),
         });
     }
 
-    /// Take the schedule back from the advertiser and tell the machine how
-    /// far it got; the deadline of the next advertisement, if any.
-    fn take_back(&mut self) -> Option<Instant> {
-        let progress = self.standing.take()?.take_back()?;
-        self.machine
-            .steady_adverts_sent(progress.sent, progress.next);
-        Some(Instant::from_std(progress.next))
-    }
-
-    /// BACKUP: have the receiver note repeats of the last advertisement
-    /// while all they do is restart the master-down timer (not with
-    /// replay protection, which checks every counter here).
-    fn expect_keepalives(&mut self) {
-        let expected = self
-            .last_advert
-            .filter(|m| {
-                self.replay.is_none()
-                    && self.machine.master_addr() == Some(m.src)
-                    && self.machine.is_keepalive(&m.advert)
-            })
-            .map(|m| Expected::of(m.src, &m.advert));
-        if expected != self.expected {
-            self.keepalives.expect(expected);
-            self.expected = expected;
-        }
-    }
-
-    /// Hand the machine the latest keepalive the receiver noted, as of
-    /// when it arrived.
-    fn take_keepalive(&mut self) {
-        if let Some(h) = self.keepalives.take() {
-            self.machine.handle_advert(h.at, h.src, &h.advert);
-            self.last_advert = Some(Inbound {
-                src: h.src,
-                advert: h.advert,
-            });
+    /// When to wake for the machine's deadline; none while the advertiser
+    /// holds the schedule.
+    fn timers(&self) -> Timers {
+        let deadline = if self.offload.advertising() {
+            None
+        } else {
+            self.machine.poll_timeout().map(Instant::from_std)
+        };
+        if self.machine.state() == State::Master {
+            let early = deadline.map(|d| d.checked_sub(advertiser::WAKE_EARLY).unwrap_or(d));
+            Timers {
+                deadline,
+                advert: early,
+                other: None,
+            }
+        } else {
+            Timers {
+                deadline,
+                advert: None,
+                other: deadline,
+            }
         }
     }
 
     fn advert(&mut self, msg: Inbound) {
-        if self.fresh(&msg) {
+        if self.passes_replay_check(&msg) {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
             self.machine.handle_advert(std_now(), msg.src, &msg.advert);
-            self.last_advert = Some(msg);
+            self.offload.heard(msg);
         }
     }
 
     /// The machine's deadline (or the early wake-up for it) has come.
     fn timer_fired(&mut self, deadline: Option<Instant>) {
-        self.timer_deadline = deadline;
+        self.lateness_from = deadline;
         // woken early: handled as at the deadline
         let now = deadline.map_or_else(std_now, |d| std_now().max(d.into_std()));
         self.machine.handle_timeout(now);
@@ -432,7 +405,7 @@ impl Task {
 
     /// Replay protection: whether an authenticated advertisement is new
     /// enough to reach the machine (always, with the protection off).
-    fn fresh(&mut self, msg: &Inbound) -> bool {
+    fn passes_replay_check(&mut self, msg: &Inbound) -> bool {
         let Some(window) = &mut self.replay else {
             return true;
         };
@@ -440,14 +413,8 @@ impl Task {
             return true;
         };
         self.stats.drops.add(reason);
-        let now = Instant::now();
-        if self
-            .last_replay_log
-            .is_none_or(|t| now.duration_since(t) >= REPLAY_LOG_EVERY)
-        {
-            self.last_replay_log = Some(now);
-            let p = &self.params.key;
-            tracing::info!(interface = %p.interface, vhid = p.vhid, src = %msg.src, reason = reason.as_str(),
+        if self.noisy.allow(&Noisy::Replay) {
+            tracing::info!(src = %msg.src, reason = reason.as_str(),
                 "dropped advertisement: {reason} (further drops for this reason counted silently for 10 s)");
         }
         false
@@ -474,8 +441,7 @@ impl Task {
             Command::Link(up) => {
                 if !self.params.ignore_link_state && up != self.link_up {
                     self.link_up = up;
-                    tracing::info!(interface = %self.params.key.interface, vhid = self.params.key.vhid,
-                        "link {}", if up { "up" } else { "down" });
+                    tracing::info!("link {}", if up { "up" } else { "down" });
                     self.machine.handle_link(std_now(), up);
                 }
             }
@@ -488,14 +454,18 @@ impl Task {
         let tracked = self.tracked.borrow_and_update().for_vhid(&p.key, &p.spec);
         let demote = self.operator_demote.saturating_add(tracked);
         if demote != self.machine.demote() {
-            tracing::info!(interface = %p.key.interface, vhid = p.key.vhid,
-                operator = self.operator_demote, tracked, "demotion {demote}");
+            tracing::info!(
+                operator = self.operator_demote,
+                tracked,
+                "demotion {demote}"
+            );
         }
         self.machine.set_demote(std_now(), demote);
     }
 
     fn status(&self) -> VhidStatus {
         let timing = self.machine.effective_timing();
+        let h = &self.history;
         VhidStatus {
             key: self.params.key.clone(),
             state: self.machine.state(),
@@ -504,11 +474,11 @@ impl Task {
             advskew: timing.advskew,
             demote: self.machine.demote(),
             master: self.machine.master_addr(),
-            in_state_for: self.state_since.elapsed(),
-            last_transition: self.last_transition.clone(),
-            last_reason: self.last_reason,
-            transitions: self.transitions,
-            transitions_by_reason: self.transitions_by_reason.clone(),
+            in_state_for: h.state_since.elapsed(),
+            last_transition: h.last_transition.clone(),
+            last_reason: h.last_reason,
+            transitions: h.transitions,
+            transitions_by_reason: h.by_reason.clone(),
             hook_runs: self.stats.hook_runs.load(Ordering::Relaxed),
             hook_failures: self.stats.hook_failures.load(Ordering::Relaxed),
             adverts_sent: self.stats.sent.load(Ordering::Relaxed),
@@ -517,12 +487,13 @@ impl Task {
         }
     }
 
-    async fn drain(&mut self) {
+    /// Carry out what the machine decided.
+    async fn run_actions(&mut self) {
         while let Some(action) = self.machine.poll_action() {
             match action {
                 Action::Send(s) => self.send(s).await,
-                Action::InstallAddresses => self.install().await,
-                Action::RemoveAddresses => self.remove().await,
+                Action::InstallAddresses => self.install_addresses().await,
+                Action::RemoveAddresses => self.remove_addresses().await,
                 Action::Announce => self.announce(),
                 Action::StateChanged { from, to, reason } => self.state_changed(from, to, reason),
             }
@@ -533,194 +504,70 @@ impl Task {
         let bytes = s.sign(self.params.spec.vhid, &self.auth, |counter| {
             self.stats.set_last_counter(counter);
         });
-        if let Some(deadline) = self.timer_deadline.take() {
+        if let Some(deadline) = self.lateness_from.take() {
             self.effects
                 .lateness
                 .record(Instant::now().saturating_duration_since(deadline));
         }
         let mut result = Ok(());
-        for dest in self.destinations() {
+        for dest in destinations(&self.params, &self.effects.sockets, self.vmac.as_ref()) {
             let r = self.effects.sockets.send(dest, &bytes).await;
             result = result.and(r);
         }
         let ok = result.is_ok();
-        let p = &self.params;
-        if ok {
-            self.stats.sent.fetch_add(1, Ordering::Relaxed);
-        } else if let Err(e) = result {
-            let now = Instant::now();
-            if self
-                .last_send_error_log
-                .is_none_or(|t| now.duration_since(t) >= SEND_ERROR_LOG_EVERY)
-            {
-                self.last_send_error_log = Some(now);
-                tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, error = %e,
-                    "cannot send advertisement");
+        match result {
+            Ok(()) => {
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if self.noisy.allow(&Noisy::SendError) {
+                    tracing::warn!(error = %e, "cannot send advertisement");
+                }
             }
         }
         self.machine.handle_send_result(std_now(), ok);
     }
 
-    /// Every copy of an advertisement.
-    fn destinations(&self) -> Vec<Dest> {
-        let p = &self.params;
-        let peers = &p.spec.transport.peers;
-        // Unicast advertisements leave from the parent: peers may be routed,
-        // and they check the source address. Group ones leave from the
-        // virtual MAC while it is up, so that switches learn it.
-        let group_if = match self.child {
-            Some(child) if self.child_up => child,
-            _ => p.ifindex,
-        };
-        let mut dests = Vec::new();
-        if let Some(src) = p.src_v4 {
-            if peers.is_empty() {
-                let (ifindex, dst) = (group_if, p.spec.group_v4);
-                dests.push(match &self.effects.sockets.broadcast {
-                    Some(_) if p.spec.broadcast => Dest::Broadcast { ifindex, src, dst },
-                    _ => Dest::V4 { ifindex, src, dst },
-                });
-            }
-            for peer in peers {
-                if let IpAddr::V4(dst) = *peer {
-                    dests.push(Dest::V4 {
-                        ifindex: p.ifindex,
-                        src,
-                        dst,
-                    });
-                }
-            }
-        }
-        if let (Some(src), Some(_)) = (p.src_v6, &self.effects.sockets.v6) {
-            if peers.is_empty() {
-                dests.push(Dest::V6 {
-                    ifindex: group_if,
-                    src,
-                    dst: GROUP_V6,
-                });
-            }
-            for peer in peers {
-                if let IpAddr::V6(dst) = *peer {
-                    // the kernel picks the source the peer knows us by: the
-                    // link-local address for a link-local peer
-                    dests.push(Dest::V6 {
-                        ifindex: p.ifindex,
-                        src: Ipv6Addr::UNSPECIFIED,
-                        dst,
-                    });
-                }
-            }
-        }
-        dests
-    }
-
-    /// Where the addresses go: the child if there is one, else the parent.
+    /// Where the addresses go: the virtual MAC if there is one, else the
+    /// parent.
     fn address_ifindex(&self) -> u32 {
-        self.child.unwrap_or(self.params.ifindex)
+        self.vmac
+            .as_ref()
+            .map_or(self.params.ifindex, vmac::Device::index)
     }
 
-    /// Create the macvlan child (down) for `virtual_mac`. On failure the
-    /// VHID runs on the parent with its real MAC, and says so.
-    async fn create_child(&mut self) {
-        let Some(c) = self.params.vmac.clone() else {
+    /// Create the macvlan child (down) for `virtual_mac`.
+    async fn create_vmac(&mut self) {
+        let Some(child) = &self.params.vmac else {
             return;
         };
-        let p = &self.params;
-        let has_ipv4 = p.spec.addresses.iter().any(|a| a.addr.is_ipv4());
-        let has_ipv6 = p.spec.addresses.iter().any(|a| a.addr.is_ipv6());
-        let created = match self
-            .effects
-            .netlink
-            .create_macvlan(p.ifindex, &c.name, c.mac)
-            .await
-        {
-            Ok(index) => match vmac::configure_child(&c.name, has_ipv6) {
-                Ok(()) => Ok(index),
-                Err(e) => {
-                    let _ = self.effects.netlink.delete_link(index).await;
-                    Err(e.to_string())
-                }
-            },
-            Err(e) => Err(e.to_string()),
-        };
-        match created {
-            Ok(index) => {
-                tracing::info!(interface = %p.key.interface, vhid = p.key.vhid, child = %c.name,
-                    "virtual MAC {} on {}", show_mac(c.mac), c.name);
-                let leaks = vmac::parent_arp_leaks(&p.key.interface);
-                if has_ipv4 && !leaks.is_empty() {
-                    tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid,
-                        "{} may still show its own MAC for the virtual addresses; set {}",
-                        p.key.interface, leaks.join(" and "));
-                }
-                self.child = Some(index);
-            }
-            Err(e) => {
-                tracing::error!(interface = %p.key.interface, vhid = p.key.vhid, child = %c.name,
-                error = %e, "cannot create the virtual MAC interface; using the real MAC")
-            }
-        }
+        let addresses = &self.params.spec.addresses;
+        self.vmac = vmac::Device::create(
+            &self.effects.netlink,
+            self.params.ifindex,
+            &self.params.key.interface,
+            child,
+            addresses.iter().any(|a| a.addr.is_ipv4()),
+            addresses.iter().any(|a| a.addr.is_ipv6()),
+        )
+        .await;
     }
 
-    async fn set_child_up(&mut self, up: bool) {
-        let Some(child) = self.child else { return };
-        if self.child_up == up {
-            return;
-        }
-        match self.effects.netlink.set_link_up(child, up).await {
-            Ok(()) => self.child_up = up,
-            Err(e) => {
-                let p = &self.params.key;
-                tracing::warn!(interface = %p.interface, vhid = p.vhid, error = %e,
-                    "cannot set the virtual MAC interface {}", if up { "up" } else { "down" });
-            }
-        }
-    }
-
-    async fn delete_child(&mut self) {
-        if let Some(child) = self.child.take() {
-            self.child_up = false;
-            if let Err(e) = self.effects.netlink.delete_link(child).await {
-                let p = &self.params.key;
-                tracing::warn!(interface = %p.interface, vhid = p.vhid, error = %e,
-                    "cannot delete the virtual MAC interface");
-            }
-        }
-    }
-
-    async fn install(&mut self) {
-        self.set_child_up(true).await;
-        if !self.params.spec.manage_addresses {
-            return;
+    /// MASTER: the virtual MAC up, then the addresses on it.
+    async fn install_addresses(&mut self) {
+        if let Some(vmac) = &mut self.vmac {
+            vmac.set_up(&self.effects.netlink, true).await;
         }
         let ifindex = self.address_ifindex();
-        let p = &self.params;
-        let retrying = self.address_retry.is_some();
-        let mut failed = false;
-        for a in &p.spec.addresses {
-            let label = if a.addr.is_ipv4() {
-                p.spec.label.as_deref()
-            } else {
-                None
-            };
-            if let Err(e) = self.effects.netlink.add_address(ifindex, *a, label).await {
-                failed = true;
-                if !retrying {
-                    tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
-                        "cannot add address (trying again every second while MASTER)");
-                }
-            }
-        }
-        self.addresses_done(failed, "added");
+        self.addresses.add(&self.effects.netlink, ifindex).await;
     }
 
-    /// Schedule (or end) retries after adding or removing the addresses.
-    fn addresses_done(&mut self, failed: bool, what: &str) {
-        if failed {
-            self.address_retry = Some(Instant::now() + ADDRESS_RETRY);
-        } else if self.address_retry.take().is_some() {
-            let p = &self.params.key;
-            tracing::info!(interface = %p.interface, vhid = p.vhid, "addresses {what} after retrying");
+    /// Not MASTER: the addresses removed, then the virtual MAC down.
+    async fn remove_addresses(&mut self) {
+        let ifindex = self.address_ifindex();
+        self.addresses.remove(&self.effects.netlink, ifindex).await;
+        if let Some(vmac) = &mut self.vmac {
+            vmac.set_up(&self.effects.netlink, false).await;
         }
     }
 
@@ -728,62 +575,17 @@ impl Task {
     /// MASTER, absent otherwise.
     async fn retry_addresses(&mut self) {
         if self.machine.state() == State::Master {
-            self.install().await;
+            self.install_addresses().await;
         } else {
-            self.remove().await;
+            self.remove_addresses().await;
         }
-    }
-
-    /// A task starts in INIT and goes to BACKUP before it can become
-    /// MASTER, so any of its addresses present now were left by a previous
-    /// run that did not stop cleanly (SIGKILL, crash): remove them, or two
-    /// hosts would answer for them.
-    async fn remove_stale(&mut self) {
-        if !self.params.spec.manage_addresses {
-            return;
-        }
-        let p = &self.params;
-        let mut failed = false;
-        for a in &p.spec.addresses {
-            match self.effects.netlink.del_address(p.ifindex, *a).await {
-                Ok(true) => tracing::info!(interface = %p.key.interface, vhid = p.key.vhid,
-                    address = %a.addr, "removed an address left by a previous run"),
-                Ok(false) => {}
-                Err(e) => {
-                    failed = true;
-                    tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
-                        "cannot remove an address left by a previous run (trying again every second while not MASTER)")
-                }
-            }
-        }
-        self.addresses_done(failed, "removed");
-    }
-
-    async fn remove(&mut self) {
-        if self.params.spec.manage_addresses {
-            let ifindex = self.address_ifindex();
-            let p = &self.params;
-            let retrying = self.address_retry.is_some();
-            let mut failed = false;
-            for a in &p.spec.addresses {
-                if let Err(e) = self.effects.netlink.del_address(ifindex, *a).await {
-                    failed = true;
-                    if !retrying {
-                        tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
-                            "cannot remove address (trying again every second while not MASTER)");
-                    }
-                }
-            }
-            self.addresses_done(failed, "removed");
-        }
-        self.set_child_up(false).await;
     }
 
     fn announce(&self) {
         let p = &self.params;
-        let (ifindex, mac) = match (self.child, &p.vmac) {
-            (Some(child), Some(c)) => (child, c.mac),
-            _ => (p.ifindex, p.mac),
+        let (ifindex, mac) = match &self.vmac {
+            Some(vmac) => (vmac.index(), vmac.mac()),
+            None => (p.ifindex, p.mac),
         };
         for a in &p.spec.addresses {
             let r = match a.addr {
@@ -791,25 +593,21 @@ impl Task {
                 IpAddr::V6(ip) => self.effects.announcer.unsolicited_na(ifindex, mac, ip),
             };
             if let Err(e) = r {
-                tracing::warn!(interface = %p.key.interface, vhid = p.key.vhid, address = %a.addr, error = %e,
-                    "cannot announce address");
+                tracing::warn!(address = %a.addr, error = %e, "cannot announce address");
             }
         }
     }
 
     fn state_changed(&mut self, from: State, to: State, reason: Reason) {
-        let line = format!("{} -> {} ({})", from.as_str(), to.as_str(), reason.as_str());
-        tracing::info!(interface = %self.params.key.interface, vhid = self.params.key.vhid,
-            from = from.as_str(), to = to.as_str(), reason = reason.as_str(),
-            "{} vhid {}: {line}", self.params.key.interface, self.params.key.vhid);
-        self.last_transition = Some(line);
-        self.last_reason = Some(reason.as_str());
-        self.transitions += 1;
-        *self
-            .transitions_by_reason
-            .entry(reason.as_str())
-            .or_default() += 1;
-        self.state_since = Instant::now();
+        let line = self.history.record(from, to, reason, Instant::now());
+        tracing::info!(
+            from = from.as_str(),
+            to = to.as_str(),
+            reason = reason.as_str(),
+            "{} vhid {}: {line}",
+            self.params.key.interface,
+            self.params.key.vhid
+        );
 
         let hooks = &self.params.spec.hooks;
         let first_backup = !self.started && from == State::Init && to == State::Backup;
@@ -826,51 +624,59 @@ impl Task {
             self.started = true;
         }
         if let Some(kind) = kind {
-            self.run_hook(kind, to);
-        }
-    }
-
-    fn run_hook(&mut self, kind: HookKind, state: State) {
-        self.hooks.retain(|h| !h.is_finished());
-        let addrs: Vec<IpAddr> = self.params.spec.addresses.iter().map(|a| a.addr).collect();
-        let p = &self.params;
-        let stats = Arc::clone(&self.stats);
-        if let Some(h) = hooks::spawn_hook(
-            &p.spec.hooks,
-            kind,
-            &p.key.interface,
-            p.key.vhid,
-            state,
-            &addrs,
-            move |outcome| {
-                if outcome != hooks::HookOutcome::Success {
-                    stats.hook_failures.fetch_add(1, Ordering::Relaxed);
-                }
-            },
-        ) {
-            self.stats.hook_runs.fetch_add(1, Ordering::Relaxed);
-            self.hooks.push(h);
+            self.hooks.request(HookRequest { kind, state: to });
         }
     }
 }
 
-fn show_mac(mac: [u8; 6]) -> String {
-    mac.map(|b| format!("{b:02x}")).join(":")
-}
-
-/// Until the advertiser hands the schedule back (never without one).
-async fn returned(standing: &mut Option<Standing>) {
-    match standing {
-        Some(s) => {
-            let _ = (&mut s.returned).await;
+/// Every copy of an advertisement.
+fn destinations(p: &VhidParams, sockets: &Sockets, vmac: Option<&vmac::Device>) -> Vec<Dest> {
+    let peers = &p.spec.transport.peers;
+    // Unicast advertisements leave from the parent: peers may be routed,
+    // and they check the source address. Group ones leave from the
+    // virtual MAC while it is up, so that switches learn it.
+    let group_if = match vmac {
+        Some(vmac) if vmac.is_up() => vmac.index(),
+        _ => p.ifindex,
+    };
+    let mut dests = Vec::new();
+    if let Some(src) = p.src_v4 {
+        if peers.is_empty() {
+            let (ifindex, dst) = (group_if, p.spec.group_v4);
+            dests.push(match &sockets.broadcast {
+                Some(_) if p.spec.broadcast => Dest::Broadcast { ifindex, src, dst },
+                _ => Dest::V4 { ifindex, src, dst },
+            });
         }
-        None => std::future::pending().await,
+        for peer in peers {
+            if let IpAddr::V4(dst) = *peer {
+                dests.push(Dest::V4 {
+                    ifindex: p.ifindex,
+                    src,
+                    dst,
+                });
+            }
+        }
     }
-}
-
-pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+    if let (Some(src), Some(_)) = (p.src_v6, &sockets.v6) {
+        if peers.is_empty() {
+            dests.push(Dest::V6 {
+                ifindex: group_if,
+                src,
+                dst: GROUP_V6,
+            });
+        }
+        for peer in peers {
+            if let IpAddr::V6(dst) = *peer {
+                // the kernel picks the source the peer knows us by: the
+                // link-local address for a link-local peer
+                dests.push(Dest::V6 {
+                    ifindex: p.ifindex,
+                    src: Ipv6Addr::UNSPECIFIED,
+                    dst,
+                });
+            }
+        }
     }
+    dests
 }

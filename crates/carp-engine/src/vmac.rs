@@ -23,7 +23,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::netlink::MAX_NAME_LEN;
+use crate::netlink::{MAX_NAME_LEN, Netlink};
 
 /// The macvlan child of one VHID.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,12 +56,109 @@ pub fn child_name(parent: &str, vhid: u8) -> String {
     format!("{}{suffix}", &parent[..keep])
 }
 
+/// A VHID's macvlan child while it exists: created down at start, up only
+/// while MASTER, deleted on exit.
+#[derive(Debug)]
+pub(crate) struct Device {
+    index: u32,
+    mac: [u8; 6],
+    up: bool,
+}
+
+impl Device {
+    /// Create `child` (down) on the parent `parent_index`, named
+    /// `parent_name`, and set its sysctls. On failure the VHID runs on the
+    /// parent with its real MAC, and says so.
+    pub(crate) async fn create(
+        netlink: &Netlink,
+        parent_index: u32,
+        parent_name: &str,
+        child: &Child,
+        has_ipv4: bool,
+        has_ipv6: bool,
+    ) -> Option<Device> {
+        let created = match netlink
+            .create_macvlan(parent_index, &child.name, child.mac)
+            .await
+        {
+            Ok(index) => match configure_child(&child.name, has_ipv6) {
+                Ok(()) => Ok(index),
+                Err(e) => {
+                    let _ = netlink.delete_link(index).await;
+                    Err(e.to_string())
+                }
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match created {
+            Ok(index) => {
+                tracing::info!(child = %child.name,
+                    "virtual MAC {} on {}", show_mac(child.mac), child.name);
+                let leaks = parent_arp_leaks(parent_name);
+                if has_ipv4 && !leaks.is_empty() {
+                    tracing::warn!(
+                        "{parent_name} may still show its own MAC for the virtual addresses; set {}",
+                        leaks.join(" and ")
+                    );
+                }
+                Some(Device {
+                    index,
+                    mac: child.mac,
+                    up: false,
+                })
+            }
+            Err(e) => {
+                tracing::error!(child = %child.name, error = %e,
+                    "cannot create the virtual MAC interface; using the real MAC");
+                None
+            }
+        }
+    }
+
+    pub(crate) fn index(&self) -> u32 {
+        self.index
+    }
+
+    pub(crate) fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// Up (while MASTER): group advertisements leave from it.
+    pub(crate) fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Bring it up or down; a failure is logged and leaves it as it was.
+    pub(crate) async fn set_up(&mut self, netlink: &Netlink, up: bool) {
+        if self.up == up {
+            return;
+        }
+        match netlink.set_link_up(self.index, up).await {
+            Ok(()) => self.up = up,
+            Err(e) => {
+                tracing::warn!(error = %e,
+                    "cannot set the virtual MAC interface {}", if up { "up" } else { "down" });
+            }
+        }
+    }
+
+    pub(crate) async fn delete(self, netlink: &Netlink) {
+        if let Err(e) = netlink.delete_link(self.index).await {
+            tracing::warn!(error = %e, "cannot delete the virtual MAC interface");
+        }
+    }
+}
+
+fn show_mac(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}
+
 fn conf(family: &str, ifname: &str, key: &str) -> PathBuf {
     PathBuf::from(format!("/proc/sys/net/{family}/conf/{ifname}/{key}"))
 }
 
 /// Set the child's sysctls (in the namespace of the calling thread).
-pub(crate) fn configure_child(child: &str, has_ipv6: bool) -> io::Result<()> {
+fn configure_child(child: &str, has_ipv6: bool) -> io::Result<()> {
     let mut settings = vec![
         ("ipv4", "arp_ignore", "1"),
         ("ipv4", "arp_announce", "2"),
@@ -91,7 +188,7 @@ pub(crate) fn configure_child(child: &str, has_ipv6: bool) -> io::Result<()> {
 /// The parent's ARP settings that let its real MAC leak out for addresses
 /// it does not hold, as `sysctl` assignments to fix (the kernel applies the
 /// larger of `all` and the interface's value).
-pub(crate) fn parent_arp_leaks(parent: &str) -> Vec<String> {
+fn parent_arp_leaks(parent: &str) -> Vec<String> {
     let read = |ifname: &str, key: &str| {
         std::fs::read_to_string(conf("ipv4", ifname, key))
             .ok()

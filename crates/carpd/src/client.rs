@@ -24,6 +24,7 @@ pub fn run(command: Command) -> Result<(), Error> {
                 let doc = serde_json::json!({
                     "vhids": r.vhids,
                     "interface_drops": r.interface_drops,
+                    "log_lines_dropped": r.log_lines_dropped.unwrap_or(0),
                 });
                 println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             } else {
@@ -224,6 +225,11 @@ fn table(r: &Response) -> String {
             out.push('\n');
         }
     }
+    if let Some(n) = r.log_lines_dropped.filter(|n| *n > 0) {
+        out.push_str(&format!(
+            "\nlog lines dropped (the log output was not read): {n}\n"
+        ));
+    }
     out
 }
 
@@ -274,11 +280,20 @@ mod tests {
             hook_runs: 0,
             hook_failures: 0,
         };
-        let t = table(&Response {
+        let mut r = Response {
             ok: true,
             vhids: vec![v],
+            log_lines_dropped: Some(0),
             ..Response::default()
-        });
+        };
+        let t = table(&r);
+        assert!(!t.contains("log lines dropped"), "{t}");
+        r.log_lines_dropped = Some(42);
+        let t = table(&r);
+        assert!(
+            t.ends_with("\nlog lines dropped (the log output was not read): 42\n"),
+            "{t}"
+        );
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("INTERFACE  VHID  STATE"), "{t}");
         assert!(lines[1].contains("10.0.0.2"), "{t}");

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use carp_engine::engine::DropCounts;
 use carp_engine::{ReloadReport, VhidFilter, VhidKey, VhidStatus};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -179,6 +180,10 @@ pub enum Request {
     Reload,
 }
 
+/// Drops that belong to no VHID as the control protocol carries them:
+/// counts by interface, then by reason.
+pub type InterfaceDropCounts = BTreeMap<String, BTreeMap<String, u64>>;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Response {
     pub ok: bool,
@@ -193,9 +198,12 @@ pub struct Response {
     /// Status: drops that belong to no VHID, by interface and reason
     /// (`*`: interfaces without VHIDs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub interface_drops: BTreeMap<String, BTreeMap<String, u64>>,
+    pub interface_drops: InterfaceDropCounts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<ReloadInfo>,
+    /// Status: log lines dropped because the log output was not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_lines_dropped: Option<u64>,
 }
 
 impl Response {
@@ -249,8 +257,7 @@ pub struct VhidInfo {
 
 impl From<&VhidStatus> for VhidInfo {
     fn from(s: &VhidStatus) -> VhidInfo {
-        let names =
-            |m: &BTreeMap<&'static str, u64>| m.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let names = |m: &DropCounts| m.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         VhidInfo {
             interface: s.key.interface.clone(),
             vhid: s.key.vhid,
@@ -493,6 +500,7 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
                     .filter(|(_, d)| !d.is_empty())
                     .map(|(i, d)| (i, d.into_iter().map(|(r, n)| (r.to_string(), n)).collect()))
                     .collect(),
+                log_lines_dropped: Some(crate::logging::lines_dropped()),
                 ..Response::default()
             },
             Err(e) => Response::error(e),
@@ -537,12 +545,13 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
             }
         }
         Request::Stepdown { interface, vhid } => {
-            match shared.step_down(interface.as_deref(), vhid).await {
-                Ok((0, _)) => Response::error(no_match(&VhidFilter {
-                    interface,
-                    vhid,
-                    group: None,
-                })),
+            let filter = VhidFilter {
+                interface,
+                vhid,
+                group: None,
+            };
+            match shared.step_down(&filter).await {
+                Ok((0, _)) => Response::error(no_match(&filter)),
                 Ok((matched, stepped)) => {
                     let names: Vec<String> = stepped.iter().map(key_name).collect();
                     info!(vhids = %names.join(" "), "control: {} master(s) stepped down", names.len());

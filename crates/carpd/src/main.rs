@@ -25,7 +25,11 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    match run::main(mode) {
+    let result = run::main(mode);
+    // The last lines of a clean shutdown are still queued for the log
+    // writer threads.
+    logging::finish();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("carpd: {}", error::chain(&e));

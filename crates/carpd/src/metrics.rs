@@ -2,16 +2,16 @@
 //! set) answering `GET /metrics` with the OpenMetrics text format.
 //!
 //! Nothing is counted here: every scrape takes a snapshot of the engine
-//! (the counters its tasks keep anyway) and encodes it with
-//! `prometheus-client` through a [`Collector`] over that snapshot. The
-//! series are listed in README.md ("Metrics").
+//! (the counters its tasks keep anyway) and of the log outputs' drop count,
+//! and encodes them with `prometheus-client` through [`Collector`]s over
+//! those snapshots. The series are listed in README.md ("Metrics").
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use carp_engine::engine::InterfaceDrops;
 use carp_engine::{LATENESS_BUCKETS_US, LatenessSummary, VhidStatus};
 use carp_proto::{DropReason, State};
 use prometheus_client::collector::Collector;
@@ -25,9 +25,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use crate::accept;
 use crate::error::Error;
 use crate::run::Shared;
+use crate::{accept, logging};
 
 /// A request line and headers fit in this; anything longer is not a scrape.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -40,7 +40,7 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 pub struct Snapshot {
     pub vhids: Vec<VhidStatus>,
     /// Drops of no known VHID by interface (`*`: unknown interface).
-    pub interface_drops: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    pub interface_drops: InterfaceDrops,
     pub lateness: LatenessSummary,
     /// Control socket connections refused by their peer credentials.
     pub control_refused: u64,
@@ -93,7 +93,7 @@ async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<(
     };
     let (status, body) = match route(&head) {
         Route::Metrics => match shared.snapshot().await {
-            Some(s) => match render(s) {
+            Some(s) => match render(s, logging::lines_dropped()) {
                 Ok(text) => ("200 OK", text),
                 Err(_) => ("500 Internal Server Error", "encoding failed\n".into()),
             },
@@ -163,10 +163,12 @@ fn route(head: &[u8]) -> Route {
     }
 }
 
-/// Encode a snapshot in the OpenMetrics text format.
-pub fn render(snapshot: Snapshot) -> Result<String, std::fmt::Error> {
+/// Encode a snapshot and the count of dropped log lines in the OpenMetrics
+/// text format.
+pub fn render(snapshot: Snapshot, log_lines_dropped: u64) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(snapshot));
+    registry.register_collector(Box::new(LogDrops(log_lines_dropped)));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)
@@ -328,6 +330,22 @@ impl Collector for Snapshot {
     }
 }
 
+/// Log lines dropped because a log output was full (its reader stalled).
+#[derive(Debug)]
+struct LogDrops(u64);
+
+impl Collector for LogDrops {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        family(
+            &mut enc,
+            "carpd_log_lines_dropped",
+            "Log lines dropped because the log output (stderr or syslog) was not read fast enough",
+            MetricType::Counter,
+            [(Labels::new(), ConstCounter::new(self.0))],
+        )
+    }
+}
+
 fn us_to_secs(us: u64) -> f64 {
     Duration::from_micros(us).as_secs_f64()
 }
@@ -386,12 +404,15 @@ mod tests {
         };
         lateness.buckets = [3; LATENESS_BUCKETS_US.len()];
         lateness.buckets[..2].copy_from_slice(&[1, 2]);
-        let text = render(Snapshot {
-            vhids: vec![status(State::Master)],
-            interface_drops: [("*".to_string(), [("bad_ttl", 4)].into())].into(),
-            lateness,
-            control_refused: 2,
-        })
+        let text = render(
+            Snapshot {
+                vhids: vec![status(State::Master)],
+                interface_drops: [("*".to_string(), [("bad_ttl", 4)].into())].into(),
+                lateness,
+                control_refused: 2,
+            },
+            11,
+        )
         .unwrap();
         for line in [
             "# TYPE carpd_vhid_state gauge",
@@ -407,6 +428,8 @@ mod tests {
             r#"carpd_hook_failures_total{interface="eth0",vhid="7"} 0"#,
             r#"carpd_vhid_demote{interface="eth0",vhid="7"} 0"#,
             "carpd_control_refused_total 2",
+            "# TYPE carpd_log_lines_dropped counter",
+            "carpd_log_lines_dropped_total 11",
             "# TYPE carpd_timer_lateness_seconds histogram",
             r#"carpd_timer_lateness_seconds_bucket{le="0.0001"} 1"#,
             r#"carpd_timer_lateness_seconds_bucket{le="+Inf"} 3"#,

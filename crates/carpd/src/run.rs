@@ -1,21 +1,22 @@
 //! Start-up, the signal loop, reloads and shutdown.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use carp_engine::engine::InterfaceDrops;
 use carp_engine::{Engine, EngineSpec, VhidFilter, VhidKey, VhidStatus};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Mutex, RwLock};
 use tracing::{error, info, warn};
 
-use crate::cli::{Mode, UCARP_NAME};
+use crate::cli::{ConfigArgs, Mode, UCARP_NAME};
 use crate::config::{Config, DEFAULT_CONTROL_SOCKET};
 use crate::control::{self, ReloadInfo, key_name};
 use crate::error::{Error, chain};
 use crate::logging::{self, Facility, LogSettings};
 use crate::metrics::{self, Snapshot};
+use crate::ucarp::UcarpArgs;
 use crate::{client, notify};
 
 /// What to run and what to serve around it.
@@ -46,102 +47,108 @@ struct ReloadSource {
 /// or carry out one client command.
 pub fn main(mode: Mode) -> Result<(), Error> {
     match mode {
-        Mode::Config(args) => {
-            if let Some(command) = args.command {
-                return client::run(command);
-            }
-            let config = Config::load(&args.config)?;
-            if args.check_config {
-                println!("{}: ok: {}", args.config.display(), config.summary());
-                return Ok(());
-            }
-            let path = args
-                .control_socket
-                .clone()
-                .or(config.control_socket.clone())
-                .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into());
-            // Before anything else: a second carpd on this socket stops
-            // here with one line, having touched nothing.
-            let (listener, stale) = control::claim(&path, config.control_group.as_ref())?;
-            let control = Control {
-                file: SocketFile(path),
-                listener,
-                access: control::Access::new(config.control_group.clone()),
-            };
-            logging::init(&LogSettings {
-                args: args.log,
-                debug: args.debug,
-                stderr: true,
-                syslog: Facility::NONE,
-                ident: "carpd".into(),
-            })?;
-            info!(config = %args.config.display(), "starting with {}", config.summary());
-            if stale {
-                info!(path = %control.file.0.display(), "replaced a stale control socket");
-            }
-            serve(
-                Setup {
-                    spec: config.spec,
-                    reload: Some(ReloadSource {
-                        path: args.config,
-                        socket_from_cli: args.control_socket.is_some(),
-                    }),
-                    control: Some(control),
-                    metrics_listen: config.metrics_listen,
-                },
-                false,
-            )
-        }
-        Mode::Ucarp(args) => {
-            // Everything ucarp checks is checked before going to the
-            // background, so a bad command line still fails visibly.
-            let spec = args.to_spec()?;
-            if args.daemonize {
-                // Keep the working directory: relative script paths must
-                // keep working as they do with ucarp. No threads exist yet,
-                // so forking here is safe.
-                nix::unistd::daemon(true, false).map_err(Error::Daemonize)?;
-            }
-            logging::init(&LogSettings {
-                args: args.log.clone(),
-                debug: args.debug,
-                stderr: !args.daemonize,
-                syslog: args.facility,
-                ident: UCARP_NAME.into(),
-            })?;
-            info!("starting in UCARP-compatible mode");
-            if let Some(w) = args.password_file_warning() {
-                warn!("{w}");
-            }
-            // ucarp's own start-up warnings: without scripts (and without
-            // --manage-addresses) nothing moves the address.
-            if args.upscript.is_none() {
-                warn!("no script called when going up");
-            }
-            if args.downscript.is_none() {
-                warn!("no script called when going down");
-            }
-            // Like ucarp, no control socket: one process per VHID is the
-            // ucarp way, and they would all want the same default path.
-            serve(
-                Setup {
-                    spec,
-                    reload: None,
-                    control: None,
-                    metrics_listen: None,
-                },
-                args.daemonize,
-            )
-        }
+        Mode::Config(args) => start_from_file(args),
+        Mode::Ucarp(args) => start_ucarp(&args),
     }
+}
+
+/// carpd configured by its TOML file (or a client command to a running one).
+fn start_from_file(args: ConfigArgs) -> Result<(), Error> {
+    if let Some(command) = args.command {
+        return client::run(command);
+    }
+    let config = Config::load(&args.config)?;
+    if args.check_config {
+        println!("{}: ok: {}", args.config.display(), config.summary());
+        return Ok(());
+    }
+    let path = args
+        .control_socket
+        .clone()
+        .or(config.control_socket.clone())
+        .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into());
+    // Before anything else: a second carpd on this socket stops
+    // here with one line, having touched nothing.
+    let (listener, stale) = control::claim(&path, config.control_group.as_ref())?;
+    let control = Control {
+        file: SocketFile(path),
+        listener,
+        access: control::Access::new(config.control_group.clone()),
+    };
+    logging::init(&LogSettings {
+        args: args.log,
+        debug: args.debug,
+        stderr: true,
+        syslog: Facility::NONE,
+        ident: "carpd".into(),
+    })?;
+    info!(config = %args.config.display(), "starting with {}", config.summary());
+    if stale {
+        info!(path = %control.file.0.display(), "replaced a stale control socket");
+    }
+    serve(
+        Setup {
+            spec: config.spec,
+            reload: Some(ReloadSource {
+                path: args.config,
+                socket_from_cli: args.control_socket.is_some(),
+            }),
+            control: Some(control),
+            metrics_listen: config.metrics_listen,
+        },
+        false,
+    )
+}
+
+/// carpd in UCARP-compatible mode: one VHID from ucarp's command line.
+fn start_ucarp(args: &UcarpArgs) -> Result<(), Error> {
+    // Everything ucarp checks is checked before going to the
+    // background, so a bad command line still fails visibly.
+    let spec = args.to_spec()?;
+    if args.daemonize {
+        // Keep the working directory: relative script paths must
+        // keep working as they do with ucarp. No threads exist yet,
+        // so forking here is safe.
+        nix::unistd::daemon(true, false).map_err(Error::Daemonize)?;
+    }
+    logging::init(&LogSettings {
+        args: args.log.clone(),
+        debug: args.debug,
+        stderr: !args.daemonize,
+        syslog: args.facility,
+        ident: UCARP_NAME.into(),
+    })?;
+    info!("starting in UCARP-compatible mode");
+    if let Some(w) = args.password_file_warning() {
+        warn!("{w}");
+    }
+    // ucarp's own start-up warnings: without scripts (and without
+    // --manage-addresses) nothing moves the address.
+    if args.upscript.is_none() {
+        warn!("no script called when going up");
+    }
+    if args.downscript.is_none() {
+        warn!("no script called when going down");
+    }
+    // Like ucarp, no control socket: one process per VHID is the
+    // ucarp way, and they would all want the same default path.
+    serve(
+        Setup {
+            spec,
+            reload: None,
+            control: None,
+            metrics_listen: None,
+        },
+        args.daemonize,
+    )
 }
 
 fn serve(setup: Setup, detached: bool) -> Result<(), Error> {
     // One thread: the work per VHID is tiny (a timer, a signature, a send)
     // and every wait (netlink, hooks, sockets) is async, while a second
-    // worker only adds cross-thread wake-ups and work stealing (15-25 % of
-    // the CPU at 1000 VHIDs). Blocking work (configuration and password
-    // files at reload, group lookups) goes to `spawn_blocking`'s threads.
+    // worker only adds cross-thread wake-ups and work stealing. Blocking
+    // work (configuration and password files at reload, group lookups) goes
+    // to `spawn_blocking`'s threads.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .thread_name("carpd")
         .enable_all()
@@ -192,15 +199,7 @@ struct ReloadState {
 const SHUTTING_DOWN: &str = "carpd is shutting down";
 
 impl Shared {
-    pub async fn status(
-        &self,
-    ) -> Result<
-        (
-            Vec<VhidStatus>,
-            BTreeMap<String, BTreeMap<&'static str, u64>>,
-        ),
-        String,
-    > {
+    pub async fn status(&self) -> Result<(Vec<VhidStatus>, InterfaceDrops), String> {
         let g = self.engine.read().await;
         let engine = g.as_ref().ok_or(SHUTTING_DOWN)?;
         Ok((engine.status().await, engine.interface_drops().await))
@@ -221,31 +220,16 @@ impl Shared {
 
     /// Masters among the matching VHIDs step down: (how many matched, which
     /// stepped down).
-    pub async fn step_down(
-        &self,
-        interface: Option<&str>,
-        vhid: Option<u8>,
-    ) -> Result<(usize, Vec<VhidKey>), String> {
+    pub async fn step_down(&self, filter: &VhidFilter) -> Result<(usize, Vec<VhidKey>), String> {
         let g = self.engine.read().await;
         let engine = g.as_ref().ok_or(SHUTTING_DOWN)?;
-        if interface.is_none() && vhid.is_none() {
-            let n = engine.status().await.len();
-            return Ok((n, engine.step_down(None).await));
-        }
-        let matching: Vec<VhidKey> = engine
-            .status()
-            .await
+        let matched = engine.step_down(filter).await;
+        let n = matched.len();
+        let stepped = matched
             .into_iter()
-            .map(|s| s.key)
-            .filter(|k| {
-                interface.is_none_or(|i| i == k.interface) && vhid.is_none_or(|v| v == k.vhid)
-            })
+            .filter_map(|(key, was_master)| was_master.then_some(key))
             .collect();
-        let mut stepped = Vec::new();
-        for k in &matching {
-            stepped.extend(engine.step_down(Some(k)).await);
-        }
-        Ok((matching.len(), stepped))
+        Ok((n, stepped))
     }
 
     pub async fn snapshot(&self) -> Option<Snapshot> {
@@ -430,7 +414,7 @@ async fn daemon(setup: Setup) -> Result<(), Error> {
                 }
             }
             _ = usr2.recv() => {
-                if let Ok((_, stepped)) = shared.step_down(None, None).await {
+                if let Ok((_, stepped)) = shared.step_down(&VhidFilter::default()).await {
                     info!("SIGUSR2: {} master(s) stepped down: {}", stepped.len(), keys(&stepped));
                 }
             }

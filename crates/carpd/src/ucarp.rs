@@ -11,12 +11,12 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use carp_engine::spec::{DEFAULT_ADVBASE, DEFAULT_ADVSKEW, DEFAULT_DEAD_RATIO, DEFAULT_GROUP};
 use carp_engine::{EngineSpec, HookSpec, InterfaceSpec, VhidSpec};
 use carp_proto::HmacMode;
-use carp_proto::machine::DemoteStyle;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
-use crate::config::{self, DEFAULT_GROUP, UCARP_MAX_KEY};
+use crate::config::{self, UCARP_MAX_KEY};
 use crate::error::Error;
 use crate::logging::{Facility, LogArgs};
 
@@ -93,10 +93,10 @@ pub struct UcarpArgs {
     #[arg(short = 'a', long, value_name = "IP")]
     pub addr: Option<Ipv4Addr>,
     /// Advertisement frequency (seconds)
-    #[arg(short = 'b', long, value_name = "SECONDS", default_value_t = config::DEFAULT_ADVBASE)]
+    #[arg(short = 'b', long, value_name = "SECONDS", default_value_t = DEFAULT_ADVBASE)]
     pub advbase: u8,
     /// Advertisement skew (0-255)
-    #[arg(short = 'k', long, value_name = "SKEW", default_value_t = config::DEFAULT_ADVSKEW)]
+    #[arg(short = 'k', long, value_name = "SKEW", default_value_t = DEFAULT_ADVSKEW)]
     pub advskew: u8,
     /// Run <FILE> to become a master
     #[arg(short = 'u', long, value_name = "FILE")]
@@ -107,7 +107,7 @@ pub struct UcarpArgs {
     /// Ratio to consider a host as dead
     #[arg(
         short = 'r', long, value_name = "RATIO",
-        default_value_t = config::DEFAULT_DEAD_RATIO,
+        default_value_t = DEFAULT_DEAD_RATIO,
         value_parser = clap::value_parser!(u8).range(1..=255)
     )]
     pub deadratio: u8,
@@ -242,6 +242,41 @@ impl UcarpArgs {
             .ok_or_else(|| usage("you must supply a virtual host address (--addr)"))?;
         let vaddr = config::parse_vaddr(&format!("{addr}/32"))
             .map_err(|m| Error::Usage(format!("--addr {addr}: {m}")))?;
+        self.check_advertising()?;
+
+        let spec = VhidSpec {
+            advbase: self.advbase,
+            advskew: self.advskew,
+            dead_ratio: self.deadratio,
+            preempt: self.preempt,
+            source: self.srcip.map(IpAddr::V4),
+            group_v4: self.mcast,
+            broadcast: self.nomcast,
+            // ucarp's scripts own the address unless asked otherwise
+            manage_addresses: self.manage_addresses,
+            hooks: HookSpec {
+                up: self.upscript.clone(),
+                down: self.downscript.clone(),
+                xparam: self.xparam.clone(),
+                timeout: self.hook_timeout,
+                down_at_start: !self.neutral,
+                down_on_exit: self.shutdown,
+            },
+            ..VhidSpec::new(vhid, vec![vaddr], key, HmacMode::Ucarp)
+        };
+        Ok(EngineSpec {
+            interfaces: vec![InterfaceSpec {
+                name: interface,
+                ignore_link_state: self.ignoreifstate,
+                vhids: vec![spec],
+            }],
+            trackers: Vec::new(),
+        })
+    }
+
+    /// What ucarp checks of the timing, the group and the source address.
+    fn check_advertising(&self) -> Result<(), Error> {
+        let usage = |m: &str| Error::Usage(m.to_string());
         if self.advbase == 0 && self.advskew == 0 {
             return Err(usage(
                 "you must supply an advertisement time base (--advbase > 0 or --advskew > 0)",
@@ -265,43 +300,7 @@ impl UcarpArgs {
                 )));
             }
         }
-
-        let spec = VhidSpec {
-            vhid,
-            addresses: vec![vaddr],
-            label: None,
-            key,
-            auth: HmacMode::Ucarp,
-            demote_style: DemoteStyle::Skew,
-            advbase: self.advbase,
-            advskew: self.advskew,
-            dead_ratio: self.deadratio,
-            preempt: self.preempt,
-            source: self.srcip.map(IpAddr::V4),
-            group_v4: self.mcast,
-            broadcast: self.nomcast,
-            manage_addresses: self.manage_addresses,
-            replay_protection: false,
-            hooks: HookSpec {
-                up: self.upscript.clone(),
-                down: self.downscript.clone(),
-                xparam: self.xparam.clone(),
-                timeout: self.hook_timeout,
-                down_at_start: !self.neutral,
-                down_on_exit: self.shutdown,
-            },
-            groups: Vec::new(),
-            share: None,
-            transport: Default::default(),
-        };
-        Ok(EngineSpec {
-            interfaces: vec![InterfaceSpec {
-                name: interface,
-                ignore_link_state: self.ignoreifstate,
-                vhids: vec![spec],
-            }],
-            trackers: Vec::new(),
-        })
+        Ok(())
     }
 }
 
@@ -309,6 +308,7 @@ impl UcarpArgs {
 mod tests {
     use super::*;
     use carp_engine::VirtualAddr;
+    use carp_proto::machine::DemoteStyle;
 
     fn parse(args: &[&str]) -> UcarpArgs {
         UcarpArgs::try_parse_from(std::iter::once("ucarp").chain(args.iter().copied())).unwrap()
