@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use carp_proto::HmacMode;
 use carp_proto::machine::DemoteStyle;
+use carp_proto::vrrp;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EngineSpec {
@@ -77,6 +78,50 @@ pub struct VhidSpec {
     pub share: Option<ShareSpec>,
     /// Unicast peers and the virtual MAC.
     pub transport: TransportSpec,
+    /// CARP (the fields above named after CARP apply), or VRRP with its
+    /// own parameters (`vhid` is then the VRID).
+    pub protocol: Protocol,
+}
+
+/// The protocol a VHID speaks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Carp,
+    Vrrp(VrrpSpec),
+}
+
+/// A VRRP virtual router's parameters. `key`, `auth`, `advbase`,
+/// `advskew`, `dead_ratio`, `demote_style` and `replay_protection` of the
+/// [`VhidSpec`] are not used.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VrrpSpec {
+    pub version: vrrp::Version,
+    /// 1..=254, 255 for the address owner.
+    pub priority: u8,
+    /// Advertisement interval, centiseconds (VRRPv2: a multiple of 100).
+    pub interval_cs: u16,
+    /// VRRPv2 authentication (no security: plain text on the wire).
+    pub auth: vrrp::Auth,
+    /// VRRPv3 Accept_Mode: a non-owner MASTER accepts packets addressed to
+    /// the virtual addresses. carpd installs the addresses either way.
+    pub accept_mode: bool,
+}
+
+impl std::fmt::Debug for VrrpSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match self.auth {
+            vrrp::Auth::None => "none",
+            vrrp::Auth::Simple(_) => "simple <redacted>",
+        };
+        f.debug_struct("VrrpSpec")
+            .field("version", &self.version)
+            .field("priority", &self.priority)
+            .field("interval_cs", &self.interval_cs)
+            .field("auth", &auth)
+            .field("accept_mode", &self.accept_mode)
+            .finish()
+    }
 }
 
 /// How a VHID reaches its peers on the segment.
@@ -141,6 +186,7 @@ impl VhidSpec {
             groups: Vec::new(),
             share: None,
             transport: TransportSpec::default(),
+            protocol: Protocol::Carp,
         }
     }
 
@@ -272,6 +318,7 @@ impl std::fmt::Debug for VhidSpec {
             .field("groups", &self.groups)
             .field("share", &self.share)
             .field("transport", &self.transport)
+            .field("protocol", &self.protocol)
             .finish()
     }
 }
@@ -297,6 +344,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_vrrp_password_is_not_printed() {
+        let v = VrrpSpec {
+            version: vrrp::Version::V2,
+            priority: 100,
+            interval_cs: 100,
+            auth: vrrp::Auth::simple(b"hunter2"),
+            accept_mode: false,
+        };
+        let text = format!("{v:?}");
+        assert!(
+            !text.contains("hunter2") && text.contains("redacted"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_new_vhid_has_the_protocol_defaults_and_the_demote_style_of_its_auth() {
         let bsd = VhidSpec::new(7, Vec::new(), b"pw".to_vec(), HmacMode::Bsd);
         assert_eq!(bsd.demote_style, DemoteStyle::Byte);
@@ -304,6 +367,7 @@ mod tests {
         assert_eq!(bsd.group_v4, Ipv4Addr::new(224, 0, 0, 18));
         assert!(!bsd.preempt && bsd.manage_addresses && !bsd.replay_protection);
         assert!(bsd.share.is_none() && !bsd.transport.unicast());
+        assert_eq!(bsd.protocol, Protocol::Carp);
         let ucarp = VhidSpec::new(7, Vec::new(), b"pw".to_vec(), HmacMode::Ucarp);
         assert_eq!(ucarp.demote_style, DemoteStyle::Skew);
     }

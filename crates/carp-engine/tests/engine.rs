@@ -180,6 +180,7 @@ fn vhid_spec(vhid: u8, advskew: u8, addresses: Vec<VirtualAddr>) -> VhidSpec {
         groups: Vec::new(),
         share: None,
         transport: Default::default(),
+        protocol: Default::default(),
     }
 }
 
