@@ -91,36 +91,34 @@ pub enum Protocol {
     Vrrp(VrrpSpec),
 }
 
-/// A VRRP virtual router's parameters. `key`, `auth`, `advbase`,
-/// `advskew`, `dead_ratio`, `demote_style` and `replay_protection` of the
-/// [`VhidSpec`] are not used.
-#[derive(Clone, PartialEq, Eq)]
+/// A VRRP virtual router's parameters. `auth`, `advbase`, `advskew`,
+/// `dead_ratio`, `demote_style`, `group_v4`, `broadcast` and
+/// `replay_protection` of the [`VhidSpec`] are not used; its `key` is the
+/// VRRPv2 plain-text password with `simple_auth`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VrrpSpec {
     pub version: vrrp::Version,
     /// 1..=254, 255 for the address owner.
     pub priority: u8,
     /// Advertisement interval, centiseconds (VRRPv2: a multiple of 100).
     pub interval_cs: u16,
-    /// VRRPv2 authentication (no security: plain text on the wire).
-    pub auth: vrrp::Auth,
+    /// VRRPv2 authentication type 1: the key, in plain text on the wire
+    /// (no security, as RFC 3768 says).
+    pub simple_auth: bool,
     /// VRRPv3 Accept_Mode: a non-owner MASTER accepts packets addressed to
     /// the virtual addresses. carpd installs the addresses either way.
     pub accept_mode: bool,
 }
 
-impl std::fmt::Debug for VrrpSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let auth = match self.auth {
-            vrrp::Auth::None => "none",
-            vrrp::Auth::Simple(_) => "simple <redacted>",
-        };
-        f.debug_struct("VrrpSpec")
-            .field("version", &self.version)
-            .field("priority", &self.priority)
-            .field("interval_cs", &self.interval_cs)
-            .field("auth", &auth)
-            .field("accept_mode", &self.accept_mode)
-            .finish()
+impl VrrpSpec {
+    /// The authentication its advertisements carry, `key` being the
+    /// VHID's.
+    pub fn auth(&self, key: &[u8]) -> vrrp::Auth {
+        if self.simple_auth && self.version == vrrp::Version::V2 {
+            vrrp::Auth::simple(key)
+        } else {
+            vrrp::Auth::None
+        }
     }
 }
 

@@ -557,7 +557,7 @@ impl Task {
     /// (VRRPv3's checksum covers the carrier's addresses).
     async fn send_vrrp(&mut self, s: SendVrrp) -> std::io::Result<()> {
         let auth = match &self.params.spec.protocol {
-            Protocol::Vrrp(v) => v.auth,
+            Protocol::Vrrp(v) => v.auth(&self.params.spec.key),
             Protocol::Carp => vrrp::Auth::None,
         };
         self.record_lateness();
@@ -709,7 +709,7 @@ fn receive_check(spec: &VhidSpec, auth: &Authenticator) -> Check {
             version: v.version,
             priority: v.priority,
             interval_cs: v.interval_cs,
-            auth: v.auth,
+            auth: v.auth(&spec.key),
             v4: vrrp_addresses(spec, false),
             v6: vrrp_addresses(spec, true),
         }),

@@ -26,7 +26,9 @@ impl Validator<'_> {
             .map(|s| self.source(s, &ctx))
             .transpose()?;
         level.ignore_link_state = raw.ignore_link_state;
-        let level = top.overlay(&level);
+        let written = level;
+        let level = top.overlay(&written);
+        self.protocol_keys(&written, &level, &ctx)?;
 
         let mut ids: BTreeMap<u8, usize> = BTreeMap::new();
         let mut vhids = Vec::with_capacity(raw.vhid.len());

@@ -4,15 +4,15 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use carp_engine::spec::{DEFAULT_ADVBASE, DEFAULT_ADVSKEW};
+use carp_engine::spec::{DEFAULT_ADVBASE, DEFAULT_ADVSKEW, Protocol, VrrpSpec};
 use carp_engine::{HookSpec, TransportSpec, VhidKey, VhidSpec, VirtualAddr};
-use carp_proto::HmacMode;
+use carp_proto::{HmacMode, vrrp};
 use toml::Spanned;
 
 use super::{KeyUse, Validator};
 use crate::config::cascade::Level;
 use crate::config::check;
-use crate::config::schema::{AuthName, RawVhid};
+use crate::config::schema::{AuthName, ProtocolName, RawVhid, VrrpAuthName};
 use crate::error::Error;
 
 /// How long a hook may run when `hook_timeout` is not set.
@@ -37,11 +37,29 @@ impl Validator<'_> {
             .map(|s| self.source(s, &ctx))
             .transpose()?;
         let l = inherited.overlay(&level);
+        self.protocol_keys(&level, &l, &ctx)?;
+        let protocol_name = l.protocol.as_ref().map_or(ProtocolName::Carp, |p| p.value);
 
         let addresses = self.addresses(raw.addresses.as_ref(), table, &ctx)?;
         let auth = l.auth.as_ref().map_or(AuthName::Bsd, |a| a.value);
         let (advbase, advskew) = self.timing(&l, table, &ctx)?;
-        self.use_key(&l, (ifname, id), table, &ctx)?;
+        let protocol = match protocol_name {
+            ProtocolName::Carp => Protocol::Carp,
+            ProtocolName::Vrrp3 => {
+                Protocol::Vrrp(self.vrrp(&l, vrrp::Version::V3, &addresses, table, &ctx)?)
+            }
+            ProtocolName::Vrrp2 => {
+                Protocol::Vrrp(self.vrrp(&l, vrrp::Version::V2, &addresses, table, &ctx)?)
+            }
+        };
+        let is_vrrp = matches!(protocol, Protocol::Vrrp(_));
+        let needs_key = match &protocol {
+            Protocol::Carp => true,
+            Protocol::Vrrp(v) => v.simple_auth,
+        };
+        if needs_key {
+            self.use_key(&l, (ifname, id), table, &ctx)?;
+        }
         let label = raw
             .label
             .as_ref()
@@ -50,7 +68,14 @@ impl Validator<'_> {
         let transport = TransportSpec {
             peers: self.unicast_peers(&l, level.peers.is_some(), &addresses, table, &ctx)?,
             unicast_ttl_check: l.unicast_ttl_check.unwrap_or(false),
-            virtual_mac: self.virtual_mac(&l, (ifname, id), label.is_some(), &ctx)?,
+            virtual_mac: self.virtual_mac(
+                &l,
+                (ifname, id),
+                label.is_some(),
+                is_vrrp,
+                table,
+                &ctx,
+            )?,
         };
         if auth == AuthName::Ucarp {
             self.ucarp_limits(&l, raw, &addresses, (advbase, advskew), table, &ctx)?;
@@ -66,7 +91,8 @@ impl Validator<'_> {
             advbase,
             advskew,
             dead_ratio: l.dead_ratio.unwrap_or(defaults.dead_ratio),
-            preempt: l.preempt.unwrap_or(defaults.preempt),
+            // VRRP's Preempt_Mode is on by default (both RFCs)
+            preempt: l.preempt.unwrap_or(defaults.preempt || is_vrrp),
             source: l.source,
             group_v4: l.group.unwrap_or(defaults.group_v4),
             broadcast: l.broadcast.unwrap_or(defaults.broadcast),
@@ -83,7 +109,85 @@ impl Validator<'_> {
                 down_on_exit: l.down_on_exit.unwrap_or(true),
             },
             transport,
+            protocol,
             ..defaults
+        })
+    }
+
+    /// A VRRP virtual router's settings: `priority` (1..=255, default 100),
+    /// `advert_interval` (VRRPv3: 10 ms steps up to 40.95 s; VRRPv2: whole
+    /// seconds up to 255 s; default 1 s), `auth_type` (VRRPv2),
+    /// `accept_mode` (VRRPv3); one address family, VRRPv2 IPv4 only, and an
+    /// IPv6 list led by a link-local address (RFC 9568 5.2.9).
+    fn vrrp(
+        &self,
+        l: &Level,
+        version: vrrp::Version,
+        addresses: &[VirtualAddr],
+        table: &Range<usize>,
+        ctx: &str,
+    ) -> Result<VrrpSpec, Error> {
+        let v4 = addresses.iter().filter(|a| a.addr.is_ipv4()).count();
+        let v6 = addresses.len() - v4;
+        let at_addresses = self.diag.at(table.clone(), ctx, "addresses");
+        if v4 > 0 && v6 > 0 {
+            return Err(at_addresses.err(
+                "a VRRP virtual router carries one address family (RFC 9568 keeps IPv4 and IPv6 apart): use two VHIDs on two interfaces or with two numbers",
+            ));
+        }
+        if version == vrrp::Version::V2 && v6 > 0 {
+            return Err(
+                at_addresses.err("VRRPv2 carries IPv4 addresses only: use protocol = \"vrrp3\"")
+            );
+        }
+        if addresses.len() > 255 {
+            return Err(at_addresses.err("a VRRP advertisement carries at most 255 addresses"));
+        }
+        if let Some(first) = addresses.first()
+            && let std::net::IpAddr::V6(a) = first.addr
+            && !a.is_unicast_link_local()
+        {
+            return Err(at_addresses.err(
+                "the first IPv6 address of a VRRP virtual router must be link-local (RFC 9568 5.2.9)",
+            ));
+        }
+        let interval = l
+            .advert_interval
+            .as_ref()
+            .map_or(Duration::from_secs(1), |a| a.value);
+        let interval_span = l
+            .advert_interval
+            .as_ref()
+            .map_or(table.clone(), |a| a.span.clone());
+        let at = self.diag.at(interval_span, ctx, "advert_interval");
+        let millis = interval.as_millis();
+        let interval_cs = match version {
+            vrrp::Version::V3 => {
+                if interval.as_nanos() % 10_000_000 != 0 || !(10..=40_950).contains(&millis) {
+                    return Err(at.err("VRRPv3 intervals are 10 ms steps from 10ms to 40.95s"));
+                }
+                millis / 10
+            }
+            vrrp::Version::V2 => {
+                if interval.subsec_nanos() != 0 || !(1_000..=255_000).contains(&millis) {
+                    return Err(at.err("VRRPv2 intervals are whole seconds from 1s to 255s"));
+                }
+                millis / 10
+            }
+        };
+        let simple_auth = l
+            .auth_type
+            .as_ref()
+            .is_some_and(|a| a.value == VrrpAuthName::Simple);
+        Ok(VrrpSpec {
+            version,
+            priority: l
+                .priority
+                .as_ref()
+                .map_or(vrrp::DEFAULT_PRIORITY, |p| p.value),
+            interval_cs: u16::try_from(interval_cs).unwrap_or(u16::MAX),
+            simple_auth,
+            accept_mode: l.accept_mode.unwrap_or(false),
         })
     }
 
