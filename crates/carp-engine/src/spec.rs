@@ -342,19 +342,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_vrrp_password_is_not_printed() {
-        let v = VrrpSpec {
+    fn vrrp_auth_is_the_key_in_version_2_with_simple_auth_only() {
+        let v2 = VrrpSpec {
             version: vrrp::Version::V2,
             priority: 100,
             interval_cs: 100,
-            auth: vrrp::Auth::simple(b"hunter2"),
+            simple_auth: true,
             accept_mode: false,
         };
-        let text = format!("{v:?}");
-        assert!(
-            !text.contains("hunter2") && text.contains("redacted"),
-            "{text}"
-        );
+        assert_eq!(v2.auth(b"pw"), vrrp::Auth::simple(b"pw"));
+        let none = VrrpSpec {
+            simple_auth: false,
+            ..v2.clone()
+        };
+        assert_eq!(none.auth(b"pw"), vrrp::Auth::None);
+        let v3 = VrrpSpec {
+            version: vrrp::Version::V3,
+            ..v2
+        };
+        assert_eq!(v3.auth(b"pw"), vrrp::Auth::None);
     }
 
     #[test]
