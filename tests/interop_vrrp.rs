@@ -600,3 +600,117 @@ fn v3_ipv4_unicast_peers() {
     bed.wait_owner(&[0], MARGIN);
     assert_eq!(bed.carpd_status()["last_reason"], "peer_bowed_out");
 }
+
+/// carpd's VHID `vhid` in its status.
+fn vhid_status(carpd: &Daemon, vhid: u8) -> serde_json::Value {
+    let s = carpd.status();
+    s["vhids"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["vhid"] == vhid).cloned())
+        .unwrap_or_else(|| panic!("no vhid {vhid} in {s}"))
+}
+
+/// A CARP VHID with its ucarp peer and a VRRP VRID with its keepalived
+/// peer, with different numbers, on one interface: each election goes its
+/// own way (ucarp keeps CARP VHID 7, carpd preempts keepalived on VRID 51)
+/// and neither disturbs the other: no drop, no further transition.
+#[test]
+fn carp_and_vrrp_side_by_side_on_one_interface() {
+    const CARP_VIP: &str = "10.99.0.107";
+    let setup = Setup::new(Family::V3Ipv4, 200, 100);
+    let mut bed = Bed::new(setup.clone());
+    // ucarp on host 1, VHID 7, advskew 100, its scripts own the address
+    let mut scripts = Vec::new();
+    for (event, action) in [
+        ("up", "ip addr add \"$2/24\" dev \"$1\""),
+        ("down", "ip addr del \"$2/24\" dev \"$1\" 2>/dev/null"),
+    ] {
+        let p = bed.dir.write(
+            &format!("ucarp-{event}.sh"),
+            &format!("#!/bin/sh\n{action}\nexit 0\n"),
+        );
+        common::run(&["chmod", "755", p.to_str().unwrap()]);
+        scripts.push(p);
+    }
+    let src = Lan::host_addr(1, 0);
+    let ucarp_args = [
+        "-i",
+        "eth0",
+        "-s",
+        &src,
+        "-v",
+        "7",
+        "-p",
+        "secret",
+        "-a",
+        CARP_VIP,
+        "-b",
+        "1",
+        "-k",
+        "100",
+        "-u",
+        scripts[0].to_str().unwrap(),
+        "-d",
+        scripts[1].to_str().unwrap(),
+        "-z",
+        "-f",
+        "none",
+    ];
+    let _ucarp = Daemon::spawn(
+        &bed.lan.hosts[1],
+        "ucarp",
+        bed.dir.path(),
+        "ucarp",
+        &ucarp_args,
+    );
+    bed.start_keepalived();
+    bed.wait_owner(&[1], setup.master_down(100) + MARGIN * 2);
+    let carp_owner = |bed: &Bed| bed.lan.owners(CARP_VIP);
+    assert!(
+        wait_until(MARGIN * 3, Duration::from_millis(20), || carp_owner(&bed)
+            == [1])
+        .is_some()
+    );
+
+    let toml = format!(
+        "[[interface]]\nname = \"eth0\"\n  [[interface.vhid]]\n  id = 7\n  auth = \"ucarp\"\n  password = \"secret\"\n  addresses = [\"{CARP_VIP}/24\"]\n{}",
+        setup
+            .carpd_toml()
+            .replace("[[interface]]\nname = \"eth0\"\n", "")
+    );
+    let config = bed.dir.write("carpd.toml", &toml);
+    bed.carpd = Some(Daemon::carpd(
+        &bed.lan.hosts[0],
+        "carpd",
+        bed.dir.path(),
+        &config,
+        &[],
+    ));
+    bed.wait_owner(&[0], setup.master_down(200) + MARGIN);
+    // settled: remember, then watch for twice the longest master-down time
+    sleep(setup.master_down(100));
+    let carpd = bed.carpd.as_ref().unwrap();
+    let carp = vhid_status(carpd, 7);
+    let vrrp = vhid_status(carpd, VRID);
+    assert_eq!(carp["state"], "BACKUP", "{carp}");
+    assert_eq!(vrrp["state"], "MASTER", "{vrrp}");
+    assert_eq!(vrrp["last_reason"], "preempt", "{vrrp}");
+    sleep(setup.master_down(100) * 2);
+    let carp_after = vhid_status(carpd, 7);
+    let vrrp_after = vhid_status(carpd, VRID);
+    for (before, after) in [(&carp, &carp_after), (&vrrp, &vrrp_after)] {
+        assert_eq!(before["transitions"], after["transitions"], "{after}");
+        let heard = after["adverts_received"].as_u64().unwrap_or(0);
+        let before_heard = before["adverts_received"].as_u64().unwrap_or(0);
+        // the CARP BACKUP hears ucarp; the VRRP MASTER heard keepalived
+        // before preempting it
+        assert!(heard >= 2 && heard >= before_heard, "{after}");
+        assert_eq!(after["drops"], serde_json::json!({}), "{after}");
+    }
+    assert!(
+        carp_after["adverts_received"].as_u64() > carp["adverts_received"].as_u64(),
+        "{carp_after}"
+    );
+    assert_eq!(carp_owner(&bed), [1]);
+    assert_eq!(bed.owners(), [0]);
+}
