@@ -429,6 +429,16 @@ fn carpd_better(family: Family) {
     let s = bed.carpd_status();
     assert_eq!(s["state"], "MASTER", "{s}");
     assert_eq!(s["last_reason"], "preempt", "{s}");
+    let protocol = if family == Family::V2Ipv4 {
+        "vrrp2"
+    } else {
+        "vrrp3"
+    };
+    assert_eq!(
+        (&s["protocol"], &s["priority"]),
+        (&protocol.into(), &200.into()),
+        "{s}"
+    );
     bed.assert_carpd_hears_keepalived();
 
     bed.crash_carpd();
@@ -713,4 +723,39 @@ fn carp_and_vrrp_side_by_side_on_one_interface() {
     );
     assert_eq!(carp_owner(&bed), [1]);
     assert_eq!(bed.owners(), [0]);
+}
+
+/// The operator's demotion (as a tracker's) lowers the advertised
+/// priority: 200 - 150 = 50 is below keepalived's 100, which preempts;
+/// promoting again takes the address back.
+#[test]
+fn v3_ipv4_demotion_lowers_the_priority() {
+    let setup = Setup::new(Family::V3Ipv4, 200, 100);
+    let mut bed = Bed::new(setup.clone());
+    bed.start_carpd();
+    bed.start_keepalived();
+    bed.wait_owner(&[0], setup.master_down(200) + MARGIN * 2);
+    let sock = bed.carpd().socket();
+    let adjust = |command: &str| {
+        common::run(&[
+            env!("CARGO_BIN_EXE_carpd"),
+            command,
+            "--by",
+            "150",
+            "--socket",
+            sock.to_str().unwrap(),
+        ])
+    };
+    adjust("demote");
+    bed.wait_owner(&[1], setup.master_down(100) + MARGIN);
+    let s = bed.carpd_status();
+    assert_eq!(
+        (&s["priority"], &s["last_reason"]),
+        (&50.into(), &"peer_preferred".into()),
+        "{s}"
+    );
+    adjust("promote");
+    bed.wait_owner(&[0], setup.master_down(200) + MARGIN);
+    assert_eq!(bed.carpd_status()["last_reason"], "preempt");
+    bed.assert_carpd_packets_dissect(&[50, 200]);
 }

@@ -77,6 +77,10 @@ pub struct VhidStatus {
     pub key: VhidKey,
     pub state: State,
     pub addresses: Vec<VirtualAddr>,
+    /// `carp`, `vrrp3` or `vrrp2`.
+    pub protocol: &'static str,
+    /// VRRP: the priority advertised (after demotion); `None` for CARP.
+    pub priority: Option<u8>,
     pub advbase: u8,
     /// Advertised advskew (after demotion in skew style).
     pub advskew: u8,

@@ -482,6 +482,12 @@ impl Task {
             key: self.params.key.clone(),
             state: self.machine.state(),
             addresses: self.params.spec.addresses.clone(),
+            protocol: match &self.params.spec.protocol {
+                Protocol::Carp => "carp",
+                Protocol::Vrrp(v) if v.version == vrrp::Version::V2 => "vrrp2",
+                Protocol::Vrrp(_) => "vrrp3",
+            },
+            priority: self.machine.effective_priority(),
             advbase: timing.advbase,
             advskew: timing.advskew,
             demote: self.machine.demote(),

@@ -379,6 +379,8 @@ mod tests {
                 prefix_len: 24,
             }],
             advbase: 1,
+            protocol: "carp",
+            priority: None,
             advskew: 0,
             demote: 0,
             master: None,
