@@ -1,10 +1,13 @@
-//! carpd speaking VRRP against the real keepalived (Debian's 2.2.7) on one
-//! segment: host 0 runs carpd, host 1 keepalived. VRRPv3 over IPv4 and
+//! carpd speaking VRRP against the real keepalived (Debian's 2.2.7) and FRR
+//! vrrpd (8.4) on one segment: host 0 runs carpd, host 1 the peer.
+//! Against keepalived: VRRPv3 over IPv4 and
 //! IPv6, VRRPv2 with a plain-text password; either side better; crash
 //! (SIGKILL) and graceful stop (priority 0) both ways; preemption both
 //! ways; equal priority (the higher address wins, no flapping); 100 ms
-//! intervals; keepalived with `use_vmac`; unicast peers. Every test also
-//! checks that carpd accepted keepalived's advertisements (status counters
+//! intervals; keepalived with `use_vmac`; unicast peers; demotion; a CARP
+//! VHID beside a VRRP VRID. Against FRR: preemption and priority-0
+//! hand-over over VRRPv3 IPv4. Every test also
+//! checks that carpd accepted its peer's advertisements (status counters
 //! and transition reasons), not only who ends up with the address, and
 //! the advertisements carpd sent are checked by tshark's VRRP dissector.
 
@@ -283,27 +286,32 @@ impl Bed {
         forget_addresses(&self.lan.hosts[0]);
     }
 
+    /// carpd's VHID as its control socket reports it, if it answers yet.
+    fn try_carpd_status(&self) -> Option<serde_json::Value> {
+        let sock = self.carpd.as_ref()?.socket();
+        let out = try_run(&[
+            env!("CARGO_BIN_EXE_carpd"),
+            "status",
+            "--json",
+            "--socket",
+            sock.to_str()?,
+        ])
+        .ok()?;
+        let s: serde_json::Value = serde_json::from_str(&out).ok()?;
+        Some(s["vhids"][0].clone())
+    }
+
     /// Waits until carpd answers on its control socket in `state`.
     fn wait_carpd_state(&self, state: &str, timeout: Duration) {
-        let sock = self.carpd.as_ref().unwrap().socket();
         let ok = wait_until(timeout, Duration::from_millis(50), || {
-            try_run(&[
-                env!("CARGO_BIN_EXE_carpd"),
-                "status",
-                "--json",
-                "--socket",
-                sock.to_str().unwrap(),
-            ])
-            .ok()
-            .and_then(|out| serde_json::from_str::<serde_json::Value>(&out).ok())
-            .is_some_and(|s| s["vhids"][0]["state"] == state)
+            self.try_carpd_status().is_some_and(|s| s["state"] == state)
         });
         assert!(ok.is_some(), "carpd not {state} within {timeout:?}");
     }
 
-    /// carpd accepted keepalived's advertisements (after a few intervals
+    /// carpd accepted its peer's advertisements (after a few intervals
     /// of listening) and dropped none of them.
-    fn assert_carpd_hears_keepalived(&self) {
+    fn assert_carpd_hears_peer(&self) {
         sleep(self.setup.interval() * 3);
         let s = self.carpd_status();
         assert!(
@@ -439,7 +447,7 @@ fn carpd_better(family: Family) {
         (&protocol.into(), &200.into()),
         "{s}"
     );
-    bed.assert_carpd_hears_keepalived();
+    bed.assert_carpd_hears_peer();
 
     bed.crash_carpd();
     bed.wait_owner(&[1], setup.master_down(100) + MARGIN);
@@ -468,7 +476,7 @@ fn keepalived_better(family: Family) {
     let s = bed.carpd_status();
     assert_eq!(s["state"], "BACKUP", "{s}");
     assert_eq!(s["last_reason"], "peer_preferred", "{s}");
-    bed.assert_carpd_hears_keepalived();
+    bed.assert_carpd_hears_peer();
 
     bed.crash_keepalived();
     bed.wait_owner(&[0], setup.master_down(100) + MARGIN);
@@ -539,7 +547,7 @@ fn v3_ipv4_equal_priority_higher_address_wins() {
     sleep(setup.master_down(100) * 2);
     assert_eq!(bed.owners(), [1]);
     assert_eq!(bed.carpd_status()["transitions"].as_u64(), transitions);
-    bed.assert_carpd_hears_keepalived();
+    bed.assert_carpd_hears_peer();
     bed.assert_carpd_packets_dissect(&[100]);
 }
 
@@ -556,7 +564,7 @@ fn v3_ipv4_no_preemption_keeps_the_first_master() {
     sleep(setup.master_down(200) + MARGIN);
     assert_eq!(bed.owners(), [1]);
     assert_eq!(bed.carpd_status()["state"], "BACKUP");
-    bed.assert_carpd_hears_keepalived();
+    bed.assert_carpd_hears_peer();
 }
 
 /// 100 ms intervals (VRRPv3 centiseconds): failover within well under a
@@ -571,7 +579,7 @@ fn v3_ipv4_100ms() {
     bed.start_carpd();
     sleep(Duration::from_secs(2));
     assert_eq!(bed.owners(), [1]);
-    bed.assert_carpd_hears_keepalived();
+    bed.assert_carpd_hears_peer();
     bed.crash_keepalived();
     bed.wait_owner(&[0], setup.master_down(100) + MARGIN);
     assert_eq!(bed.carpd_status()["last_reason"], "master_down");
@@ -589,7 +597,7 @@ fn v3_ipv4_keepalived_use_vmac() {
     bed.wait_owner(&[0], setup.master_down(100) + MARGIN);
     bed.start_keepalived();
     bed.wait_owner(&[1], setup.master_down(200) + MARGIN * 2);
-    bed.assert_carpd_hears_keepalived();
+    bed.assert_carpd_hears_peer();
     bed.crash_keepalived();
     bed.wait_owner(&[0], setup.master_down(100) + MARGIN);
     assert_eq!(bed.carpd_status()["last_reason"], "master_down");
@@ -605,7 +613,7 @@ fn v3_ipv4_unicast_peers() {
     bed.wait_owner(&[0], setup.master_down(100) + MARGIN);
     bed.start_keepalived();
     bed.wait_owner(&[1], setup.master_down(200) + MARGIN * 2);
-    bed.assert_carpd_hears_keepalived();
+    bed.assert_carpd_hears_peer();
     bed.stop_keepalived();
     bed.wait_owner(&[0], MARGIN);
     assert_eq!(bed.carpd_status()["last_reason"], "peer_bowed_out");
@@ -758,4 +766,123 @@ fn v3_ipv4_demotion_lowers_the_priority() {
     bed.wait_owner(&[0], setup.master_down(200) + MARGIN);
     assert_eq!(bed.carpd_status()["last_reason"], "preempt");
     bed.assert_carpd_packets_dissect(&[50, 200]);
+}
+
+/// FRR's vrrpd (Debian's FRR 8.4) on host 1, with its zebra: the
+/// operator's macvlan `vrrp4-2-<vrid>` with the virtual MAC holds the
+/// address (vrrpd turns the VRRP instance on it, not the address), so
+/// carpd's status tells who is master. The daemons run as the `frr` user,
+/// which may use their vty sockets.
+struct Frr {
+    zebra: Daemon,
+    vrrpd: Option<Daemon>,
+}
+
+impl Bed {
+    fn start_frr(&mut self, priority: u8) -> Frr {
+        let host = &self.lan.hosts[1];
+        let child = format!("vrrp4-2-{VRID}");
+        host.ip(&[
+            "link", "add", "link", "eth0", "name", &child, "type", "macvlan", "mode", "bridge",
+        ]);
+        host.ip(&[
+            "link",
+            "set",
+            "dev",
+            &child,
+            "address",
+            &format!("00:00:5e:00:01:{VRID:02x}"),
+        ]);
+        host.ip(&["addr", "add", &format!("{VIP4}/24"), "dev", &child]);
+        host.ip(&["link", "set", &child, "up"]);
+        // the daemons write their pid files and sockets here as `frr`
+        common::run(&["chmod", "777", self.dir.path().to_str().unwrap()]);
+        self.dir.write("zebra.conf", "");
+        self.dir.write(
+            "vrrpd.conf",
+            &format!(
+                "interface eth0\n vrrp {VRID} version 3\n vrrp {VRID} priority {priority}\n vrrp {VRID} advertisement-interval 1000\n vrrp {VRID} ip {VIP4}\n!\n"
+            ),
+        );
+        let zebra = self.frr_daemon("zebra");
+        sleep(Duration::from_secs(1));
+        let vrrpd = Some(self.frr_daemon("vrrpd"));
+        Frr { zebra, vrrpd }
+    }
+
+    fn frr_daemon(&self, name: &str) -> Daemon {
+        let dir = self.dir.path().to_str().unwrap();
+        let conf = format!("{dir}/{name}.conf");
+        let pid = format!("{dir}/{name}.pid");
+        let zserv = format!("{dir}/zserv.api");
+        let args = [
+            "-N",
+            "carpt",
+            "--vty_socket",
+            dir,
+            "-z",
+            &zserv,
+            "-u",
+            "frr",
+            "-g",
+            "frr",
+            "-f",
+            &conf,
+            "-i",
+            &pid,
+        ];
+        Daemon::spawn(
+            &self.lan.hosts[1],
+            name,
+            self.dir.path(),
+            &format!("/usr/lib/frr/{name}"),
+            &args,
+        )
+    }
+
+    /// Waits until carpd's VHID is in `state` for `reason`.
+    fn wait_carpd(&self, state: &str, reason: &str, timeout: Duration) {
+        let ok = wait_until(timeout, Duration::from_millis(50), || {
+            self.try_carpd_status()
+                .is_some_and(|s| s["state"] == state && s["last_reason"] == reason)
+        });
+        assert!(
+            ok.is_some(),
+            "carpd not {state} ({reason}) within {timeout:?}: {}",
+            self.carpd_status()
+        );
+    }
+}
+
+/// FRR vrrpd better (200 against carpd's 100), VRRPv3 over IPv4: it
+/// preempts carpd, hands over with priority 0 on SIGTERM (carpd waits only
+/// its skew time) and preempts again when it returns.
+#[test]
+fn frr_v3_ipv4_better_preempts_and_hands_over() {
+    let setup = Setup::new(Family::V3Ipv4, 100, 200);
+    let mut bed = Bed::new(setup.clone());
+    bed.start_carpd();
+    bed.wait_carpd("MASTER", "master_down", setup.master_down(100) + MARGIN);
+    let mut frr = bed.start_frr(200);
+    bed.wait_carpd(
+        "BACKUP",
+        "peer_preferred",
+        setup.master_down(200) + MARGIN * 2,
+    );
+    bed.assert_carpd_hears_peer();
+
+    let vrrpd = frr.vrrpd.take().unwrap();
+    vrrpd.sigterm();
+    bed.wait_carpd("MASTER", "peer_bowed_out", MARGIN);
+    drop(vrrpd);
+    frr.vrrpd = Some(bed.frr_daemon("vrrpd"));
+    bed.wait_carpd(
+        "BACKUP",
+        "peer_preferred",
+        setup.master_down(200) + MARGIN * 2,
+    );
+    let s = bed.carpd_status();
+    assert_eq!(reasons(&s)["peer_preferred"], 2, "{s}");
+    assert!(frr.zebra.is_running());
+    bed.assert_carpd_packets_dissect(&[100]);
 }
