@@ -1,15 +1,17 @@
 //! carpd speaking VRRP against the real keepalived (Debian's 2.2.7) and FRR
 //! vrrpd (8.4) on one segment: host 0 runs carpd, host 1 the peer.
-//! Against keepalived: VRRPv3 over IPv4 and
-//! IPv6, VRRPv2 with a plain-text password; either side better; crash
-//! (SIGKILL) and graceful stop (priority 0) both ways; preemption both
-//! ways; equal priority (the higher address wins, no flapping); 100 ms
-//! intervals; keepalived with `use_vmac`; unicast peers; demotion; a CARP
-//! VHID beside a VRRP VRID. Against FRR: preemption and priority-0
-//! hand-over over VRRPv3 IPv4. Every test also
-//! checks that carpd accepted its peer's advertisements (status counters
-//! and transition reasons), not only who ends up with the address, and
-//! the advertisements carpd sent are checked by tshark's VRRP dissector.
+//!
+//! Against keepalived: VRRPv3 over IPv4 and IPv6, VRRPv2 with a plain-text
+//! password; either side better; crash (SIGKILL) and graceful stop
+//! (priority 0) both ways; preemption both ways; equal priority (the
+//! higher address wins, no flapping); 100 ms intervals; keepalived with
+//! `use_vmac`; unicast peers; demotion; a CARP VHID beside a VRRP VRID.
+//! Against FRR: preemption and priority-0 hand-over over VRRPv3 IPv4.
+//!
+//! Every test also checks that carpd accepted its peer's advertisements
+//! (status counters and transition reasons), not only who ends up with the
+//! address, and the advertisements carpd sent are checked by tshark's VRRP
+//! dissector.
 
 // A test binary: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
