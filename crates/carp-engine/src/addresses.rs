@@ -2,13 +2,14 @@
 //! otherwise, and removed at start when a previous run left them behind.
 //! A change that fails is tried again every [`RETRY`] until it succeeds:
 //! a BACKUP left holding the addresses would make two hosts answer for
-//! them.
+//! them. Changes made by other software are followed from the kernel's
+//! address events ([`Addresses::follow`]).
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::netlink::Netlink;
+use crate::netlink::{AddressEvent, Netlink};
 use crate::spec::{VhidSpec, VirtualAddr};
 
 /// How often a failed change is tried again.
@@ -42,6 +43,17 @@ impl Change {
     }
 }
 
+/// What following one kernel address event did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Followed {
+    /// Addresses removed under a MASTER and added back.
+    pub(crate) restored: u64,
+    /// Addresses added by someone else while not MASTER, and removed.
+    pub(crate) removed: u64,
+    /// A MASTER's address is gone and cannot be added back.
+    pub(crate) cannot_restore: bool,
+}
+
 /// The addresses of one VHID and whether they are in line with its state.
 #[derive(Debug)]
 pub(crate) struct Addresses {
@@ -69,9 +81,9 @@ impl Addresses {
         self.retry_at
     }
 
-    /// Add the addresses on `ifindex`.
-    pub(crate) async fn add(&mut self, netlink: &Netlink, ifindex: u32) {
-        self.apply(netlink, ifindex, Change::Add).await;
+    /// Add the addresses on `ifindex`; whether they are all there.
+    pub(crate) async fn add(&mut self, netlink: &Netlink, ifindex: u32) -> bool {
+        self.apply(netlink, ifindex, Change::Add).await
     }
 
     /// Remove the addresses from `ifindex`.
@@ -87,23 +99,91 @@ impl Addresses {
         self.apply(netlink, ifindex, Change::RemoveStale).await;
     }
 
-    async fn apply(&mut self, netlink: &Netlink, ifindex: u32, change: Change) {
+    /// Follow an address event (anyone's, ours included) on `ifindex`: a
+    /// MASTER adds back what was removed, any other state removes what
+    /// appeared. Events of carpd's own adds and removes find the address
+    /// as the state wants it (or are of the kind the state ignores), so
+    /// nothing is done or counted for them.
+    pub(crate) async fn follow(
+        &mut self,
+        netlink: &Netlink,
+        ifindex: u32,
+        master: bool,
+        event: AddressEvent,
+    ) -> Followed {
+        let mut followed = Followed::default();
         if !self.managed {
-            return;
+            return followed;
+        }
+        let only = match event {
+            AddressEvent::Added { addr, .. } if !master => Some(addr),
+            AddressEvent::Removed { addr, .. } if master => Some(addr),
+            AddressEvent::Lost => None,
+            _ => return followed,
+        };
+        let concerned = self
+            .addresses
+            .iter()
+            .filter(|a| only.is_none_or(|o| o == a.addr));
+        for a in concerned {
+            if master {
+                match netlink.add_address(ifindex, *a, self.label_of(a)).await {
+                    Ok(true) => {
+                        followed.restored += 1;
+                        tracing::warn!(address = %a.addr,
+                            "address removed while MASTER by something else; added back");
+                    }
+                    Ok(false) => {}
+                    // the interface went with the address: the link events
+                    // take the VHID to INIT and the engine restarts it
+                    Err(e) if e.is_no_device() => break,
+                    Err(e) => {
+                        tracing::error!(address = %a.addr, error = %e,
+                            "address removed while MASTER by something else and cannot be added back; demoting and stepping down");
+                        followed.cannot_restore = true;
+                        break;
+                    }
+                }
+            } else {
+                match netlink.del_address(ifindex, *a).await {
+                    Ok(true) => {
+                        followed.removed += 1;
+                        tracing::warn!(address = %a.addr,
+                            "address added by something else while not MASTER; removed");
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(address = %a.addr, error = %e,
+                            "address added by something else while not MASTER and cannot be removed (trying again every second)");
+                        self.retry_at = Some(Instant::now() + RETRY);
+                        break;
+                    }
+                }
+            }
+        }
+        followed
+    }
+
+    /// The label an address gets: IPv4 addresses carry the VHID's label.
+    fn label_of(&self, a: &VirtualAddr) -> Option<&str> {
+        if a.addr.is_ipv4() {
+            self.label.as_deref()
+        } else {
+            None
+        }
+    }
+
+    /// Apply `change` to every address; whether it succeeded for all.
+    async fn apply(&mut self, netlink: &Netlink, ifindex: u32, change: Change) -> bool {
+        if !self.managed {
+            return true;
         }
         // a retry warns no more than the first try did
         let retrying = self.retry_at.is_some();
         let mut failed = false;
         for a in &self.addresses {
             let changed = match change {
-                Change::Add => {
-                    let label = if a.addr.is_ipv4() {
-                        self.label.as_deref()
-                    } else {
-                        None
-                    };
-                    netlink.add_address(ifindex, *a, label).await
-                }
+                Change::Add => netlink.add_address(ifindex, *a, self.label_of(a)).await,
                 Change::Remove | Change::RemoveStale => netlink.del_address(ifindex, *a).await,
             };
             match changed {
@@ -124,5 +204,6 @@ impl Addresses {
         } else if self.retry_at.take().is_some() {
             tracing::info!("addresses {} after retrying", change.done());
         }
+        !failed
     }
 }

@@ -1,4 +1,7 @@
-//! The engine handle: start, reload, status, operator actions, shutdown.
+//! The engine handle: start, reload, status, operator actions, shutdown;
+//! and following the kernel: link and address events reach the VHID tasks,
+//! a VHID whose interface is deleted waits in INIT until an interface of
+//! that name (with the address it sends from) is there again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -6,18 +9,22 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use carp_proto::{Authenticator, State};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::advertiser::Advertiser;
 use crate::announce::Announcer;
 use crate::error::Error;
-use crate::netlink::{self, LinkEvent, Netlink};
+use crate::follow::{self, Follow, Routes};
+use crate::netlink::{self, Netlink};
 use crate::rx::{self, Demux, SharedDemux};
 use crate::share;
 use crate::socket::{BroadcastSocket, Sockets, V4Socket, V6Socket};
-use crate::spec::{EngineSpec, VhidFilter, VhidKey, VirtualAddr};
+use crate::spec::{
+    EngineSpec, InterfaceSpec, Protocol, VhidFilter, VhidKey, VhidSpec, VirtualAddr,
+};
 use crate::stats::{DropCounters, Lateness, LatenessSummary};
 use crate::track::{self, TrackerStatus, Tracking};
 use crate::vhid::{self, Command, Effects, VhidHandle, VhidParams};
@@ -34,12 +41,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// tasks (addresses stay, as after a crash).
 #[derive(Debug)]
 pub struct Engine {
-    running: Mutex<Running>,
-    demux: SharedDemux,
+    running: Arc<Mutex<Running>>,
     lateness: Arc<Lateness>,
     tracking: Arc<Tracking>,
-    /// Stops the receivers, the link watcher and the trackers.
+    /// Stops the receivers, the link and address watchers and the trackers.
     cancel: CancellationToken,
+    /// Stops restarting VHIDs whose interface came back (first, on shutdown).
+    follow_stop: CancellationToken,
+    follow: Arc<Follow>,
 }
 
 #[derive(Debug)]
@@ -53,6 +62,58 @@ struct Running {
     other_drops: Arc<DropCounters>,
     background: Vec<JoinHandle<()>>,
     tracking: Arc<Tracking>,
+    /// VHIDs that cannot run yet: listed in status as INIT, started when
+    /// their interface and its address are there.
+    waiting: BTreeMap<VhidKey, Waiting>,
+    follow: Arc<Follow>,
+    /// Stops the receivers opened on the way.
+    cancel: CancellationToken,
+}
+
+/// A configured VHID waiting for its interface or the address it sends from.
+#[derive(Debug, Clone)]
+struct Waiting {
+    /// Its interface, with only this VHID.
+    interface: InterfaceSpec,
+    /// What it waits for, e.g. "interface eth0 not found".
+    reason: String,
+    since: Instant,
+}
+
+impl Waiting {
+    fn status(&self) -> Option<VhidStatus> {
+        let v = self.interface.vhids.first()?;
+        Some(VhidStatus {
+            key: VhidKey {
+                interface: self.interface.name.clone(),
+                vhid: v.vhid,
+            },
+            state: State::Init,
+            addresses: v.addresses.clone(),
+            protocol: v.protocol.name(),
+            priority: match &v.protocol {
+                Protocol::Carp => None,
+                Protocol::Vrrp(r) => Some(r.priority),
+            },
+            advbase: v.advbase,
+            advskew: v.advskew,
+            demote: 0,
+            master: None,
+            in_state_for: self.since.elapsed(),
+            last_transition: None,
+            last_reason: None,
+            transitions: 0,
+            transitions_by_reason: BTreeMap::new(),
+            hook_runs: 0,
+            hook_failures: 0,
+            adverts_sent: 0,
+            adverts_received: 0,
+            drops: BTreeMap::new(),
+            address_restored: 0,
+            address_removed_foreign: 0,
+            waiting_for: Some(self.reason.clone()),
+        })
+    }
 }
 
 /// Drop counts by reason.
@@ -103,6 +164,13 @@ pub struct VhidStatus {
     pub adverts_received: u64,
     /// Drops by reason name ([`carp_proto::DropReason::as_str`]).
     pub drops: DropCounts,
+    /// Addresses removed by something else while MASTER and added back.
+    pub address_restored: u64,
+    /// Addresses added by something else while not MASTER and removed.
+    pub address_removed_foreign: u64,
+    /// Why the VHID is not running (INIT until that changes), e.g.
+    /// "interface eth0 not found".
+    pub waiting_for: Option<String>,
 }
 
 /// A VHID checked against the system, ready to start.
@@ -112,17 +180,41 @@ struct Prepared {
     link_up: bool,
 }
 
+/// The VHIDs of a spec: ready to start, or waiting.
+#[derive(Default)]
+struct Preparation {
+    ready: Vec<Prepared>,
+    waiting: Vec<(VhidKey, Waiting)>,
+}
+
 /// Resolve every interface and source address and build every
-/// authenticator, touching nothing.
-async fn prepare(netlink: &Netlink, spec: &EngineSpec) -> Result<Vec<Prepared>, Error> {
-    let mut out = Vec::new();
+/// authenticator, touching nothing. A VHID whose interface lacks the address
+/// it sends from waits, as does one whose interface is missing if
+/// `may_be_missing` says so of its name; a missing interface is an error
+/// otherwise.
+async fn prepare(
+    netlink: &Netlink,
+    spec: &EngineSpec,
+    may_be_missing: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Preparation, Error> {
+    let mut out = Preparation::default();
     let mut seen = HashSet::new();
     let mut local_addrs: HashMap<u32, Vec<IpAddr>> = HashMap::new();
+    let now = Instant::now();
+    let wait = |iface: &InterfaceSpec, v: &VhidSpec, reason: String| Waiting {
+        interface: InterfaceSpec {
+            vhids: vec![v.clone()],
+            ..iface.clone()
+        },
+        reason,
+        since: now,
+    };
     for iface in &spec.interfaces {
-        let link = netlink
-            .link(&iface.name)
-            .await?
-            .ok_or_else(|| Error::NoSuchInterface(iface.name.clone()))?;
+        let link = match netlink.link(&iface.name).await? {
+            Some(link) => Some(link),
+            None if may_be_missing(&iface.name) => None,
+            None => return Err(Error::NoSuchInterface(iface.name.clone())),
+        };
         for v in &iface.vhids {
             let key = VhidKey {
                 interface: iface.name.clone(),
@@ -134,6 +226,11 @@ async fn prepare(netlink: &Netlink, spec: &EngineSpec) -> Result<Vec<Prepared>, 
                     vhid: key.vhid,
                 });
             }
+            let Some(link) = &link else {
+                let reason = Error::NoSuchInterface(iface.name.clone()).to_string();
+                out.waiting.push((key, wait(iface, v, reason)));
+                continue;
+            };
             let addrs: Vec<IpAddr> = v.addresses.iter().map(|a| a.addr).collect();
             let auth = Authenticator::new(v.auth, &v.key, v.vhid, &addrs).map_err(|source| {
                 Error::Auth {
@@ -149,27 +246,29 @@ async fn prepare(netlink: &Netlink, spec: &EngineSpec) -> Result<Vec<Prepared>, 
                 addrs.iter().any(|a| a.is_ipv4() == v4)
                     && (peers.is_empty() || peers.iter().any(|p| p.is_ipv4() == v4))
             };
-            let src_v4 = if carries(true) {
-                match v.source {
-                    Some(IpAddr::V4(s)) => Some(s),
-                    _ => Some(
-                        link.primary_v4
-                            .ok_or_else(|| Error::NoSourceAddress(iface.name.clone()))?,
-                    ),
-                }
-            } else {
-                None
+            let src_v4 = match (carries(true), v.source) {
+                (false, _) => None,
+                (true, Some(IpAddr::V4(s))) => Some(s),
+                (true, _) => match link.primary_v4 {
+                    Some(s) => Some(s),
+                    None => {
+                        let reason = Error::NoSourceAddress(iface.name.clone()).to_string();
+                        out.waiting.push((key, wait(iface, v, reason)));
+                        continue;
+                    }
+                },
             };
-            let src_v6 = if carries(false) {
-                match v.source {
-                    Some(IpAddr::V6(s)) => Some(s),
-                    _ => Some(
-                        link.link_local_v6
-                            .ok_or_else(|| Error::NoLinkLocal(iface.name.clone()))?,
-                    ),
-                }
-            } else {
-                None
+            let src_v6 = match (carries(false), v.source) {
+                (false, _) => None,
+                (true, Some(IpAddr::V6(s))) => Some(s),
+                (true, _) => match link.link_local_v6 {
+                    Some(s) => Some(s),
+                    None => {
+                        let reason = Error::NoLinkLocal(iface.name.clone()).to_string();
+                        out.waiting.push((key, wait(iface, v, reason)));
+                        continue;
+                    }
+                },
             };
             let mut v = v.clone();
             if v.share.is_some() {
@@ -195,7 +294,7 @@ async fn prepare(netlink: &Netlink, spec: &EngineSpec) -> Result<Vec<Prepared>, 
                 vmac,
                 ignore_link_state: iface.ignore_link_state,
             };
-            out.push(Prepared {
+            out.ready.push(Prepared {
                 params,
                 auth,
                 link_up: link.up,
@@ -250,28 +349,27 @@ async fn stop(handles: Vec<VhidHandle>) {
     }
 }
 
-async fn watch_links(
-    mut events: mpsc::Receiver<LinkEvent>,
-    demux: SharedDemux,
-    tracking: Arc<Tracking>,
+/// Stop the VHIDs of deleted links (they wait in INIT) and start waiting
+/// VHIDs whose interface and address are there, whenever the watchers say
+/// something may have changed.
+async fn follow_interfaces(
+    running: Arc<Mutex<Running>>,
+    follow: Arc<Follow>,
     cancel: CancellationToken,
 ) {
     loop {
-        let ev = tokio::select! {
+        tokio::select! {
+            biased;
             _ = cancel.cancelled() => return,
-            ev = events.recv() => ev,
-        };
-        let Some(ev) = ev else {
-            tracing::warn!("link event stream ended; link state changes are no longer followed");
-            return;
-        };
-        tracking.link_event(ev);
-        let table = rx::current(&demux);
-        for ((ifindex, _), e) in &table.vhids {
-            if *ifindex == ev.index {
-                let _ = e.commands.send(Command::Link(ev.up)).await;
-            }
+            () = follow.woken() => {}
         }
+        let mut r = running.lock().await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        let gone = follow.take_gone();
+        r.interfaces_gone(&gone).await;
+        r.start_waiting(&cancel).await;
     }
 }
 
@@ -341,18 +439,13 @@ impl Running {
     }
 
     /// Open the IPv6 and broadcast sockets once some VHID needs them.
-    fn open_sockets(
-        &mut self,
-        prepared: &[Prepared],
-        demux: &SharedDemux,
-        cancel: &CancellationToken,
-    ) -> Result<(), Error> {
+    fn open_sockets(&mut self, prepared: &[Prepared]) -> Result<(), Error> {
         if self.effects.sockets.v6.is_none() && prepared.iter().any(|p| p.params.src_v6.is_some()) {
             let v6 = Arc::new(V6Socket::open()?);
             self.background.push(tokio::spawn(rx::run(
                 Arc::clone(&v6),
-                Arc::clone(demux),
-                cancel.clone(),
+                Arc::clone(&self.follow.demux),
+                self.cancel.clone(),
             )));
             self.effects.sockets.v6 = Some(v6);
         }
@@ -416,11 +509,134 @@ impl Running {
         d
     }
 
-    fn publish(&self, demux: &SharedDemux) {
+    /// Publish the receive table and the event routes of the VHIDs now
+    /// running.
+    fn publish(&self) {
         let table = Arc::new(self.demux());
-        match demux.write() {
+        match self.follow.demux.write() {
             Ok(mut g) => *g = table,
             Err(poisoned) => *poisoned.into_inner() = table,
+        }
+        self.follow
+            .set_routes(Routes::new(self.vhids.values(), !self.waiting.is_empty()));
+    }
+
+    /// Record VHIDs that cannot run yet, logging each once as it starts to
+    /// wait.
+    fn wait(&mut self, waiting: Vec<(VhidKey, Waiting)>) {
+        for (key, w) in waiting {
+            match self.waiting.get_mut(&key) {
+                Some(old) => old.reason = w.reason,
+                None => {
+                    tracing::warn!(interface = %key.interface, vhid = key.vhid, waiting_for = %w.reason,
+                        "VHID waits in INIT: {}", w.reason);
+                    self.waiting.insert(key, w);
+                }
+            }
+        }
+    }
+
+    /// Stop the VHIDs on deleted links; they wait for an interface of the
+    /// same name. What belonged to the old index goes with it.
+    async fn interfaces_gone(&mut self, gone: &BTreeSet<u32>) {
+        let keys: Vec<VhidKey> = (self.vhids.iter())
+            .filter(|(_, h)| gone.contains(&h.params.ifindex))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let mut handles = Vec::new();
+        let mut waiting = Vec::new();
+        for key in keys {
+            let Some(h) = self.vhids.remove(&key) else {
+                continue;
+            };
+            let p = &h.params;
+            let interface = InterfaceSpec {
+                name: p.key.interface.clone(),
+                ignore_link_state: p.ignore_link_state,
+                vhids: vec![p.spec.clone()],
+            };
+            let reason = Error::NoSuchInterface(p.key.interface.clone()).to_string();
+            waiting.push((
+                key,
+                Waiting {
+                    interface,
+                    reason,
+                    since: Instant::now(),
+                },
+            ));
+            handles.push(h);
+        }
+        self.wait(waiting);
+        self.publish();
+        stop(handles).await;
+        self.leave_groups();
+    }
+
+    /// Start the waiting VHIDs whose interface and source address are there
+    /// now, as at start.
+    async fn start_waiting(&mut self, cancel: &CancellationToken) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let mut spec = EngineSpec::default();
+        for w in self.waiting.values() {
+            match spec
+                .interfaces
+                .iter_mut()
+                .find(|i| i.name == w.interface.name)
+            {
+                Some(i) => i.vhids.extend(w.interface.vhids.iter().cloned()),
+                None => spec.interfaces.push(w.interface.clone()),
+            }
+        }
+        let prepared = match prepare(&self.effects.netlink, &spec, &|_| true).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the VHIDs waiting for their interface");
+                return;
+            }
+        };
+        self.wait(prepared.waiting);
+        if prepared.ready.is_empty() || cancel.is_cancelled() {
+            return;
+        }
+        let opened = self.open_sockets(&prepared.ready).and_then(|()| {
+            let params: Vec<&VhidParams> = prepared.ready.iter().map(|p| &p.params).collect();
+            self.join_groups(&params)
+        });
+        if let Err(e) = opened {
+            tracing::warn!(error = %e, "cannot start the VHIDs waiting for their interface");
+            return;
+        }
+        let mut started = Vec::new();
+        for p in prepared.ready {
+            let key = p.params.key.clone();
+            self.waiting.remove(&key);
+            tracing::info!(interface = %key.interface, vhid = key.vhid, ifindex = p.params.ifindex,
+                "interface {} is there: VHID starts", key.interface);
+            started.push((key, p.params.ifindex, p.link_up));
+            self.start_vhid(p);
+        }
+        self.publish();
+        // A link change between the lookup and the publish reached no task.
+        for (key, ifindex, was_up) in started {
+            let Some(h) = self.vhids.get(&key) else {
+                continue;
+            };
+            match self.effects.netlink.link(&key.interface).await {
+                Ok(Some(link)) if link.index == ifindex => {
+                    if link.up != was_up {
+                        self.follow.send(&h.entry.commands, Command::Link(link.up));
+                    }
+                }
+                Ok(_) => self.follow.link_gone(ifindex),
+                Err(e) => {
+                    tracing::warn!(interface = %key.interface, error = %e, "looking up the interface again");
+                }
+            }
         }
     }
 
@@ -454,13 +670,14 @@ impl Running {
 
 impl Engine {
     /// Open the shared sockets, join the groups, start one task per VHID.
-    /// Fails before touching anything if an interface or source address is
-    /// missing.
+    /// Fails before touching anything if an interface is missing; a VHID
+    /// whose interface lacks the address it sends from waits in INIT for it.
     pub async fn start(spec: EngineSpec) -> Result<Engine, Error> {
-        // subscribe first, so that no link change after the lookup is missed
+        // subscribe first, so that no change after the lookup is missed
         let link_events = netlink::watch_links().await?;
+        let address_events = netlink::watch_addresses().await?;
         let nl = Netlink::connect().await?;
-        let prepared = prepare(&nl, &spec).await?;
+        let prepared = prepare(&nl, &spec, &|_| false).await?;
         let trackers = track::prepare(&nl, &spec.trackers).await?;
         let tracking = Tracking::new();
         let demux: SharedDemux = Arc::new(RwLock::new(Arc::new(Demux::default())));
@@ -479,6 +696,7 @@ impl Engine {
             announcer: Arc::new(Announcer::new()?),
             lateness: Arc::clone(&lateness),
         };
+        let follow = Arc::new(Follow::new(Arc::clone(&demux)));
         let mut running = Running {
             effects,
             vhids: BTreeMap::new(),
@@ -488,23 +706,25 @@ impl Engine {
             other_drops: Arc::new(DropCounters::default()),
             background: Vec::new(),
             tracking: Arc::clone(&tracking),
+            waiting: BTreeMap::new(),
+            follow: Arc::clone(&follow),
+            cancel: cancel.clone(),
         };
-        let started = running
-            .open_sockets(&prepared, &demux, &cancel)
-            .and_then(|()| {
-                let params: Vec<&VhidParams> = prepared.iter().map(|p| &p.params).collect();
-                running.join_groups(&params)
-            });
+        let started = running.open_sockets(&prepared.ready).and_then(|()| {
+            let params: Vec<&VhidParams> = prepared.ready.iter().map(|p| &p.params).collect();
+            running.join_groups(&params)
+        });
         if let Err(e) = started {
             cancel.cancel();
             return Err(e);
         }
         // before the VHIDs, so they start with the trackers' demotions
         tracking.apply(trackers, &cancel);
-        for p in prepared {
+        for p in prepared.ready {
             running.start_vhid(p);
         }
-        running.publish(&demux);
+        running.wait(prepared.waiting);
+        running.publish();
         let v4 = Arc::clone(&running.effects.sockets.v4);
         running.background.push(tokio::spawn(rx::run(
             v4,
@@ -514,40 +734,63 @@ impl Engine {
         running
             .background
             .push(tokio::spawn(advertiser.run(cancel.clone())));
-        running.background.push(tokio::spawn(watch_links(
+        running.background.push(tokio::spawn(follow::watch_links(
             link_events,
-            Arc::clone(&demux),
+            Arc::clone(&follow),
             Arc::clone(&tracking),
             cancel.clone(),
         )));
-        tracing::info!(vhids = running.vhids.len(), "engine started");
+        running
+            .background
+            .push(tokio::spawn(follow::watch_addresses(
+                address_events,
+                Arc::clone(&follow),
+                cancel.clone(),
+            )));
+        tracing::info!(
+            vhids = running.vhids.len(),
+            waiting = running.waiting.len(),
+            "engine started"
+        );
+        let follow_stop = cancel.child_token();
+        let running = Arc::new(Mutex::new(running));
+        let follower = tokio::spawn(follow_interfaces(
+            Arc::clone(&running),
+            Arc::clone(&follow),
+            follow_stop.clone(),
+        ));
+        running.lock().await.background.push(follower);
         Ok(Engine {
-            running: Mutex::new(running),
-            demux,
+            running,
             lateness,
             tracking,
             cancel,
+            follow_stop,
+            follow,
         })
     }
 
     /// Apply a new spec: unchanged VHIDs keep their task and state, removed
     /// ones bow out and remove their addresses, changed ones restart, new
-    /// ones start.
+    /// ones start. VHIDs that cannot run yet wait (an interface already
+    /// gone may stay gone).
     pub async fn reload(&self, spec: EngineSpec) -> Result<ReloadReport, Error> {
         let mut r = self.running.lock().await;
-        let prepared = prepare(&r.effects.netlink, &spec).await?;
+        let gone: HashSet<String> = (r.waiting.keys()).map(|k| k.interface.clone()).collect();
+        let prepared = prepare(&r.effects.netlink, &spec, &|name| gone.contains(name)).await?;
         let trackers = track::prepare(&r.effects.netlink, &spec.trackers).await?;
-        r.open_sockets(&prepared, &self.demux, &self.cancel)?;
+        r.open_sockets(&prepared.ready)?;
         {
-            let params: Vec<&VhidParams> = prepared.iter().map(|p| &p.params).collect();
+            let params: Vec<&VhidParams> = prepared.ready.iter().map(|p| &p.params).collect();
             r.join_groups(&params)?;
         }
         let mut report = ReloadReport::default();
-        let new_keys: HashSet<VhidKey> = prepared.iter().map(|p| p.params.key.clone()).collect();
+        let new_keys: HashSet<VhidKey> = (prepared.ready.iter().map(|p| &p.params.key))
+            .chain(prepared.waiting.iter().map(|(k, _)| k))
+            .cloned()
+            .collect();
         let mut to_stop = Vec::new();
-        let removed: Vec<VhidKey> = r
-            .vhids
-            .keys()
+        let removed: Vec<VhidKey> = (r.vhids.keys().chain(r.waiting.keys()))
             .filter(|k| !new_keys.contains(*k))
             .cloned()
             .collect();
@@ -555,34 +798,59 @@ impl Engine {
             if let Some(h) = r.vhids.remove(&key) {
                 to_stop.push(h);
             }
+            r.waiting.remove(&key);
             report.removed.push(key);
         }
         let mut to_start = Vec::new();
-        for p in prepared {
-            match r.vhids.get(&p.params.key) {
-                Some(h) if h.params == p.params => report.unchanged += 1,
-                Some(_) => {
-                    if let Some(h) = r.vhids.remove(&p.params.key) {
+        for p in prepared.ready {
+            let key = p.params.key.clone();
+            let same = r.vhids.get(&key).map(|h| h.params == p.params);
+            match same {
+                Some(true) => report.unchanged += 1,
+                Some(false) => {
+                    if let Some(h) = r.vhids.remove(&key) {
                         to_stop.push(h);
                     }
-                    report.changed.push(p.params.key.clone());
+                    report.changed.push(key);
+                    to_start.push(p);
+                }
+                None if r.waiting.remove(&key).is_some() => {
+                    report.changed.push(key);
                     to_start.push(p);
                 }
                 None => {
-                    report.added.push(p.params.key.clone());
+                    report.added.push(key);
                     to_start.push(p);
                 }
             }
         }
+        let mut waiting = Vec::new();
+        for (key, w) in prepared.waiting {
+            if let Some(h) = r.vhids.remove(&key) {
+                to_stop.push(h);
+                report.changed.push(key.clone());
+            } else if let Some(old) = r.waiting.get(&key) {
+                if old.interface == w.interface {
+                    report.unchanged += 1;
+                } else {
+                    report.changed.push(key.clone());
+                    r.waiting.remove(&key);
+                }
+            } else {
+                report.added.push(key.clone());
+            }
+            waiting.push((key, w));
+        }
+        r.wait(waiting);
         // the old tasks bow out and remove their addresses before their
         // successors start
         self.tracking.apply(trackers, &self.cancel);
-        r.publish(&self.demux);
+        r.publish();
         stop(to_stop).await;
         for p in to_start {
             r.start_vhid(p);
         }
-        r.publish(&self.demux);
+        r.publish();
         r.leave_groups();
         let names: HashSet<&str> = spec.interfaces.iter().map(|i| i.name.as_str()).collect();
         r.interface_drops.retain(|n, _| names.contains(n.as_str()));
@@ -599,13 +867,19 @@ impl Engine {
         Ok(report)
     }
 
+    /// Every VHID: the running ones, and those waiting (in INIT) for their
+    /// interface or its address.
     pub async fn status(&self) -> Vec<VhidStatus> {
         let r = self.running.lock().await;
-        r.ask(|_| true, Command::Status)
+        let mut out: Vec<VhidStatus> = r
+            .ask(|_| true, Command::Status)
             .await
             .into_iter()
             .map(|(_, s)| s)
-            .collect()
+            .chain(r.waiting.values().filter_map(Waiting::status))
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
     }
 
     /// Every MASTER matching `filter` steps down once: each matching VHID
@@ -638,6 +912,12 @@ impl Engine {
         self.tracking.status()
     }
 
+    /// Link and address events a VHID did not get because its command
+    /// queue was full, since start.
+    pub fn kernel_events_dropped(&self) -> u64 {
+        self.follow.dropped()
+    }
+
     /// How late advertisement timers fired, since start.
     pub fn timer_lateness(&self) -> LatenessSummary {
         self.lateness.summary()
@@ -659,8 +939,10 @@ impl Engine {
     /// Graceful: every MASTER bows out and removes its addresses, hooks
     /// finish or time out, then the tasks end.
     pub async fn shutdown(self) {
+        self.follow_stop.cancel();
         let handles: Vec<VhidHandle> = {
             let mut r = self.running.lock().await;
+            r.waiting.clear();
             std::mem::take(&mut r.vhids).into_values().collect()
         };
         let n = handles.len();
@@ -678,12 +960,14 @@ impl Drop for Engine {
     /// stay, as after a crash.
     fn drop(&mut self) {
         self.cancel.cancel();
-        let r = self.running.get_mut();
-        for h in r.vhids.values() {
-            h.join.abort();
-        }
-        for h in &r.background {
-            h.abort();
+        // only the follower can hold the lock, and it stops at the cancel
+        if let Ok(r) = self.running.try_lock() {
+            for h in r.vhids.values() {
+                h.join.abort();
+            }
+            for h in &r.background {
+                h.abort();
+            }
         }
     }
 }

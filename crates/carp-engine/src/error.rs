@@ -38,3 +38,14 @@ pub enum Error {
     #[error("interface {0} has no link-local IPv6 address to send IPv6 advertisements from")]
     NoLinkLocal(String),
 }
+
+impl Error {
+    /// The interface the operation named does not exist (any more).
+    pub(crate) fn is_no_device(&self) -> bool {
+        match self {
+            Error::NoSuchInterface(_) => true,
+            Error::Io { source, .. } => source.raw_os_error() == Some(libc::ENODEV),
+            _ => false,
+        }
+    }
+}

@@ -8,9 +8,13 @@
 //! runs queues its hook; after the running one, only what the VHID's latest
 //! state needs runs ([`HookQueue`]). The queue runs in its own task
 //! ([`HookRunner`]), so the VHID's task never waits for a hook.
+//!
+//! Nothing about a hook can stall the runtime: the process is started on
+//! the blocking pool (starting waits for `exec`, i.e. for the file system
+//! the program is on), and its output is read by carpd and logged, so it
+//! never writes to carpd's own stderr, whose reader may stall.
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,9 +23,11 @@ use std::time::Duration;
 use carp_proto::State;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::spec::HookSpec;
 use crate::stats::VhidStats;
@@ -235,7 +241,8 @@ pub enum HookOutcome {
 /// Returns `None` (and does not call `done`) when no command of that kind is
 /// configured. A zero `spec.timeout` means no time limit. The command runs
 /// in its own process group, and on timeout the whole group is killed, so a
-/// script's children do not outlive it. Aborting the returned task kills the
+/// script's children do not outlive it. Its stdout and stderr go to the log,
+/// bounded ([`forward_output`]). Aborting the returned task kills the
 /// command without calling `done`. Must be called inside a tokio runtime.
 pub fn spawn_hook(
     spec: &HookSpec,
@@ -249,8 +256,7 @@ pub fn spawn_hook(
     let program = match kind {
         HookKind::Up => spec.up.as_ref(),
         HookKind::Down => spec.down.as_ref(),
-    }?
-    .clone();
+    }?;
     let vip = addresses.first().map(IpAddr::to_string).unwrap_or_default();
     let all = addresses
         .iter()
@@ -258,7 +264,7 @@ pub fn spawn_hook(
         .collect::<Vec<_>>()
         .join(" ");
 
-    let mut command = Command::new(&program);
+    let mut command = Command::new(program);
     command.arg(interface).arg(&vip);
     if let Some(xparam) = &spec.xparam {
         command.arg(xparam);
@@ -269,25 +275,45 @@ pub fn spawn_hook(
         .env("CARP_STATE", state.as_str())
         .env("CARP_ADDRESSES", &all)
         .stdin(Stdio::null())
+        // piped and forwarded to the log by `run`, so that the hook never
+        // writes to carpd's own stderr, whose reader may stall
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
 
     let timeout = spec.timeout;
-    let interface = interface.to_owned();
-    Some(tokio::spawn(async move {
-        let outcome = run(command, timeout).await;
-        log_outcome(&outcome, &program, kind, &interface, vhid, timeout);
-        done(outcome);
-    }))
+    let span = tracing::info_span!("hook", interface, vhid, hook = kind.as_str(),
+        program = %program.display());
+    Some(tokio::spawn(
+        async move {
+            let outcome = run(command, timeout).await;
+            log_outcome(&outcome, timeout);
+            done(outcome);
+        }
+        .instrument(span),
+    ))
 }
 
 /// Run `command` until it ends or `timeout` passes (zero: no limit); on
-/// timeout its whole process group is killed.
+/// timeout its whole process group is killed. The process is started on
+/// the blocking pool, since starting it waits until `exec` is done, which
+/// can take as long as the file system holding the program (a hung
+/// network mount: forever). Its stdout and stderr, if piped, are forwarded
+/// to the log ([`forward_output`]).
 pub(crate) async fn run(mut command: Command, timeout: Duration) -> HookOutcome {
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(e) => return HookOutcome::SpawnError(e.to_string()),
+    let spawned = tokio::task::spawn_blocking(move || command.spawn()).await;
+    let mut child = match spawned {
+        Ok(Ok(child)) => child,
+        Ok(Err(e)) => return HookOutcome::SpawnError(e.to_string()),
+        Err(e) => return HookOutcome::SpawnError(format!("starting the command: {e}")),
     };
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(forward_output(stdout, OutputStream::Stdout).in_current_span());
+    }
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(forward_output(stderr, OutputStream::Stderr).in_current_span());
+    }
     let waited = if timeout.is_zero() {
         Ok(child.wait().await)
     } else {
@@ -314,6 +340,109 @@ pub(crate) async fn run(mut command: Command, timeout: Duration) -> HookOutcome 
     }
 }
 
+/// Lines of one output stream of one run that are logged; later ones are
+/// read and dropped, and counted in one line at the end.
+const OUTPUT_LINES: u32 = 50;
+
+/// Bytes of one output line that are logged; the rest of it is dropped.
+const OUTPUT_LINE_LEN: usize = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Read a command's output stream to its end and log it line by line
+/// (stdout at info, stderr at warn level), at most [`OUTPUT_LINES`] lines
+/// of at most [`OUTPUT_LINE_LEN`] bytes. The pipe is always drained, so the
+/// command never blocks writing to it, and its output never waits on
+/// carpd's own log output (whose writer drops lines rather than wait).
+async fn forward_output(mut pipe: impl AsyncRead + Unpin, stream: OutputStream) {
+    let mut forward = OutputLines::new(stream);
+    let mut buf = [0u8; 4096];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => forward.push(&buf[..n]),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading hook output");
+                break;
+            }
+        }
+    }
+    forward.finish();
+}
+
+/// Splits a stream's bytes into lines and logs them, within the bounds.
+#[derive(Debug)]
+struct OutputLines {
+    stream: OutputStream,
+    line: Vec<u8>,
+    logged: u32,
+    dropped: u64,
+}
+
+impl OutputLines {
+    fn new(stream: OutputStream) -> OutputLines {
+        OutputLines {
+            stream,
+            line: Vec::new(),
+            logged: 0,
+            dropped: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                self.end_line();
+            } else if self.line.len() < OUTPUT_LINE_LEN {
+                self.line.push(b);
+            }
+        }
+    }
+
+    fn end_line(&mut self) {
+        if self.logged >= OUTPUT_LINES {
+            self.dropped += 1;
+        } else {
+            self.logged += 1;
+            let line = String::from_utf8_lossy(&self.line);
+            match self.stream {
+                OutputStream::Stdout => tracing::info!(stream = "stdout", "hook: {line}"),
+                OutputStream::Stderr => tracing::warn!(stream = "stderr", "hook: {line}"),
+            }
+        }
+        self.line.clear();
+    }
+
+    /// The stream ended: log its last, unterminated line and how many were
+    /// dropped.
+    fn finish(mut self) {
+        if !self.line.is_empty() {
+            self.end_line();
+        }
+        if self.dropped > 0 {
+            tracing::warn!(
+                stream = self.stream.as_str(),
+                dropped = self.dropped,
+                "hook: {} more lines of output not logged (at most {OUTPUT_LINES} are)",
+                self.dropped
+            );
+        }
+    }
+}
+
+impl OutputStream {
+    fn as_str(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+        }
+    }
+}
+
 fn outcome_of(status: ExitStatus) -> HookOutcome {
     if status.success() {
         HookOutcome::Success
@@ -322,32 +451,15 @@ fn outcome_of(status: ExitStatus) -> HookOutcome {
     }
 }
 
-fn log_outcome(
-    outcome: &HookOutcome,
-    program: &Path,
-    kind: HookKind,
-    interface: &str,
-    vhid: u8,
-    timeout: Duration,
-) {
-    let program = program.display();
-    let kind = kind.as_str();
+/// Log how a hook ended (in its span, which names the VHID, the kind and
+/// the program).
+fn log_outcome(outcome: &HookOutcome, timeout: Duration) {
     match outcome {
-        HookOutcome::Success => {
-            tracing::debug!(%program, hook = kind, interface, vhid, "hook succeeded");
-        }
-        HookOutcome::Failed(Some(code)) => {
-            tracing::warn!(%program, hook = kind, interface, vhid, exit_code = code, "hook failed");
-        }
-        HookOutcome::Failed(None) => {
-            tracing::warn!(%program, hook = kind, interface, vhid, "hook killed by a signal");
-        }
-        HookOutcome::TimedOut => {
-            tracing::warn!(%program, hook = kind, interface, vhid, ?timeout, "hook timed out and was killed");
-        }
-        HookOutcome::SpawnError(e) => {
-            tracing::warn!(%program, hook = kind, interface, vhid, error = %e, "hook could not be run");
-        }
+        HookOutcome::Success => tracing::debug!("hook succeeded"),
+        HookOutcome::Failed(Some(code)) => tracing::warn!(exit_code = code, "hook failed"),
+        HookOutcome::Failed(None) => tracing::warn!("hook killed by a signal"),
+        HookOutcome::TimedOut => tracing::warn!(?timeout, "hook timed out and was killed"),
+        HookOutcome::SpawnError(e) => tracing::warn!(error = %e, "hook could not be run"),
     }
 }
 
@@ -489,5 +601,62 @@ mod tests {
             run(&[UP, DOWN, UP, DOWN], false).await,
             (vec![HookKind::Down], 1)
         );
+    }
+
+    #[test]
+    fn output_is_logged_within_bounds() {
+        let mut lines = OutputLines::new(OutputStream::Stdout);
+        let long = vec![b'x'; 3 * OUTPUT_LINE_LEN];
+        lines.push(&long);
+        assert_eq!(lines.line.len(), OUTPUT_LINE_LEN, "a long line is cut");
+        lines.push(b"\n");
+        assert_eq!((lines.logged, lines.dropped), (1, 0));
+        for _ in 0..OUTPUT_LINES + 9 {
+            lines.push(b"a line\n");
+        }
+        lines.push(b"unterminated");
+        assert_eq!((lines.logged, lines.dropped), (OUTPUT_LINES, 10));
+        lines.end_line();
+        assert_eq!(lines.dropped, 11);
+    }
+
+    /// A hook that writes far more than a pipe holds, on both streams, still
+    /// ends at once: its output is read while it runs.
+    #[tokio::test]
+    async fn a_chatty_hook_is_never_blocked_by_its_output() {
+        let dir = std::env::temp_dir().join(format!("carp-hook-output-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("up");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nyes out | head -n 300000\nyes err | head -n 300000 >&2\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let spec = HookSpec {
+            up: Some(script),
+            down: None,
+            xparam: None,
+            timeout: Duration::from_secs(20),
+            down_at_start: false,
+            down_on_exit: false,
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = spawn_hook(
+            &spec,
+            HookKind::Up,
+            "eth0",
+            1,
+            State::Master,
+            &[],
+            move |outcome| {
+                let _ = tx.send(outcome);
+            },
+        )
+        .unwrap();
+        task.await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(rx.await.unwrap(), HookOutcome::Success);
     }
 }

@@ -9,7 +9,7 @@
 //!  IPv6 raw socket ──┤   HMAC, try_send      └─> VHID task (eth1, 1) ─┘   ARP/NA, hooks
 //!                    │   (a BACKUP's keepalives:        │
 //!                    │    noted, no wake-up)            └─> advertiser: the steady
-//!  link events ──────┴──> (commands)                        advertisements of MASTERs,
+//!  link, address ────┴──> follow: (commands)                advertisements of MASTERs,
 //!                                                           one sendmmsg per grid instant
 //! ```
 
@@ -21,6 +21,7 @@ pub mod bench;
 mod clock;
 pub mod engine;
 pub mod error;
+mod follow;
 mod history;
 pub mod hooks;
 mod keepalive;

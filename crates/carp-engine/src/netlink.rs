@@ -1,4 +1,5 @@
-//! rtnetlink: interface lookup, virtual address install/remove, link events.
+//! rtnetlink: interface lookup, virtual address install/remove, link and
+//! address events.
 //!
 //! Every operation names one interface index and one exact address (address
 //! and prefix length), so addresses the daemon was not asked about are never
@@ -6,16 +7,22 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::num::NonZeroI32;
 use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{
+    DefaultNla, Emitable, ErrorMessage, NLA_F_NESTED, NetlinkMessage, NetlinkPayload,
+};
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::MacVlanMode;
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{
+    AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkFlags, LinkMessage,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::AsyncSocket;
 use rtnetlink::{AddressMessageBuilder, Handle, LinkMacVlan, LinkUnspec, MulticastGroup};
@@ -45,6 +52,12 @@ const MAX_IN_FLIGHT: usize = 32;
 /// Receive buffer of the address/link socket (capped by net.core.rmem_max).
 const REQUEST_RCVBUF: usize = 1 << 20;
 
+/// How long the kernel has to answer one request (counted once it is sent,
+/// not while it waits for a slot). An answer lost on the way would
+/// otherwise hold the caller, a VHID's task, forever; as an error, the
+/// caller's retry takes over.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What the engine needs to know about a parent interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkInfo {
@@ -60,12 +73,34 @@ pub struct LinkInfo {
     pub link_local_v6: Option<Ipv6Addr>,
 }
 
-/// A link went up or down.
+/// A link went up or down, or was removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkEvent {
     pub index: u32,
     pub up: bool,
+    /// The link is gone (`up` is false); its index will not come back.
+    pub removed: bool,
 }
+
+/// An address appeared on or left an interface (RTNLGRP_IPV4_IFADDR /
+/// RTNLGRP_IPV6_IFADDR), whoever did it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressEvent {
+    Added {
+        index: u32,
+        addr: IpAddr,
+    },
+    Removed {
+        index: u32,
+        addr: IpAddr,
+    },
+    /// Notifications were lost: any address may have changed.
+    Lost,
+}
+
+/// Address events waiting for the engine; on overflow the surplus is dropped
+/// and [`AddressEvent::Lost`] delivered once there is room.
+const ADDRESS_EVENT_QUEUE: usize = 1024;
 
 /// A cloneable handle on one rtnetlink connection (its driver runs as a
 /// tokio task, which ends when the last handle is dropped).
@@ -107,7 +142,7 @@ impl Netlink {
         }
         let slot = self.slot().await;
         let request = self.handle.link().get().match_name(name).execute();
-        let found = first(request).await;
+        let found = answered(first(request)).await;
         drop(slot);
         let msg = match found {
             Ok(Some(msg)) => msg,
@@ -186,7 +221,7 @@ impl Netlink {
         let mut request = self.handle.address().add(index, addr.addr, addr.prefix_len);
         *request.message_mut() = message;
         let _slot = self.slot().await;
-        match request.execute().await {
+        match answered(request.execute()).await {
             Ok(()) => Ok(true),
             Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
             Err(e) => Err(nl_error(
@@ -197,16 +232,17 @@ impl Netlink {
     }
 
     /// Remove an address (matching address and prefix length). Not present
-    /// -> Ok(false), removed -> Ok(true).
+    /// (also: no such interface any more) -> Ok(false), removed -> Ok(true).
     pub async fn del_address(&self, index: u32, addr: VirtualAddr) -> Result<bool, Error> {
         let message = address_message(index, addr);
         let _slot = self.slot().await;
-        match self.handle.address().del(message).execute().await {
+        match answered(self.handle.address().del(message).execute()).await {
             Ok(()) => Ok(true),
             Err(e)
+                // ENODEV: the interface is gone, and its addresses with it.
                 if matches!(
                     errno(&e),
-                    Some(libc::EADDRNOTAVAIL | libc::ENOENT | libc::ESRCH)
+                    Some(libc::EADDRNOTAVAIL | libc::ENOENT | libc::ESRCH | libc::ENODEV)
                 ) =>
             {
                 Ok(false)
@@ -262,7 +298,7 @@ impl Netlink {
             .down()
             .build();
         let slot = self.slot().await;
-        let added = self.handle.link().add(message).execute().await;
+        let added = answered(self.handle.link().add(message).execute()).await;
         drop(slot);
         added.map_err(|e| nl_error(&format!("creating macvlan {name}"), e))?;
         self.link(name)
@@ -276,10 +312,7 @@ impl Netlink {
         let builder = LinkUnspec::new_with_index(index);
         let message = if up { builder.up() } else { builder.down() }.build();
         let _slot = self.slot().await;
-        self.handle
-            .link()
-            .set(message)
-            .execute()
+        answered(self.handle.link().set(message).execute())
             .await
             .map_err(|e| {
                 nl_error(
@@ -292,11 +325,46 @@ impl Netlink {
     /// Delete a link; already gone is fine.
     pub async fn delete_link(&self, index: u32) -> Result<(), Error> {
         let _slot = self.slot().await;
-        match self.handle.link().del(index).execute().await {
+        match answered(self.handle.link().del(index).execute()).await {
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
             Err(e) => Err(nl_error(&format!("deleting ifindex {index}"), e)),
         }
+    }
+
+    /// Set IPv4 per-interface settings (`net.ipv4.conf.<link>.*`) of a link
+    /// through IFLA_AF_SPEC, which needs only CAP_NET_ADMIN, not a
+    /// writable `/proc/sys`.
+    pub(crate) async fn set_ipv4_conf(
+        &self,
+        index: u32,
+        settings: &[(Ipv4Conf, u32)],
+    ) -> Result<(), Error> {
+        let spec = AfSpecUnspec::Inet(vec![AfSpecInet::Other(ipv4_conf_nla(settings))]);
+        self.set_af_spec(index, spec)
+            .await
+            .map_err(|e| nl_error(&format!("setting IPv4 settings of ifindex {index}"), e))
+    }
+
+    /// Stop the kernel from giving a link IPv6 addresses of its own
+    /// (`addr_gen_mode` none: no link-local address derived from its MAC).
+    /// The only IPv6 per-interface setting the kernel takes over netlink.
+    pub(crate) async fn set_no_ipv6_addr_gen(&self, index: u32) -> Result<(), Error> {
+        let spec = AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)]);
+        self.set_af_spec(index, spec).await.map_err(|e| {
+            nl_error(
+                &format!("setting the IPv6 address generation of ifindex {index}"),
+                e,
+            )
+        })
+    }
+
+    async fn set_af_spec(&self, index: u32, spec: AfSpecUnspec) -> Result<(), rtnetlink::Error> {
+        let message = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![spec]))
+            .build();
+        let _slot = self.slot().await;
+        answered(self.handle.link().set(message).execute()).await
     }
 
     /// All addresses of one family on one interface, in kernel order (for
@@ -311,9 +379,7 @@ impl Netlink {
         // is walked.
         request.message_mut().header.family = family;
         let _slot = self.slot().await;
-        request
-            .execute()
-            .try_collect()
+        answered(request.execute().try_collect())
             .await
             .map_err(|e| nl_error(&format!("listing addresses of ifindex {index}"), e))
     }
@@ -321,7 +387,7 @@ impl Netlink {
     async fn link_name_by_index(&self, index: u32) -> Result<String, Error> {
         let slot = self.slot().await;
         let request = self.handle.link().get().match_index(index).execute();
-        let found = first(request).await;
+        let found = answered(first(request)).await;
         drop(slot);
         match found {
             Ok(Some(msg)) => {
@@ -334,6 +400,31 @@ impl Netlink {
             Err(e) => Err(nl_error(&format!("looking up ifindex {index}"), e)),
         }
     }
+}
+
+/// IPv4 per-interface settings carpd sets, by their IPV4_DEVCONF_* number
+/// (linux/ip.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub(crate) enum Ipv4Conf {
+    RpFilter = 8,
+    ArpAnnounce = 18,
+    ArpIgnore = 19,
+}
+
+/// IFLA_INET_CONF: a nested u32 attribute per setting. Built by hand since
+/// the crate's request form leaves out settings whose value is zero, and
+/// `rp_filter` is set to zero.
+fn ipv4_conf_nla(settings: &[(Ipv4Conf, u32)]) -> DefaultNla {
+    const IFLA_INET_CONF: u16 = 1;
+    let mut value = Vec::new();
+    for &(conf, v) in settings {
+        let nla = DefaultNla::new(conf as u16, v.to_ne_bytes().to_vec());
+        let start = value.len();
+        value.resize(start + nla.buffer_len(), 0);
+        nla.emit(&mut value[start..]);
+    }
+    DefaultNla::new(IFLA_INET_CONF | NLA_F_NESTED, value)
 }
 
 /// Check an IPv4 address label the way `ip address add ... label` does: the
@@ -358,7 +449,7 @@ pub fn validate_label(interface: &str, label: &str) -> Result<(), Error> {
 /// socket; events arrive on the returned channel until it is dropped.
 ///
 /// Only changes are delivered: the first event seen for a link, then one per
-/// up/down transition (a removed link reports `up: false`). If the kernel
+/// up/down transition, and its removal (`removed`, `up: false`). If the kernel
 /// drops notifications (socket buffer overrun), all links are re-read and
 /// any change missed meanwhile is delivered.
 pub async fn watch_links() -> Result<mpsc::Receiver<LinkEvent>, Error> {
@@ -402,13 +493,13 @@ pub async fn watch_links() -> Result<mpsc::Receiver<LinkEvent>, Error> {
                         if resync.is_empty() {
                             let handle = handle.clone();
                             resync.spawn(async move {
-                                handle.link().get().execute().try_collect::<Vec<_>>().await
+                                answered(handle.link().get().execute().try_collect::<Vec<_>>()).await
                             });
                         }
                         continue;
                     }
-                    let Some((event, removed)) = link_event(msg) else { continue };
-                    if !watch.deliver(event, removed) {
+                    let Some(event) = link_event(msg) else { continue };
+                    if !watch.deliver(event) {
                         break;
                     }
                 }
@@ -437,14 +528,14 @@ struct LinkWatch {
 
 impl LinkWatch {
     /// Deliver `event` if it is a change; false once the receiver is gone.
-    fn deliver(&mut self, event: LinkEvent, removed: bool) -> bool {
-        if !removed && self.last.get(&event.index) == Some(&event.up) {
+    fn deliver(&mut self, event: LinkEvent) -> bool {
+        if !event.removed && self.last.get(&event.index) == Some(&event.up) {
             return true;
         }
         match self.tx.try_send(event) {
             // Interface indexes are not reused, so a removed link's entry is
             // dropped rather than kept forever.
-            Ok(()) if removed => {
+            Ok(()) if event.removed => {
                 self.last.remove(&event.index);
             }
             Ok(()) => {
@@ -478,12 +569,22 @@ impl LinkWatch {
             .copied()
             .collect();
         for index in gone {
-            if !self.deliver(LinkEvent { index, up: false }, true) {
+            let gone = LinkEvent {
+                index,
+                up: false,
+                removed: true,
+            };
+            if !self.deliver(gone) {
                 return false;
             }
         }
         for (index, up) in present {
-            if !self.deliver(LinkEvent { index, up }, false) {
+            let event = LinkEvent {
+                index,
+                up,
+                removed: false,
+            };
+            if !self.deliver(event) {
                 return false;
             }
         }
@@ -491,23 +592,122 @@ impl LinkWatch {
     }
 }
 
-/// The event carried by a link notification, and whether the link is gone.
-fn link_event(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<(LinkEvent, bool)> {
+/// The event carried by a link notification.
+fn link_event(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<LinkEvent> {
     match msg.payload {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => Some((
-            LinkEvent {
-                index: link.header.index,
-                up: is_up(&link),
-            },
-            false,
-        )),
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => Some((
-            LinkEvent {
-                index: link.header.index,
-                up: false,
-            },
-            true,
-        )),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => Some(LinkEvent {
+            index: link.header.index,
+            up: is_up(&link),
+            removed: false,
+        }),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => Some(LinkEvent {
+            index: link.header.index,
+            up: false,
+            removed: true,
+        }),
+        _ => None,
+    }
+}
+
+/// Subscribe to address events (RTNLGRP_IPV4_IFADDR and RTNLGRP_IPV6_IFADDR)
+/// on a separate netlink socket; events arrive on the returned channel until
+/// it is dropped. carpd's own adds and removes are reported too.
+pub async fn watch_addresses() -> Result<mpsc::Receiver<AddressEvent>, Error> {
+    let (mut conn, _handle, mut messages) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
+    ])
+    .map_err(|source| Error::Io {
+        context: "opening rtnetlink address event socket".into(),
+        source,
+    })?;
+    if let Err(e) = conn
+        .socket_mut()
+        .socket_mut()
+        .set_rx_buf_sz(LINK_EVENT_RCVBUF)
+    {
+        tracing::debug!(error = %e, "enlarging the address event socket buffer");
+    }
+    let (tx, rx) = mpsc::channel(ADDRESS_EVENT_QUEUE);
+    tokio::spawn(async move {
+        let mut conn = pin!(conn);
+        let mut watch = AddressWatch { tx, lost: false };
+        loop {
+            tokio::select! {
+                () = &mut conn => {
+                    tracing::error!("rtnetlink address event socket closed; addresses are no longer followed");
+                    break;
+                }
+                () = watch.tx.closed() => break,
+                msg = messages.next() => {
+                    let Some((msg, _)) = msg else { break };
+                    let event = match msg.payload {
+                        NetlinkPayload::Overrun(_) => {
+                            tracing::warn!("address notifications lost; every address is checked again");
+                            AddressEvent::Lost
+                        }
+                        _ => match address_event(msg) {
+                            Some(event) => event,
+                            None => continue,
+                        },
+                    };
+                    if !watch.deliver(event) {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// The sending side of [`watch_addresses`].
+struct AddressWatch {
+    tx: mpsc::Sender<AddressEvent>,
+    /// Events were dropped on a full queue: [`AddressEvent::Lost`] is owed.
+    lost: bool,
+}
+
+impl AddressWatch {
+    /// Deliver `event` (after a `Lost` that is owed); false once the
+    /// receiver is gone.
+    fn deliver(&mut self, event: AddressEvent) -> bool {
+        if self.lost {
+            match self.tx.try_send(AddressEvent::Lost) {
+                Ok(()) => self.lost = false,
+                Err(TrySendError::Full(_)) => return true,
+                Err(TrySendError::Closed(_)) => return false,
+            }
+        }
+        match self.tx.try_send(event) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(
+                    "address event queue full, events dropped; every address is checked again"
+                );
+                self.lost = true;
+                true
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// The event carried by an address notification.
+fn address_event(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<AddressEvent> {
+    match msg.payload {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a)) => {
+            Some(AddressEvent::Added {
+                index: a.header.index,
+                addr: local_address(&a)?,
+            })
+        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a)) => {
+            Some(AddressEvent::Removed {
+                index: a.header.index,
+                addr: local_address(&a)?,
+            })
+        }
         _ => None,
     }
 }
@@ -557,6 +757,30 @@ fn address_message(index: u32, addr: VirtualAddr) -> AddressMessage {
     }
 }
 
+/// `request`'s outcome, or ETIMEDOUT after [`REQUEST_TIMEOUT`].
+async fn answered<T>(
+    request: impl Future<Output = Result<T, rtnetlink::Error>>,
+) -> Result<T, rtnetlink::Error> {
+    answered_within(REQUEST_TIMEOUT, request).await
+}
+
+async fn answered_within<T>(
+    limit: Duration,
+    request: impl Future<Output = Result<T, rtnetlink::Error>>,
+) -> Result<T, rtnetlink::Error> {
+    tokio::time::timeout(limit, request)
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))
+}
+
+/// A request left unanswered, as the errno ETIMEDOUT in the form of a
+/// kernel error, so that every caller's errno handling applies unchanged.
+fn timed_out() -> rtnetlink::Error {
+    let mut message = ErrorMessage::default();
+    message.code = NonZeroI32::new(-libc::ETIMEDOUT);
+    rtnetlink::Error::NetlinkError(message)
+}
+
 async fn first<T>(
     stream: impl futures::Stream<Item = Result<T, rtnetlink::Error>>,
 ) -> Result<Option<T>, rtnetlink::Error> {
@@ -602,6 +826,38 @@ mod tests {
         assert!(validate_label("eth0", "eth0:a\0").is_err());
     }
 
+    #[tokio::test]
+    async fn an_unanswered_request_times_out_as_etimedout() {
+        let never = std::future::pending::<Result<(), rtnetlink::Error>>();
+        let e = answered_within(Duration::from_millis(50), never)
+            .await
+            .unwrap_err();
+        assert_eq!(errno(&e), Some(libc::ETIMEDOUT));
+        match nl_error("adding 10.0.0.1/24 on ifindex 2", e) {
+            Error::Io { source, .. } => assert_eq!(source.kind(), std::io::ErrorKind::TimedOut),
+            other => panic!("{other}"),
+        }
+        let answered = answered_within(Duration::from_secs(5), async { Ok(7) }).await;
+        assert_eq!(answered, Ok(7));
+    }
+
+    #[test]
+    fn ipv4_conf_is_nested_u32_settings_zero_included() {
+        let nla = ipv4_conf_nla(&[(Ipv4Conf::ArpIgnore, 1), (Ipv4Conf::RpFilter, 0)]);
+        let mut buf = vec![0; nla.buffer_len()];
+        nla.emit(&mut buf);
+        let mut want = Vec::new();
+        // IFLA_INET_CONF, nested: 4 + 2 * 8 bytes
+        want.extend(20u16.to_ne_bytes());
+        want.extend((1u16 | NLA_F_NESTED).to_ne_bytes());
+        for (kind, value) in [(19u16, 1u32), (8, 0)] {
+            want.extend(8u16.to_ne_bytes());
+            want.extend(kind.to_ne_bytes());
+            want.extend(value.to_ne_bytes());
+        }
+        assert_eq!(buf, want);
+    }
+
     fn link(index: u32, up: bool) -> LinkMessage {
         let mut link = LinkMessage::default();
         link.header.index = index;
@@ -629,29 +885,64 @@ mod tests {
             tx,
             last: HashMap::new(),
         };
-        let ev = |index, up| LinkEvent { index, up };
-        assert!(watch.deliver(ev(2, true), false));
-        assert!(watch.deliver(ev(2, true), false));
-        assert!(watch.deliver(ev(3, true), false));
-        assert!(watch.deliver(ev(4, false), false));
+        let ev = |index, up| LinkEvent {
+            index,
+            up,
+            removed: false,
+        };
+        let gone = |index| LinkEvent {
+            index,
+            up: false,
+            removed: true,
+        };
+        assert!(watch.deliver(ev(2, true)));
+        assert!(watch.deliver(ev(2, true)));
+        assert!(watch.deliver(ev(3, true)));
+        assert!(watch.deliver(ev(4, false)));
         assert_eq!(drain(&mut rx), [ev(2, true), ev(3, true), ev(4, false)]);
 
         // Missed meanwhile: 2 went down, 3 was removed, 4 unchanged, 5 new.
         assert!(watch.resync(&[link(2, false), link(4, false), link(5, true)]));
-        assert_eq!(drain(&mut rx), [ev(2, false), ev(3, false), ev(5, true)]);
+        assert_eq!(drain(&mut rx), [ev(2, false), gone(3), ev(5, true)]);
         assert!(!watch.last.contains_key(&3));
 
         // A full queue does not record the event as delivered.
         for index in 10..18 {
-            assert!(watch.deliver(ev(index, true), false));
+            assert!(watch.deliver(ev(index, true)));
         }
-        assert!(watch.deliver(ev(2, true), false));
+        assert!(watch.deliver(ev(2, true)));
         assert!(!watch.last.get(&2).copied().unwrap_or(false));
         drain(&mut rx);
-        assert!(watch.deliver(ev(2, true), false));
+        assert!(watch.deliver(ev(2, true)));
         assert_eq!(drain(&mut rx), [ev(2, true)]);
 
         drop(rx);
-        assert!(!watch.deliver(ev(2, false), false));
+        assert!(!watch.deliver(ev(2, false)));
+    }
+
+    #[test]
+    fn a_full_address_queue_owes_a_lost_event() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let mut watch = AddressWatch { tx, lost: false };
+        let added = |n: u8| AddressEvent::Added {
+            index: 2,
+            addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, n)),
+        };
+        assert!(watch.deliver(added(1)));
+        assert!(watch.deliver(added(2)));
+        assert!(watch.deliver(added(3)));
+        assert!(watch.lost);
+        assert_eq!(rx.try_recv().ok(), Some(added(1)));
+        // room for the owed Lost only: the new event is dropped too
+        assert!(watch.deliver(added(4)));
+        assert_eq!(rx.try_recv().ok(), Some(added(2)));
+        assert_eq!(rx.try_recv().ok(), Some(AddressEvent::Lost));
+        assert!(watch.lost);
+        assert!(watch.deliver(added(5)));
+        assert!(!watch.lost);
+        assert_eq!(rx.try_recv().ok(), Some(AddressEvent::Lost));
+        assert_eq!(rx.try_recv().ok(), Some(added(5)));
+        drop(rx);
+        assert!(!watch.deliver(added(6)));
     }
 }

@@ -91,6 +91,17 @@ pub enum Protocol {
     Vrrp(VrrpSpec),
 }
 
+impl Protocol {
+    /// `carp`, `vrrp3` or `vrrp2`, as in the configuration.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::Carp => "carp",
+            Protocol::Vrrp(v) if v.version == vrrp::Version::V2 => "vrrp2",
+            Protocol::Vrrp(_) => "vrrp3",
+        }
+    }
+}
+
 /// A VRRP virtual router's parameters. `auth`, `advbase`, `advskew`,
 /// `dead_ratio`, `demote_style`, `group_v4`, `broadcast` and
 /// `replay_protection` of the [`VhidSpec`] are not used; its `key` is the

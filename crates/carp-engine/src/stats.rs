@@ -53,6 +53,10 @@ pub(crate) struct VhidStats {
     /// be run.
     pub(crate) hook_runs: AtomicU64,
     pub(crate) hook_failures: AtomicU64,
+    /// Addresses removed by something else while MASTER and added back.
+    pub(crate) address_restored: AtomicU64,
+    /// Addresses added by something else while not MASTER and removed.
+    pub(crate) address_removed_foreign: AtomicU64,
     /// Counter of the last advertisement we sent, for loop detection.
     last_counter: AtomicU64,
     sent_any: AtomicBool,

@@ -50,7 +50,7 @@ use crate::history::History;
 use crate::hooks::{HookContext, HookKind, HookRequest, HookRunner};
 use crate::keepalive::Keepalives;
 use crate::log_limit::LogLimiter;
-use crate::netlink::Netlink;
+use crate::netlink::{AddressEvent, Netlink};
 use crate::offload::Offload;
 use crate::rx::{Check, Delivery, INBOX, Inbound, VhidEntry, VrrpCheck, VrrpInbound};
 use crate::socket::{Dest, Sockets};
@@ -62,6 +62,16 @@ use crate::vmac;
 /// Send failures and replayed advertisements are each logged at most this
 /// often per VHID.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// A BACKUP's master-down timer firing this late means the process did not
+/// run meanwhile (stopped, a frozen VM): the master's advertisements may
+/// wait unread in the socket.
+const FROZEN: Duration = Duration::from_millis(250);
+/// How long the receiver then gets to hand them over before the timer counts.
+const RESUME_GRACE: Duration = Duration::from_millis(100);
+/// Demotion of a node that, as MASTER, could not add back an address removed
+/// under it: a peer takes over, and this node does not take the addresses
+/// back until it holds them again.
+const ADDRESS_LOST_DEMOTION: u8 = 240;
 
 /// Operator requests and link events for one VHID task.
 #[derive(Debug)]
@@ -71,6 +81,8 @@ pub(crate) enum Command {
     StepDown(oneshot::Sender<bool>),
     Demote(i32, oneshot::Sender<()>),
     Link(bool),
+    /// One of this VHID's addresses was added or removed (by anyone).
+    Address(AddressEvent),
 }
 
 /// Everything a VHID needs to know about where it runs, resolved from the
@@ -182,6 +194,8 @@ pub(crate) fn spawn(
         replay,
         noisy: LogLimiter::new(LOG_EVERY),
         lateness_from: None,
+        resume_grace: None,
+        address_demote: 0,
     };
     // Every line the task logs names its VHID through this span (text:
     // `vhid{interface=eth0 vhid=1}:`, JSON: the `span` object). At ERROR,
@@ -224,6 +238,11 @@ struct Task {
     /// The deadline whose expiry is being handled: how late the resulting
     /// advertisement leaves is measured from it.
     lateness_from: Option<Instant>,
+    /// A deadline that fired [`FROZEN`] late, and when it counts instead.
+    resume_grace: Option<(Instant, Instant)>,
+    /// [`ADDRESS_LOST_DEMOTION`] from a failed restore until the addresses
+    /// are added as MASTER again; else 0.
+    address_demote: u8,
 }
 
 /// Log lines of a VHID that are rate limited.
@@ -292,7 +311,7 @@ impl Task {
             match woken {
                 Wake::Cancelled => break,
                 Wake::Timer(deadline) => self.timer_fired(deadline),
-                Wake::Command(cmd) => self.command(cmd),
+                Wake::Command(cmd) => self.command(cmd).await,
                 Wake::Tracked => self.update_demote(),
                 Wake::Advert(msg) => self.advert(msg),
                 Wake::AddressRetry => self.retry_addresses().await,
@@ -378,10 +397,16 @@ impl Task {
                 other: None,
             }
         } else {
+            // after a freeze, the grace the receiver gets (see
+            // `defer_after_freeze`)
+            let other = match (deadline, self.resume_grace) {
+                (Some(d), Some((late, until))) if late == d => Some(until),
+                _ => deadline,
+            };
             Timers {
                 deadline,
                 advert: None,
-                other: deadline,
+                other,
             }
         }
     }
@@ -409,10 +434,34 @@ impl Task {
 
     /// The machine's deadline (or the early wake-up for it) has come.
     fn timer_fired(&mut self, deadline: Option<Instant>) {
+        if self.defer_after_freeze(deadline) {
+            return;
+        }
         self.lateness_from = deadline;
         // woken early: handled as at the deadline
         let now = deadline.map_or_else(std_now, |d| std_now().max(d.into_std()));
         self.machine.handle_timeout(now);
+    }
+
+    /// Whether to give the receiver [`RESUME_GRACE`] before a BACKUP's
+    /// deadline that fired [`FROZEN`] late counts: once per deadline.
+    fn defer_after_freeze(&mut self, deadline: Option<Instant>) -> bool {
+        let Some(d) = deadline else {
+            return false;
+        };
+        let late = Instant::now().saturating_duration_since(d);
+        if self.machine.state() == State::Master
+            || late < FROZEN
+            || self.resume_grace.is_some_and(|(seen, _)| seen == d)
+        {
+            return false;
+        }
+        tracing::info!(
+            late_ms = late.as_millis(),
+            "master-down timer fired late (the process was not running): advertisements received meanwhile count first"
+        );
+        self.resume_grace = Some((d, Instant::now() + RESUME_GRACE));
+        true
     }
 
     /// Replay protection: whether an authenticated advertisement is new
@@ -432,7 +481,7 @@ impl Task {
         false
     }
 
-    fn command(&mut self, cmd: Command) {
+    async fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -457,18 +506,47 @@ impl Task {
                     self.machine.handle_link(std_now(), up);
                 }
             }
+            Command::Address(event) => self.address_changed(event).await,
         }
     }
 
-    /// The demotion in effect: the operator's plus the trackers'.
+    /// Someone added or removed one of our addresses: a MASTER puts back
+    /// what it lost (and demotes itself and steps down if it cannot), any
+    /// other state removes what appeared (see `Addresses::follow`).
+    async fn address_changed(&mut self, event: AddressEvent) {
+        let master = self.machine.state() == State::Master;
+        let ifindex = self.address_ifindex();
+        let followed = (self.addresses)
+            .follow(&self.effects.netlink, ifindex, master, event)
+            .await;
+        self.stats
+            .address_restored
+            .fetch_add(followed.restored, Ordering::Relaxed);
+        self.stats
+            .address_removed_foreign
+            .fetch_add(followed.removed, Ordering::Relaxed);
+        if followed.cannot_restore {
+            // the demotion is advertised at once, so a peer takes over
+            // without waiting for master-down
+            self.address_demote = ADDRESS_LOST_DEMOTION;
+            self.update_demote();
+            self.machine.step_down(std_now());
+        }
+    }
+
+    /// The demotion in effect: the operator's plus the trackers', plus
+    /// [`ADDRESS_LOST_DEMOTION`] after a failed restore.
     fn update_demote(&mut self) {
         let p = &self.params;
         let tracked = self.tracked.borrow_and_update().for_vhid(&p.key, &p.spec);
-        let demote = self.operator_demote.saturating_add(tracked);
+        let demote = (self.operator_demote)
+            .saturating_add(tracked)
+            .saturating_add(self.address_demote);
         if demote != self.machine.demote() {
             tracing::info!(
                 operator = self.operator_demote,
                 tracked,
+                address_lost = self.address_demote,
                 "demotion {demote}"
             );
         }
@@ -482,11 +560,7 @@ impl Task {
             key: self.params.key.clone(),
             state: self.machine.state(),
             addresses: self.params.spec.addresses.clone(),
-            protocol: match &self.params.spec.protocol {
-                Protocol::Carp => "carp",
-                Protocol::Vrrp(v) if v.version == vrrp::Version::V2 => "vrrp2",
-                Protocol::Vrrp(_) => "vrrp3",
-            },
+            protocol: self.params.spec.protocol.name(),
             priority: self.machine.effective_priority(),
             advbase: timing.advbase,
             advskew: timing.advskew,
@@ -499,6 +573,9 @@ impl Task {
             transitions_by_reason: h.by_reason.clone(),
             hook_runs: self.stats.hook_runs.load(Ordering::Relaxed),
             hook_failures: self.stats.hook_failures.load(Ordering::Relaxed),
+            address_restored: self.stats.address_restored.load(Ordering::Relaxed),
+            address_removed_foreign: self.stats.address_removed_foreign.load(Ordering::Relaxed),
+            waiting_for: None,
             adverts_sent: self.stats.sent.load(Ordering::Relaxed),
             adverts_received: self.stats.received.load(Ordering::Relaxed),
             drops: self.stats.drops.snapshot(),
@@ -621,7 +698,11 @@ impl Task {
             vmac.set_up(&self.effects.netlink, true).await;
         }
         let ifindex = self.address_ifindex();
-        self.addresses.add(&self.effects.netlink, ifindex).await;
+        let added = self.addresses.add(&self.effects.netlink, ifindex).await;
+        if added && self.address_demote > 0 {
+            self.address_demote = 0;
+            self.update_demote();
+        }
     }
 
     /// Not MASTER: the addresses removed, then the virtual MAC down.

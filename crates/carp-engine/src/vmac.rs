@@ -9,11 +9,17 @@
 //! gratuitous ARP, which private mode would cut off. It is created down at
 //! start, up only while MASTER, and deleted on exit.
 //!
-//! Its sysctls are set on the child alone, never on `all`, `default` or the
-//! parent: `arp_ignore=1` (answer ARP only for the addresses it holds, not
+//! Its settings are made on the child alone, never on `all`, `default` or
+//! the parent: `arp_ignore=1` (answer ARP only for the addresses it holds, not
 //! for the host's other addresses), `arp_announce=2` (ARP requests from the
 //! child name one of its own addresses), `rp_filter=0` (replies may come
-//! back through the parent). The parent also sees every ARP request and
+//! back through the parent), set over netlink (so a read-only `/proc/sys`
+//! does not stop them), as is IPv6 `addr_gen_mode=1` (the nodes' children
+//! share the MAC, so no link-local address from it). The kernel takes the
+//! other IPv6 settings only through `/proc/sys`: `accept_ra=0`,
+//! `autoconf=0`, `accept_dad=0`, or `disable_ipv6=1` for a VHID without
+//! IPv6 addresses; when it is read-only they are left as they are, with a
+//! warning. The parent also sees every ARP request and
 //! answers for the VHID's addresses with its own MAC unless its
 //! `arp_ignore` is at least 1, and replies from the addresses may leave
 //! through it, whose ARP requests then name them with the real MAC unless
@@ -23,7 +29,8 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::netlink::{MAX_NAME_LEN, Netlink};
+use crate::error::Error;
+use crate::netlink::{Ipv4Conf, MAX_NAME_LEN, Netlink};
 
 /// The macvlan child of one VHID.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +88,7 @@ impl Device {
             .create_macvlan(parent_index, &child.name, child.mac)
             .await
         {
-            Ok(index) => match configure_child(&child.name, has_ipv6) {
+            Ok(index) => match configure_child(netlink, index, &child.name, has_ipv6).await {
                 Ok(()) => Ok(index),
                 Err(e) => {
                     let _ = netlink.delete_link(index).await;
@@ -94,7 +101,7 @@ impl Device {
             Ok(index) => {
                 tracing::info!(child = %child.name,
                     "virtual MAC {} on {}", show_mac(child.mac), child.name);
-                let leaks = parent_arp_leaks(parent_name);
+                let leaks = parent_arp_leaks(parent_name).await;
                 if has_ipv4 && !leaks.is_empty() {
                     tracing::warn!(
                         "{parent_name} may still show its own MAC for the virtual addresses; set {}",
@@ -157,51 +164,108 @@ fn conf(family: &str, ifname: &str, key: &str) -> PathBuf {
     PathBuf::from(format!("/proc/sys/net/{family}/conf/{ifname}/{key}"))
 }
 
-/// Set the child's sysctls (in the namespace of the calling thread).
-fn configure_child(child: &str, has_ipv6: bool) -> io::Result<()> {
-    let mut settings = vec![
-        ("ipv4", "arp_ignore", "1"),
-        ("ipv4", "arp_announce", "2"),
-        ("ipv4", "rp_filter", "0"),
-    ];
-    if has_ipv6 {
-        settings.extend([
-            // the other nodes' children have the same MAC: no link-local
-            // address derived from it, no addresses from router adverts,
-            // and the virtual addresses are usable at once
-            ("ipv6", "addr_gen_mode", "1"),
-            ("ipv6", "accept_ra", "0"),
-            ("ipv6", "autoconf", "0"),
-            ("ipv6", "accept_dad", "0"),
-        ]);
-    } else {
-        settings.push(("ipv6", "disable_ipv6", "1"));
+/// Set the child's per-interface settings: over netlink what the kernel
+/// takes there, the rest of IPv6 through `/proc/sys` off the runtime's
+/// thread. Only a failure of the netlink part is an error.
+async fn configure_child(
+    netlink: &Netlink,
+    index: u32,
+    child: &str,
+    has_ipv6: bool,
+) -> Result<(), Error> {
+    netlink
+        .set_ipv4_conf(
+            index,
+            &[
+                (Ipv4Conf::ArpIgnore, 1),
+                (Ipv4Conf::ArpAnnounce, 2),
+                (Ipv4Conf::RpFilter, 0),
+            ],
+        )
+        .await?;
+    // the other nodes' children have the same MAC: no link-local address
+    // derived from it
+    match netlink.set_no_ipv6_addr_gen(index).await {
+        Ok(()) => {}
+        // a kernel without IPv6 (or with it disabled on the child)
+        Err(Error::Io { source, .. })
+            if !has_ipv6 && source.raw_os_error() == Some(libc::EAFNOSUPPORT) => {}
+        Err(e) => return Err(e),
     }
-    for (family, key, value) in settings {
-        let path = conf(family, child, key);
-        std::fs::write(&path, value)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let settings = ipv6_sysctls(has_ipv6);
+    let name = child.to_owned();
+    let failed = tokio::task::spawn_blocking(move || write_sysctls(&name, settings))
+        .await
+        .unwrap_or_else(|e| vec![format!("the settings task failed: {e}")]);
+    if !failed.is_empty() {
+        tracing::warn!(
+            child,
+            "cannot set {}; the virtual MAC works, but {} (these settings need a writable \
+             /proc/sys/net/ipv6/conf)",
+            failed.join(", "),
+            if has_ipv6 {
+                "router advertisements may give it addresses of its own"
+            } else {
+                "it keeps IPv6 enabled and may take addresses from router advertisements"
+            }
+        );
     }
     Ok(())
 }
 
-/// The parent's ARP settings that let its real MAC leak out for addresses
-/// it does not hold, as `sysctl` assignments to fix (the kernel applies the
-/// larger of `all` and the interface's value).
-fn parent_arp_leaks(parent: &str) -> Vec<String> {
-    let read = |ifname: &str, key: &str| {
-        std::fs::read_to_string(conf("ipv4", ifname, key))
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-            .unwrap_or(0)
-    };
-    let mut out = Vec::new();
-    for (key, want) in [("arp_ignore", 1), ("arp_announce", 2)] {
-        if read("all", key).max(read(parent, key)) < want {
-            out.push(format!("net.ipv4.conf.{parent}.{key}={want}"));
+/// The child's IPv6 sysctls the kernel takes only through `/proc/sys`.
+fn ipv6_sysctls(has_ipv6: bool) -> Vec<(&'static str, &'static str)> {
+    if has_ipv6 {
+        // no addresses from router adverts, and the virtual addresses are
+        // usable at once
+        vec![("accept_ra", "0"), ("autoconf", "0"), ("accept_dad", "0")]
+    } else {
+        vec![("disable_ipv6", "1")]
+    }
+}
+
+/// Write `net.ipv6.conf.<child>.<key>` for each setting, in the network
+/// namespace of the calling thread (a blocking-pool thread, started by the
+/// runtime's thread and so in its namespace); returns the ones that failed,
+/// with why. Blocks.
+fn write_sysctls(child: &str, settings: Vec<(&'static str, &'static str)>) -> Vec<String> {
+    let mut failed = Vec::new();
+    for (key, value) in settings {
+        let path = conf("ipv6", child, key);
+        match std::fs::write(&path, value) {
+            Ok(()) => {}
+            // no IPv6 in this kernel: nothing to turn off
+            Err(e) if e.kind() == io::ErrorKind::NotFound && key == "disable_ipv6" => {}
+            Err(e) => failed.push(format!("net.ipv6.conf.{child}.{key}={value} ({e})")),
         }
     }
-    out
+    failed
+}
+
+/// The parent's ARP settings that let its real MAC leak out for addresses
+/// it does not hold, as `sysctl` assignments to fix (the kernel applies the
+/// larger of `all` and the interface's value). Read from `/proc/sys` (which
+/// works read-only too) off the runtime's thread: `all` has no netlink
+/// form. An unreadable setting counts as 0.
+async fn parent_arp_leaks(parent: &str) -> Vec<String> {
+    let parent = parent.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let read = |ifname: &str, key: &str| {
+            std::fs::read_to_string(conf("ipv4", ifname, key))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        let mut out = Vec::new();
+        for (key, want) in [("arp_ignore", 1), ("arp_announce", 2)] {
+            if read("all", key).max(read(&parent, key)) < want {
+                out.push(format!("net.ipv4.conf.{parent}.{key}={want}"));
+            }
+        }
+        out
+    })
+    .await
+    .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -266,8 +266,13 @@ fn link_events_follow_the_link() {
         until(&mut rx, index, true, &mut seen).await;
         seen
     });
-    assert_eq!(events.first(), Some(&LinkEvent { index, up: false }));
-    assert_eq!(events.last(), Some(&LinkEvent { index, up: true }));
+    let event = |up| LinkEvent {
+        index,
+        up,
+        removed: false,
+    };
+    assert_eq!(events.first(), Some(&event(false)));
+    assert_eq!(events.last(), Some(&event(true)));
     // Only changes are delivered.
     for window in events.windows(2) {
         assert_ne!(window[0].up, window[1].up, "{events:?}");

@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use carpd_testbed::Netns;
+
 use crate::error::{Error, Result};
-use crate::netns::Netns;
 
 /// Nanoseconds since the epoch, the clock of every timestamp here.
 pub type Ns = i64;
@@ -151,22 +152,6 @@ impl Drop for Reader {
             let _ = t.join();
         }
     }
-}
-
-/// Runs `f` on a thread inside namespace `ns` and returns its result.
-pub fn in_netns<T: Send + 'static>(
-    ns: &Netns,
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> Result<T> {
-    let netns = format!("/var/run/netns/{}", ns.name());
-    thread::spawn(move || {
-        let f0 = std::fs::File::open(&netns)?;
-        nix::sched::setns(&f0, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-        f()
-    })
-    .join()
-    .map_err(|_| Error::Measure("namespace thread panicked".into()))?
-    .map_err(Error::from)
 }
 
 /// CARP packets received from hosts at the given switch ports.

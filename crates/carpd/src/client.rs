@@ -52,7 +52,9 @@ pub fn run(command: Command) -> Result<(), Error> {
         }
         Command::Man => {
             let mut out = Vec::new();
+            // A daemon's page: section 8, as carpd.service refers to it.
             clap_mangen::Man::new(ConfigArgs::command())
+                .section("8")
                 .render(&mut out)
                 .map_err(|source| Error::Io {
                     context: "rendering the manual page".into(),
@@ -281,6 +283,9 @@ mod tests {
             drops: [("bad_hmac".to_string(), 3)].into(),
             hook_runs: 0,
             hook_failures: 0,
+            address_restored: 0,
+            address_removed_foreign: 0,
+            waiting_for: None,
         };
         let mut r = Response {
             ok: true,

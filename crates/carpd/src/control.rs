@@ -30,6 +30,7 @@ use carp_engine::{ReloadReport, VhidFilter, VhidKey, VhidStatus};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::accept;
@@ -46,6 +47,34 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CLIENTS: usize = 16;
 /// At most one log line about refused connections per this long.
 const REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How long the user database (NSS: maybe LDAP) may take to say whether a
+/// client's user is in the control group; past it, the client is refused.
+const GROUP_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Group lookups running at once on the blocking pool. A lookup that never
+/// returns keeps its slot, so a hung user database ties up at most this
+/// many threads; while all are taken, clients that need one are refused.
+const GROUP_LOOKUPS: usize = 4;
+
+/// Why a client was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Neither root, carpd's user, nor in the control group.
+    NotAllowed,
+    /// The user database did not answer in [`GROUP_LOOKUP_TIMEOUT`].
+    LookupTimedOut,
+    /// [`GROUP_LOOKUPS`] lookups are still waiting for the user database.
+    LookupsBusy,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NotAllowed => "not allowed",
+            Refusal::LookupTimedOut => "the group lookup timed out",
+            Refusal::LookupsBusy => "too many group lookups still running",
+        }
+    }
+}
 
 /// Who may use the control socket.
 #[derive(Debug)]
@@ -57,6 +86,12 @@ pub struct Access {
     refused: AtomicU64,
     /// When a refusal was last logged, and how many went unlogged since.
     log: Mutex<(Option<Instant>, u64)>,
+    /// Slots for group lookups (see [`GROUP_LOOKUPS`]).
+    lookups: Arc<Semaphore>,
+    /// Whether a user is in a group (primary or supplementary), by the user
+    /// database; blocks.
+    member: fn(u32, u32) -> bool,
+    lookup_timeout: Duration,
 }
 
 impl Access {
@@ -66,6 +101,9 @@ impl Access {
             group,
             refused: AtomicU64::new(0),
             log: Mutex::new((None, 0)),
+            lookups: Arc::new(Semaphore::new(GROUP_LOOKUPS)),
+            member,
+            lookup_timeout: GROUP_LOOKUP_TIMEOUT,
         }
     }
 
@@ -78,28 +116,37 @@ impl Access {
     }
 
     /// Whether a peer running as `uid`/`gid` may use the socket.
-    async fn allows(&self, uid: u32, gid: u32) -> bool {
+    async fn allows(&self, uid: u32, gid: u32) -> Result<(), Refusal> {
         if uid == 0 || uid == self.own_uid {
-            return true;
+            return Ok(());
         }
         let Some(group) = &self.group else {
-            return false;
+            return Err(Refusal::NotAllowed);
         };
         if gid == group.gid {
-            return true;
+            return Ok(());
         }
         // Supplementary groups are not in SO_PEERCRED: ask the user
-        // database (which may be slow, e.g. over LDAP, hence off the
-        // runtime's threads).
-        let want = group.gid;
-        tokio::task::spawn_blocking(move || member(uid, want))
-            .await
-            .unwrap_or(false)
+        // database, which may be slow or hang (e.g. over LDAP), hence on the
+        // blocking pool and bounded in time and number.
+        let Ok(slot) = Arc::clone(&self.lookups).try_acquire_owned() else {
+            return Err(Refusal::LookupsBusy);
+        };
+        let (want, member) = (group.gid, self.member);
+        let lookup = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            member(uid, want)
+        });
+        match tokio::time::timeout(self.lookup_timeout, lookup).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(_) => Err(Refusal::NotAllowed),
+            Err(_) => Err(Refusal::LookupTimedOut),
+        }
     }
 
     /// Count a refusal and log it, at most once per
     /// [`REFUSED_LOG_INTERVAL`].
-    fn note_refusal(&self, uid: u32, gid: u32, pid: Option<i32>) {
+    fn note_refusal(&self, uid: u32, gid: u32, pid: Option<i32>, why: Refusal) {
         self.refused.fetch_add(1, Ordering::Relaxed);
         let Ok(mut log) = self.log.lock() else {
             return;
@@ -113,7 +160,8 @@ impl Access {
             uid,
             gid,
             pid = pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
-            "control socket: refused a connection ({}); {} more refused since the last such line",
+            "control socket: refused a connection ({}: {}); {} more refused since the last such line",
+            why.as_str(),
             self.who_may(),
             *unlogged
         );
@@ -260,6 +308,15 @@ pub struct VhidInfo {
     pub drops: BTreeMap<String, u64>,
     pub hook_runs: u64,
     pub hook_failures: u64,
+    /// Addresses removed by something else while MASTER and added back.
+    #[serde(default)]
+    pub address_restored: u64,
+    /// Addresses added by something else while not MASTER and removed.
+    #[serde(default)]
+    pub address_removed_foreign: u64,
+    /// What a VHID in INIT waits for before it runs, e.g. its interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 fn carp_name() -> String {
@@ -299,6 +356,9 @@ impl From<&VhidStatus> for VhidInfo {
             drops: names(&s.drops),
             hook_runs: s.hook_runs,
             hook_failures: s.hook_failures,
+            address_restored: s.address_restored,
+            address_removed_foreign: s.address_removed_foreign,
+            waiting_for: s.waiting_for.clone(),
         }
     }
 }
@@ -418,11 +478,13 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, access: Arc<Acce
             // The credentials of the process that connected, from the
             // kernel: a client cannot claim to be someone else.
             match stream.peer_cred() {
-                Ok(c) if access.allows(c.uid(), c.gid()).await => connection(stream, &shared).await,
-                Ok(c) => {
-                    access.note_refusal(c.uid(), c.gid(), c.pid());
-                    refuse(stream, &access).await;
-                }
+                Ok(c) => match access.allows(c.uid(), c.gid()).await {
+                    Ok(()) => connection(stream, &shared).await,
+                    Err(why) => {
+                        access.note_refusal(c.uid(), c.gid(), c.pid(), why);
+                        refuse(stream, &access).await;
+                    }
+                },
                 Err(e) => {
                     warn!(error = %e, "control socket: cannot read the peer's credentials; connection closed");
                 }
@@ -711,21 +773,58 @@ mod tests {
             own_uid: 998,
             ..Access::new(None)
         };
-        assert!(none.allows(0, 0).await);
-        assert!(none.allows(998, 998).await);
-        assert!(!none.allows(65534, 65534).await);
+        assert_eq!(none.allows(0, 0).await, Ok(()));
+        assert_eq!(none.allows(998, 998).await, Ok(()));
+        assert_eq!(none.allows(65534, 65534).await, Err(Refusal::NotAllowed));
         assert_eq!(none.who_may(), "only root and uid 998 may use it");
         let grouped = Access::new(Some(ControlGroup {
             name: "carpd-admin".into(),
             gid: 4242,
         }));
         // by the primary group the kernel reports
-        assert!(grouped.allows(65534, 4242).await);
+        assert_eq!(grouped.allows(65534, 4242).await, Ok(()));
         // uid 65534 (nobody) is in no such group in the user database
-        assert!(!grouped.allows(65534, 65534).await);
-        grouped.note_refusal(65534, 65534, Some(1));
-        grouped.note_refusal(65534, 65534, None);
+        assert_eq!(grouped.allows(65534, 65534).await, Err(Refusal::NotAllowed));
+        grouped.note_refusal(65534, 65534, Some(1), Refusal::NotAllowed);
+        grouped.note_refusal(65534, 65534, None, Refusal::LookupTimedOut);
         assert_eq!(grouped.refused(), 2);
         assert_eq!(grouped.log.lock().unwrap().1, 1);
+    }
+
+    /// A user database that never answers: each lookup is refused after
+    /// the timeout, and once the lookup slots are all held by hung lookups,
+    /// at once; the runtime goes on meanwhile.
+    #[tokio::test]
+    async fn a_hung_group_lookup_refuses_instead_of_waiting() {
+        use std::sync::atomic::AtomicBool;
+        // released at the end, since the runtime waits for its blocking
+        // threads when dropped
+        static RELEASE: AtomicBool = AtomicBool::new(false);
+        fn hangs(_uid: u32, _gid: u32) -> bool {
+            while !RELEASE.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            true
+        }
+        let access = Access {
+            member: hangs,
+            lookup_timeout: Duration::from_millis(200),
+            ..Access::new(Some(ControlGroup {
+                name: "carpd-admin".into(),
+                gid: 4242,
+            }))
+        };
+        let started = Instant::now();
+        for _ in 0..GROUP_LOOKUPS {
+            assert_eq!(
+                access.allows(65534, 65534).await,
+                Err(Refusal::LookupTimedOut)
+            );
+        }
+        assert_eq!(access.allows(65534, 65534).await, Err(Refusal::LookupsBusy));
+        // by the kernel-reported group: no lookup needed
+        assert_eq!(access.allows(65534, 4242).await, Ok(()));
+        assert!(started.elapsed() < Duration::from_secs(30));
+        RELEASE.store(true, Ordering::Relaxed);
     }
 }

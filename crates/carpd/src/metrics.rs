@@ -44,6 +44,8 @@ pub struct Snapshot {
     pub lateness: LatenessSummary,
     /// Control socket connections refused by their peer credentials.
     pub control_refused: u64,
+    /// Link and address events not delivered to a VHID (its queue was full).
+    pub kernel_events_dropped: u64,
 }
 
 /// A running metrics listener; dropping it stops it.
@@ -315,10 +317,33 @@ impl Collector for Snapshot {
         )?;
         family(
             &mut enc,
+            "carpd_address_restored",
+            "Addresses removed by something else while MASTER and added back",
+            MetricType::Counter,
+            v.iter()
+                .map(|s| (vhid_labels(s), ConstCounter::new(s.address_restored))),
+        )?;
+        family(
+            &mut enc,
+            "carpd_address_removed_foreign",
+            "Addresses of a VHID added by something else while not MASTER and removed",
+            MetricType::Counter,
+            v.iter()
+                .map(|s| (vhid_labels(s), ConstCounter::new(s.address_removed_foreign))),
+        )?;
+        family(
+            &mut enc,
             "carpd_control_refused",
             "Control socket connections refused: the peer was not root, carpd's user or in control_group",
             MetricType::Counter,
             [(Labels::new(), ConstCounter::new(self.control_refused))],
+        )?;
+        family(
+            &mut enc,
+            "carpd_kernel_events_dropped",
+            "Link and address events not delivered to a VHID because its command queue was full",
+            MetricType::Counter,
+            [(Labels::new(), ConstCounter::new(self.kernel_events_dropped))],
         )?;
         let l = &self.lateness;
         // The encoder takes per-bucket counts and accumulates them itself.
@@ -404,6 +429,9 @@ mod tests {
             adverts_sent: 5,
             adverts_received: 0,
             drops: [("bad_hmac", 2)].into(),
+            address_restored: 1,
+            address_removed_foreign: 0,
+            waiting_for: None,
         }
     }
 
@@ -433,6 +461,7 @@ mod tests {
                 interface_drops: [("*".to_string(), [("bad_ttl", 4)].into())].into(),
                 lateness,
                 control_refused: 2,
+                kernel_events_dropped: 0,
             },
             11,
         )
@@ -449,11 +478,13 @@ mod tests {
             r#"carpd_interface_drops_total{interface="*",reason="bad_ttl"} 4"#,
             r#"carpd_hook_runs_total{interface="eth0",vhid="7"} 1"#,
             r#"carpd_hook_failures_total{interface="eth0",vhid="7"} 0"#,
+            r#"carpd_address_restored_total{interface="eth0",vhid="7"} 1"#,
             r#"carpd_vhid_demote{interface="eth0",vhid="7"} 0"#,
             r#"carpd_vhid_priority{interface="eth0",vhid="9"} 150"#,
             "carpd_control_refused_total 2",
             "# TYPE carpd_log_lines_dropped counter",
             "carpd_log_lines_dropped_total 11",
+            "carpd_kernel_events_dropped_total 0",
             "# TYPE carpd_timer_lateness_seconds histogram",
             r#"carpd_timer_lateness_seconds_bucket{le="0.0001"} 1"#,
             r#"carpd_timer_lateness_seconds_bucket{le="+Inf"} 3"#,

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use carp_engine::engine::InterfaceDrops;
 use carp_engine::{Engine, EngineSpec, VhidFilter, VhidKey, VhidStatus};
@@ -147,14 +148,17 @@ fn serve(setup: Setup, detached: bool) -> Result<(), Error> {
     // One thread: the work per VHID is tiny (a timer, a signature, a send)
     // and every wait (netlink, hooks, sockets) is async, while a second
     // worker only adds cross-thread wake-ups and work stealing. Blocking
-    // work (configuration and password files at reload, group lookups) goes
-    // to `spawn_blocking`'s threads.
+    // work (configuration and password files at reload, group lookups,
+    // starting hook processes, /proc/sys) goes to `spawn_blocking`'s threads.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .thread_name("carpd")
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
     let result = runtime.block_on(daemon(setup));
+    // A blocking thread may be stuck on something outside carpd (a user
+    // database lookup, a hook's program on a hung mount): exit without it.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     if detached {
         // stderr is gone: the log is the only place the reason can go.
         if let Err(e) = &result {
@@ -240,6 +244,7 @@ impl Shared {
             interface_drops: engine.interface_drops().await,
             lateness: engine.timer_lateness(),
             control_refused: self.access.as_ref().map_or(0, |a| a.refused()),
+            kernel_events_dropped: engine.kernel_events_dropped(),
         })
     }
 

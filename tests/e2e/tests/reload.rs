@@ -1,0 +1,182 @@
+//! Reloading the configuration with SIGHUP: only what changed moves, a
+//! broken file changes nothing.
+//!
+//! Two nodes share 50 VHIDs on eth0, one address each; node 0 (advskew 0)
+//! is master of all of them, node 1 (advskew 100, preempt) backs them up.
+
+use std::collections::BTreeSet;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use carpd_testbed::{Cluster, Config, Watcher, adv_interval, master_down, transitions};
+
+const VHIDS: u8 = 50;
+const MARGIN: Duration = Duration::from_millis(1500);
+
+fn vip(vhid: u8) -> String {
+    format!("10.100.{vhid}.1")
+}
+
+fn config(advskew: u8, preempt: bool, vhids: impl Iterator<Item = u8>) -> Config {
+    let mut cfg = Config::default().advskew(advskew).preempt(preempt);
+    for v in vhids {
+        cfg = cfg.vhid("eth0", v, &[format!("{}/24", vip(v))]);
+    }
+    cfg
+}
+
+fn all_vhids() -> impl Iterator<Item = u8> {
+    1..=VHIDS
+}
+
+/// Node 0 master of every VHID, node 1 backup; returns node 0's config.
+fn setup(c: &mut Cluster) -> Config {
+    let master = config(0, false, all_vhids());
+    c.start(0, &master);
+    let ok = carpd_testbed::wait_until(
+        master_down(3, 0) + 3 * MARGIN,
+        Duration::from_millis(100),
+        || all_vhids().all(|v| c.host(0).has_addr(&vip(v))),
+    );
+    assert!(ok.is_some(), "node 0 never held all {VHIDS} addresses");
+    // The log check of `assert_untouched` is only worth something if it
+    // recognises the transitions that did happen.
+    let log = c.node(0).log();
+    for v in all_vhids() {
+        assert!(
+            !transitions(&log, "eth0", v).is_empty(),
+            "no transition line found for vhid {v} in:\n{log}"
+        );
+    }
+    c.start(1, &config(100, true, all_vhids()));
+    sleep(Duration::from_millis(2500));
+    for v in all_vhids() {
+        assert_eq!(c.owners(&vip(v)), vec![0], "vhid {v} before the reload");
+    }
+    master
+}
+
+/// Asserts that none of `vhids` changed state or address after `since`
+/// (log marks are per node), and that node 0 still holds them.
+fn assert_untouched(
+    c: &mut Cluster,
+    w: &Watcher,
+    vhids: &BTreeSet<u8>,
+    since: Instant,
+    marks: [usize; 2],
+) {
+    let h = w.history();
+    let addrs: BTreeSet<String> = vhids.iter().map(|v| vip(*v)).collect();
+    let moved = h.changes_since(since, |a| addrs.contains(a));
+    assert!(
+        moved.is_empty(),
+        "unchanged VHIDs lost or gained addresses: {moved:?}"
+    );
+    for (node, mark) in marks.iter().enumerate() {
+        let log = c.node(node).log_since(*mark);
+        for v in vhids {
+            let t = transitions(&log, "eth0", *v);
+            assert!(
+                t.is_empty(),
+                "node {node}: unchanged vhid {v} changed state: {t:?}"
+            );
+        }
+    }
+    for v in vhids {
+        assert_eq!(c.owners(&vip(*v)), vec![0], "vhid {v}");
+    }
+}
+
+#[test]
+fn hup_changes_one_vhid_only() {
+    let mut c = Cluster::new(2, 1);
+    let w = c.watch();
+    let mut cfg = setup(&mut c);
+
+    // Vhid 7 on node 0 now advertises worse than node 1, which preempts.
+    cfg.vhid_mut("eth0", 7).advskew = Some(200);
+    c.write_config(0, &cfg.to_toml());
+    let marks = [c.node(0).log_mark(), c.node(1).log_mark()];
+    let hup = Instant::now();
+    c.node(0).sighup();
+    c.wait_owners(&vip(7), &[1], adv_interval(200) + 2 * MARGIN);
+
+    let settled = Instant::now();
+    sleep(Duration::from_secs(4));
+    assert_eq!(c.owners(&vip(7)), vec![1]);
+    let h = w.history();
+    assert_eq!(
+        h.max_owners_since(&vip(7), settled),
+        1,
+        "{:?}",
+        h.timeline(&vip(7))
+    );
+    let others: BTreeSet<u8> = all_vhids().filter(|v| *v != 7).collect();
+    assert_untouched(&mut c, &w, &others, hup, marks);
+    assert!(c.node(0).is_running() && c.node(1).is_running());
+}
+
+#[test]
+fn hup_with_broken_or_identical_config_changes_nothing() {
+    let mut c = Cluster::new(2, 1);
+    let w = c.watch();
+    let cfg = setup(&mut c);
+    let marks = [c.node(0).log_mark(), c.node(1).log_mark()];
+    let first_hup = Instant::now();
+
+    let broken = [
+        "advbase = 1\n[[interface]\n".to_string(),
+        format!("{}no_such_key = 1\n", cfg.to_toml()),
+        cfg.to_toml().replace("id = 2\n", "id = 1\n"),
+    ];
+    for bad in &broken {
+        c.write_config(0, bad);
+        let mark = c.node(0).log_mark();
+        c.node(0).sighup();
+        sleep(Duration::from_millis(1500));
+        assert!(c.node(0).is_running(), "a broken reload killed carpd");
+        let log = c.node(0).log_since(mark).to_lowercase();
+        assert!(
+            ["error", "invalid", "fail"].iter().any(|w| log.contains(w)),
+            "no error logged for a broken reload of:\n{bad}\nlog: {log}"
+        );
+    }
+
+    // The good file again: nothing changed, so nothing moves either.
+    c.write_config(0, &cfg.to_toml());
+    c.node(0).sighup();
+    sleep(Duration::from_secs(3));
+    assert_untouched(&mut c, &w, &all_vhids().collect(), first_hup, marks);
+    assert!(c.node(0).is_running() && c.node(1).is_running());
+}
+
+#[test]
+fn hup_adds_and_removes_vhids() {
+    let mut c = Cluster::new(2, 1);
+    let w = c.watch();
+    let mut cfg = setup(&mut c);
+
+    // Vhid 50 leaves node 0 (it bows out: node 1 takes over at once), vhid
+    // 51 is new on node 0 alone (master after its master-down time).
+    cfg.remove_vhid("eth0", 50);
+    cfg = cfg.vhid("eth0", 51, &[format!("{}/24", vip(51))]);
+    c.write_config(0, &cfg.to_toml());
+    let marks = [c.node(0).log_mark(), c.node(1).log_mark()];
+    let hup = Instant::now();
+    c.node(0).sighup();
+
+    c.wait_owners(&vip(50), &[1], master_down(3, 100) + 2 * MARGIN);
+    let took = w.history().time_to_own(1, &vip(50), hup);
+    assert!(
+        took < MARGIN,
+        "vhid 50 moved after {took:?}: no bow-out on removal"
+    );
+    c.wait_owners(&vip(51), &[0], master_down(3, 0) + 2 * MARGIN);
+
+    sleep(Duration::from_secs(2));
+    let others: BTreeSet<u8> = (1..VHIDS).collect();
+    assert_untouched(&mut c, &w, &others, hup, marks);
+    assert_eq!(c.owners(&vip(50)), vec![1]);
+    assert_eq!(c.owners(&vip(51)), vec![0]);
+    assert!(c.node(0).is_running() && c.node(1).is_running());
+}
