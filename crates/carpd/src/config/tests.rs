@@ -1243,6 +1243,12 @@ fn vrrp_defaults_and_settings() {
         })
     );
     assert!(v.preempt && v.transport.virtual_mac);
+    // the owner: its addresses are its own
+    let v = one_vhid(&vrrp_vhid(
+        "  protocol = \"vrrp3\"\n  priority = 255\n  manage_addresses = false\n",
+    ));
+    assert!(!v.transport.virtual_mac);
+    assert!(matches!(&v.protocol, Protocol::Vrrp(s) if s.priority == 255));
     let v = one_vhid(&vrrp_vhid(
         "  protocol = \"vrrp3\"\n  priority = 200\n  advert_interval = \"100ms\"\n  preempt = false\n  accept_mode = true\n  virtual_mac = false\n",
     ));
@@ -1313,6 +1319,10 @@ fn keys_of_the_other_protocol_are_refused_with_line_and_key() {
         (
             "  protocol = \"vrrp2\"\n  auth_type = \"simple\"\n",
             "4: interface \"eth0\" vhid 5: password: no password",
+        ),
+        (
+            "  protocol = \"vrrp3\"\n  priority = 255\n",
+            "8: interface \"eth0\" vhid 5: priority: 255 is the address owner's",
         ),
     ];
     assert_refused(cases, vrrp_vhid);

@@ -72,7 +72,9 @@ impl Validator<'_> {
                 &l,
                 (ifname, id),
                 label.is_some(),
-                is_vrrp,
+                // VRRP's virtual MAC, unless the addresses are not carpd's
+                // to move or carry a label
+                is_vrrp && l.manage_addresses != Some(false) && label.is_none(),
                 table,
                 &ctx,
             )?,
@@ -175,16 +177,26 @@ impl Validator<'_> {
                 millis / 10
             }
         };
+        let priority = l
+            .priority
+            .as_ref()
+            .map_or(vrrp::DEFAULT_PRIORITY, |p| p.value);
+        if priority == vrrp::OWNER_PRIORITY && l.manage_addresses != Some(false) {
+            let span = l
+                .priority
+                .as_ref()
+                .map_or(table.clone(), |p| p.span.clone());
+            return Err(self.diag.at(span, ctx, "priority").err(
+                "255 is the address owner's, whose addresses are its own: set manage_addresses = false, or a priority below 255",
+            ));
+        }
         let simple_auth = l
             .auth_type
             .as_ref()
             .is_some_and(|a| a.value == VrrpAuthName::Simple);
         Ok(VrrpSpec {
             version,
-            priority: l
-                .priority
-                .as_ref()
-                .map_or(vrrp::DEFAULT_PRIORITY, |p| p.value),
+            priority,
             interval_cs: u16::try_from(interval_cs).unwrap_or(u16::MAX),
             simple_auth,
             accept_mode: l.accept_mode.unwrap_or(false),
