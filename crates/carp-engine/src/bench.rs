@@ -67,6 +67,7 @@ impl ReceivePath {
                     commands,
                     stats: Arc::new(VhidStats::default()),
                     keepalives: Arc::default(),
+                    peers: Arc::default(),
                 };
                 demux.vhids.insert((ifindex, vhid), Arc::new(entry));
                 inboxes.insert((ifindex, vhid), rx);

@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::advertiser::Advertiser;
 use crate::announce::Announcer;
+use crate::conflict::{self, Claims};
 use crate::error::Error;
+use crate::events::{EventBus, EventKind};
 use crate::follow::{self, Follow, Routes};
 use crate::netlink::{self, Netlink};
 use crate::rx::{self, Demux, SharedDemux};
@@ -49,6 +51,7 @@ pub struct Engine {
     /// Stops restarting VHIDs whose interface came back (first, on shutdown).
     follow_stop: CancellationToken,
     follow: Arc<Follow>,
+    events: EventBus,
 }
 
 #[derive(Debug)]
@@ -111,7 +114,10 @@ impl Waiting {
             drops: BTreeMap::new(),
             address_restored: 0,
             address_removed_foreign: 0,
+            address_conflicts: 0,
             waiting_for: Some(self.reason.clone()),
+            peers: Vec::new(),
+            explanation: None,
         })
     }
 }
@@ -123,13 +129,35 @@ pub type DropCounts = BTreeMap<&'static str, u64>;
 /// interfaces without VHIDs).
 pub type InterfaceDrops = BTreeMap<String, DropCounts>;
 
-/// What a reload did, by VHID.
+/// What a reload did (or, previewed, would do), by VHID.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadReport {
     pub added: Vec<VhidKey>,
     pub removed: Vec<VhidKey>,
+    /// Restarted: a setting changed, or it starts or stops waiting for its
+    /// interface.
     pub changed: Vec<VhidKey>,
+    /// For each changed VHID, what changed (see [`VhidParams::changed`]).
+    pub changed_keys: BTreeMap<VhidKey, Vec<&'static str>>,
     pub unchanged: usize,
+}
+
+/// A peer heard lately (within three master-down times).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub address: IpAddr,
+    /// From the kernel's neighbour table; `None` if it has no entry.
+    pub mac: Option<[u8; 6]>,
+    pub advbase: u8,
+    pub advskew: u8,
+    pub demote: u8,
+    pub last_heard: Duration,
+    /// Largest |interval - advertised interval| among its recent
+    /// advertisements.
+    pub jitter: Duration,
+    pub adverts: u64,
+    /// It is the master this BACKUP follows.
+    pub master: bool,
 }
 
 /// A snapshot of one VHID, for status output and metrics.
@@ -168,9 +196,16 @@ pub struct VhidStatus {
     pub address_restored: u64,
     /// Addresses added by something else while not MASTER and removed.
     pub address_removed_foreign: u64,
+    /// Claims of our addresses by foreign MACs (ARP, neighbour
+    /// advertisements) seen while MASTER.
+    pub address_conflicts: u64,
     /// Why the VHID is not running (INIT until that changes), e.g.
     /// "interface eth0 not found".
     pub waiting_for: Option<String>,
+    /// Peers heard lately, most recent first.
+    pub peers: Vec<PeerStatus>,
+    /// Why the VHID is in its state (none while it waits).
+    pub explanation: Option<carp_proto::Explanation>,
 }
 
 /// A VHID checked against the system, ready to start.
@@ -640,6 +675,49 @@ impl Running {
         }
     }
 
+    /// What applying `prepared` would do to each VHID; the one comparison
+    /// both a reload and its preview use.
+    fn diff(&self, prepared: &Preparation) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let new_keys: HashSet<&VhidKey> = (prepared.ready.iter().map(|p| &p.params.key))
+            .chain(prepared.waiting.iter().map(|(k, _)| k))
+            .collect();
+        report.removed = (self.vhids.keys().chain(self.waiting.keys()))
+            .filter(|k| !new_keys.contains(*k))
+            .cloned()
+            .collect();
+        let mut changed = |key: &VhidKey, what: Vec<&'static str>| {
+            report.changed.push(key.clone());
+            report.changed_keys.insert(key.clone(), what);
+        };
+        for p in &prepared.ready {
+            let key = &p.params.key;
+            match self.vhids.get(key) {
+                Some(h) if h.params == p.params => report.unchanged += 1,
+                Some(h) => changed(key, h.params.changed(&p.params)),
+                None if self.waiting.contains_key(key) => changed(key, vec!["interface_ready"]),
+                None => report.added.push(key.clone()),
+            }
+        }
+        for (key, w) in &prepared.waiting {
+            if self.vhids.contains_key(key) {
+                changed(key, vec!["interface_ready"]);
+            } else if let Some(old) = self.waiting.get(key) {
+                if old.interface == w.interface {
+                    report.unchanged += 1;
+                } else {
+                    changed(key, vec!["settings"]);
+                }
+            } else {
+                report.added.push(key.clone());
+            }
+        }
+        report.added.sort();
+        report.removed.sort();
+        report.changed.sort();
+        report
+    }
+
     /// Send a request to the matching tasks and collect the replies.
     async fn ask<T>(
         &self,
@@ -695,7 +773,11 @@ impl Engine {
             netlink: nl,
             announcer: Arc::new(Announcer::new()?),
             lateness: Arc::clone(&lateness),
+            events: EventBus::default(),
+            claims: Arc::new(Claims::default()),
         };
+        let events = effects.events.clone();
+        let conflict_watch = conflict::Watch::open()?;
         let follow = Arc::new(Follow::new(Arc::clone(&demux)));
         let mut running = Running {
             effects,
@@ -734,6 +816,11 @@ impl Engine {
         running
             .background
             .push(tokio::spawn(advertiser.run(cancel.clone())));
+        running.background.push(tokio::spawn(conflict::run(
+            conflict_watch,
+            Arc::clone(&running.effects.claims),
+            cancel.clone(),
+        )));
         running.background.push(tokio::spawn(follow::watch_links(
             link_events,
             Arc::clone(&follow),
@@ -767,6 +854,7 @@ impl Engine {
             cancel,
             follow_stop,
             follow,
+            events,
         })
     }
 
@@ -784,60 +872,34 @@ impl Engine {
             let params: Vec<&VhidParams> = prepared.ready.iter().map(|p| &p.params).collect();
             r.join_groups(&params)?;
         }
-        let mut report = ReloadReport::default();
-        let new_keys: HashSet<VhidKey> = (prepared.ready.iter().map(|p| &p.params.key))
-            .chain(prepared.waiting.iter().map(|(k, _)| k))
-            .cloned()
-            .collect();
+        let report = r.diff(&prepared);
         let mut to_stop = Vec::new();
-        let removed: Vec<VhidKey> = (r.vhids.keys().chain(r.waiting.keys()))
-            .filter(|k| !new_keys.contains(*k))
-            .cloned()
-            .collect();
-        for key in removed {
-            if let Some(h) = r.vhids.remove(&key) {
+        for key in &report.removed {
+            if let Some(h) = r.vhids.remove(key) {
                 to_stop.push(h);
             }
-            r.waiting.remove(&key);
-            report.removed.push(key);
+            r.waiting.remove(key);
         }
+        let changed: HashSet<&VhidKey> = report.changed.iter().collect();
+        let added: HashSet<&VhidKey> = report.added.iter().collect();
+        let restart = |key: &VhidKey| added.contains(key) || changed.contains(key);
         let mut to_start = Vec::new();
         for p in prepared.ready {
-            let key = p.params.key.clone();
-            let same = r.vhids.get(&key).map(|h| h.params == p.params);
-            match same {
-                Some(true) => report.unchanged += 1,
-                Some(false) => {
-                    if let Some(h) = r.vhids.remove(&key) {
-                        to_stop.push(h);
-                    }
-                    report.changed.push(key);
-                    to_start.push(p);
-                }
-                None if r.waiting.remove(&key).is_some() => {
-                    report.changed.push(key);
-                    to_start.push(p);
-                }
-                None => {
-                    report.added.push(key);
-                    to_start.push(p);
-                }
+            if !restart(&p.params.key) {
+                continue;
             }
+            if let Some(h) = r.vhids.remove(&p.params.key) {
+                to_stop.push(h);
+            }
+            r.waiting.remove(&p.params.key);
+            to_start.push(p);
         }
         let mut waiting = Vec::new();
         for (key, w) in prepared.waiting {
             if let Some(h) = r.vhids.remove(&key) {
                 to_stop.push(h);
-                report.changed.push(key.clone());
-            } else if let Some(old) = r.waiting.get(&key) {
-                if old.interface == w.interface {
-                    report.unchanged += 1;
-                } else {
-                    report.changed.push(key.clone());
-                    r.waiting.remove(&key);
-                }
-            } else {
-                report.added.push(key.clone());
+            } else if changed.contains(&key) {
+                r.waiting.remove(&key);
             }
             waiting.push((key, w));
         }
@@ -854,9 +916,19 @@ impl Engine {
         r.leave_groups();
         let names: HashSet<&str> = spec.interfaces.iter().map(|i| i.name.as_str()).collect();
         r.interface_drops.retain(|n, _| names.contains(n.as_str()));
-        report.added.sort();
-        report.removed.sort();
-        report.changed.sort();
+        let list = |l: &[VhidKey]| {
+            l.iter()
+                .map(|k| format!("{}/{}", k.interface, k.vhid))
+                .collect()
+        };
+        self.events.publish(
+            None,
+            EventKind::Reload {
+                added: list(&report.added),
+                removed: list(&report.removed),
+                changed: list(&report.changed),
+            },
+        );
         tracing::info!(
             added = report.added.len(),
             removed = report.removed.len(),
@@ -867,9 +939,45 @@ impl Engine {
         Ok(report)
     }
 
+    /// What [`Engine::reload`] would do with `spec`, changing nothing.
+    pub async fn preview(&self, spec: &EngineSpec) -> Result<ReloadReport, Error> {
+        let r = self.running.lock().await;
+        let gone: HashSet<String> = (r.waiting.keys()).map(|k| k.interface.clone()).collect();
+        let prepared = prepare(&r.effects.netlink, spec, &|name| gone.contains(name)).await?;
+        track::prepare(&r.effects.netlink, &spec.trackers).await?;
+        Ok(r.diff(&prepared))
+    }
+
+    /// The event bus: subscribe to follow the VHIDs, publish to tell the
+    /// subscribers.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
     /// Every VHID: the running ones, and those waiting (in INIT) for their
-    /// interface or its address.
+    /// interface or its address. Peers' MACs come from the kernel's
+    /// neighbour table.
     pub async fn status(&self) -> Vec<VhidStatus> {
+        let mut out = self.vhid_status().await;
+        if out.iter().all(|s| s.peers.is_empty()) {
+            return out;
+        }
+        let netlink = self.running.lock().await.effects.netlink.clone();
+        match netlink.neighbours().await {
+            Ok(table) => {
+                for p in out.iter_mut().flat_map(|s| s.peers.iter_mut()) {
+                    p.mac = table
+                        .iter()
+                        .find(|(_, addr, _)| *addr == p.address)
+                        .map(|(_, _, mac)| *mac);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read the neighbour table"),
+        }
+        out
+    }
+
+    async fn vhid_status(&self) -> Vec<VhidStatus> {
         let r = self.running.lock().await;
         let mut out: Vec<VhidStatus> = r
             .ask(|_| true, Command::Status)

@@ -29,7 +29,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::spec::HookSpec;
+use crate::events::{EventBus, EventKind};
+use crate::spec::{HookSpec, VhidKey};
 use crate::stats::VhidStats;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,12 +119,17 @@ pub(crate) struct HookContext {
     pub(crate) addresses: Vec<IpAddr>,
     /// Hook runs and failures are counted here.
     pub(crate) stats: Arc<VhidStats>,
+    /// Hook starts and outcomes are published here.
+    pub(crate) events: EventBus,
+    pub(crate) key: VhidKey,
 }
 
 impl HookContext {
     /// Start the hook `request` names, if one is configured.
     fn spawn(&self, request: HookRequest) -> Option<JoinHandle<()>> {
         let stats = Arc::clone(&self.stats);
+        let (events, key) = (self.events.clone(), self.key.clone());
+        let hook = request.kind;
         let handle = spawn_hook(
             &self.spec,
             request.kind,
@@ -135,9 +141,11 @@ impl HookContext {
                 if outcome != HookOutcome::Success {
                     stats.hook_failures.fetch_add(1, Ordering::Relaxed);
                 }
+                events.publish(Some(key), EventKind::HookFinished { hook, outcome });
             },
         )?;
         self.stats.hook_runs.fetch_add(1, Ordering::Relaxed);
+        (self.events).publish(Some(self.key.clone()), EventKind::HookStarted { hook });
         Some(handle)
     }
 }

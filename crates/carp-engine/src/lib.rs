@@ -19,8 +19,10 @@ pub mod announce;
 #[cfg(feature = "bench")]
 pub mod bench;
 mod clock;
+mod conflict;
 pub mod engine;
 pub mod error;
+pub mod events;
 mod follow;
 mod history;
 pub mod hooks;
@@ -28,6 +30,7 @@ mod keepalive;
 mod log_limit;
 pub mod netlink;
 mod offload;
+mod peers;
 mod rx;
 pub mod share;
 mod socket;
@@ -37,8 +40,9 @@ mod track;
 mod vhid;
 pub mod vmac;
 
-pub use engine::{Engine, ReloadReport, VhidStatus};
+pub use engine::{Engine, PeerStatus, ReloadReport, VhidStatus};
 pub use error::Error;
+pub use events::{Event, EventBus, EventKind};
 pub use spec::{
     EngineSpec, HookSpec, InterfaceSpec, ShareSpec, TrackScope, TrackerKind, TrackerSpec,
     TransportSpec, VhidFilter, VhidKey, VhidSpec, VirtualAddr,

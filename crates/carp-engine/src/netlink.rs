@@ -135,6 +135,42 @@ impl Netlink {
         self.in_flight.acquire().await.ok()
     }
 
+    /// The kernel's neighbour table (ARP and ND caches): interface index,
+    /// address and link-layer address of every entry that has one.
+    pub async fn neighbours(&self) -> Result<Vec<(u32, IpAddr, [u8; 6])>, Error> {
+        use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let request = self.handle.neighbours().get().set_address_family(family);
+            let _slot = self.slot().await;
+            let entries: Vec<_> = answered(request.execute().try_collect())
+                .await
+                .map_err(|e| nl_error("listing neighbours", e))?;
+            for n in entries {
+                let mut addr = None;
+                let mut mac = None;
+                for attr in &n.attributes {
+                    match attr {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                            addr = Some(IpAddr::V4(*a));
+                        }
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                            addr = Some(IpAddr::V6(*a));
+                        }
+                        NeighbourAttribute::LinkLayerAddress(bytes) => {
+                            mac = <[u8; 6]>::try_from(bytes.as_slice()).ok();
+                        }
+                        _ => {}
+                    }
+                }
+                if let (Some(addr), Some(mac)) = (addr, mac) {
+                    out.push((n.header.ifindex, addr, mac));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// `None` if there is no such interface.
     pub async fn link(&self, name: &str) -> Result<Option<LinkInfo>, Error> {
         if name.is_empty() || name.len() > MAX_NAME_LEN || name.contains(['\0', '/']) {

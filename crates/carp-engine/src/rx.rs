@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::std_now;
 use crate::keepalive::Keepalives;
 use crate::log_limit::LogLimiter;
+use crate::peers::Peers;
 use crate::socket::{Received, RecvBatch, V4Socket, V6Socket};
 use crate::spec::VhidKey;
 use crate::stats::{DropCounters, VhidStats};
@@ -96,6 +97,9 @@ pub(crate) struct VhidEntry {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) stats: Arc<VhidStats>,
     pub(crate) keepalives: Arc<Keepalives>,
+    /// The peers heard; the receiver notes the keepalives it keeps from
+    /// the task.
+    pub(crate) peers: Arc<Peers>,
 }
 
 /// The demultiplexing table, replaced as a whole on reload.
@@ -206,7 +210,9 @@ impl Demux {
         if !auth.verify(advert.counter, &advert.hmac) {
             return drop(DropReason::BadHmac);
         }
-        if entry.keepalives.note(std_now(), carrier.src, &advert) {
+        let now = std_now();
+        if entry.keepalives.note(now, carrier.src, &advert) {
+            entry.peers.heard(now, carrier.src, &advert);
             entry.stats.received.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
@@ -438,6 +444,7 @@ mod tests {
             commands: cmd,
             stats: Arc::clone(&stats),
             keepalives: Arc::default(),
+            peers: Arc::default(),
         };
         let mut demux = Demux::default();
         demux.vhids.insert((IF, VHID), Arc::new(entry));
@@ -488,6 +495,7 @@ mod tests {
             commands: cmd,
             stats: Arc::clone(&stats),
             keepalives: Arc::default(),
+            peers: Arc::default(),
         };
         f.demux.vhids.insert((IF, VRID), Arc::new(entry));
         (inbox, stats)

@@ -79,7 +79,7 @@ fn raw(fd: &AsyncFd<Socket>) -> RawFd {
 }
 
 /// Hand a non-blocking socket to the tokio reactor.
-fn register(s: Socket) -> io::Result<AsyncFd<Socket>> {
+pub(crate) fn register(s: Socket) -> io::Result<AsyncFd<Socket>> {
     // SAFETY: `Socket` owns its descriptor, which is neither closed nor
     // replaced while the `AsyncFd` holds the socket.
     unsafe { AsyncFd::register(s) }.map_err(io::Error::from)

@@ -54,6 +54,12 @@ pub struct VhidSpec {
     pub advskew: u8,
     pub dead_ratio: u8,
     pub preempt: bool,
+    /// How long preemption stays off after startup or the link coming up
+    /// (see [`carp_proto::MachineConfig::preempt_delay`]).
+    pub preempt_delay: Duration,
+    /// A MASTER repeats its gratuitous ARP / unsolicited NA this often
+    /// (`None`: only on takeover and when answering a conflict).
+    pub announce_interval: Option<Duration>,
     /// Source address for IPv4 advertisements; default: the interface's
     /// primary IPv4 address.
     pub source: Option<IpAddr>,
@@ -185,6 +191,8 @@ impl VhidSpec {
             advskew: DEFAULT_ADVSKEW,
             dead_ratio: DEFAULT_DEAD_RATIO,
             preempt: false,
+            preempt_delay: Duration::ZERO,
+            announce_interval: None,
             source: None,
             group_v4: DEFAULT_GROUP,
             broadcast: false,

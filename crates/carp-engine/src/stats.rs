@@ -57,6 +57,8 @@ pub(crate) struct VhidStats {
     pub(crate) address_restored: AtomicU64,
     /// Addresses added by something else while not MASTER and removed.
     pub(crate) address_removed_foreign: AtomicU64,
+    /// Claims of our addresses by foreign MACs seen while MASTER.
+    pub(crate) address_conflicts: AtomicU64,
     /// Counter of the last advertisement we sent, for loop detection.
     last_counter: AtomicU64,
     sent_any: AtomicBool,

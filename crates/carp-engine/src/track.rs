@@ -487,6 +487,8 @@ mod tests {
             advskew: 0,
             dead_ratio: 3,
             preempt: false,
+            preempt_delay: std::time::Duration::ZERO,
+            announce_interval: None,
             source: None,
             group_v4: std::net::Ipv4Addr::new(224, 0, 0, 18),
             broadcast: false,

@@ -21,7 +21,8 @@
 //! A task is made of parts, each in its own module: the machine
 //! (carp-proto), the hand-offs to the advertiser and the receiver
 //! (`offload.rs`), the addresses (`addresses.rs`), the virtual MAC
-//! (`vmac.rs`), the status history (`history.rs`), the hooks, which run
+//! (`vmac.rs`), the status history (`history.rs`), the peers heard
+//! (`peers.rs`), the hooks, which run
 //! one at a time in transition order in a task of their own (`hooks.rs`).
 //! In the steady states it mostly sleeps: see `offload.rs`.
 
@@ -45,13 +46,16 @@ use crate::addresses::Addresses;
 use crate::advertiser::{self, Advertiser, Order};
 use crate::announce::Announcer;
 use crate::clock::{advert_grid, sleep_until_opt, std_now};
-use crate::engine::VhidStatus;
+use crate::conflict::{Claims, Conflict, ConflictAnswers, mac_text};
+use crate::engine::{PeerStatus, VhidStatus};
+use crate::events::{EventBus, EventKind};
 use crate::history::History;
 use crate::hooks::{HookContext, HookKind, HookRequest, HookRunner};
 use crate::keepalive::Keepalives;
 use crate::log_limit::LogLimiter;
 use crate::netlink::{AddressEvent, Netlink};
 use crate::offload::Offload;
+use crate::peers::Peers;
 use crate::rx::{Check, Delivery, INBOX, Inbound, VhidEntry, VrrpCheck, VrrpInbound};
 use crate::socket::{Dest, Sockets};
 use crate::spec::{Protocol, VhidKey, VhidSpec};
@@ -83,6 +87,8 @@ pub(crate) enum Command {
     Link(bool),
     /// One of this VHID's addresses was added or removed (by anyone).
     Address(AddressEvent),
+    /// One of its addresses was claimed on the wire for a foreign MAC.
+    Conflict(Conflict),
 }
 
 /// Everything a VHID needs to know about where it runs, resolved from the
@@ -105,6 +111,65 @@ pub(crate) struct VhidParams {
 }
 
 impl VhidParams {
+    /// The names of the settings that differ from `new` (configuration
+    /// keys where there is one), for a reload to report.
+    pub(crate) fn changed(&self, new: &VhidParams) -> Vec<&'static str> {
+        let (a, b) = (&self.spec, &new.spec);
+        let fields = [
+            ("addresses", a.addresses != b.addresses),
+            ("label", a.label != b.label),
+            ("password", a.key != b.key),
+            ("auth", a.auth != b.auth),
+            ("demote_style", a.demote_style != b.demote_style),
+            ("advbase", a.advbase != b.advbase),
+            ("advskew", a.advskew != b.advskew),
+            ("dead_ratio", a.dead_ratio != b.dead_ratio),
+            ("preempt", a.preempt != b.preempt),
+            ("source", a.source != b.source),
+            ("group", a.group_v4 != b.group_v4),
+            ("broadcast", a.broadcast != b.broadcast),
+            ("manage_addresses", a.manage_addresses != b.manage_addresses),
+            (
+                "replay_protection",
+                a.replay_protection != b.replay_protection,
+            ),
+            ("hooks", a.hooks != b.hooks),
+            ("groups", a.groups != b.groups),
+            ("share", a.share != b.share),
+            ("peers", a.transport.peers != b.transport.peers),
+            (
+                "unicast_ttl_check",
+                a.transport.unicast_ttl_check != b.transport.unicast_ttl_check,
+            ),
+            (
+                "interface",
+                self.ifindex != new.ifindex || self.mac != new.mac,
+            ),
+            (
+                "source_address",
+                self.src_v4 != new.src_v4 || self.src_v6 != new.src_v6,
+            ),
+            (
+                "virtual_mac",
+                a.transport.virtual_mac != b.transport.virtual_mac || self.vmac != new.vmac,
+            ),
+            (
+                "ignore_link_state",
+                self.ignore_link_state != new.ignore_link_state,
+            ),
+        ];
+        let mut out: Vec<&'static str> = fields
+            .iter()
+            .filter(|(_, differs)| *differs)
+            .map(|(name, _)| *name)
+            .collect();
+        if out.is_empty() && self != new {
+            // a setting without a name of its own here
+            out.push("other");
+        }
+        out
+    }
+
     /// The address the machine uses for the equal-interval tie-break.
     fn local_addr(&self) -> IpAddr {
         match (self.src_v4, self.src_v6) {
@@ -123,6 +188,9 @@ pub(crate) struct Effects {
     pub(crate) netlink: Netlink,
     pub(crate) announcer: Arc<Announcer>,
     pub(crate) lateness: Arc<Lateness>,
+    pub(crate) events: EventBus,
+    /// The MASTERs' addresses, for the conflict watch.
+    pub(crate) claims: Arc<Claims>,
 }
 
 /// The engine's handle on one running VHID task.
@@ -145,8 +213,10 @@ pub(crate) fn spawn(
 ) -> VhidHandle {
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let own_commands = cmd_tx.downgrade();
     let stats = Arc::new(VhidStats::default());
     let keepalives = Arc::new(Keepalives::default());
+    let peers = Arc::new(Peers::default());
     let cancel = CancellationToken::new();
     let entry = Arc::new(VhidEntry {
         key: params.key.clone(),
@@ -155,11 +225,13 @@ pub(crate) fn spawn(
         commands: cmd_tx,
         stats: Arc::clone(&stats),
         keepalives: Arc::clone(&keepalives),
+        peers: Arc::clone(&peers),
     });
     let config = MachineConfig {
         vhid: params.spec.vhid,
         rules: machine_rules(&params.spec),
         preempt: params.spec.preempt,
+        preempt_delay: params.spec.preempt_delay,
         local_addr: params.local_addr(),
         initial_counter: rand::random(),
         advert_grid: Some(advert_grid(params.spec.vhid)),
@@ -171,6 +243,8 @@ pub(crate) fn spawn(
         vhid: params.key.vhid,
         addresses: params.spec.addresses.iter().map(|a| a.addr).collect(),
         stats: Arc::clone(&stats),
+        events: effects.events.clone(),
+        key: params.key.clone(),
     });
     let task = Task {
         machine: Machine::new(config),
@@ -186,6 +260,7 @@ pub(crate) fn spawn(
         auth,
         effects,
         stats,
+        peers,
         operator_demote: 0,
         tracked,
         link_up: link_up || params.ignore_link_state,
@@ -196,6 +271,9 @@ pub(crate) fn spawn(
         lateness_from: None,
         resume_grace: None,
         address_demote: 0,
+        announce_at: None,
+        conflicts: ConflictAnswers::default(),
+        own_commands,
     };
     // Every line the task logs names its VHID through this span (text:
     // `vhid{interface=eth0 vhid=1}:`, JSON: the `span` object). At ERROR,
@@ -223,6 +301,8 @@ struct Task {
     auth: Authenticator,
     effects: Effects,
     stats: Arc<VhidStats>,
+    /// The peers heard lately (the receiver notes a BACKUP's keepalives).
+    peers: Arc<Peers>,
     operator_demote: u8,
     /// Demotions of the trackers (the ones covering this VHID count).
     tracked: watch::Receiver<Arc<Demotions>>,
@@ -243,6 +323,14 @@ struct Task {
     /// [`ADDRESS_LOST_DEMOTION`] from a failed restore until the addresses
     /// are added as MASTER again; else 0.
     address_demote: u8,
+    /// MASTER with `announce_interval`: when to announce again. `None`
+    /// otherwise, so a VHID without it has no timer for it.
+    announce_at: Option<Instant>,
+    /// Answers to address conflicts seen while MASTER.
+    conflicts: ConflictAnswers,
+    /// This task's command queue, for the conflict watch to reach it
+    /// (weak: the task must not keep its own queue open).
+    own_commands: mpsc::WeakSender<Command>,
 }
 
 /// Log lines of a VHID that are rate limited.
@@ -262,6 +350,10 @@ enum Wake {
     Tracked,
     Advert(Delivery),
     AddressRetry,
+    /// MASTER with `announce_interval`: time to announce again.
+    AnnounceRefresh,
+    /// A conflict's answer is due.
+    ConflictAnswer,
 }
 
 /// When to wake for the machine's deadline.
@@ -305,6 +397,8 @@ impl Task {
                 // already received counts before the master-down deadline.
                 () = sleep_until_opt(timers.other) => Wake::Timer(timers.deadline),
                 () = sleep_until_opt(self.addresses.retry_at()) => Wake::AddressRetry,
+                () = sleep_until_opt(self.announce_at) => Wake::AnnounceRefresh,
+                () = sleep_until_opt(self.conflicts.due()) => Wake::ConflictAnswer,
             };
             // the machine first learns what happened while it slept
             self.offload.reclaim(&mut self.machine);
@@ -315,6 +409,8 @@ impl Task {
                 Wake::Tracked => self.update_demote(),
                 Wake::Advert(msg) => self.advert(msg),
                 Wake::AddressRetry => self.retry_addresses().await,
+                Wake::AnnounceRefresh => self.refresh_announcement(),
+                Wake::ConflictAnswer => self.answer_conflicts(),
             }
             self.run_actions().await;
             self.lateness_from = None;
@@ -427,6 +523,7 @@ impl Task {
     fn carp_advert(&mut self, msg: Inbound) {
         if self.passes_replay_check(&msg) {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
+            self.peers.heard(std_now(), msg.src, &msg.advert);
             self.machine.handle_advert(std_now(), msg.src, &msg.advert);
             self.offload.heard(msg);
         }
@@ -507,6 +604,35 @@ impl Task {
                 }
             }
             Command::Address(event) => self.address_changed(event).await,
+            Command::Conflict(c) => self.conflict(c),
+        }
+    }
+
+    /// One of our addresses claimed for a foreign MAC: counted and, while
+    /// MASTER, answered (see `conflict.rs`).
+    fn conflict(&mut self, c: Conflict) {
+        if self.machine.state() != State::Master {
+            return;
+        }
+        self.stats.address_conflicts.fetch_add(1, Ordering::Relaxed);
+        self.publish(EventKind::AddressConflict {
+            address: c.addr,
+            detail: format!("claimed by {}", mac_text(c.mac)),
+        });
+        if self.conflicts.seen(c, Instant::now()) {
+            tracing::warn!(
+                address = %c.addr,
+                mac = %mac_text(c.mac),
+                "address conflict: another host claims our address; announcing again (logged at most every 10 s per address)"
+            );
+        }
+    }
+
+    /// Announce again the addresses conflicts were seen for.
+    fn answer_conflicts(&mut self) {
+        let addrs = self.conflicts.take(Instant::now());
+        if self.machine.state() == State::Master {
+            self.announce_only(|a| addrs.contains(&a));
         }
     }
 
@@ -525,6 +651,11 @@ impl Task {
         self.stats
             .address_removed_foreign
             .fetch_add(followed.removed, Ordering::Relaxed);
+        if followed.restored > 0 {
+            self.publish(EventKind::AddressRestored {
+                count: followed.restored,
+            });
+        }
         if followed.cannot_restore {
             // the demotion is advertised at once, so a peer takes over
             // without waiting for master-down
@@ -542,7 +673,8 @@ impl Task {
         let demote = (self.operator_demote)
             .saturating_add(tracked)
             .saturating_add(self.address_demote);
-        if demote != self.machine.demote() {
+        let before = self.machine.demote();
+        if demote != before {
             tracing::info!(
                 operator = self.operator_demote,
                 tracked,
@@ -551,10 +683,65 @@ impl Task {
             );
         }
         self.machine.set_demote(std_now(), demote);
+        self.demotion_changed(before);
+    }
+
+    /// Publish a change of the demotion in effect (operator, trackers,
+    /// lost addresses, failing sends) since it was `before`.
+    fn demotion_changed(&self, before: u8) {
+        let to = self.machine.demote();
+        if to != before {
+            self.publish(EventKind::Demotion { from: before, to });
+        }
+    }
+
+    fn publish(&self, kind: EventKind) {
+        self.effects
+            .events
+            .publish(Some(self.params.key.clone()), kind);
+    }
+
+    /// The peers heard within three master-down times, and why the machine
+    /// is in its state: a BACKUP's decision is about its master, a
+    /// MASTER's about the best peer it heard.
+    fn peers_and_explanation(&self) -> (Vec<PeerStatus>, carp_proto::Explanation) {
+        let now = std_now();
+        let timing = self.machine.effective_timing();
+        let window = timing.master_down(self.params.spec.dead_ratio) * 3;
+        let recent = self.peers.recent(now, window);
+        let state = self.machine.state();
+        let master = self
+            .machine
+            .master_addr()
+            .filter(|_| state == State::Backup);
+        let about = match state {
+            State::Backup => recent.iter().find(|p| Some(p.src) == master),
+            State::Master => (recent.iter())
+                .filter(|p| !p.advert.timing().is_bow_out())
+                .min_by_key(|p| (p.advert.demote, p.advert.timing().interval())),
+            State::Init => None,
+        };
+        let explanation = self.machine.explain(now, about.map(|p| (p.src, &p.advert)));
+        let peers = recent
+            .iter()
+            .map(|p| PeerStatus {
+                address: p.src,
+                mac: None,
+                advbase: p.advert.advbase,
+                advskew: p.advert.advskew,
+                demote: p.advert.demote,
+                last_heard: now.saturating_duration_since(p.last_heard),
+                jitter: p.jitter,
+                adverts: p.heard,
+                master: Some(p.src) == master,
+            })
+            .collect();
+        (peers, explanation)
     }
 
     fn status(&self) -> VhidStatus {
         let timing = self.machine.effective_timing();
+        let (peers, explanation) = self.peers_and_explanation();
         let h = &self.history;
         VhidStatus {
             key: self.params.key.clone(),
@@ -575,10 +762,13 @@ impl Task {
             hook_failures: self.stats.hook_failures.load(Ordering::Relaxed),
             address_restored: self.stats.address_restored.load(Ordering::Relaxed),
             address_removed_foreign: self.stats.address_removed_foreign.load(Ordering::Relaxed),
+            address_conflicts: self.stats.address_conflicts.load(Ordering::Relaxed),
             waiting_for: None,
             adverts_sent: self.stats.sent.load(Ordering::Relaxed),
             adverts_received: self.stats.received.load(Ordering::Relaxed),
             drops: self.stats.drops.snapshot(),
+            peers,
+            explanation: Some(explanation),
         }
     }
 
@@ -611,7 +801,9 @@ impl Task {
                 }
             }
         }
+        let before = self.machine.demote();
         self.machine.handle_send_result(std_now(), ok);
+        self.demotion_changed(before);
     }
 
     /// How late the advertisement due at the deadline being handled leaves.
@@ -725,12 +917,17 @@ impl Task {
     }
 
     fn announce(&self) {
+        self.announce_only(|_| true);
+    }
+
+    /// Gratuitous ARP / unsolicited NA for the addresses `which` selects.
+    fn announce_only(&self, which: impl Fn(IpAddr) -> bool) {
         let p = &self.params;
         let (ifindex, mac) = match &self.vmac {
             Some(vmac) => (vmac.index(), vmac.mac()),
             None => (p.ifindex, p.mac),
         };
-        for a in &p.spec.addresses {
+        for a in p.spec.addresses.iter().filter(|a| which(a.addr)) {
             let r = match a.addr {
                 IpAddr::V4(ip) => self.effects.announcer.gratuitous_arp(ifindex, mac, ip),
                 IpAddr::V6(ip) => self.effects.announcer.unsolicited_na(ifindex, mac, ip),
@@ -741,11 +938,50 @@ impl Task {
         }
     }
 
+    /// `announce_interval`: announce again, and schedule the next one a
+    /// period after this one was due (or after now, if far behind).
+    fn refresh_announcement(&mut self) {
+        let (Some(due), Some(every)) = (self.announce_at, self.params.spec.announce_interval)
+        else {
+            self.announce_at = None;
+            return;
+        };
+        self.announce();
+        let now = Instant::now();
+        let next = due + every;
+        self.announce_at = Some(if next > now { next } else { now + every });
+    }
+
+    /// The conflict watch follows our addresses while MASTER.
+    fn update_claims(&mut self, from: State, to: State) {
+        let Some(commands) = self.own_commands.upgrade() else {
+            return;
+        };
+        let addrs: Vec<IpAddr> = self.params.spec.addresses.iter().map(|a| a.addr).collect();
+        if to == State::Master {
+            let mut macs = vec![self.params.mac];
+            macs.extend(self.vmac.as_ref().map(vmac::Device::mac));
+            self.effects.claims.claim(&addrs, macs, &commands);
+        } else if from == State::Master {
+            self.effects.claims.release(&addrs, &commands);
+            self.conflicts.clear();
+        }
+    }
+
     fn state_changed(&mut self, from: State, to: State, reason: Reason) {
+        // the takeover announces; the refreshes follow from there
+        self.announce_at = match self.params.spec.announce_interval {
+            Some(every) if to == State::Master => Some(Instant::now() + every),
+            _ => None,
+        };
+        self.update_claims(from, to);
+        self.publish(EventKind::Transition { from, to, reason });
         let line = self.history.record(from, to, reason, Instant::now());
         tracing::info!(
             from = from.as_str(),
             to = to.as_str(),
+            // the state entered, under the name journald users filter on
+            state = to.as_str(),
             reason = reason.as_str(),
             "{} vhid {}: {line}",
             self.params.key.interface,
@@ -884,4 +1120,47 @@ fn destinations(p: &VhidParams, sockets: &Sockets, vmac: Option<&vmac::Device>) 
         }
     }
     dests
+}
+
+#[cfg(test)]
+mod tests {
+    use carp_proto::HmacMode;
+
+    use super::*;
+    use crate::spec::VirtualAddr;
+
+    fn params() -> VhidParams {
+        let addr = VirtualAddr {
+            addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            prefix_len: 24,
+        };
+        VhidParams {
+            key: VhidKey {
+                interface: "eth0".into(),
+                vhid: 1,
+            },
+            spec: VhidSpec::new(1, vec![addr], b"secret".to_vec(), HmacMode::Bsd),
+            ifindex: 2,
+            mac: [2, 0, 0, 0, 0, 1],
+            src_v4: Some(Ipv4Addr::new(192, 0, 2, 10)),
+            src_v6: None,
+            vmac: None,
+            ignore_link_state: false,
+        }
+    }
+
+    #[test]
+    fn changed_names_the_settings_that_differ() {
+        let old = params();
+        assert!(old.changed(&old.clone()).is_empty());
+        let mut new = old.clone();
+        new.spec.advskew = 20;
+        new.spec.preempt = true;
+        new.spec.key = b"other".to_vec();
+        assert_eq!(old.changed(&new), ["password", "advskew", "preempt"]);
+        let mut moved = old.clone();
+        moved.ifindex = 3;
+        moved.src_v4 = Some(Ipv4Addr::new(192, 0, 2, 11));
+        assert_eq!(old.changed(&moved), ["interface", "source_address"]);
+    }
 }

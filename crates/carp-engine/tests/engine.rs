@@ -168,6 +168,8 @@ fn vhid_spec(vhid: u8, advskew: u8, addresses: Vec<VirtualAddr>) -> VhidSpec {
         advskew,
         dead_ratio: 3,
         preempt: false,
+        preempt_delay: std::time::Duration::ZERO,
+        announce_interval: None,
         source: None,
         group_v4: GROUP_V4,
         broadcast: false,

@@ -22,8 +22,8 @@ pub mod vrrp;
 
 pub use auth::{AuthError, Authenticator, HmacMode};
 pub use machine::{
-    Action, AdvertGrid, CarpRules, Machine, MachineConfig, Reason, Rules, SendAdvert, State,
-    SteadyAdverts, SteadySchedule, VrrpRules,
+    Action, AdvertGrid, CarpRules, Explanation, Machine, MachineConfig, Reason, Rules, SendAdvert,
+    State, SteadyAdverts, SteadySchedule, VrrpRules,
 };
 pub use packet::{Advert, DropReason};
 pub use timing::Timing;

@@ -275,6 +275,74 @@ fn preempt_better_node_joins_later() {
 }
 
 #[test]
+fn preempt_delay_holds_a_better_node_back_after_startup_and_link_up() {
+    let mut a = config(a1(), 1, 0);
+    a.preempt = true;
+    a.preempt_delay = secs(30);
+    let mut sim = Sim::new(D);
+    sim.add(config(a2(), 1, 100));
+    sim.add(a);
+    sim.link(0, true);
+    sim.run_until(secs(10));
+    sim.link(1, true);
+    sim.run_until(ms(39_900));
+    // every advertisement of B before 40 s leaves A a BACKUP
+    assert_eq!(sim.history(1), [(secs(10), Backup, Reason::Startup)]);
+    assert_eq!(sim.holding(), [0]);
+    sim.run_until(secs(120));
+    let preempted = sim.history(1)[1];
+    assert_eq!((preempted.1, preempted.2), (Master, Reason::Preempt));
+    assert!(
+        preempted.0 >= secs(40) && preempted.0 < secs(42),
+        "{preempted:?}"
+    );
+    // a link flap starts the delay again
+    sim.link(1, false);
+    sim.run_until(secs(125));
+    sim.link(1, true);
+    sim.run_until(secs(154));
+    assert_eq!(sim.history(1)[3], (secs(125), Backup, Reason::LinkUp));
+    assert_eq!(sim.history(1).len(), 4);
+    assert_eq!(sim.holding(), [0]);
+    sim.run_until(secs(200));
+    assert_eq!(sim.holding(), [1]);
+}
+
+#[test]
+fn preempt_delay_does_not_delay_taking_over_a_dead_or_leaving_master() {
+    let mut a = config(a1(), 1, 0);
+    a.preempt = true;
+    a.preempt_delay = secs(300);
+    let mut sim = Sim::new(D);
+    sim.add(config(a2(), 1, 100));
+    sim.add(a.clone());
+    sim.link(0, true);
+    sim.run_until(secs(10));
+    sim.link(1, true);
+    sim.run_until(secs(20));
+    sim.kill(0);
+    sim.run_until(secs(30));
+    let took = sim.history(1)[1];
+    assert_eq!((took.1, took.2), (Master, Reason::MasterDown));
+    assert!(took.0 < secs(24), "{took:?}");
+
+    // the master leaves: a bow-out hands over in one wire delay
+    let mut sim = Sim::new(D);
+    sim.add(config(a2(), 1, 100));
+    sim.add(a);
+    sim.link(0, true);
+    sim.run_until(secs(10));
+    sim.link(1, true);
+    sim.run_until(ms(20_500));
+    sim.with(0, |m, now| m.shutdown(now));
+    sim.run_until(secs(30));
+    assert_eq!(
+        sim.history(1)[1],
+        (ms(20_500) + D, Master, Reason::PeerBowedOut)
+    );
+}
+
+#[test]
 fn no_preempt_nothing_moves() {
     let mut sim = Sim::new(D);
     sim.add(config(a1(), 1, 100));
@@ -757,9 +825,10 @@ fn machine_config() -> impl Strategy<Value = MachineConfig> {
         0u8..4,
         any::<u64>(),
         prop::option::of((any::<u16>(), 0u16..64, -5_000i64..5_000)),
+        prop_oneof![Just(0u64), 1u64..10_000],
     )
         .prop_map(
-            |(advbase, advskew, dead_ratio, preempt, skew_style, addr, counter, grid)| {
+            |(advbase, advskew, dead_ratio, preempt, skew_style, addr, counter, grid, delay_ms)| {
                 MachineConfig {
                     vhid: VHID,
                     rules: Rules::Carp(CarpRules {
@@ -772,6 +841,7 @@ fn machine_config() -> impl Strategy<Value = MachineConfig> {
                         },
                     }),
                     preempt,
+                    preempt_delay: Duration::from_millis(delay_ms),
                     local_addr: v4([10, 0, 0, addr]),
                     initial_counter: counter,
                     advert_grid: grid.map(|(slot, slots, epoch_ms)| {

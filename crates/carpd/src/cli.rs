@@ -67,6 +67,28 @@ pub enum Command {
     },
     /// Re-read the configuration file (as SIGHUP); a broken file is refused
     Reload {
+        /// Only say which VHIDs would be added, removed, restarted (and
+        /// why) or left alone; exit non-zero if the file is invalid
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Say why each VHID is master or backup, and what would change it
+    Explain {
+        #[command(flatten)]
+        filter: Filter,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Follow events as they happen: transitions, demotion changes, hooks,
+    /// reloads, address conflicts and restores
+    Events {
+        /// One JSON object per line instead of text
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        filter: Filter,
         #[command(flatten)]
         socket: SocketArg,
     },
@@ -121,6 +143,8 @@ const COMMANDS: &[&str] = &[
     "promote",
     "stepdown",
     "reload",
+    "explain",
+    "events",
     "man",
     "completions",
     "help",

@@ -45,11 +45,38 @@ pub fn run(command: Command) -> Result<(), Error> {
             say(&r);
             Ok(())
         }
-        Command::Reload { socket } => {
-            let r = ask(&socket.socket, &Request::Reload)?;
+        Command::Reload { dry_run, socket } => {
+            let r = ask(&socket.socket, &Request::Reload { dry_run })?;
             say(&r);
             Ok(())
         }
+        Command::Explain { filter, socket } => {
+            let r = ask(&socket.socket, &Request::Status)?;
+            let chosen: Vec<&VhidInfo> = (r.vhids.iter())
+                .filter(|v| filter.interface.as_ref().is_none_or(|i| *i == v.interface))
+                .filter(|v| filter.vhid.is_none_or(|n| n == v.vhid))
+                .collect();
+            if chosen.is_empty() {
+                return Err(Error::Refused("no matching VHID".into()));
+            }
+            for v in chosen {
+                let why = v.explanation.as_deref().unwrap_or("no explanation");
+                println!("{}/{}: {why}", v.interface, v.vhid);
+            }
+            Ok(())
+        }
+        Command::Events {
+            json,
+            filter,
+            socket,
+        } => follow_events(
+            &socket.socket,
+            &Request::Events {
+                interface: filter.interface,
+                vhid: filter.vhid,
+            },
+            json,
+        ),
         Command::Man => {
             let mut out = Vec::new();
             // A daemon's page: section 8, as carpd.service refers to it.
@@ -140,6 +167,51 @@ pub fn ask(socket: &Path, request: &Request) -> Result<Response, Error> {
     }
 }
 
+/// Stream events to stdout until the daemon closes the connection.
+fn follow_events(socket: &Path, request: &Request, json: bool) -> Result<(), Error> {
+    let io = |source| Error::ControlSocket {
+        path: socket.to_path_buf(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(io)?;
+    let mut line = serde_json::to_vec(request).map_err(|e| Error::Refused(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    let reader = BufReader::new(&stream);
+    let mut lines = reader.lines();
+    let first = lines.next().transpose().map_err(io)?.unwrap_or_default();
+    let response: Response = serde_json::from_str(&first)
+        .map_err(|e| Error::Refused(format!("unreadable answer from the daemon: {e}")))?;
+    if !response.ok {
+        return Err(Error::Refused(response.error.unwrap_or_default()));
+    }
+    // on stderr, so that stdout carries only events
+    eprintln!(
+        "{}",
+        response.message.as_deref().unwrap_or("streaming events")
+    );
+    let mut stdout = std::io::stdout().lock();
+    for l in lines {
+        let l = l.map_err(io)?;
+        let text = if json {
+            l
+        } else {
+            match serde_json::from_str(&l) {
+                Ok(v) => crate::events::to_text(&v),
+                Err(_) => l,
+            }
+        };
+        // a closed stdout (e.g. `| head`) ends the stream quietly
+        if writeln!(stdout, "{text}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 /// `1h 2m 3s`, whole seconds.
 fn ago(secs: f64) -> String {
     // Saturating float-to-int conversion; a negative or NaN age reads 0s.
@@ -227,6 +299,46 @@ fn table(r: &Response) -> String {
             out.push('\n');
         }
     }
+    let peers: Vec<String> = (r.vhids.iter())
+        .flat_map(|v| v.peers.iter().map(move |p| (v, p)))
+        .map(|(v, p)| {
+            format!(
+                "{}/{}: {}{} {} advbase {} advskew {} demote {} heard {:.1}s ago, jitter {:.0} ms",
+                v.interface,
+                v.vhid,
+                p.address,
+                if p.master { " (master)" } else { "" },
+                p.mac.as_deref().unwrap_or("mac unknown"),
+                p.advbase,
+                p.advskew,
+                p.demote,
+                p.last_heard_secs,
+                p.jitter_ms
+            )
+        })
+        .collect();
+    if !peers.is_empty() {
+        out.push_str("\npeers:\n");
+        for p in peers {
+            out.push_str("  ");
+            out.push_str(&p);
+            out.push('\n');
+        }
+    }
+    let conflicts: Vec<String> = r
+        .vhids
+        .iter()
+        .filter(|v| v.address_conflicts > 0)
+        .map(|v| format!("  {}/{}: {}\n", v.interface, v.vhid, v.address_conflicts))
+        .collect();
+    if !conflicts.is_empty() {
+        out.push_str(
+            "
+address conflicts (our addresses claimed by other MACs while MASTER):
+",
+        );
+        out.push_str(&conflicts.concat());
+    }
     if let Some(n) = r.log_lines_dropped.filter(|n| *n > 0) {
         out.push_str(&format!(
             "\nlog lines dropped (the log output was not read): {n}\n"
@@ -285,7 +397,20 @@ mod tests {
             hook_failures: 0,
             address_restored: 0,
             address_removed_foreign: 0,
+            address_conflicts: 0,
             waiting_for: None,
+            peers: vec![crate::control::PeerInfo {
+                address: "10.0.0.2".into(),
+                mac: Some("02:00:00:00:00:02".into()),
+                advbase: 1,
+                advskew: 0,
+                demote: 0,
+                last_heard_secs: 0.25,
+                jitter_ms: 3.0,
+                adverts: 60,
+                master: true,
+            }],
+            explanation: None,
         };
         let mut r = Response {
             ok: true,
@@ -295,6 +420,13 @@ mod tests {
         };
         let t = table(&r);
         assert!(!t.contains("log lines dropped"), "{t}");
+        assert!(!t.contains("address conflicts"), "{t}");
+        r.vhids[0].address_conflicts = 3;
+        let t = table(&r);
+        assert!(
+            t.contains("\naddress conflicts (our addresses claimed by other MACs while MASTER):\n  eth0/1: 3\n"),
+            "{t}"
+        );
         r.log_lines_dropped = Some(42);
         let t = table(&r);
         assert!(
@@ -307,5 +439,9 @@ mod tests {
         assert!(lines[1].contains("1m 5s"), "{t}");
         assert!(lines[1].contains("INIT -> BACKUP (startup)"), "{t}");
         assert!(t.contains("eth0/1: bad_hmac=3"), "{t}");
+        assert!(
+            t.contains("eth0/1: 10.0.0.2 (master) 02:00:00:00:00:02 advbase 1 advskew 0 demote 0 heard 0.2s ago, jitter 3 ms"),
+            "{t}"
+        );
     }
 }

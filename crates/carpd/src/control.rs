@@ -15,7 +15,16 @@
 //! -> {"command":"stepdown","vhid":1}
 //! -> {"command":"reload"}
 //! <- {"ok":false,"error":"/etc/carpd.toml:3: advbase: 300 is not in 0..=255"}
+//! -> {"command":"reload","dry_run":true}                (changes nothing)
+//! -> {"command":"events","vhid":1}
+//! <- {"ok":true,"message":"streaming events"}
+//! <- {"event":"transition","at":"...","interface":"eth0","vhid":1,"from":"BACKUP",...}
 //! ```
+//!
+//! After `events` the connection carries one JSON event per line until the
+//! client closes it. A client that falls behind is sent one
+//! `{"event":"disconnected",...}` line (if it fits) and cut off: the
+//! daemon never waits for it.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -26,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use carp_engine::engine::DropCounts;
-use carp_engine::{ReloadReport, VhidFilter, VhidKey, VhidStatus};
+use carp_engine::{PeerStatus, ReloadReport, VhidFilter, VhidKey, VhidStatus};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -225,7 +234,20 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vhid: Option<u8>,
     },
-    Reload,
+    Reload {
+        /// Only say what would change.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dry_run: bool,
+    },
+    /// Stream events (transitions, demotion, hooks, reloads, address
+    /// conflicts and restores) of the matching VHIDs, and the engine-wide
+    /// ones.
+    Events {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interface: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vhid: Option<u8>,
+    },
 }
 
 /// Drops that belong to no VHID as the control protocol carries them:
@@ -314,9 +336,56 @@ pub struct VhidInfo {
     /// Addresses added by something else while not MASTER and removed.
     #[serde(default)]
     pub address_removed_foreign: u64,
+    /// Our addresses claimed on the wire by other MACs while MASTER.
+    #[serde(default)]
+    pub address_conflicts: u64,
     /// What a VHID in INIT waits for before it runs, e.g. its interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// Peers heard within the last three master-down times, most recent
+    /// first.
+    #[serde(default)]
+    pub peers: Vec<PeerInfo>,
+    /// Why the VHID is in its state, and what would change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
+}
+
+/// A peer as the control socket reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub address: String,
+    /// `aa:bb:cc:dd:ee:ff`, from the neighbour table (`null`: no entry).
+    pub mac: Option<String>,
+    pub advbase: u8,
+    pub advskew: u8,
+    pub demote: u8,
+    pub last_heard_secs: f64,
+    /// Largest |interval - advertised interval| among its recent
+    /// advertisements.
+    pub jitter_ms: f64,
+    pub adverts: u64,
+    /// The master this BACKUP follows.
+    pub master: bool,
+}
+
+impl From<&PeerStatus> for PeerInfo {
+    fn from(p: &PeerStatus) -> PeerInfo {
+        PeerInfo {
+            address: p.address.to_string(),
+            mac: p.mac.map(|m| {
+                let hex: Vec<String> = m.iter().map(|b| format!("{b:02x}")).collect();
+                hex.join(":")
+            }),
+            advbase: p.advbase,
+            advskew: p.advskew,
+            demote: p.demote,
+            last_heard_secs: p.last_heard.as_secs_f64(),
+            jitter_ms: p.jitter.as_secs_f64() * 1000.0,
+            adverts: p.adverts,
+            master: p.master,
+        }
+    }
 }
 
 fn carp_name() -> String {
@@ -358,7 +427,14 @@ impl From<&VhidStatus> for VhidInfo {
             hook_failures: s.hook_failures,
             address_restored: s.address_restored,
             address_removed_foreign: s.address_removed_foreign,
+            address_conflicts: s.address_conflicts,
             waiting_for: s.waiting_for.clone(),
+            peers: s.peers.iter().map(PeerInfo::from).collect(),
+            explanation: s.explanation.map(|e| e.to_string()).or_else(|| {
+                s.waiting_for
+                    .as_ref()
+                    .map(|w| format!("INIT: waiting: {w}."))
+            }),
         }
     }
 }
@@ -369,6 +445,9 @@ pub struct ReloadInfo {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub changed: Vec<String>,
+    /// For each changed VHID, the settings that changed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub changed_keys: BTreeMap<String, Vec<String>>,
     pub unchanged: usize,
     /// The metrics listener after the reload, if it changed (`"off"` when
     /// turned off).
@@ -383,12 +462,29 @@ impl ReloadInfo {
             added: names(&r.added),
             removed: names(&r.removed),
             changed: names(&r.changed),
+            changed_keys: (r.changed_keys.iter())
+                .map(|(k, v)| (key_name(k), v.iter().map(|s| s.to_string()).collect()))
+                .collect(),
             unchanged: r.unchanged,
             metrics: None,
         }
     }
 
     pub fn summary(&self) -> String {
+        self.summary_as("reloaded")
+    }
+
+    /// A dry run's report: what a reload would do, with the settings that
+    /// changed.
+    pub fn preview(&self) -> String {
+        let mut s = self.summary_as("a reload would do");
+        for (vhid, keys) in &self.changed_keys {
+            s.push_str(&format!("\n  {vhid} restarts: {} changed", keys.join(", ")));
+        }
+        s
+    }
+
+    fn summary_as(&self, what: &str) -> String {
         let list = |l: &[String]| {
             if l.is_empty() {
                 String::new()
@@ -397,7 +493,7 @@ impl ReloadInfo {
             }
         };
         let mut s = format!(
-            "reloaded: {} added{}, {} removed{}, {} changed{}, {} unchanged",
+            "{what}: {} added{}, {} removed{}, {} changed{}, {} unchanged",
             self.added.len(),
             list(&self.added),
             self.removed.len(),
@@ -494,6 +590,22 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, access: Arc<Acce
     .await
 }
 
+/// Write one JSON line, within `timeout`; whether it was written.
+pub(crate) async fn write_line(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    value: &impl Serialize,
+    timeout: Duration,
+) -> bool {
+    let Ok(mut out) = serde_json::to_vec(value) else {
+        return false;
+    };
+    out.push(b'\n');
+    matches!(
+        tokio::time::timeout(timeout, write.write_all(&out)).await,
+        Ok(Ok(()))
+    )
+}
+
 async fn connection(stream: UnixStream, shared: &Arc<Shared>) {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
@@ -516,6 +628,15 @@ async fn connection(stream: UnixStream, shared: &Arc<Shared>) {
                 true,
             ),
             Ok(Ok(_)) => match serde_json::from_slice::<Request>(&line) {
+                Ok(Request::Events { interface, vhid }) => {
+                    let filter = VhidFilter {
+                        interface,
+                        vhid,
+                        group: None,
+                    };
+                    crate::events::stream(read, write, shared, filter).await;
+                    return;
+                }
                 Ok(request) => (handle(shared, request).await, false),
                 Err(e) => (Response::error(format!("bad request: {e}")), false),
             },
@@ -640,7 +761,18 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
                 Err(e) => Response::error(e),
             }
         }
-        Request::Reload => match shared.reload("control socket").await {
+        Request::Reload { dry_run: true } => match shared.preview_reload().await {
+            Ok(info) => Response {
+                ok: true,
+                message: Some(info.preview()),
+                reload: Some(info),
+                ..Response::default()
+            },
+            Err(e) => Response::error(e),
+        },
+        // answered in `connection`, which streams them
+        Request::Events { .. } => Response::error("events are streamed"),
+        Request::Reload { dry_run: false } => match shared.reload("control socket").await {
             Ok(info) => Response {
                 ok: true,
                 message: Some(info.summary()),
@@ -721,6 +853,38 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn reload_requests_and_a_preview() {
+        let r: Request = serde_json::from_str(r#"{"command":"reload"}"#).unwrap();
+        assert_eq!(r, Request::Reload { dry_run: false });
+        let r: Request = serde_json::from_str(r#"{"command":"reload","dry_run":true}"#).unwrap();
+        assert_eq!(r, Request::Reload { dry_run: true });
+        let key = |vhid| VhidKey {
+            interface: "eth0".into(),
+            vhid,
+        };
+        let report = ReloadReport {
+            added: vec![key(3)],
+            removed: vec![key(2)],
+            changed: vec![key(1)],
+            changed_keys: [(key(1), vec!["advskew", "preempt"])].into(),
+            unchanged: 4,
+        };
+        assert_eq!(
+            ReloadInfo::new(&report).preview(),
+            "a reload would do: 1 added (eth0/3), 1 removed (eth0/2), 1 changed (eth0/1), \
+             4 unchanged\n  eth0/1 restarts: advskew, preempt changed"
+        );
+        let r: Request = serde_json::from_str(r#"{"command":"events","vhid":1}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Events {
+                interface: None,
+                vhid: Some(1)
+            }
+        );
     }
 
     #[test]

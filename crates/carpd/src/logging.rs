@@ -1,5 +1,7 @@
-//! tracing output: human text or JSON lines on stderr, and syslog in
-//! UCARP-compatible mode (ucarp logs to syslog unless `--facility=none`).
+//! tracing output: human text or JSON lines on stderr, native journald
+//! records (`--log-format journald`, or when systemd connected stderr to
+//! the journal; see `journald.rs`), and syslog in UCARP-compatible mode
+//! (ucarp logs to syslog unless `--facility=none`).
 //!
 //! Every output is written by its own thread behind a bounded queue
 //! (`tracing-appender`'s non-blocking writer in lossy mode): the runtime
@@ -24,6 +26,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::error::Error;
+use crate::journald;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines
@@ -31,14 +35,18 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line
     Json,
+    /// Native journald records with structured fields (the default when
+    /// systemd connected stderr to the journal)
+    Journald,
 }
 
 /// Logging options shared by both command lines.
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
-    /// Format of the log lines on stderr
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Format of the log output [default: journald when systemd connected
+    /// stderr to the journal, else text]
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Log filter, e.g. `debug` or `info,carp_engine=debug` [default: $RUST_LOG, else info]
     #[arg(long, value_name = "FILTER", value_parser = parse_filter)]
     pub log_level: Option<String>,
@@ -132,15 +140,36 @@ pub fn init(s: &LogSettings) -> Result<(), Error> {
 
     let mut layers: Vec<BoxedLayer> = Vec::new();
     let mut outputs = Vec::new();
-    if s.stderr {
+    let mut journald_error = None;
+    let format = s.args.log_format.unwrap_or_else(|| {
+        if journald::stderr_is_journal() {
+            LogFormat::Journald
+        } else {
+            LogFormat::Text
+        }
+    });
+    let journald = s.stderr && format == LogFormat::Journald;
+    let progress = Arc::new(Progress::new());
+    let journal = journald
+        .then(|| journald::start(QUEUED_LINES, &s.ident, Arc::clone(&progress)))
+        .and_then(|r| r.map_err(|e| journald_error = Some(e)).ok());
+    if let Some((relay, counts)) = journal {
+        outputs.push(Arc::new(Output {
+            name: "journald",
+            dropped: Dropped::Relayed(counts),
+            progress,
+            guard: Mutex::new(None),
+        }));
+        layers.push(relay.boxed());
+    } else if s.stderr {
         let (writer, output) = Output::start("stderr", io::stderr());
         outputs.push(output);
         // Colours only for a person at a terminal, not in files or journals.
         let layer = tracing_subscriber::fmt::layer()
             .with_writer(writer)
             .with_ansi(io::stderr().is_terminal());
-        layers.push(match s.args.log_format {
-            LogFormat::Text => layer.boxed(),
+        layers.push(match format {
+            LogFormat::Text | LogFormat::Journald => layer.boxed(),
             LogFormat::Json => layer.json().boxed(),
         });
     }
@@ -172,6 +201,9 @@ pub fn init(s: &LogSettings) -> Result<(), Error> {
     if OUTPUTS.set(outputs).is_ok() {
         start_watcher();
     }
+    if let Some(e) = journald_error {
+        warn!("cannot log to journald ({e}); logging to stderr");
+    }
     if let Some(e) = syslog_error {
         tracing::debug!("no syslog: /dev/log: {e}");
     }
@@ -190,6 +222,18 @@ pub fn lines_dropped() -> u64 {
 /// reader is stuck; waiting would only delay the exit).
 pub fn finish() {
     for output in OUTPUTS.get().into_iter().flatten() {
+        if let Dropped::Relayed(counts) = &output.dropped {
+            // the journald writer has no guard: wait until it has sent
+            // what was queued, unless it is stuck
+            let queued = counts.queued.load(Ordering::Acquire);
+            let deadline = Instant::now() + STALLED_AFTER;
+            while output.progress.writes() < queued
+                && !output.progress.stalled(STALLED_AFTER)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let guard = output.guard.lock().map(|mut g| g.take()).unwrap_or(None);
         if let Some(guard) = guard {
             if output.progress.stalled(STALLED_AFTER) {
@@ -206,7 +250,7 @@ pub fn finish() {
 /// One log output: its writer thread, its drop count and its progress.
 struct Output {
     name: &'static str,
-    dropped: ErrorCounter,
+    dropped: Dropped,
     progress: Arc<Progress>,
     /// Taken by [`finish`].
     guard: Mutex<Option<WorkerGuard>>,
@@ -227,7 +271,7 @@ impl Output {
             });
         let output = Output {
             name,
-            dropped: writer.error_counter(),
+            dropped: Dropped::Appender(writer.error_counter()),
             progress,
             guard: Mutex::new(Some(guard)),
         };
@@ -235,14 +279,25 @@ impl Output {
     }
 
     fn dropped(&self) -> u64 {
-        u64::try_from(self.dropped.dropped_lines()).unwrap_or(u64::MAX)
+        match &self.dropped {
+            Dropped::Appender(c) => u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX),
+            Dropped::Relayed(c) => c.dropped.load(Ordering::Relaxed),
+        }
     }
+}
+
+/// Where an output counts the lines its full queue dropped.
+enum Dropped {
+    /// `tracing-appender`'s non-blocking writer.
+    Appender(ErrorCounter),
+    /// The journald relay.
+    Relayed(Arc<journald::Counts>),
 }
 
 /// What the writer thread of an output has done, for the watcher and the
 /// final flush.
 #[derive(Debug)]
-struct Progress {
+pub(crate) struct Progress {
     epoch: Instant,
     /// Writes completed (successful or not).
     writes: AtomicU64,
@@ -264,12 +319,12 @@ impl Progress {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn begin(&self) {
+    pub(crate) fn begin(&self) {
         self.busy_since
             .store(self.now_ms().saturating_add(1), Ordering::Release);
     }
 
-    fn end(&self) {
+    pub(crate) fn end(&self) {
         self.busy_since.store(0, Ordering::Release);
         self.writes.fetch_add(1, Ordering::AcqRel);
     }

@@ -5,6 +5,8 @@ mod accept;
 mod cli;
 mod client;
 mod control;
+mod events;
+mod journald;
 mod logging;
 mod metrics;
 mod notify;

@@ -333,6 +333,14 @@ impl Collector for Snapshot {
         )?;
         family(
             &mut enc,
+            "carpd_address_conflicts",
+            "ARP packets and neighbour advertisements claiming a MASTER's address for another MAC",
+            MetricType::Counter,
+            v.iter()
+                .map(|s| (vhid_labels(s), ConstCounter::new(s.address_conflicts))),
+        )?;
+        family(
+            &mut enc,
             "carpd_control_refused",
             "Control socket connections refused: the peer was not root, carpd's user or in control_group",
             MetricType::Counter,
@@ -431,7 +439,10 @@ mod tests {
             drops: [("bad_hmac", 2)].into(),
             address_restored: 1,
             address_removed_foreign: 0,
+            address_conflicts: 4,
             waiting_for: None,
+            peers: Vec::new(),
+            explanation: None,
         }
     }
 
@@ -479,6 +490,7 @@ mod tests {
             r#"carpd_hook_runs_total{interface="eth0",vhid="7"} 1"#,
             r#"carpd_hook_failures_total{interface="eth0",vhid="7"} 0"#,
             r#"carpd_address_restored_total{interface="eth0",vhid="7"} 1"#,
+            r#"carpd_address_conflicts_total{interface="eth0",vhid="7"} 4"#,
             r#"carpd_vhid_demote{interface="eth0",vhid="7"} 0"#,
             r#"carpd_vhid_priority{interface="eth0",vhid="9"} 150"#,
             "carpd_control_refused_total 2",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carp_engine::engine::InterfaceDrops;
-use carp_engine::{Engine, EngineSpec, VhidFilter, VhidKey, VhidStatus};
+use carp_engine::{Engine, EngineSpec, Event, VhidFilter, VhidKey, VhidStatus};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Mutex, RwLock};
 use tracing::{error, info, warn};
@@ -203,6 +203,13 @@ struct ReloadState {
 const SHUTTING_DOWN: &str = "carpd is shutting down";
 
 impl Shared {
+    /// Every event from now on.
+    pub async fn events(&self) -> Result<tokio::sync::broadcast::Receiver<Event>, String> {
+        let g = self.engine.read().await;
+        let engine = g.as_ref().ok_or(SHUTTING_DOWN)?;
+        Ok(engine.events().subscribe())
+    }
+
     pub async fn status(&self) -> Result<(Vec<VhidStatus>, InterfaceDrops), String> {
         let g = self.engine.read().await;
         let engine = g.as_ref().ok_or(SHUTTING_DOWN)?;
@@ -263,8 +270,27 @@ impl Shared {
         result
     }
 
-    async fn try_reload(self: &Arc<Self>) -> Result<ReloadInfo, String> {
-        let mut st = self.reload.lock().await;
+    /// `carpd reload --dry-run`: what a reload of the file would do,
+    /// changing nothing; an invalid file is an error, as for a reload.
+    pub async fn preview_reload(&self) -> Result<ReloadInfo, String> {
+        let st = self.reload.lock().await;
+        let config = Self::load_for_reload(&st, self.access.as_deref()).await?;
+        let g = self.engine.read().await;
+        let engine = g.as_ref().ok_or(SHUTTING_DOWN)?;
+        let report = engine.preview(&config.spec).await.map_err(|e| chain(&e))?;
+        let mut info = ReloadInfo::new(&report);
+        if config.metrics_listen != st.metrics.as_ref().map(|m| m.addr) {
+            info.metrics = Some(metrics::describe(config.metrics_listen));
+        }
+        Ok(info)
+    }
+
+    /// The file to reload, loaded and checked against what a reload cannot
+    /// change.
+    async fn load_for_reload(
+        st: &ReloadState,
+        access: Option<&control::Access>,
+    ) -> Result<Config, String> {
         let Some(source) = &st.source else {
             return Err("nothing to reload: the UCARP-compatible command line has no file".into());
         };
@@ -298,7 +324,7 @@ impl Shared {
         fn name(g: Option<&crate::config::ControlGroup>) -> &str {
             g.map_or("none", |g| g.name.as_str())
         }
-        if let Some(access) = &self.access
+        if let Some(access) = access
             && access.group() != config.control_group.as_ref()
         {
             return Err(format!(
@@ -308,6 +334,12 @@ impl Shared {
                 name(config.control_group.as_ref())
             ));
         }
+        Ok(config)
+    }
+
+    async fn try_reload(self: &Arc<Self>) -> Result<ReloadInfo, String> {
+        let mut st = self.reload.lock().await;
+        let config = Self::load_for_reload(&st, self.access.as_deref()).await?;
         let running_metrics = st.metrics.as_ref().map(|m| m.addr);
         // Bound before anything changes, so a taken port refuses the reload.
         let new_metrics = if config.metrics_listen == running_metrics {

@@ -372,6 +372,8 @@ mod tests {
                     advskew: 10,
                     dead_ratio: 4,
                     preempt: true,
+                    preempt_delay: Duration::ZERO,
+                    announce_interval: None,
                     source: Some("10.0.0.1".parse().unwrap()),
                     group_v4: Ipv4Addr::new(239, 1, 1, 1),
                     broadcast: true,
@@ -513,7 +515,7 @@ mod tests {
             "--log-level=debug",
         ]);
         let parsed = parse(&args);
-        assert_eq!(parsed.log.log_format, crate::logging::LogFormat::Json);
+        assert_eq!(parsed.log.log_format, Some(crate::logging::LogFormat::Json));
         let s = parsed.to_spec().unwrap();
         assert!(vhid(&s).manage_addresses);
         assert_eq!(vhid(&s).hooks.timeout, Duration::from_secs(5));

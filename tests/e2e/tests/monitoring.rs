@@ -15,10 +15,6 @@ use std::time::Duration;
 
 use carpd_testbed::{Cluster, Config, Daemon, Netns, try_in_netns, wait_until};
 
-/// Series the kit uses that changes not yet merged here add to the daemon.
-/// Remove each name once `/metrics` serves it.
-const PENDING: &[&str] = &["carpd_address_conflicts_total"];
-
 const RULES: &str = "carpd.rules.yml";
 const RULE_TESTS: &str = "carpd.rules.test.yml";
 const DASHBOARD: &str = "carpd.dashboard.json";
@@ -126,10 +122,7 @@ fn every_series_the_kit_uses_is_served_by_the_daemon() {
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
 
     let served = served_names(exposition);
-    let missing: Vec<&String> = used
-        .iter()
-        .filter(|n| !served.contains(*n) && !PENDING.contains(&n.as_str()))
-        .collect();
+    let missing: Vec<&String> = used.iter().filter(|n| !served.contains(*n)).collect();
     assert!(
         missing.is_empty(),
         "the kit uses series carpd does not serve: {missing:?}\nserved: {served:?}"

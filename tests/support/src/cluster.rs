@@ -44,7 +44,13 @@ impl Cluster {
 
     /// Writes `config` for host `i` and starts carpd there.
     pub fn start(&mut self, i: usize, config: &Config) -> &mut Daemon {
-        let path = self.write_config(i, &config.to_toml());
+        self.start_toml(i, &config.to_toml())
+    }
+
+    /// Writes the configuration text `toml` for host `i` and starts carpd
+    /// there (for keys [`Config`] does not know).
+    pub fn start_toml(&mut self, i: usize, toml: &str) -> &mut Daemon {
+        let path = self.write_config(i, toml);
         let label = format!("node{i}-{}", NODE_LABELS.fetch_add(1, Ordering::Relaxed));
         let d = Daemon::carpd(&self.lan.hosts[i], &label, self.dir.path(), &path, &[]);
         self.nodes[i] = Some(d);

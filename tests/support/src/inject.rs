@@ -6,13 +6,13 @@
 //! [`in_netns`](crate::netns::in_netns)); the test then uses it from anywhere.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use carp_proto::packet::{HEADER_LEN, IPPROTO_CARP};
 use carp_proto::{Advert, Authenticator, HmacMode};
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, Socket, Type};
 
 use crate::netns::{Netns, in_netns};
 
@@ -120,4 +120,81 @@ pub fn signed_advert(
         hmac: auth.sign(counter),
     }
     .to_bytes()
+}
+
+/// Another host on the segment claiming addresses: gratuitous ARP and
+/// override neighbour advertisements with a MAC of its choice, sent from
+/// one interface of a namespace.
+#[derive(Debug)]
+pub struct Claimer {
+    /// AF_PACKET, whole Ethernet frames.
+    link: Socket,
+    /// Raw ICMPv6 (the kernel adds the IPv6 header and the checksum).
+    icmp6: Socket,
+    ifindex: u32,
+}
+
+impl Claimer {
+    pub fn open(ns: &Netns, dev: &str) -> Claimer {
+        let dev = dev.to_string();
+        in_netns(ns, move || {
+            let ifindex = nix::net::if_::if_nametoindex(dev.as_str()).expect("interface index");
+            let link = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0)))
+                .expect("packet socket");
+            let icmp6 = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
+                .expect("ICMPv6 socket");
+            // neighbours drop neighbour discovery with any other hop limit
+            icmp6.set_multicast_hops_v6(255).expect("hop limit");
+            icmp6.set_multicast_loop_v6(false).expect("no loop");
+            Claimer {
+                link,
+                icmp6,
+                ifindex,
+            }
+        })
+    }
+
+    /// A broadcast gratuitous ARP request: `ip` is at `mac`.
+    pub fn gratuitous_arp(&self, mac: [u8; 6], ip: Ipv4Addr) -> io::Result<()> {
+        let mut f = Vec::with_capacity(42);
+        f.extend_from_slice(&[0xff; 6]);
+        f.extend_from_slice(&mac);
+        f.extend_from_slice(&[0x08, 0x06]);
+        f.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]);
+        f.extend_from_slice(&mac);
+        f.extend_from_slice(&ip.octets());
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&ip.octets());
+        self.link.send_to(&f, &link_addr(self.ifindex)?).map(|_| ())
+    }
+
+    /// An unsolicited neighbour advertisement with the override flag to
+    /// ff02::1: `ip` is at `mac`.
+    pub fn override_na(&self, mac: [u8; 6], ip: Ipv6Addr) -> io::Result<()> {
+        let mut p = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+        p.extend_from_slice(&ip.octets());
+        p.extend_from_slice(&[2, 1]);
+        p.extend_from_slice(&mac);
+        let to = SockAddr::from(SocketAddrV6::new(
+            Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
+            0,
+            0,
+            self.ifindex,
+        ));
+        self.icmp6.send_to(&p, &to).map(|_| ())
+    }
+}
+
+/// The `sockaddr_ll` of an interface, for whole frames.
+fn link_addr(ifindex: u32) -> io::Result<SockAddr> {
+    let mut storage = SockAddrStorage::zeroed();
+    // SAFETY: sockaddr_ll is a sockaddr type of this platform and fits in
+    // the zeroed storage (view_as checks the size).
+    let ll = unsafe { storage.view_as::<libc::sockaddr_ll>() };
+    ll.sll_family = libc::AF_PACKET as libc::sa_family_t;
+    ll.sll_ifindex = i32::try_from(ifindex).map_err(io::Error::other)?;
+    let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: the storage holds an initialised AF_PACKET address of `len`
+    // bytes.
+    Ok(unsafe { SockAddr::new(storage, len) })
 }

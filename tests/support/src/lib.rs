@@ -25,7 +25,7 @@ pub use cluster::Cluster;
 pub use command::{check_tool, require_tool, run, try_run, wait_until};
 pub use config::{Config, InterfaceConfig, VhidConfig};
 pub use daemon::{Daemon, carpd_exe, cpu_time, interface_drops, transitions, vhid_drops};
-pub use inject::{Injector, ipv4_packet, signed_advert};
+pub use inject::{Claimer, Injector, ipv4_packet, signed_advert};
 pub use lan::Lan;
 pub use netns::{Netns, in_netns, owners, try_in_netns};
 pub use scratch::Scratch;

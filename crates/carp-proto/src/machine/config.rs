@@ -1,6 +1,7 @@
 //! The static parameters of one VHID's machine.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use super::rules::{CarpRules, Rules};
 use super::schedule::AdvertGrid;
@@ -13,6 +14,10 @@ pub struct MachineConfig {
     /// The protocol and its parameters.
     pub rules: Rules,
     pub preempt: bool,
+    /// After the link comes up (at startup too), how long preemption stays
+    /// off (CARP: rules 2 and 3; VRRP: a lower master is not outranked);
+    /// zero: not at all.
+    pub preempt_delay: Duration,
     /// Our source address on this VHID's link, for the equal-priority
     /// tie-break (see [`Reason::PeerWinsTie`](super::Reason::PeerWinsTie)).
     pub local_addr: IpAddr,

@@ -31,6 +31,11 @@
 //!
 //!   For one master-down time after [`Machine::step_down`], rules 2 and 3 are
 //!   suspended, so the operator's step-down sticks while the peer takes over.
+//!   For [`MachineConfig::preempt_delay`] after INIT -> BACKUP (startup or
+//!   link up) they are suspended too, so a node that keeps restarting does
+//!   not pull the addresses over each time; rules 1 and 4 and the
+//!   master-down timer still apply, a dead or leaving master is replaced at
+//!   once.
 //! * BACKUP, master-down timer fires: MASTER ([`Reason::MasterDown`]).
 //! * Becoming MASTER: [`Action::StateChanged`], [`Action::InstallAddresses`],
 //!   an immediate [`Action::Send`], [`Action::Announce`]; then one
@@ -102,7 +107,9 @@
 //! The inputs and the states' steps are here; what depends on the protocol
 //! (who wins, how long a BACKUP waits, what is advertised) is in `rules`
 //! (`rules/carp.rs`, `rules/vrrp_rules.rs`); the static parameters are in
-//! `config`, each state's own data in `state`, the advertisement schedule
+//! `config`, each state's own data in `state`, the CARP rule that applies
+//! to a given peer, as data for operators, in `explain`, the advertisement
+//! schedule
 //! and grid in `schedule`, what to send, how it is signed and what failed
 //! sends do in `send`, and what a driver may do in the machine's place in
 //! `offload`.
@@ -116,6 +123,7 @@ use crate::timing::Timing;
 use crate::vrrp;
 
 mod config;
+mod explain;
 mod offload;
 mod rules;
 mod schedule;
@@ -123,9 +131,10 @@ mod send;
 mod state;
 
 pub use config::MachineConfig;
+pub use explain::{Explanation, Heard, Priority, Rule};
 pub use offload::SteadyAdverts;
 pub use rules::{CarpRules, DemoteStyle, Rules, VrrpRules};
-use rules::{Heard, InBackup, InMaster, Ours};
+use rules::{InBackup, InMaster, Ours, PeerAdvert};
 pub use schedule::{AdvertGrid, SteadySchedule};
 use send::SendHealth;
 pub use send::{SendAdvert, SendCarp, SendVrrp};
@@ -302,8 +311,11 @@ impl Machine {
             }
             (Phase::Init(init), true) => {
                 let reason = init.link_up;
+                let delay = self.config.preempt_delay;
+                let delayed = (!delay.is_zero()).then(|| now + delay);
                 let backup = Backup {
-                    no_preempt_until: init.no_preempt_until,
+                    // whichever hold ends later: a step-down's or the delay
+                    no_preempt_until: init.no_preempt_until.max(delayed),
                     ..Backup::since(now)
                 };
                 self.enter(Phase::Backup(backup), reason);
@@ -324,23 +336,23 @@ impl Machine {
     /// A valid (checksum and HMAC verified) CARP advertisement from `src`.
     /// Ignored unless this VHID speaks CARP.
     pub fn handle_advert(&mut self, now: Instant, src: IpAddr, advert: &Advert) {
-        self.handle_heard(now, src, Heard::Carp(advert));
+        self.handle_heard(now, src, PeerAdvert::Carp(advert));
     }
 
     /// A VRRP advertisement from `src` that passed [`vrrp::check`] and
     /// [`vrrp::Advert::check_against`]. Ignored unless this VHID speaks
     /// that VRRP version.
     pub fn handle_vrrp_advert(&mut self, now: Instant, src: IpAddr, advert: &vrrp::Advert) {
-        self.handle_heard(now, src, Heard::Vrrp(advert));
+        self.handle_heard(now, src, PeerAdvert::Vrrp(advert));
     }
 
-    fn handle_heard(&mut self, now: Instant, src: IpAddr, heard: Heard<'_>) {
+    fn handle_heard(&mut self, now: Instant, src: IpAddr, heard: PeerAdvert<'_>) {
         let listening = matches!(self.phase, Phase::Backup(_) | Phase::Master(_));
         if !listening || !self.config.rules.speaks(heard, self.config.vhid) {
             return;
         }
         self.master_addr = Some(src);
-        if let Heard::Carp(advert) = heard {
+        if let PeerAdvert::Carp(advert) = heard {
             // UCARP and FreeBSD continue from the peer's counter; OpenBSD
             // only needs ours to differ from its own cookie, which + 1
             // guarantees.
@@ -466,7 +478,7 @@ impl Machine {
         }
     }
 
-    fn advert_as_backup(&mut self, now: Instant, heard: Heard<'_>) {
+    fn advert_as_backup(&mut self, now: Instant, heard: PeerAdvert<'_>) {
         let held = match &self.phase {
             Phase::Backup(backup) => backup.holds_preemption(now),
             _ => false,
@@ -503,7 +515,7 @@ impl Machine {
         }
     }
 
-    fn advert_as_master(&mut self, now: Instant, src: IpAddr, heard: Heard<'_>) {
+    fn advert_as_master(&mut self, now: Instant, src: IpAddr, heard: PeerAdvert<'_>) {
         let ours = self.ours(false);
         let Some(verdict) = self.config.rules.in_master(&ours, src, heard) else {
             return;
@@ -542,6 +554,46 @@ impl Machine {
                     self.send();
                 }
             }
+        }
+    }
+
+    /// The CARP rule that applies to `advert` in BACKUP, as `explain`
+    /// shows it (a VRRP machine waits).
+    fn backup_rule(&self, advert: &Advert, held: bool) -> Rule {
+        let ours = self.ours(held);
+        match self.config.rules.in_backup(&ours, PeerAdvert::Carp(advert)) {
+            Some(InBackup::TakeOver(reason)) => Rule::TakeOver(reason),
+            _ => Rule::Wait { held },
+        }
+    }
+
+    /// The CARP rule that applies to `advert` from `src` in MASTER, as
+    /// `explain` shows it (a VRRP machine stays).
+    fn master_rule(&self, src: IpAddr, advert: &Advert) -> Rule {
+        let ours = self.ours(false);
+        match self
+            .config
+            .rules
+            .in_master(&ours, src, PeerAdvert::Carp(advert))
+        {
+            Some(InMaster::Yield { reason, .. }) => Rule::Yield(reason),
+            _ => Rule::Stay,
+        }
+    }
+
+    /// CARP's (demotion, interval) of ours, as `explain` shows it.
+    fn our_priority(&self) -> (u8, Duration) {
+        match &self.config.rules {
+            Rules::Carp(c) => c.ours(self.demote()),
+            Rules::Vrrp(v) => (0, v.interval()),
+        }
+    }
+
+    /// CARP's (demotion, interval) of `advert`, as `explain` shows it.
+    fn their_priority(&self, advert: &Advert) -> (u8, Duration) {
+        match &self.config.rules {
+            Rules::Carp(c) => c.theirs(advert),
+            Rules::Vrrp(_) => (advert.demote, advert.timing().interval()),
         }
     }
 

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use super::Machine;
-use super::rules::{Heard, InBackup, Rules};
+use super::rules::{InBackup, PeerAdvert, Rules};
 use super::schedule::SteadySchedule;
 use super::send::SendCarp;
 use super::state::Phase;
@@ -58,7 +58,7 @@ impl Machine {
         if !matches!(self.phase, Phase::Backup(_)) {
             return false;
         }
-        let heard = Heard::Carp(advert);
+        let heard = PeerAdvert::Carp(advert);
         self.config.rules.speaks(heard, self.config.vhid)
             && matches!(
                 self.config.rules.in_backup(&self.ours(false), heard),

@@ -16,6 +16,7 @@ fn cfg(advbase: u8, advskew: u8, style: DemoteStyle) -> MachineConfig {
             demote_style: style,
         }),
         preempt: false,
+        preempt_delay: Duration::ZERO,
         local_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         initial_counter: 41,
         advert_grid: None,
@@ -656,4 +657,50 @@ fn step_down_hold_outlasts_a_link_flap() {
         drain(&mut m)[0],
         changed(State::Backup, State::Master, Reason::Preempt)
     );
+}
+
+#[test]
+fn preempt_delay_suspends_rules_2_and_3_only() {
+    let mut c = cfg(1, 10, DemoteStyle::Byte);
+    c.preempt = true;
+    c.preempt_delay = Duration::from_secs(30);
+    let t = Instant::now();
+    let second = Duration::from_secs(1);
+    let reason = |m: &mut Machine| match drain(m).first() {
+        Some(Action::StateChanged { reason, .. }) => Some(*reason),
+        _ => None,
+    };
+    let started = |at: Instant| {
+        let mut m = Machine::new(c.clone());
+        m.handle_link(at, true);
+        drain(&mut m);
+        m
+    };
+    // within the delay: neither a worse interval nor a demoted master
+    let mut m = started(t);
+    m.handle_advert(t + second, peer(2), &advert(1, 20, 0, 0));
+    m.handle_advert(t + second * 2, peer(2), &advert(1, 0, 1, 0));
+    assert_eq!(reason(&mut m), None);
+    // a bow-out and a master about to time out still count
+    m.handle_advert(t + second * 3, peer(2), &advert(255, 255, 0, 0));
+    assert_eq!(reason(&mut m), Some(Reason::PeerBowedOut));
+    let mut m = started(t);
+    m.handle_advert(t + second, peer(2), &advert(3, 1, 0, 0));
+    assert_eq!(reason(&mut m), Some(Reason::PeerWillTimeOut));
+    // and so does silence
+    let mut m = started(t);
+    m.handle_timeout(t + second * 4);
+    assert_eq!(reason(&mut m), Some(Reason::MasterDown));
+    // after the delay: preemption as configured
+    let mut m = started(t);
+    m.handle_advert(t + second * 30, peer(2), &advert(1, 20, 0, 0));
+    assert_eq!(reason(&mut m), Some(Reason::Preempt));
+    // a link flap starts it again
+    m.handle_link(t + second * 31, false);
+    m.handle_link(t + second * 31, true);
+    drain(&mut m);
+    m.handle_advert(t + second * 40, peer(2), &advert(1, 0, 1, 0));
+    assert_eq!(reason(&mut m), None);
+    m.handle_advert(t + second * 61, peer(2), &advert(1, 0, 1, 0));
+    assert_eq!(reason(&mut m), Some(Reason::PeerDemoted));
 }

@@ -14,6 +14,10 @@ use super::schema::{AuthName, Common, ProtocolName, VrrpAuthName};
 use super::validate::Validator;
 use crate::error::Error;
 
+/// The shortest `announce_interval`: neighbours need no more, and a
+/// thousand VHIDs announcing faster would flood the segment.
+const MIN_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A setting's value and the span it was written at.
 #[derive(Debug, Clone)]
 pub(super) struct At<T> {
@@ -56,6 +60,8 @@ pub(super) struct Level {
     pub(super) advskew: Option<At<u8>>,
     pub(super) dead_ratio: Option<u8>,
     pub(super) preempt: Option<bool>,
+    pub(super) preempt_delay: Option<Duration>,
+    pub(super) announce_interval: Option<Duration>,
     /// The password: an index into the validator's secrets.
     pub(super) key: Option<usize>,
     pub(super) auth: Option<At<AuthName>>,
@@ -110,6 +116,8 @@ impl Level {
             advskew: pick(&self.advskew, &more.advskew),
             dead_ratio: pick(&self.dead_ratio, &more.dead_ratio),
             preempt: pick(&self.preempt, &more.preempt),
+            preempt_delay: pick(&self.preempt_delay, &more.preempt_delay),
+            announce_interval: pick(&self.announce_interval, &more.announce_interval),
             key: pick(&self.key, &more.key),
             auth: pick(&self.auth, &more.auth),
             hook_timeout: pick(&self.hook_timeout, &more.hook_timeout),
@@ -145,6 +153,21 @@ impl Validator<'_> {
         let hook_timeout = c
             .hook_timeout
             .map(|t| check::duration(&d.of(t, ctx, "hook_timeout"), t.get_ref(), "10s"))
+            .transpose()?;
+        let preempt_delay = c
+            .preempt_delay
+            .map(|t| check::duration_or_zero(&d.of(t, ctx, "preempt_delay"), t.get_ref(), "30s"))
+            .transpose()?;
+        let announce_interval = c
+            .announce_interval
+            .map(|t| {
+                let at = d.of(t, ctx, "announce_interval");
+                let every = check::duration(&at, t.get_ref(), "60s")?;
+                if every < MIN_ANNOUNCE_INTERVAL {
+                    return Err(at.err("must be at least 1s"));
+                }
+                Ok(every)
+            })
             .transpose()?;
         let group = c.group.map(|g| multicast_group(d, g, ctx)).transpose()?;
         let byte = |v: Option<&Spanned<i64>>, key: &str, lo: u8| {
@@ -205,6 +228,8 @@ impl Validator<'_> {
             advskew: byte(c.advskew, "advskew", 0)?,
             dead_ratio: byte(c.dead_ratio, "dead_ratio", 1)?.map(|a| a.value),
             preempt: c.preempt,
+            preempt_delay,
+            announce_interval,
             key,
             auth: c.auth.map(At::of),
             hook_timeout,

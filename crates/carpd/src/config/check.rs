@@ -46,6 +46,16 @@ pub(super) fn duration(at: &Where<'_>, text: &str, example: &str) -> Result<Dura
     }
 }
 
+/// A duration that may be zero (`"0s"`: off).
+pub(super) fn duration_or_zero(
+    at: &Where<'_>,
+    text: &str,
+    example: &str,
+) -> Result<Duration, Error> {
+    humantime::parse_duration(text)
+        .map_err(|e| at.err(format!("{text:?}: {e} (write e.g. \"{example}\")")))
+}
+
 /// `addr[/prefix]`; the prefix defaults to a host route (/32, /128).
 pub fn parse_vaddr(s: &str) -> Result<VirtualAddr, String> {
     let (addr, prefix) = match s.split_once('/') {

@@ -587,6 +587,39 @@ fn durations() {
     );
 }
 
+#[test]
+fn preempt_delay_and_announce_interval_cascade() {
+    let v = one_vhid(MINIMAL);
+    assert_eq!(v.preempt_delay, Duration::ZERO);
+    assert_eq!(v.announce_interval, None);
+    let v = one_vhid(&format!(
+        "preempt_delay = \"30s\"\nannounce_interval = \"1m\"\n{MINIMAL}"
+    ));
+    assert_eq!(v.preempt_delay, Duration::from_secs(30));
+    assert_eq!(v.announce_interval, Some(Duration::from_secs(60)));
+    // the VHID's own value wins; "0s" turns the delay off there
+    let v = one_vhid(&format!(
+        "preempt_delay = \"30s\"\n{MINIMAL}  preempt_delay = \"0s\"\n  announce_interval = \"5s\"\n"
+    ));
+    assert_eq!(v.preempt_delay, Duration::ZERO);
+    assert_eq!(v.announce_interval, Some(Duration::from_secs(5)));
+    let e = err(&format!("announce_interval = \"500ms\"\n{MINIMAL}"));
+    assert!(
+        e.starts_with("/etc/test.toml:1: announce_interval: must be at least 1s"),
+        "{e}"
+    );
+    let e = err(&format!("announce_interval = \"0s\"\n{MINIMAL}"));
+    assert!(
+        e.starts_with("/etc/test.toml:1: announce_interval: must be"),
+        "{e}"
+    );
+    let e = err(&format!("preempt_delay = \"later\"\n{MINIMAL}"));
+    assert!(
+        e.starts_with("/etc/test.toml:1: preempt_delay: \"later\""),
+        "{e}"
+    );
+}
+
 /// Every invalid value is reported with the file, its line and its key.
 #[test]
 fn errors_name_file_line_and_key() {

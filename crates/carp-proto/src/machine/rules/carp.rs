@@ -62,14 +62,14 @@ impl CarpRules {
     }
 
     /// (demotion, interval); lower is better.
-    fn ours(&self, demote: u8) -> (u8, Duration) {
+    pub(in crate::machine) fn ours(&self, demote: u8) -> (u8, Duration) {
         (
             self.advertised_demote(demote),
             self.effective_timing(demote).interval(),
         )
     }
 
-    fn theirs(&self, advert: &Advert) -> (u8, Duration) {
+    pub(in crate::machine) fn theirs(&self, advert: &Advert) -> (u8, Duration) {
         let demote = match self.demote_style {
             DemoteStyle::Byte => advert.demote,
             DemoteStyle::Skew => 0,

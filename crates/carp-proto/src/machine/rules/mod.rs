@@ -30,7 +30,7 @@ pub enum Rules {
 
 /// A valid advertisement heard from a peer, of either protocol.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Heard<'a> {
+pub(super) enum PeerAdvert<'a> {
     Carp(&'a Advert),
     Vrrp(&'a vrrp::Advert),
 }
@@ -82,10 +82,10 @@ pub(super) enum InMaster {
 
 impl Rules {
     /// The advertisement is of this protocol and for VHID/VRID `id`.
-    pub(super) fn speaks(&self, heard: Heard<'_>, id: u8) -> bool {
+    pub(super) fn speaks(&self, heard: PeerAdvert<'_>, id: u8) -> bool {
         match (self, heard) {
-            (Rules::Carp(_), Heard::Carp(a)) => a.vhid == id,
-            (Rules::Vrrp(r), Heard::Vrrp(a)) => a.vrid == id && a.version == r.version,
+            (Rules::Carp(_), PeerAdvert::Carp(a)) => a.vhid == id,
+            (Rules::Vrrp(r), PeerAdvert::Vrrp(a)) => a.vrid == id && a.version == r.version,
             _ => false,
         }
     }
@@ -173,20 +173,25 @@ impl Rules {
 
     /// What `heard` does to a BACKUP; `None` if it is of the other
     /// protocol.
-    pub(super) fn in_backup(&self, ours: &Ours, heard: Heard<'_>) -> Option<InBackup> {
+    pub(super) fn in_backup(&self, ours: &Ours, heard: PeerAdvert<'_>) -> Option<InBackup> {
         match (self, heard) {
-            (Rules::Carp(r), Heard::Carp(a)) => Some(r.in_backup(ours, a)),
-            (Rules::Vrrp(r), Heard::Vrrp(a)) => Some(r.in_backup(ours, a)),
+            (Rules::Carp(r), PeerAdvert::Carp(a)) => Some(r.in_backup(ours, a)),
+            (Rules::Vrrp(r), PeerAdvert::Vrrp(a)) => Some(r.in_backup(ours, a)),
             _ => None,
         }
     }
 
     /// What `heard` from `src` does to a MASTER; `None` if it is of the
     /// other protocol.
-    pub(super) fn in_master(&self, ours: &Ours, src: IpAddr, heard: Heard<'_>) -> Option<InMaster> {
+    pub(super) fn in_master(
+        &self,
+        ours: &Ours,
+        src: IpAddr,
+        heard: PeerAdvert<'_>,
+    ) -> Option<InMaster> {
         match (self, heard) {
-            (Rules::Carp(r), Heard::Carp(a)) => Some(r.in_master(ours, src, a)),
-            (Rules::Vrrp(r), Heard::Vrrp(a)) => Some(r.in_master(ours, src, a)),
+            (Rules::Carp(r), PeerAdvert::Carp(a)) => Some(r.in_master(ours, src, a)),
+            (Rules::Vrrp(r), PeerAdvert::Vrrp(a)) => Some(r.in_master(ours, src, a)),
             _ => None,
         }
     }

@@ -95,6 +95,8 @@ impl Validator<'_> {
             dead_ratio: l.dead_ratio.unwrap_or(defaults.dead_ratio),
             // VRRP's Preempt_Mode is on by default (both RFCs)
             preempt: l.preempt.unwrap_or(defaults.preempt || is_vrrp),
+            preempt_delay: l.preempt_delay.unwrap_or(defaults.preempt_delay),
+            announce_interval: l.announce_interval.or(defaults.announce_interval),
             source: l.source,
             group_v4: l.group.unwrap_or(defaults.group_v4),
             broadcast: l.broadcast.unwrap_or(defaults.broadcast),
