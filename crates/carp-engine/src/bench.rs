@@ -11,7 +11,7 @@ use carp_proto::packet::{Carrier, GROUP_V4};
 use carp_proto::{Advert, Authenticator, HmacMode};
 use tokio::sync::mpsc;
 
-use crate::rx::{Demux, INBOX, Inbound, VhidEntry};
+use crate::rx::{Check, Delivery, Demux, INBOX, VhidEntry};
 use crate::spec::VhidKey;
 use crate::stats::{DropCounters, VhidStats};
 
@@ -27,7 +27,7 @@ pub struct Packet {
 #[derive(Debug)]
 pub struct ReceivePath {
     demux: Demux,
-    inboxes: HashMap<(u32, u8), mpsc::Receiver<Inbound>>,
+    inboxes: HashMap<(u32, u8), mpsc::Receiver<Delivery>>,
     auths: Vec<(u32, u8, Authenticator)>,
 }
 
@@ -62,7 +62,7 @@ impl ReceivePath {
                         interface: format!("eth{ifindex}"),
                         vhid,
                     },
-                    auth: auth.clone(),
+                    check: Check::Carp(auth.clone()),
                     inbox: tx,
                     commands,
                     stats: Arc::new(VhidStats::default()),

@@ -24,7 +24,9 @@ use crate::netlink::{self, Netlink};
 use crate::rx::{self, Demux, SharedDemux};
 use crate::share;
 use crate::socket::{BroadcastSocket, Sockets, V4Socket, V6Socket};
-use crate::spec::{EngineSpec, InterfaceSpec, VhidFilter, VhidKey, VhidSpec, VirtualAddr};
+use crate::spec::{
+    EngineSpec, InterfaceSpec, Protocol, VhidFilter, VhidKey, VhidSpec, VirtualAddr,
+};
 use crate::stats::{DropCounters, Lateness, LatenessSummary};
 use crate::track::{self, TrackerStatus, Tracking};
 use crate::vhid::{self, Command, Effects, VhidHandle, VhidParams};
@@ -91,6 +93,11 @@ impl Waiting {
             },
             state: State::Init,
             addresses: v.addresses.clone(),
+            protocol: v.protocol.name(),
+            priority: match &v.protocol {
+                Protocol::Carp => None,
+                Protocol::Vrrp(r) => Some(r.priority),
+            },
             advbase: v.advbase,
             advskew: v.advskew,
             demote: 0,
@@ -159,6 +166,10 @@ pub struct VhidStatus {
     pub key: VhidKey,
     pub state: State,
     pub addresses: Vec<VirtualAddr>,
+    /// `carp`, `vrrp3` or `vrrp2`.
+    pub protocol: &'static str,
+    /// VRRP: the priority advertised (after demotion); `None` for CARP.
+    pub priority: Option<u8>,
     pub advbase: u8,
     /// Advertised advskew (after demotion in skew style).
     pub advskew: u8,

@@ -1,6 +1,9 @@
 //! The receive path: every packet is checked once (carrier, header, VHID,
-//! loop, HMAC) and handed to its VHID's task without ever blocking the
-//! shared socket.
+//! loop, HMAC, or VRRP's checks for a VRRP VHID) and handed to its VHID's
+//! task without ever blocking the shared socket. CARP and VRRP share the
+//! sockets: the VHID the packet's number names on its interface decides
+//! which protocol's checks it gets, and a packet of the other protocol is
+//! dropped there (counted as `vrrp` on a CARP VHID, `carp` on a VRRP one).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use carp_proto::packet::{self, Carrier};
+use carp_proto::vrrp;
 use carp_proto::{Advert, Authenticator, DropReason};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
@@ -29,19 +33,67 @@ pub(crate) const INBOX: usize = 16;
 /// At most one log line per (VHID or interface, reason) per this period.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// A valid advertisement for one VHID.
+/// A valid CARP advertisement for one VHID.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Inbound {
     pub(crate) src: IpAddr,
     pub(crate) advert: Advert,
 }
 
+/// A valid VRRP advertisement for one virtual router.
+#[derive(Debug, Clone)]
+pub(crate) struct VrrpInbound {
+    pub(crate) src: IpAddr,
+    pub(crate) advert: vrrp::Advert,
+}
+
+/// What a VHID's inbox carries.
+#[derive(Debug, Clone)]
+pub(crate) enum Delivery {
+    Carp(Inbound),
+    Vrrp(VrrpInbound),
+}
+
+/// How the receiver validates one VHID's advertisements.
+#[derive(Debug)]
+pub(crate) enum Check {
+    /// CARP: the HMAC.
+    Carp(Authenticator),
+    /// VRRP: what they must carry.
+    Vrrp(VrrpCheck),
+}
+
+/// A VRRP virtual router's receive-side checks
+/// ([`vrrp::Advert::check_against`]).
+#[derive(Debug)]
+pub(crate) struct VrrpCheck {
+    pub(crate) version: vrrp::Version,
+    pub(crate) priority: u8,
+    pub(crate) interval_cs: u16,
+    pub(crate) auth: vrrp::Auth,
+    /// The virtual addresses of each family.
+    pub(crate) v4: vrrp::Addresses,
+    pub(crate) v6: vrrp::Addresses,
+}
+
+impl VrrpCheck {
+    fn expected(&self, ipv6: bool) -> vrrp::Expected<'_> {
+        vrrp::Expected {
+            version: self.version,
+            priority: self.priority,
+            interval_cs: self.interval_cs,
+            auth: &self.auth,
+            addresses: if ipv6 { &self.v6 } else { &self.v4 },
+        }
+    }
+}
+
 /// What the receiver knows about one running VHID.
 #[derive(Debug)]
 pub(crate) struct VhidEntry {
     pub(crate) key: VhidKey,
-    pub(crate) auth: Authenticator,
-    pub(crate) inbox: mpsc::Sender<Inbound>,
+    pub(crate) check: Check,
+    pub(crate) inbox: mpsc::Sender<Delivery>,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) stats: Arc<VhidStats>,
     pub(crate) keepalives: Arc<Keepalives>,
@@ -107,6 +159,14 @@ impl Demux {
             .get(1)
             .and_then(|vhid| self.unicast.get(&(ifindex, *vhid)));
         let relax_ttl = unicast.is_some_and(|u| u.relax_ttl) && !carrier.dst.is_multicast();
+        let named = payload
+            .get(1)
+            .and_then(|vhid| self.vhids.get(&(ifindex, *vhid)));
+        if let Some(entry) = named {
+            if let Check::Vrrp(check) = &entry.check {
+                return self.deliver_vrrp(ifindex, entry, check, carrier, payload, relax_ttl);
+            }
+        }
         let advert = match packet::check(carrier, payload, relax_ttl) {
             Ok(a) => a,
             Err(reason) => {
@@ -143,7 +203,11 @@ impl Demux {
         if unicast.is_some_and(|u| !u.peers.contains(&carrier.src)) {
             return drop(DropReason::NotPeer);
         }
-        if !entry.auth.verify(advert.counter, &advert.hmac) {
+        // (a VRRP VHID took its packets above)
+        let Check::Carp(auth) = &entry.check else {
+            return drop(DropReason::Carp);
+        };
+        if !auth.verify(advert.counter, &advert.hmac) {
             return drop(DropReason::BadHmac);
         }
         let now = std_now();
@@ -152,13 +216,61 @@ impl Demux {
             entry.stats.received.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        match entry.inbox.try_send(Inbound {
+        let delivery = Delivery::Carp(Inbound {
             src: carrier.src,
             advert,
-        }) {
+        });
+        match entry.inbox.try_send(delivery) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => drop(DropReason::InboxFull),
             // the task is being replaced by a reload; the new table follows
+            Err(TrySendError::Closed(_)) => Ok(()),
+        }
+    }
+
+    /// The VRRP checks, in order: [`vrrp::check`] (CARP, length, TTL,
+    /// version, type, count, checksum, interval, authentication type), our
+    /// own packet looped back, a unicast VHID's peers, then
+    /// [`vrrp::Advert::check_against`] (owner, version, VRRPv2
+    /// authentication and interval, addresses).
+    fn deliver_vrrp(
+        &self,
+        ifindex: u32,
+        entry: &VhidEntry,
+        check: &VrrpCheck,
+        carrier: &Carrier,
+        payload: &[u8],
+        relax_ttl: bool,
+    ) -> Result<(), (DropScope, DropReason)> {
+        let drop = |reason: DropReason| {
+            entry.stats.drops.add(reason);
+            Err((DropScope::Vhid(entry.key.clone()), reason))
+        };
+        let advert = match vrrp::check(carrier, payload, relax_ttl) {
+            Ok(a) => a,
+            Err(reason) => return drop(reason),
+        };
+        let own_src = self
+            .own
+            .get(&ifindex)
+            .is_some_and(|a| a.contains(&carrier.src));
+        if own_src {
+            return drop(DropReason::OwnPacket);
+        }
+        let unicast = self.unicast.get(&(ifindex, advert.vrid));
+        if unicast.is_some_and(|u| !u.peers.contains(&carrier.src)) {
+            return drop(DropReason::NotPeer);
+        }
+        if let Err(reason) = advert.check_against(&check.expected(carrier.src.is_ipv6())) {
+            return drop(reason);
+        }
+        let delivery = Delivery::Vrrp(VrrpInbound {
+            src: carrier.src,
+            advert,
+        });
+        match entry.inbox.try_send(delivery) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => drop(DropReason::InboxFull),
             Err(TrySendError::Closed(_)) => Ok(()),
         }
     }
@@ -312,7 +424,7 @@ mod tests {
 
     struct Fixture {
         demux: Demux,
-        inbox: mpsc::Receiver<Inbound>,
+        inbox: mpsc::Receiver<Delivery>,
         stats: Arc<VhidStats>,
         iface: Arc<DropCounters>,
     }
@@ -327,7 +439,7 @@ mod tests {
                 interface: "eth0".into(),
                 vhid: VHID,
             },
-            auth: auth(),
+            check: Check::Carp(auth()),
             inbox: tx,
             commands: cmd,
             stats: Arc::clone(&stats),
@@ -346,6 +458,119 @@ mod tests {
             stats,
             iface,
         }
+    }
+
+    fn carp(d: Delivery) -> Inbound {
+        match d {
+            Delivery::Carp(i) => i,
+            Delivery::Vrrp(v) => panic!("VRRP delivered: {v:?}"),
+        }
+    }
+
+    const VRID: u8 = 9;
+
+    fn vip() -> vrrp::Addresses {
+        vrrp::Addresses::V4(vec![Ipv4Addr::new(10, 0, 0, 100)])
+    }
+
+    /// VRRPv3 VRID 9, priority 100, 1 s, beside CARP VHID 5 on `IF`.
+    fn with_vrrp(f: &mut Fixture) -> (mpsc::Receiver<Delivery>, Arc<VhidStats>) {
+        let (tx, inbox) = mpsc::channel(INBOX);
+        let (cmd, _) = mpsc::channel(1);
+        let stats = Arc::new(VhidStats::default());
+        let entry = VhidEntry {
+            key: VhidKey {
+                interface: "eth0".into(),
+                vhid: VRID,
+            },
+            check: Check::Vrrp(VrrpCheck {
+                version: vrrp::Version::V3,
+                priority: 100,
+                interval_cs: 100,
+                auth: vrrp::Auth::None,
+                v4: vip(),
+                v6: vrrp::Addresses::V6(Vec::new()),
+            }),
+            inbox: tx,
+            commands: cmd,
+            stats: Arc::clone(&stats),
+            keepalives: Arc::default(),
+            peers: Arc::default(),
+        };
+        f.demux.vhids.insert((IF, VRID), Arc::new(entry));
+        (inbox, stats)
+    }
+
+    fn vrrp_advert(vrid: u8, addresses: vrrp::Addresses) -> Vec<u8> {
+        vrrp_advert_from(PEER, vrid, addresses)
+    }
+
+    fn vrrp_advert_from(src: IpAddr, vrid: u8, addresses: vrrp::Addresses) -> Vec<u8> {
+        vrrp::Advert {
+            version: vrrp::Version::V3,
+            vrid,
+            priority: 150,
+            interval_cs: 100,
+            auth: vrrp::Auth::None,
+            addresses,
+        }
+        .to_bytes(src, GROUP)
+    }
+
+    #[test]
+    fn each_protocol_reaches_its_own_vhid_only() {
+        let mut f = fixture();
+        let (mut inbox, stats) = with_vrrp(&mut f);
+        f.demux
+            .deliver(IF, &carrier(255, PEER), &vrrp_advert(VRID, vip()))
+            .unwrap();
+        match inbox.try_recv().unwrap() {
+            Delivery::Vrrp(v) => assert_eq!((v.src, v.advert.priority), (PEER, 150)),
+            Delivery::Carp(c) => panic!("CARP delivered: {c:?}"),
+        }
+        // CARP for the VRRP VHID, VRRP for the CARP one
+        let (_, reason) = f
+            .demux
+            .deliver(IF, &carrier(255, PEER), &advert(VRID, 1))
+            .unwrap_err();
+        assert_eq!(reason, DropReason::Carp);
+        assert_eq!(stats.drops.get(DropReason::Carp), 1);
+        let (_, reason) = f
+            .demux
+            .deliver(IF, &carrier(255, PEER), &vrrp_advert(VHID, vip()))
+            .unwrap_err();
+        assert_eq!(reason, DropReason::Vrrp);
+        assert_eq!(f.stats.drops.get(DropReason::Vrrp), 1);
+    }
+
+    #[test]
+    fn vrrp_drops_are_counted_on_the_virtual_router() {
+        let mut f = fixture();
+        let (mut inbox, stats) = with_vrrp(&mut f);
+        let good = vrrp_advert(VRID, vip());
+        let mut bad_sum = good.clone();
+        bad_sum[7] ^= 1;
+        let other = vrrp::Addresses::V4(vec![Ipv4Addr::new(10, 0, 0, 101)]);
+        for (c, bytes, reason) in [
+            (carrier(254, PEER), good.clone(), DropReason::BadTtl),
+            (carrier(255, PEER), bad_sum, DropReason::BadChecksum),
+            (
+                carrier(255, PEER),
+                vrrp_advert(VRID, other),
+                DropReason::AddressMismatch,
+            ),
+            (
+                carrier(255, OURS),
+                vrrp_advert_from(OURS, VRID, vip()),
+                DropReason::OwnPacket,
+            ),
+        ] {
+            let (scope, got) = f.demux.deliver(IF, &c, &bytes).unwrap_err();
+            assert_eq!(got, reason);
+            assert!(matches!(scope, DropScope::Vhid(ref k) if k.vhid == VRID));
+            assert_eq!(stats.drops.get(reason), 1);
+        }
+        assert!(inbox.try_recv().is_err());
     }
 
     fn advert(vhid: u8, counter: u64) -> [u8; 36] {
@@ -374,7 +599,7 @@ mod tests {
         f.demux
             .deliver(IF, &carrier(255, PEER), &advert(VHID, 9))
             .unwrap();
-        let got = f.inbox.try_recv().unwrap();
+        let got = carp(f.inbox.try_recv().unwrap());
         assert_eq!(got.src, PEER);
         assert_eq!(got.advert.counter, 9);
         assert!(f.stats.drops.snapshot().is_empty());
@@ -524,7 +749,7 @@ mod tests {
             assert!(matches!(scope, DropScope::Vhid(ref k) if k.vhid == VHID));
         }
         assert_eq!(f.stats.drops.get(DropReason::NotPeer), 2);
-        assert_eq!(f.inbox.try_recv().unwrap().src, PEER);
+        assert_eq!(carp(f.inbox.try_recv().unwrap()).src, PEER);
     }
 
     #[test]

@@ -147,10 +147,14 @@ pub fn take_rank(spec: &mut VhidSpec, interface: &str, locals: &[IpAddr]) -> Res
 }
 
 /// The rank rules: a ranked VHID advertises its rank's skew and always
-/// preempts, so that the first live node of its order is master.
+/// preempts, so that the first live node of its order is master. A VRRP
+/// VHID advertises the priority 254 less that skew instead.
 fn apply_rank_skew(spec: &mut VhidSpec, skew: u8) {
     spec.advskew = skew;
     spec.preempt = true;
+    if let crate::spec::Protocol::Vrrp(v) = &mut spec.protocol {
+        v.priority = 254 - skew.min(253);
+    }
 }
 
 #[cfg(test)]

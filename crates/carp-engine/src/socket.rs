@@ -556,12 +556,12 @@ fn not_open(what: &str) -> io::Error {
 
 impl Sockets {
     /// Send one copy, waiting (bounded) for buffer space.
-    pub(crate) async fn send(&self, dest: Dest, payload: &[u8; HEADER_LEN]) -> io::Result<()> {
+    pub(crate) async fn send(&self, dest: Dest, payload: &[u8]) -> io::Result<()> {
         send_bounded(self.socket(dest)?, |fd| send_once(fd, dest, payload)).await
     }
 
     /// Send one copy now or fail (`WouldBlock` when the buffer is full).
-    pub(crate) fn try_send(&self, dest: Dest, payload: &[u8; HEADER_LEN]) -> io::Result<()> {
+    pub(crate) fn try_send(&self, dest: Dest, payload: &[u8]) -> io::Result<()> {
         send_once(raw(self.socket(dest)?), dest, payload).map(drop)
     }
 
@@ -584,12 +584,19 @@ impl Sockets {
 }
 
 /// One `sendmsg`/`sendto` of `payload` to `dest` on `fd`, the socket
-/// [`Sockets::socket`] gives for it.
-fn send_once(fd: RawFd, dest: Dest, payload: &[u8; HEADER_LEN]) -> io::Result<usize> {
+/// [`Sockets::socket`] gives for it. Broadcast frames carry CARP
+/// advertisements only (UCARP `--nomcast`).
+fn send_once(fd: RawFd, dest: Dest, payload: &[u8]) -> io::Result<usize> {
     match dest {
         Dest::V4 { ifindex, src, dst } => send_v4(fd, ifindex, src, dst, payload),
         Dest::Broadcast { ifindex, src, dst } => {
-            send_frame(fd, ifindex, &build_ipv4(src, dst, payload))
+            let carp = <&[u8; HEADER_LEN]>::try_from(payload).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "broadcast frames carry CARP advertisements only",
+                )
+            })?;
+            send_frame(fd, ifindex, &build_ipv4(src, dst, carp))
         }
         Dest::V6 { ifindex, src, dst } => send_v6(fd, ifindex, src, dst, payload),
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use carp_proto::HmacMode;
 use carp_proto::machine::DemoteStyle;
+use carp_proto::vrrp;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EngineSpec {
@@ -83,6 +84,59 @@ pub struct VhidSpec {
     pub share: Option<ShareSpec>,
     /// Unicast peers and the virtual MAC.
     pub transport: TransportSpec,
+    /// CARP (the fields above named after CARP apply), or VRRP with its
+    /// own parameters (`vhid` is then the VRID).
+    pub protocol: Protocol,
+}
+
+/// The protocol a VHID speaks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Carp,
+    Vrrp(VrrpSpec),
+}
+
+impl Protocol {
+    /// `carp`, `vrrp3` or `vrrp2`, as in the configuration.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::Carp => "carp",
+            Protocol::Vrrp(v) if v.version == vrrp::Version::V2 => "vrrp2",
+            Protocol::Vrrp(_) => "vrrp3",
+        }
+    }
+}
+
+/// A VRRP virtual router's parameters. `auth`, `advbase`, `advskew`,
+/// `dead_ratio`, `demote_style`, `group_v4`, `broadcast` and
+/// `replay_protection` of the [`VhidSpec`] are not used; its `key` is the
+/// VRRPv2 plain-text password with `simple_auth`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpSpec {
+    pub version: vrrp::Version,
+    /// 1..=254, 255 for the address owner.
+    pub priority: u8,
+    /// Advertisement interval, centiseconds (VRRPv2: a multiple of 100).
+    pub interval_cs: u16,
+    /// VRRPv2 authentication type 1: the key, in plain text on the wire
+    /// (no security, as RFC 3768 says).
+    pub simple_auth: bool,
+    /// VRRPv3 Accept_Mode: a non-owner MASTER accepts packets addressed to
+    /// the virtual addresses. carpd installs the addresses either way.
+    pub accept_mode: bool,
+}
+
+impl VrrpSpec {
+    /// The authentication its advertisements carry, `key` being the
+    /// VHID's.
+    pub fn auth(&self, key: &[u8]) -> vrrp::Auth {
+        if self.simple_auth && self.version == vrrp::Version::V2 {
+            vrrp::Auth::simple(key)
+        } else {
+            vrrp::Auth::None
+        }
+    }
 }
 
 /// How a VHID reaches its peers on the segment.
@@ -149,6 +203,7 @@ impl VhidSpec {
             groups: Vec::new(),
             share: None,
             transport: TransportSpec::default(),
+            protocol: Protocol::Carp,
         }
     }
 
@@ -280,6 +335,7 @@ impl std::fmt::Debug for VhidSpec {
             .field("groups", &self.groups)
             .field("share", &self.share)
             .field("transport", &self.transport)
+            .field("protocol", &self.protocol)
             .finish()
     }
 }
@@ -305,6 +361,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn vrrp_auth_is_the_key_in_version_2_with_simple_auth_only() {
+        let v2 = VrrpSpec {
+            version: vrrp::Version::V2,
+            priority: 100,
+            interval_cs: 100,
+            simple_auth: true,
+            accept_mode: false,
+        };
+        assert_eq!(v2.auth(b"pw"), vrrp::Auth::simple(b"pw"));
+        let none = VrrpSpec {
+            simple_auth: false,
+            ..v2.clone()
+        };
+        assert_eq!(none.auth(b"pw"), vrrp::Auth::None);
+        let v3 = VrrpSpec {
+            version: vrrp::Version::V3,
+            ..v2
+        };
+        assert_eq!(v3.auth(b"pw"), vrrp::Auth::None);
+    }
+
+    #[test]
     fn a_new_vhid_has_the_protocol_defaults_and_the_demote_style_of_its_auth() {
         let bsd = VhidSpec::new(7, Vec::new(), b"pw".to_vec(), HmacMode::Bsd);
         assert_eq!(bsd.demote_style, DemoteStyle::Byte);
@@ -312,6 +390,7 @@ mod tests {
         assert_eq!(bsd.group_v4, Ipv4Addr::new(224, 0, 0, 18));
         assert!(!bsd.preempt && bsd.manage_addresses && !bsd.replay_protection);
         assert!(bsd.share.is_none() && !bsd.transport.unicast());
+        assert_eq!(bsd.protocol, Protocol::Carp);
         let ucarp = VhidSpec::new(7, Vec::new(), b"pw".to_vec(), HmacMode::Ucarp);
         assert_eq!(ucarp.demote_style, DemoteStyle::Skew);
     }

@@ -498,6 +498,7 @@ mod tests {
             groups: Vec::new(),
             share: None,
             transport: Default::default(),
+            protocol: Default::default(),
         }
     }
 

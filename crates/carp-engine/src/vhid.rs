@@ -31,9 +31,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use carp_proto::machine::SendAdvert;
+use carp_proto::machine::{CarpRules, Rules, SendAdvert, SendCarp, SendVrrp, VrrpRules};
 use carp_proto::packet::GROUP_V6;
 use carp_proto::replay::ReplayWindow;
+use carp_proto::vrrp;
 use carp_proto::{Action, Authenticator, Machine, MachineConfig, Reason, State, Timing};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -55,9 +56,9 @@ use crate::log_limit::LogLimiter;
 use crate::netlink::{AddressEvent, Netlink};
 use crate::offload::Offload;
 use crate::peers::Peers;
-use crate::rx::{INBOX, Inbound, VhidEntry};
+use crate::rx::{Check, Delivery, INBOX, Inbound, VhidEntry, VrrpCheck, VrrpInbound};
 use crate::socket::{Dest, Sockets};
-use crate::spec::{VhidKey, VhidSpec};
+use crate::spec::{Protocol, VhidKey, VhidSpec};
 use crate::stats::{Lateness, VhidStats};
 use crate::track::Demotions;
 use crate::vmac;
@@ -219,7 +220,7 @@ pub(crate) fn spawn(
     let cancel = CancellationToken::new();
     let entry = Arc::new(VhidEntry {
         key: params.key.clone(),
-        auth: auth.clone(),
+        check: receive_check(&params.spec, &auth),
         inbox: inbox_tx,
         commands: cmd_tx,
         stats: Arc::clone(&stats),
@@ -228,11 +229,9 @@ pub(crate) fn spawn(
     });
     let config = MachineConfig {
         vhid: params.spec.vhid,
-        timing: Timing::new(params.spec.advbase, params.spec.advskew),
-        dead_ratio: params.spec.dead_ratio,
+        rules: machine_rules(&params.spec),
         preempt: params.spec.preempt,
         preempt_delay: params.spec.preempt_delay,
-        demote_style: params.spec.demote_style,
         local_addr: params.local_addr(),
         initial_counter: rand::random(),
         advert_grid: Some(advert_grid(params.spec.vhid)),
@@ -349,7 +348,7 @@ enum Wake {
     Cancelled,
     Command(Command),
     Tracked,
-    Advert(Inbound),
+    Advert(Delivery),
     AddressRetry,
     /// MASTER with `announce_interval`: time to announce again.
     AnnounceRefresh,
@@ -371,7 +370,7 @@ struct Timers {
 impl Task {
     async fn run(
         mut self,
-        mut inbox: mpsc::Receiver<Inbound>,
+        mut inbox: mpsc::Receiver<Delivery>,
         mut commands: mpsc::Receiver<Command>,
         cancel: CancellationToken,
     ) {
@@ -507,7 +506,20 @@ impl Task {
         }
     }
 
-    fn advert(&mut self, msg: Inbound) {
+    fn advert(&mut self, delivery: Delivery) {
+        match delivery {
+            Delivery::Carp(msg) => self.carp_advert(msg),
+            Delivery::Vrrp(msg) => self.vrrp_advert(&msg),
+        }
+    }
+
+    fn vrrp_advert(&mut self, msg: &VrrpInbound) {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        self.machine
+            .handle_vrrp_advert(std_now(), msg.src, &msg.advert);
+    }
+
+    fn carp_advert(&mut self, msg: Inbound) {
         if self.passes_replay_check(&msg) {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
             self.peers.heard(std_now(), msg.src, &msg.advert);
@@ -734,6 +746,8 @@ impl Task {
             key: self.params.key.clone(),
             state: self.machine.state(),
             addresses: self.params.spec.addresses.clone(),
+            protocol: self.params.spec.protocol.name(),
+            priority: self.machine.effective_priority(),
             advbase: timing.advbase,
             advskew: timing.advskew,
             demote: self.machine.demote(),
@@ -771,19 +785,10 @@ impl Task {
     }
 
     async fn send(&mut self, s: SendAdvert) {
-        let bytes = s.sign(self.params.spec.vhid, &self.auth, |counter| {
-            self.stats.set_last_counter(counter);
-        });
-        if let Some(deadline) = self.lateness_from.take() {
-            self.effects
-                .lateness
-                .record(Instant::now().saturating_duration_since(deadline));
-        }
-        let mut result = Ok(());
-        for dest in destinations(&self.params, &self.effects.sockets, self.vmac.as_ref()) {
-            let r = self.effects.sockets.send(dest, &bytes).await;
-            result = result.and(r);
-        }
+        let result = match s {
+            SendAdvert::Carp(s) => self.send_carp(s).await,
+            SendAdvert::Vrrp(s) => self.send_vrrp(s).await,
+        };
         let ok = result.is_ok();
         match result {
             Ok(()) => {
@@ -798,6 +803,59 @@ impl Task {
         let before = self.machine.demote();
         self.machine.handle_send_result(std_now(), ok);
         self.demotion_changed(before);
+    }
+
+    /// How late the advertisement due at the deadline being handled leaves.
+    fn record_lateness(&mut self) {
+        if let Some(deadline) = self.lateness_from.take() {
+            self.effects
+                .lateness
+                .record(Instant::now().saturating_duration_since(deadline));
+        }
+    }
+
+    async fn send_carp(&mut self, s: SendCarp) -> std::io::Result<()> {
+        let bytes = s.sign(self.params.spec.vhid, &self.auth, |counter| {
+            self.stats.set_last_counter(counter);
+        });
+        self.record_lateness();
+        let mut result = Ok(());
+        for dest in destinations(&self.params, &self.effects.sockets, self.vmac.as_ref()) {
+            let r = self.effects.sockets.send(dest, &bytes).await;
+            result = result.and(r);
+        }
+        result
+    }
+
+    /// VRRP: one message per destination, with the addresses of its family
+    /// (VRRPv3's checksum covers the carrier's addresses).
+    async fn send_vrrp(&mut self, s: SendVrrp) -> std::io::Result<()> {
+        let auth = match &self.params.spec.protocol {
+            Protocol::Vrrp(v) => v.auth(&self.params.spec.key),
+            Protocol::Carp => vrrp::Auth::None,
+        };
+        self.record_lateness();
+        let mut result = Ok(());
+        for dest in destinations(&self.params, &self.effects.sockets, self.vmac.as_ref()) {
+            let (src, dst, addresses) = match dest {
+                Dest::V4 { src, dst, .. } | Dest::Broadcast { src, dst, .. } => (
+                    IpAddr::V4(src),
+                    IpAddr::V4(dst),
+                    vrrp_addresses(&self.params.spec, false),
+                ),
+                Dest::V6 { src, dst, .. } => (
+                    IpAddr::V6(src),
+                    IpAddr::V6(dst),
+                    vrrp_addresses(&self.params.spec, true),
+                ),
+            };
+            let bytes = s
+                .advert(self.params.spec.vhid, auth, addresses)
+                .to_bytes(src, dst);
+            let r = self.effects.sockets.send(dest, &bytes).await;
+            result = result.and(r);
+        }
+        result
     }
 
     /// Where the addresses go: the virtual MAC if there is one, else the
@@ -949,6 +1007,62 @@ impl Task {
     }
 }
 
+/// The machine's rules for the VHID's protocol.
+fn machine_rules(spec: &VhidSpec) -> Rules {
+    match &spec.protocol {
+        Protocol::Carp => Rules::Carp(CarpRules {
+            timing: Timing::new(spec.advbase, spec.advskew),
+            dead_ratio: spec.dead_ratio,
+            demote_style: spec.demote_style,
+        }),
+        Protocol::Vrrp(v) => Rules::Vrrp(VrrpRules {
+            version: v.version,
+            priority: v.priority,
+            interval_cs: v.interval_cs,
+        }),
+    }
+}
+
+/// What the receiver checks of the VHID's advertisements.
+fn receive_check(spec: &VhidSpec, auth: &Authenticator) -> Check {
+    match &spec.protocol {
+        Protocol::Carp => Check::Carp(auth.clone()),
+        Protocol::Vrrp(v) => Check::Vrrp(VrrpCheck {
+            version: v.version,
+            priority: v.priority,
+            interval_cs: v.interval_cs,
+            auth: v.auth(&spec.key),
+            v4: vrrp_addresses(spec, false),
+            v6: vrrp_addresses(spec, true),
+        }),
+    }
+}
+
+/// The VHID's virtual addresses of one family, in configuration order.
+fn vrrp_addresses(spec: &VhidSpec, ipv6: bool) -> vrrp::Addresses {
+    if ipv6 {
+        vrrp::Addresses::V6(
+            spec.addresses
+                .iter()
+                .filter_map(|a| match a.addr {
+                    IpAddr::V6(ip) => Some(ip),
+                    IpAddr::V4(_) => None,
+                })
+                .collect(),
+        )
+    } else {
+        vrrp::Addresses::V4(
+            spec.addresses
+                .iter()
+                .filter_map(|a| match a.addr {
+                    IpAddr::V4(ip) => Some(ip),
+                    IpAddr::V6(_) => None,
+                })
+                .collect(),
+        )
+    }
+}
+
 /// Every copy of an advertisement.
 fn destinations(p: &VhidParams, sockets: &Sockets, vmac: Option<&vmac::Device>) -> Vec<Dest> {
     let peers = &p.spec.transport.peers;
@@ -988,11 +1102,17 @@ fn destinations(p: &VhidParams, sockets: &Sockets, vmac: Option<&vmac::Device>) 
         }
         for peer in peers {
             if let IpAddr::V6(dst) = *peer {
-                // the kernel picks the source the peer knows us by: the
-                // link-local address for a link-local peer
+                // CARP: the kernel picks the source the peer knows us by
+                // (the link-local address for a link-local peer). VRRPv3's
+                // checksum covers the source, so it is set: the link-local
+                // one, as RFC 9568 wants.
+                let src = match p.spec.protocol {
+                    Protocol::Carp => Ipv6Addr::UNSPECIFIED,
+                    Protocol::Vrrp(_) => src,
+                };
                 dests.push(Dest::V6 {
                     ifindex: p.ifindex,
-                    src: Ipv6Addr::UNSPECIFIED,
+                    src,
                     dst,
                 });
             }

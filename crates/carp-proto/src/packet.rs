@@ -58,13 +58,13 @@ pub struct Advert {
 /// every drop can be counted separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, thiserror::Error)]
 pub enum DropReason {
-    #[error("shorter than a CARP header")]
+    #[error("shorter than a CARP or VRRP header")]
     TooShort,
     #[error("longer than a CARP header")]
     TooLong,
     #[error("TTL or hop limit is not 255")]
     BadTtl,
-    #[error("CARP version is not 2")]
+    #[error("version is not the one expected (CARP 2, VRRP 2 or 3)")]
     BadVersion,
     #[error("type is not advertisement")]
     BadType,
@@ -86,11 +86,29 @@ pub enum DropReason {
     Replay,
     #[error("inbox full")]
     InboxFull,
+    #[error("CARP packet")]
+    Carp,
+    #[error("VRRP length does not match its address count")]
+    BadLength,
+    #[error("VRRP address count is 0")]
+    NoAddresses,
+    #[error("VRRP advertisement interval is 0")]
+    BadInterval,
+    #[error("VRRPv2 authentication type is not the configured one")]
+    BadAuthType,
+    #[error("VRRPv2 plain-text password does not match")]
+    BadPassword,
+    #[error("VRRPv2 advertisement interval differs from ours")]
+    IntervalMismatch,
+    #[error("VRRP virtual addresses differ from ours")]
+    AddressMismatch,
+    #[error("VRRP advertisement received by the address owner (priority 255)")]
+    ToOwner,
 }
 
 impl DropReason {
     /// Every reason, for exhaustive counters and metrics labels.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::TooShort,
         DropReason::TooLong,
         DropReason::BadTtl,
@@ -105,6 +123,15 @@ impl DropReason {
         DropReason::NotPeer,
         DropReason::Replay,
         DropReason::InboxFull,
+        DropReason::Carp,
+        DropReason::BadLength,
+        DropReason::NoAddresses,
+        DropReason::BadInterval,
+        DropReason::BadAuthType,
+        DropReason::BadPassword,
+        DropReason::IntervalMismatch,
+        DropReason::AddressMismatch,
+        DropReason::ToOwner,
     ];
 
     /// A stable snake_case name for logs, status output and metric labels.
@@ -124,6 +151,15 @@ impl DropReason {
             DropReason::NotPeer => "not_peer",
             DropReason::Replay => "replay",
             DropReason::InboxFull => "inbox_full",
+            DropReason::Carp => "carp",
+            DropReason::BadLength => "bad_length",
+            DropReason::NoAddresses => "no_addresses",
+            DropReason::BadInterval => "bad_interval",
+            DropReason::BadAuthType => "bad_auth_type",
+            DropReason::BadPassword => "bad_password",
+            DropReason::IntervalMismatch => "interval_mismatch",
+            DropReason::AddressMismatch => "address_mismatch",
+            DropReason::ToOwner => "to_owner",
         }
     }
 }
@@ -428,14 +464,24 @@ fn looks_like_vrrp(carrier: &Carrier, payload: &[u8]) -> bool {
 /// checksum field, and zero over data whose checksum field is already right.
 /// An odd trailing byte counts as the high byte of a last word.
 pub fn checksum(data: &[u8]) -> u16 {
-    let mut words = data.chunks_exact(2);
-    // u64 cannot overflow for any slice that fits in memory.
-    let mut sum: u64 = words
-        .by_ref()
-        .map(|w| u64::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    if let [last] = words.remainder() {
-        sum += u64::from(*last) << 8;
+    checksum_parts(&[data])
+}
+
+/// [`checksum`] of the concatenation of `parts` (a pseudo-header, then the
+/// message). Every part but the last must have an even length, as
+/// pseudo-headers do.
+pub fn checksum_parts(parts: &[&[u8]]) -> u16 {
+    // u64 cannot overflow for any slices that fit in memory.
+    let mut sum: u64 = 0;
+    for data in parts {
+        let mut words = data.chunks_exact(2);
+        sum += words
+            .by_ref()
+            .map(|w| u64::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum::<u64>();
+        if let [last] = words.remainder() {
+            sum += u64::from(*last) << 8;
+        }
     }
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);

@@ -30,9 +30,11 @@ mod harness;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use carp_proto::machine::{Action, AdvertGrid, DemoteStyle, MachineConfig};
+use carp_proto::machine::{
+    Action, AdvertGrid, CarpRules, DemoteStyle, MachineConfig, Rules, SendAdvert,
+};
 use carp_proto::{Advert, Machine, Reason, State, Timing};
-use harness::{Rng, Sim, VHID, config, ms, ns, secs, skew, v4};
+use harness::{Rng, Sim, VHID, carp, config, ms, ns, secs, skew, v4};
 use proptest::prelude::*;
 
 use State::{Backup, Init, Master};
@@ -92,8 +94,8 @@ fn takeover_exactly_master_down_after_last_advert() {
 fn dead_ratio_5() {
     let mut a = config(a1(), 1, 0);
     let mut b = config(a2(), 1, 10);
-    a.dead_ratio = 5;
-    b.dead_ratio = 5;
+    carp(&mut a).dead_ratio = 5;
+    carp(&mut b).dead_ratio = 5;
     let mut sim = pair(a, b);
     sim.run_until(ms(10_500));
     assert_eq!(sim.history(0)[1], (secs(5), Master, Reason::MasterDown));
@@ -362,7 +364,7 @@ fn bow_out_hands_over_in_one_wire_delay() {
     sim.run_until(secs(600));
     let bow_out = sim.sends_of(0).last().copied().unwrap();
     assert_eq!(bow_out.at, ms(10_500));
-    assert_eq!(bow_out.advert.timing, Timing::BOW_OUT);
+    assert_eq!(bow_out.carp().timing, Timing::BOW_OUT);
     assert_eq!(sim.history(0)[2], (ms(10_500), Init, Reason::Shutdown));
     assert_eq!(
         sim.history(1),
@@ -379,7 +381,7 @@ fn bow_out_hands_over_in_one_wire_delay() {
 #[test]
 fn lost_bow_out_falls_back_to_master_down() {
     let mut sim = pair(config(a1(), 1, 0), config(a2(), 1, 10));
-    sim.set_loss(|p, _| p.advert.timing().is_bow_out());
+    sim.set_loss(|p, _| p.carp().timing().is_bow_out());
     sim.run_until(ms(10_500));
     sim.with(0, |m, now| m.shutdown(now));
     sim.run_until(secs(60));
@@ -400,7 +402,7 @@ fn demote_byte_loses_then_preempt_wins_back() {
     // Advertised at once, in byte 4, timing unchanged.
     let s = sim.sends_of(0).last().copied().unwrap();
     assert_eq!(
-        (s.at, s.advert.demote, s.advert.timing),
+        (s.at, s.carp().demote, s.carp().timing),
         (ms(10_500), 1, Timing::new(1, 0))
     );
     sim.run_until(ms(20_500));
@@ -432,7 +434,7 @@ fn demote_skew_raises_advskew() {
     let mut b = config(a2(), 1, 10);
     for c in [&mut a, &mut b] {
         c.preempt = true;
-        c.demote_style = DemoteStyle::Skew;
+        carp(c).demote_style = DemoteStyle::Skew;
     }
     let mut sim = pair(a, b);
     sim.run_until(ms(10_500));
@@ -440,7 +442,7 @@ fn demote_skew_raises_advskew() {
     assert_eq!(sim.nodes[0].machine.effective_timing(), Timing::new(1, 20));
     let s = sim.sends_of(0).last().copied().unwrap();
     assert_eq!(
-        (s.at, s.advert.demote, s.advert.timing),
+        (s.at, s.carp().demote, s.carp().timing),
         (ms(10_500), 0, Timing::new(1, 20))
     );
     sim.run_until(secs(15));
@@ -510,7 +512,7 @@ fn master_will_time_out_advbase_0() {
 #[test]
 fn master_will_not_time_out_with_higher_dead_ratio() {
     let mut b = config(a2(), 1, 0);
-    b.dead_ratio = 6;
+    carp(&mut b).dead_ratio = 6;
     let mut sim = Sim::new(D);
     sim.add(config(a1(), 5, 0));
     sim.add(b);
@@ -532,7 +534,7 @@ fn send_errors_demote_and_recover() {
         sim.sends_of(0)
             .iter()
             .filter(|s| s.at == t)
-            .map(|s| s.advert.demote)
+            .map(|s| s.carp().demote)
             .collect::<Vec<_>>()
     };
     // 11 s, 12 s fail; the third failure (13 s) demotes, advertised at once.
@@ -829,15 +831,17 @@ fn machine_config() -> impl Strategy<Value = MachineConfig> {
             |(advbase, advskew, dead_ratio, preempt, skew_style, addr, counter, grid, delay_ms)| {
                 MachineConfig {
                     vhid: VHID,
-                    timing: Timing::new(advbase, advskew),
-                    dead_ratio,
+                    rules: Rules::Carp(CarpRules {
+                        timing: Timing::new(advbase, advskew),
+                        dead_ratio,
+                        demote_style: if skew_style {
+                            DemoteStyle::Skew
+                        } else {
+                            DemoteStyle::Byte
+                        },
+                    }),
                     preempt,
                     preempt_delay: Duration::from_millis(delay_ms),
-                    demote_style: if skew_style {
-                        DemoteStyle::Skew
-                    } else {
-                        DemoteStyle::Byte
-                    },
                     local_addr: v4([10, 0, 0, addr]),
                     initial_counter: counter,
                     advert_grid: grid.map(|(slot, slots, epoch_ms)| {
@@ -924,10 +928,13 @@ proptest! {
                         prop_assert_ne!(from, to);
                         state = to;
                     }
-                    Action::Send(s) => {
+                    Action::Send(SendAdvert::Vrrp(s)) => {
+                        prop_assert!(false, "VRRP from a CARP machine: {:?}", s);
+                    }
+                    Action::Send(SendAdvert::Carp(s)) => {
                         counter = counter.wrapping_add(1);
                         prop_assert_eq!(s.counter, counter);
-                        if config.demote_style == DemoteStyle::Skew {
+                        if config.carp().is_some_and(|c| c.demote_style == DemoteStyle::Skew) {
                             prop_assert_eq!(s.demote, 0);
                         }
                     }
@@ -983,10 +990,10 @@ fn cluster() -> impl Strategy<Value = (Vec<MachineConfig>, Vec<(u32, Event)>, u6
                     .enumerate()
                     .map(|(i, (advskew, dead_ratio, preempt))| {
                         let mut c = config(v4([10, 0, 0, 1 + i as u8]), advbase, advskew);
-                        c.dead_ratio = dead_ratio;
+                        carp(&mut c).dead_ratio = dead_ratio;
                         c.preempt = preempt;
                         if skew_style {
-                            c.demote_style = DemoteStyle::Skew;
+                            carp(&mut c).demote_style = DemoteStyle::Skew;
                         }
                         c
                     })

@@ -379,6 +379,8 @@ mod tests {
             vhid: 1,
             state: "BACKUP".into(),
             addresses: vec!["10.0.0.1/24".into()],
+            protocol: "carp".into(),
+            priority: None,
             advbase: 1,
             advskew: 100,
             demote: 0,

@@ -304,7 +304,14 @@ pub struct VhidInfo {
     pub state: String,
     /// `addr/prefix`.
     pub addresses: Vec<String>,
-    /// Timers and demotion in effect (advskew after demotion in skew style).
+    /// `carp`, `vrrp3` or `vrrp2`.
+    #[serde(default = "carp_name")]
+    pub protocol: String,
+    /// VRRP: the priority advertised (after demotion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// CARP timers and demotion in effect (advskew after demotion in skew
+    /// style; VRRP: the interval in these units, and the demotion).
     pub advbase: u8,
     pub advskew: u8,
     pub demote: u8,
@@ -381,6 +388,10 @@ impl From<&PeerStatus> for PeerInfo {
     }
 }
 
+fn carp_name() -> String {
+    "carp".to_string()
+}
+
 impl From<&VhidStatus> for VhidInfo {
     fn from(s: &VhidStatus) -> VhidInfo {
         let names = |m: &DropCounts| m.iter().map(|(k, v)| (k.to_string(), *v)).collect();
@@ -393,6 +404,8 @@ impl From<&VhidStatus> for VhidInfo {
                 .iter()
                 .map(|a| format!("{}/{}", a.addr, a.prefix_len))
                 .collect(),
+            protocol: s.protocol.to_string(),
+            priority: s.priority,
             advbase: s.advbase,
             advskew: s.advskew,
             demote: s.demote,

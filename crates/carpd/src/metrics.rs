@@ -291,6 +291,16 @@ impl Collector for Snapshot {
         )?;
         family(
             &mut enc,
+            "carpd_vhid_priority",
+            "VRRP priority advertised (after demotion); VRRP VHIDs only",
+            MetricType::Gauge,
+            v.iter().filter_map(|s| {
+                s.priority
+                    .map(|p| (vhid_labels(s), ConstGauge::new(i64::from(p))))
+            }),
+        )?;
+        family(
+            &mut enc,
             "carpd_hook_runs",
             "Up/down hook commands started",
             MetricType::Counter,
@@ -412,6 +422,8 @@ mod tests {
                 prefix_len: 24,
             }],
             advbase: 1,
+            protocol: "carp",
+            priority: None,
             advskew: 0,
             demote: 0,
             master: None,
@@ -445,7 +457,18 @@ mod tests {
         lateness.buckets[..2].copy_from_slice(&[1, 2]);
         let text = render(
             Snapshot {
-                vhids: vec![status(State::Master)],
+                vhids: vec![
+                    status(State::Master),
+                    VhidStatus {
+                        key: VhidKey {
+                            interface: "eth0".into(),
+                            vhid: 9,
+                        },
+                        protocol: "vrrp3",
+                        priority: Some(150),
+                        ..status(State::Backup)
+                    },
+                ],
                 interface_drops: [("*".to_string(), [("bad_ttl", 4)].into())].into(),
                 lateness,
                 control_refused: 2,
@@ -469,6 +492,7 @@ mod tests {
             r#"carpd_address_restored_total{interface="eth0",vhid="7"} 1"#,
             r#"carpd_address_conflicts_total{interface="eth0",vhid="7"} 4"#,
             r#"carpd_vhid_demote{interface="eth0",vhid="7"} 0"#,
+            r#"carpd_vhid_priority{interface="eth0",vhid="9"} 150"#,
             "carpd_control_refused_total 2",
             "# TYPE carpd_log_lines_dropped counter",
             "carpd_log_lines_dropped_total 11",
@@ -486,6 +510,11 @@ mod tests {
         }
         assert!(
             text.contains("carpd_timer_lateness_seconds_sum 0.0016"),
+            "{text}"
+        );
+        // a CARP VHID has no priority
+        assert!(
+            !text.contains(r#"carpd_vhid_priority{interface="eth0",vhid="7"}"#),
             "{text}"
         );
     }

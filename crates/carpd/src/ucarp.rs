@@ -390,6 +390,7 @@ mod tests {
                     groups: Vec::new(),
                     share: None,
                     transport: Default::default(),
+                    protocol: Default::default(),
                 }],
             }],
             trackers: Vec::new(),

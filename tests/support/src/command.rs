@@ -64,6 +64,8 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("sysctl", "procps"),
     ("ucarp", "ucarp"),
+    ("keepalived", "keepalived"),
+    ("vtysh", "frr"),
     ("tcpdump", "tcpdump"),
     ("tshark", "tshark"),
     ("python3", "python3"),

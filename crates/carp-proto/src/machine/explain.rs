@@ -211,15 +211,17 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::machine::{DemoteStyle, MachineConfig};
+    use crate::machine::{CarpRules, DemoteStyle, MachineConfig, Rules};
 
     fn machine(advskew: u8, preempt: bool, local: [u8; 4]) -> Machine {
         Machine::new(MachineConfig {
             vhid: 1,
-            timing: Timing::new(1, advskew),
-            dead_ratio: 3,
+            rules: Rules::Carp(CarpRules {
+                timing: Timing::new(1, advskew),
+                dead_ratio: 3,
+                demote_style: DemoteStyle::Byte,
+            }),
             preempt,
-            demote_style: DemoteStyle::Byte,
             local_addr: IpAddr::V4(Ipv4Addr::from(local)),
             initial_counter: 0,
             advert_grid: None,

@@ -5,7 +5,7 @@
 //! deadline ([`Machine::poll_timeout`]). The caller calls
 //! [`Machine::handle_timeout`] once that deadline has passed.
 //!
-//! # Rules
+//! # Rules (CARP)
 //!
 //! "Priority" is the pair (demotion, advertisement interval), compared in
 //! that order; lower is better. Ours is built from [`Machine::demote`] and
@@ -51,6 +51,32 @@
 //! * [`Machine::shutdown`]: a MASTER sends a bow-out and removes its
 //!   addresses; the machine stays in INIT for good.
 //!
+//! # VRRP
+//!
+//! A VHID whose [`Rules`] are [`Rules::Vrrp`] keeps the states and the
+//! takeover/announce/link/step-down/shutdown steps above, with VRRP's
+//! decisions (RFC 9568 6.4, RFC 3768 6.4) in place of CARP's:
+//!
+//! * priority: the configured one less the demotion in effect, never below
+//!   1; higher is better. 255 (undemoted) is the address owner: link up
+//!   takes INIT -> MASTER at once ([`Reason::Owner`]).
+//! * a BACKUP waits `3 * Active_Adver_Interval + Skew_Time`, Skew_Time =
+//!   `((256 - priority) * Active_Adver_Interval) / 256` (VRRPv2: `(256 -
+//!   priority) / 256` s, with our own interval). VRRPv3's
+//!   Active_Adver_Interval is the one the master advertises, learned from
+//!   each advertisement the BACKUP accepts; ours until then.
+//! * BACKUP, on an advertisement: priority 0: the timer is set to Skew_Time,
+//!   then MASTER ([`Reason::PeerBowedOut`]); preemption on (not held by a
+//!   step-down) and a lower priority than ours: discarded, so the running
+//!   timer makes us MASTER ([`Reason::Preempt`]); otherwise the timer
+//!   restarts.
+//! * MASTER, on an advertisement: priority 0: advertise at once and restart
+//!   the schedule; a higher priority, or an equal one from a higher
+//!   primary address (unsigned, network byte order): BACKUP
+//!   ([`Reason::PeerPreferred`], [`Reason::PeerWinsTie`]), no last
+//!   advertisement; a lower one: answered as CARP answers a worse master.
+//! * leaving sends priority 0 instead of CARP's bow-out.
+//!
 //! # Equal priority: UCARP's tie-break
 //!
 //! The BSD kernels let a MASTER yield to any peer with the same demotion and
@@ -78,9 +104,12 @@
 //!
 //! # Files
 //!
-//! The inputs and the rules above are here; the static parameters are in
-//! `config`, each state's own data in `state`, the rule that applies to a
-//! given peer, as data for operators, in `explain`, the advertisement schedule
+//! The inputs and the states' steps are here; what depends on the protocol
+//! (who wins, how long a BACKUP waits, what is advertised) is in `rules`
+//! (`rules/carp.rs`, `rules/vrrp_rules.rs`); the static parameters are in
+//! `config`, each state's own data in `state`, the CARP rule that applies
+//! to a given peer, as data for operators, in `explain`, the advertisement
+//! schedule
 //! and grid in `schedule`, what to send, how it is signed and what failed
 //! sends do in `send`, and what a driver may do in the machine's place in
 //! `offload`.
@@ -91,27 +120,29 @@ use std::time::{Duration, Instant};
 
 use crate::packet::Advert;
 use crate::timing::Timing;
+use crate::vrrp;
 
 mod config;
 mod explain;
 mod offload;
+mod rules;
 mod schedule;
 mod send;
 mod state;
 
-pub use config::{DemoteStyle, MachineConfig};
+pub use config::MachineConfig;
 pub use explain::{Explanation, Heard, Priority, Rule};
 pub use offload::SteadyAdverts;
+pub use rules::{CarpRules, DemoteStyle, Rules, VrrpRules};
+use rules::{InBackup, InMaster, Ours, PeerAdvert};
 pub use schedule::{AdvertGrid, SteadySchedule};
-pub use send::SendAdvert;
 use send::SendHealth;
-use state::{Backup, Init, Master, Phase};
+pub use send::{SendAdvert, SendCarp, SendVrrp};
+use state::{Backup, Init, Master, Phase, Wait};
 
 /// Periodic advertisements after a takeover before the announcement is
 /// repeated.
 const ADVERTS_BEFORE_REPEAT_ANNOUNCE: u8 = 2;
-/// Highest advskew that [`DemoteStyle::Skew`] demotion advertises (FreeBSD).
-const SKEW_DEMOTE_CAP: u8 = 240;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
@@ -137,18 +168,22 @@ pub enum Reason {
     Startup,
     /// BACKUP -> MASTER: no advertisement for the master-down time.
     MasterDown,
-    /// BACKUP -> MASTER: preemption, our interval is shorter.
+    /// BACKUP -> MASTER: preemption; CARP: our interval is shorter; VRRP:
+    /// our priority is higher and the master-down time ran out.
     Preempt,
     /// BACKUP -> MASTER: the master advertises a higher demotion than ours.
     PeerDemoted,
     /// BACKUP -> MASTER: the master's interval exceeds dead_ratio * advbase.
     PeerWillTimeOut,
-    /// BACKUP -> MASTER: the master sent a bow-out (255/255).
+    /// BACKUP -> MASTER: the master left: a CARP bow-out (255/255), or VRRP
+    /// priority 0 followed by our skew time.
     PeerBowedOut,
-    /// MASTER -> BACKUP: a peer with a lower demotion or shorter interval.
+    /// MASTER -> BACKUP: a better peer (CARP: lower demotion or shorter
+    /// interval; VRRP: higher priority).
     PeerPreferred,
-    /// MASTER -> BACKUP: equal demotion and interval, and the peer's source
-    /// address is lower (UCARP's rule, see the module docs).
+    /// MASTER -> BACKUP: equal priority and the peer wins the tie-break
+    /// (CARP: UCARP's address order, see the module docs; VRRP: the higher
+    /// primary address).
     PeerWinsTie,
     /// any -> INIT: the parent link went down.
     LinkDown,
@@ -158,6 +193,8 @@ pub enum Reason {
     StepDown,
     /// MASTER/BACKUP -> INIT: shutting down.
     Shutdown,
+    /// INIT -> MASTER: VRRP address owner (priority 255), at once.
+    Owner,
 }
 
 impl Reason {
@@ -175,6 +212,7 @@ impl Reason {
             Reason::LinkUp => "link_up",
             Reason::StepDown => "step_down",
             Reason::Shutdown => "shutdown",
+            Reason::Owner => "owner",
         }
     }
 }
@@ -201,7 +239,7 @@ pub enum Action {
 pub struct Machine {
     config: MachineConfig,
     phase: Phase,
-    /// Last counter sent or adopted; the next advertisement carries + 1.
+    /// Last CARP counter sent or adopted; the next advertisement carries + 1.
     counter: u64,
     external_demote: u8,
     send_health: SendHealth,
@@ -241,17 +279,19 @@ impl Machine {
             .saturating_add(self.send_health.demotion())
     }
 
-    /// The timing we advertise now (configured, plus demotion in
-    /// [`DemoteStyle::Skew`]).
+    /// The timing we advertise now (CARP: configured, plus demotion in
+    /// [`DemoteStyle::Skew`]; VRRP: the interval in CARP's units, see
+    /// [`Rules`]).
     pub fn effective_timing(&self) -> Timing {
-        let t = self.config.timing;
-        let demote = self.demote();
-        match self.config.demote_style {
-            DemoteStyle::Skew if demote > 0 => {
-                let skew = t.advskew.saturating_add(demote).min(SKEW_DEMOTE_CAP);
-                Timing::new(t.advbase, t.advskew.max(skew))
-            }
-            _ => t,
+        self.config.rules.effective_timing(self.demote())
+    }
+
+    /// VRRP: the priority we advertise now (configured less demotion, never
+    /// below 1); `None` for CARP.
+    pub fn effective_priority(&self) -> Option<u8> {
+        match &self.config.rules {
+            Rules::Carp(_) => None,
+            Rules::Vrrp(r) => Some(r.advertised_priority(self.demote())),
         }
     }
 
@@ -261,18 +301,22 @@ impl Machine {
         self.master_addr
     }
 
-    /// Link up: INIT -> BACKUP (arms the master-down timer). Link down: any
-    /// -> INIT (removes addresses if MASTER).
+    /// Link up: INIT -> BACKUP (arms the master-down timer), or MASTER at
+    /// once for a VRRP address owner. Link down: any -> INIT (removes
+    /// addresses if MASTER).
     pub fn handle_link(&mut self, now: Instant, up: bool) {
         match (&self.phase, up) {
+            (Phase::Init(_), true) if self.config.rules.is_owner(self.demote()) => {
+                self.become_master(now, Reason::Owner);
+            }
             (Phase::Init(init), true) => {
                 let reason = init.link_up;
                 let delay = self.config.preempt_delay;
                 let delayed = (!delay.is_zero()).then(|| now + delay);
                 let backup = Backup {
-                    master_down_from: now,
                     // whichever hold ends later: a step-down's or the delay
                     no_preempt_until: init.no_preempt_until.max(delayed),
+                    ..Backup::since(now)
                 };
                 self.enter(Phase::Backup(backup), reason);
             }
@@ -289,28 +333,44 @@ impl Machine {
         }
     }
 
-    /// A valid (checksum and HMAC verified) advertisement from `src`.
+    /// A valid (checksum and HMAC verified) CARP advertisement from `src`.
+    /// Ignored unless this VHID speaks CARP.
     pub fn handle_advert(&mut self, now: Instant, src: IpAddr, advert: &Advert) {
+        self.handle_heard(now, src, PeerAdvert::Carp(advert));
+    }
+
+    /// A VRRP advertisement from `src` that passed [`vrrp::check`] and
+    /// [`vrrp::Advert::check_against`]. Ignored unless this VHID speaks
+    /// that VRRP version.
+    pub fn handle_vrrp_advert(&mut self, now: Instant, src: IpAddr, advert: &vrrp::Advert) {
+        self.handle_heard(now, src, PeerAdvert::Vrrp(advert));
+    }
+
+    fn handle_heard(&mut self, now: Instant, src: IpAddr, heard: PeerAdvert<'_>) {
         let listening = matches!(self.phase, Phase::Backup(_) | Phase::Master(_));
-        if !listening || advert.vhid != self.config.vhid {
+        if !listening || !self.config.rules.speaks(heard, self.config.vhid) {
             return;
         }
         self.master_addr = Some(src);
-        // UCARP and FreeBSD continue from the peer's counter; OpenBSD only
-        // needs ours to differ from its own cookie, which + 1 guarantees.
-        self.counter = advert.counter;
+        if let PeerAdvert::Carp(advert) = heard {
+            // UCARP and FreeBSD continue from the peer's counter; OpenBSD
+            // only needs ours to differ from its own cookie, which + 1
+            // guarantees.
+            self.counter = advert.counter;
+        }
         match self.phase {
-            Phase::Backup(_) => self.advert_as_backup(now, advert),
-            Phase::Master(_) => self.advert_as_master(now, src, advert),
+            Phase::Backup(_) => self.advert_as_backup(now, heard),
+            Phase::Master(_) => self.advert_as_master(now, src, heard),
             Phase::Init(_) | Phase::ShutDown => {}
         }
     }
 
     /// Call when `now >= poll_timeout()`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.state() == State::Backup {
+        if let Phase::Backup(backup) = &self.phase {
+            let reason = backup.wait.reason();
             if self.poll_timeout().is_some_and(|t| now >= t) {
-                self.become_master(now, Reason::MasterDown);
+                self.become_master(now, reason);
             }
             return;
         }
@@ -333,7 +393,7 @@ impl Machine {
             }
             None => false,
         };
-        self.send(self.effective_timing());
+        self.send();
         if repeat_announce {
             self.actions.push_back(Action::Announce);
         }
@@ -367,20 +427,26 @@ impl Machine {
             return;
         }
         let backup = Backup {
-            master_down_from: now,
             no_preempt_until: Some(now + self.master_down_time()),
+            ..Backup::since(now)
         };
         self.enter(Phase::Backup(backup), Reason::StepDown);
         self.actions.push_back(Action::RemoveAddresses);
     }
 
-    /// Leave: a MASTER sends a bow-out and removes its addresses; ends in
-    /// INIT with no deadline, for good.
+    /// Leave: a MASTER sends its leaving advertisement (CARP bow-out, VRRP
+    /// priority 0) and removes its addresses; ends in INIT with no
+    /// deadline, for good.
     pub fn shutdown(&mut self, _now: Instant) {
         match self.phase {
             Phase::Master(_) => {
                 self.enter(Phase::ShutDown, Reason::Shutdown);
-                self.send(Timing::BOW_OUT);
+                self.counter = self.counter.wrapping_add(1);
+                let leaving = self
+                    .config
+                    .rules
+                    .leaving_advert(self.demote(), self.counter);
+                self.actions.push_back(Action::Send(leaving));
                 self.actions.push_back(Action::RemoveAddresses);
             }
             Phase::Backup(_) => self.enter(Phase::ShutDown, Reason::Shutdown),
@@ -392,7 +458,7 @@ impl Machine {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Init(_) | Phase::ShutDown => None,
-            Phase::Backup(backup) => Some(backup.master_down_from + self.master_down_time()),
+            Phase::Backup(backup) => Some(backup.master_down_from + self.backup_wait(backup)),
             Phase::Master(master) => Some(master.adverts.next()),
         }
     }
@@ -401,108 +467,146 @@ impl Machine {
         self.actions.pop_front()
     }
 
-    fn advert_as_backup(&mut self, now: Instant, advert: &Advert) {
-        let Phase::Backup(backup) = &self.phase else {
+    /// What we bring to a decision; `held`: a step-down holds preemption
+    /// off.
+    fn ours(&self, held: bool) -> Ours {
+        Ours {
+            demote: self.demote(),
+            preempt: self.config.preempt,
+            held,
+            addr: self.config.local_addr,
+        }
+    }
+
+    fn advert_as_backup(&mut self, now: Instant, heard: PeerAdvert<'_>) {
+        let held = match &self.phase {
+            Phase::Backup(backup) => backup.holds_preemption(now),
+            _ => false,
+        };
+        let ours = self.ours(held);
+        let Some(verdict) = self.config.rules.in_backup(&ours, heard) else {
             return;
         };
-        let held = backup.holds_preemption(now);
-        match self.backup_verdict(advert, held) {
-            Some(reason) => self.become_master(now, reason),
-            None => {
-                if let Phase::Backup(backup) = &mut self.phase {
-                    backup.master_down_from = now;
+        if let InBackup::TakeOver(reason) = verdict {
+            self.become_master(now, reason);
+            return;
+        }
+        let Phase::Backup(backup) = &mut self.phase else {
+            return;
+        };
+        match verdict {
+            InBackup::Restart { active_interval } => {
+                backup.master_down_from = now;
+                backup.wait = Wait::MasterDown;
+                if active_interval.is_some() {
+                    backup.active_interval = active_interval;
+                }
+            }
+            InBackup::Outrank => {
+                if backup.wait == Wait::MasterDown {
+                    backup.wait = Wait::Outranking;
+                }
+            }
+            InBackup::MasterLeaving => {
+                backup.master_down_from = now;
+                backup.wait = Wait::MasterLeaving;
+            }
+            InBackup::TakeOver(_) => {}
+        }
+    }
+
+    fn advert_as_master(&mut self, now: Instant, src: IpAddr, heard: PeerAdvert<'_>) {
+        let ours = self.ours(false);
+        let Some(verdict) = self.config.rules.in_master(&ours, src, heard) else {
+            return;
+        };
+        match verdict {
+            InMaster::Yield {
+                reason,
+                last_word,
+                active_interval,
+            } => {
+                let backup = Backup {
+                    active_interval,
+                    ..Backup::since(now)
+                };
+                self.enter(Phase::Backup(backup), reason);
+                if last_word {
+                    self.send();
+                }
+                self.actions.push_back(Action::RemoveAddresses);
+            }
+            InMaster::AdvertiseNow => {
+                self.send();
+                self.restart_schedule(now);
+            }
+            InMaster::Answer => {
+                let master_down_time = self.master_down_time();
+                let Phase::Master(master) = &mut self.phase else {
+                    return;
+                };
+                let may_answer = master
+                    .last_reassert
+                    .is_none_or(|t| now >= t + master_down_time);
+                if may_answer {
+                    master.last_reassert = Some(now);
+                    self.actions.push_back(Action::Announce);
+                    self.send();
                 }
             }
         }
     }
 
-    /// What an advertisement does to a BACKUP: `Some(reason)` to take over,
-    /// `None` to restart the master-down timer. `held`: after a step-down,
-    /// rules 2 and 3 are suspended.
-    fn backup_verdict(&self, advert: &Advert, held: bool) -> Option<Reason> {
-        match self.backup_rule(advert, held) {
-            Rule::TakeOver(reason) => Some(reason),
-            _ => None,
-        }
-    }
-
-    /// The numbered BACKUP rule that applies to `advert` (see the module
-    /// docs).
+    /// The CARP rule that applies to `advert` in BACKUP, as `explain`
+    /// shows it (a VRRP machine waits).
     fn backup_rule(&self, advert: &Advert, held: bool) -> Rule {
-        let theirs = advert.timing();
-        if theirs.is_bow_out() {
-            return Rule::TakeOver(Reason::PeerBowedOut);
+        let ours = self.ours(held);
+        match self.config.rules.in_backup(&ours, PeerAdvert::Carp(advert)) {
+            Some(InBackup::TakeOver(reason)) => Rule::TakeOver(reason),
+            _ => Rule::Wait { held },
         }
-        let (our_demote, our_interval) = self.our_priority();
-        let (their_demote, their_interval) = self.their_priority(advert);
-        if !held {
-            if their_demote > our_demote {
-                return Rule::TakeOver(Reason::PeerDemoted);
-            }
-            if self.config.preempt && their_demote == our_demote && our_interval < their_interval {
-                return Rule::TakeOver(Reason::Preempt);
-            }
-        }
-        let ours = self.effective_timing();
-        let limit = if ours.advbase > 0 {
-            Duration::from_secs(u64::from(self.config.dead_ratio.max(1)) * u64::from(ours.advbase))
-        } else {
-            self.master_down_time()
-        };
-        if theirs.interval() > limit {
-            return Rule::TakeOver(Reason::PeerWillTimeOut);
-        }
-        Rule::Wait { held }
     }
 
-    /// What an advertisement from `src` does to a MASTER.
+    /// The CARP rule that applies to `advert` from `src` in MASTER, as
+    /// `explain` shows it (a VRRP machine stays).
     fn master_rule(&self, src: IpAddr, advert: &Advert) -> Rule {
-        let ours = self.our_priority();
-        let theirs = self.their_priority(advert);
-        // A bow-out never wins: the peer is leaving.
-        if advert.timing().is_bow_out() {
-            Rule::Stay
-        } else if theirs < ours {
-            Rule::Yield(Reason::PeerPreferred)
-        } else if theirs == ours && tie_rank(src) < tie_rank(self.config.local_addr) {
-            Rule::Yield(Reason::PeerWinsTie)
-        } else {
-            Rule::Stay
+        let ours = self.ours(false);
+        match self
+            .config
+            .rules
+            .in_master(&ours, src, PeerAdvert::Carp(advert))
+        {
+            Some(InMaster::Yield { reason, .. }) => Rule::Yield(reason),
+            _ => Rule::Stay,
         }
     }
 
-    fn advert_as_master(&mut self, now: Instant, src: IpAddr, advert: &Advert) {
-        if let Rule::Yield(reason) = self.master_rule(src, advert) {
-            self.enter(Phase::Backup(Backup::since(now)), reason);
-            // As UCARP: make sure the new master hears from us once more.
-            self.send(self.effective_timing());
-            self.actions.push_back(Action::RemoveAddresses);
-            return;
+    /// CARP's (demotion, interval) of ours, as `explain` shows it.
+    fn our_priority(&self) -> (u8, Duration) {
+        match &self.config.rules {
+            Rules::Carp(c) => c.ours(self.demote()),
+            Rules::Vrrp(v) => (0, v.interval()),
         }
-        let master_down_time = self.master_down_time();
-        let Phase::Master(master) = &mut self.phase else {
-            return;
-        };
-        let may_answer = master
-            .last_reassert
-            .is_none_or(|t| now >= t + master_down_time);
-        if may_answer {
-            master.last_reassert = Some(now);
-            self.actions.push_back(Action::Announce);
-            self.send(self.effective_timing());
+    }
+
+    /// CARP's (demotion, interval) of `advert`, as `explain` shows it.
+    fn their_priority(&self, advert: &Advert) -> (u8, Duration) {
+        match &self.config.rules {
+            Rules::Carp(c) => c.theirs(advert),
+            Rules::Vrrp(_) => (advert.demote, advert.timing().interval()),
         }
     }
 
     fn become_master(&mut self, now: Instant, reason: Reason) {
-        let timing = self.effective_timing();
+        let interval = self.config.rules.advert_interval(self.demote());
         let master = Master {
-            adverts: SteadySchedule::after(now, timing.interval(), self.config.advert_grid),
+            adverts: SteadySchedule::after(now, interval, self.config.advert_grid),
             adverts_since_takeover: Some(0),
             last_reassert: None,
         };
         self.enter(Phase::Master(master), reason);
         self.actions.push_back(Action::InstallAddresses);
-        self.send(timing);
+        self.send();
         self.actions.push_back(Action::Announce);
     }
 
@@ -526,68 +630,50 @@ impl Machine {
         });
     }
 
-    fn send(&mut self, timing: Timing) {
+    /// The periodic advertisement, now.
+    fn send(&mut self) {
         self.counter = self.counter.wrapping_add(1);
-        self.actions.push_back(Action::Send(SendAdvert {
-            timing,
-            demote: self.advertised_demote(),
-            counter: self.counter,
-        }));
+        let advert = self.config.rules.advert(self.demote(), self.counter);
+        self.actions.push_back(Action::Send(advert));
     }
 
-    /// What peers see of us: demotion and advertised timing.
-    fn effective(&self) -> (u8, Timing) {
-        (self.demote(), self.effective_timing())
-    }
-
-    fn effective_changed(&mut self, now: Instant, before: (u8, Timing)) {
-        // BACKUP: the master-down deadline is derived from the current
-        // timing, nothing to do.
-        if self.state() != State::Master || self.effective() == before {
-            return;
-        }
-        let timing = self.effective_timing();
-        self.send(timing);
-        let adverts = SteadySchedule::after(now, timing.interval(), self.config.advert_grid);
+    /// A MASTER's next periodic advertisement one interval after `now`.
+    fn restart_schedule(&mut self, now: Instant) {
+        let interval = self.config.rules.advert_interval(self.demote());
+        let adverts = SteadySchedule::after(now, interval, self.config.advert_grid);
         if let Phase::Master(master) = &mut self.phase {
             master.adverts = adverts;
         }
     }
 
-    fn master_down_time(&self) -> Duration {
-        self.effective_timing().master_down(self.config.dead_ratio)
+    /// The demotion in effect and what peers see of us (the advertisement,
+    /// counter aside).
+    fn effective(&self) -> (u8, SendAdvert) {
+        (self.demote(), self.config.rules.advert(self.demote(), 0))
     }
 
-    /// (demotion, interval); lower is better.
-    fn our_priority(&self) -> (u8, Duration) {
-        (self.advertised_demote(), self.effective_timing().interval())
-    }
-
-    /// The demotion byte we advertise (0 with [`DemoteStyle::Skew`], which
-    /// folds it into advskew).
-    fn advertised_demote(&self) -> u8 {
-        match self.config.demote_style {
-            DemoteStyle::Byte => self.demote(),
-            DemoteStyle::Skew => 0,
+    fn effective_changed(&mut self, now: Instant, before: (u8, SendAdvert)) {
+        // BACKUP: the master-down deadline is derived from the current
+        // demotion, nothing to do.
+        if self.state() != State::Master || self.effective() == before {
+            return;
         }
+        self.send();
+        self.restart_schedule(now);
     }
 
-    fn their_priority(&self, advert: &Advert) -> (u8, Duration) {
-        let demote = match self.config.demote_style {
-            DemoteStyle::Byte => advert.demote,
-            DemoteStyle::Skew => 0,
-        };
-        (demote, advert.timing().interval())
+    /// The master-down time with our own parameters (step-down hold,
+    /// answer rate limit).
+    fn master_down_time(&self) -> Duration {
+        self.config.rules.master_down(self.demote(), None, false)
     }
-}
 
-/// UCARP's order of source addresses for the equal-priority tie-break: the
-/// raw network-order IPv4 address read as a little-endian `u32` (see the
-/// module docs); IPv6 byte by byte, after every IPv4 address.
-fn tie_rank(addr: IpAddr) -> (u8, u128) {
-    match addr {
-        IpAddr::V4(a) => (0, u128::from(u32::from_le_bytes(a.octets()))),
-        IpAddr::V6(a) => (1, u128::from_be_bytes(a.octets())),
+    /// How long `backup` waits from `master_down_from`.
+    fn backup_wait(&self, backup: &Backup) -> Duration {
+        let leaving = backup.wait == Wait::MasterLeaving;
+        self.config
+            .rules
+            .master_down(self.demote(), backup.active_interval, leaving)
     }
 }
 

@@ -10,8 +10,9 @@
 use std::time::Instant;
 
 use super::Machine;
+use super::rules::{InBackup, PeerAdvert, Rules};
 use super::schedule::SteadySchedule;
-use super::send::SendAdvert;
+use super::send::SendCarp;
 use super::state::Phase;
 use crate::packet::Advert;
 use crate::timing::Timing;
@@ -35,8 +36,8 @@ impl SteadyAdverts {
     }
 
     /// The advertisement that follows `sent` of them.
-    pub fn advert(&self, sent: u64) -> SendAdvert {
-        SendAdvert {
+    pub fn advert(&self, sent: u64) -> SendCarp {
+        SendCarp {
             timing: self.timing,
             demote: self.demote,
             counter: self.counter.wrapping_add(sent).wrapping_add(1),
@@ -52,10 +53,17 @@ impl Machine {
     /// (with its arrival time) before any other input or at the
     /// master-down deadline: for the machine, a run of them is the same as
     /// its last.
+    /// CARP only: a VRRP machine answers false.
     pub fn is_keepalive(&self, advert: &Advert) -> bool {
-        matches!(self.phase, Phase::Backup(_))
-            && advert.vhid == self.config.vhid
-            && self.backup_verdict(advert, false).is_none()
+        if !matches!(self.phase, Phase::Backup(_)) {
+            return false;
+        }
+        let heard = PeerAdvert::Carp(advert);
+        self.config.rules.speaks(heard, self.config.vhid)
+            && matches!(
+                self.config.rules.in_backup(&self.ours(false), heard),
+                Some(InBackup::Restart { .. })
+            )
     }
 
     /// MASTER with nothing pending and nothing left to do but advertise:
@@ -65,8 +73,12 @@ impl Machine {
     /// `counter + 2`, ...) and report with [`Machine::steady_adverts_sent`]
     /// before anything else. A failed send is not part of that: hand the
     /// machine back its schedule and let [`Machine::handle_timeout`] send.
+    /// CARP only: a VRRP machine sends its own.
     pub fn steady_adverts(&self) -> Option<SteadyAdverts> {
         let Phase::Master(master) = &self.phase else {
+            return None;
+        };
+        let Rules::Carp(carp) = &self.config.rules else {
             return None;
         };
         let steady = master.adverts_since_takeover.is_none()
@@ -74,8 +86,8 @@ impl Machine {
             && self.actions.is_empty();
         steady.then(|| SteadyAdverts {
             next: master.adverts.next(),
-            timing: self.effective_timing(),
-            demote: self.advertised_demote(),
+            timing: carp.effective_timing(self.demote()),
+            demote: carp.advertised_demote(self.demote()),
             counter: self.counter,
         })
     }
@@ -111,7 +123,7 @@ mod tests {
             steady.schedule(),
             SteadySchedule::new(next, Duration::from_millis(1500))
         );
-        let send = |counter| SendAdvert {
+        let send = |counter| SendCarp {
             timing: Timing::new(1, 128),
             demote: 2,
             counter,

@@ -4,17 +4,26 @@
 use crate::auth::Authenticator;
 use crate::packet::{Advert, HEADER_LEN};
 use crate::timing::Timing;
+use crate::vrrp;
 
 /// Send failures in a row that add one to the demotion.
 const SEND_FAILURES_TO_DEMOTE: u8 = 3;
 /// Successful sends in a row that take that demotion away again.
 const SEND_SUCCESSES_TO_RESTORE: u8 = 3;
 
-/// One advertisement to send; the caller signs it
-/// ([`SendAdvert::sign`]) and puts it on the wire, then reports the outcome
-/// with [`Machine::handle_send_result`](super::Machine::handle_send_result).
+/// One advertisement to send, in the VHID's protocol. The caller builds the
+/// wire format from it ([`SendCarp::sign`], [`SendVrrp::advert`]), puts it
+/// on the wire, then reports the outcome with
+/// [`Machine::handle_send_result`](super::Machine::handle_send_result).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SendAdvert {
+pub enum SendAdvert {
+    Carp(SendCarp),
+    Vrrp(SendVrrp),
+}
+
+/// A CARP advertisement to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendCarp {
     /// Advertised timing (demotion already folded in for
     /// [`DemoteStyle::Skew`](super::DemoteStyle::Skew);
     /// [`Timing::BOW_OUT`] when bowing out).
@@ -23,7 +32,37 @@ pub struct SendAdvert {
     pub counter: u64,
 }
 
-impl SendAdvert {
+/// A VRRP advertisement to send: what the machine decides. The addresses
+/// and (VRRPv2) the authentication come from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendVrrp {
+    pub version: vrrp::Version,
+    /// The priority in effect (demotion applied), or 0 when leaving.
+    pub priority: u8,
+    /// Advertisement_Interval, centiseconds.
+    pub interval_cs: u16,
+}
+
+impl SendVrrp {
+    /// The advertisement of virtual router `vrid`, ready for
+    /// [`vrrp::Advert::emit`].
+    pub fn advert(&self, vrid: u8, auth: vrrp::Auth, addresses: vrrp::Addresses) -> vrrp::Advert {
+        let auth = match self.version {
+            vrrp::Version::V2 => auth,
+            vrrp::Version::V3 => vrrp::Auth::None,
+        };
+        vrrp::Advert {
+            version: self.version,
+            vrid,
+            priority: self.priority,
+            interval_cs: self.interval_cs,
+            auth,
+            addresses,
+        }
+    }
+}
+
+impl SendCarp {
     /// This advertisement of VHID `vhid`, its HMAC made with `auth`, as it
     /// goes on the wire. `mark_own` is called with its counter before the
     /// bytes are returned: the caller records the counter as its own there,
@@ -102,7 +141,7 @@ mod tests {
     fn signed_advert_carries_the_fields_and_is_marked_as_own() {
         let vip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100));
         let auth = Authenticator::new(HmacMode::Bsd, b"key", 9, &[vip]).expect("key");
-        let send = SendAdvert {
+        let send = SendCarp {
             timing: Timing::new(2, 30),
             demote: 4,
             counter: 77,
@@ -116,6 +155,28 @@ mod tests {
             (9, Timing::new(2, 30), 4, 77)
         );
         assert!(auth.verify(77, &advert.hmac));
+    }
+
+    #[test]
+    fn vrrp_advert_takes_auth_only_in_version_2() {
+        let addrs = vrrp::Addresses::V4(vec![Ipv4Addr::new(10, 0, 0, 100)]);
+        let pass = vrrp::Auth::simple(b"pw");
+        let v3 = SendVrrp {
+            version: vrrp::Version::V3,
+            priority: 0,
+            interval_cs: 10,
+        };
+        let a = v3.advert(5, pass, addrs.clone());
+        assert_eq!(
+            (a.vrid, a.priority, a.interval_cs, a.auth),
+            (5, 0, 10, vrrp::Auth::None)
+        );
+        let v2 = SendVrrp {
+            version: vrrp::Version::V2,
+            interval_cs: 100,
+            ..v3
+        };
+        assert_eq!(v2.advert(5, pass, addrs).auth, pass);
     }
 
     #[test]

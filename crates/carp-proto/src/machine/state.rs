@@ -1,7 +1,7 @@
 //! What the machine knows only in one state. Each state's data lives in its
 //! variant of [`Phase`], so leaving a state drops it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::schedule::SteadySchedule;
 use super::{Reason, State};
@@ -47,6 +47,37 @@ pub(super) struct Backup {
     pub(super) master_down_from: Instant,
     /// After a step-down: no preemption before this.
     pub(super) no_preempt_until: Option<Instant>,
+    /// VRRPv3's Active_Adver_Interval, once learned from the master; until
+    /// then our own interval counts.
+    pub(super) active_interval: Option<Duration>,
+    /// What the timer is waiting for.
+    pub(super) wait: Wait,
+}
+
+/// What a BACKUP's master-down timer is waiting for, and so how long it
+/// runs and why we take over when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// The master's silence for the master-down time
+    /// ([`Reason::MasterDown`]).
+    MasterDown,
+    /// VRRP preemption: we outrank the master and discard its
+    /// advertisements; the master-down time runs out ([`Reason::Preempt`]).
+    Outranking,
+    /// VRRP priority 0: the master is leaving; Skew_Time only
+    /// ([`Reason::PeerBowedOut`]).
+    MasterLeaving,
+}
+
+impl Wait {
+    /// Why we take over when the timer fires.
+    pub(super) fn reason(self) -> Reason {
+        match self {
+            Wait::MasterDown => Reason::MasterDown,
+            Wait::Outranking => Reason::Preempt,
+            Wait::MasterLeaving => Reason::PeerBowedOut,
+        }
+    }
 }
 
 impl Backup {
@@ -55,6 +86,8 @@ impl Backup {
         Backup {
             master_down_from: now,
             no_preempt_until: None,
+            active_interval: None,
+            wait: Wait::MasterDown,
         }
     }
 

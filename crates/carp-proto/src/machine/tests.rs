@@ -2,6 +2,7 @@
 
 use std::net::Ipv4Addr;
 
+use super::rules::tie_rank;
 use super::*;
 
 const SKEW_UNIT: Duration = Duration::from_nanos(3_906_250);
@@ -9,11 +10,13 @@ const SKEW_UNIT: Duration = Duration::from_nanos(3_906_250);
 fn cfg(advbase: u8, advskew: u8, style: DemoteStyle) -> MachineConfig {
     MachineConfig {
         vhid: 1,
-        timing: Timing::new(advbase, advskew),
-        dead_ratio: 3,
+        rules: Rules::Carp(CarpRules {
+            timing: Timing::new(advbase, advskew),
+            dead_ratio: 3,
+            demote_style: style,
+        }),
         preempt: false,
         preempt_delay: Duration::ZERO,
-        demote_style: style,
         local_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         initial_counter: 41,
         advert_grid: None,
@@ -44,11 +47,17 @@ fn changed(from: State, to: State, reason: Reason) -> Action {
 }
 
 fn send(advbase: u8, advskew: u8, demote: u8, counter: u64) -> Action {
-    Action::Send(SendAdvert {
+    Action::Send(SendAdvert::Carp(SendCarp {
         timing: Timing::new(advbase, advskew),
         demote,
         counter,
-    })
+    }))
+}
+
+/// The master-down time of a CARP configuration.
+fn carp_master_down(config: &MachineConfig) -> Duration {
+    let carp = config.carp().expect("a CARP configuration");
+    carp.timing.master_down(carp.dead_ratio)
 }
 
 /// A BACKUP (advbase 1, advskew 10) since `t`.
@@ -63,13 +72,13 @@ fn backup_at(t: Instant, preempt: bool) -> Machine {
 
 /// A lone machine that has just become MASTER at `t0 + 3 s`.
 fn master(config: MachineConfig) -> (Machine, Instant) {
-    let at = Instant::now() + config.timing.master_down(config.dead_ratio);
+    let at = Instant::now() + carp_master_down(&config);
     master_at(config, at)
 }
 
 /// A MASTER that took over (master-down) at `at`.
 fn master_at(config: MachineConfig, at: Instant) -> (Machine, Instant) {
-    let t0 = at - config.timing.master_down(config.dead_ratio);
+    let t0 = at - carp_master_down(&config);
     let mut m = Machine::new(config);
     m.handle_link(t0, true);
     assert_eq!(m.poll_timeout(), Some(at));

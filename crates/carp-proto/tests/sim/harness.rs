@@ -7,12 +7,18 @@
 //! reproducible to the nanosecond. After every input the harness checks that
 //! a node holds the addresses exactly while it is MASTER.
 
+// Shared by `sim.rs` and `vrrp_sim.rs`, each of which uses a part.
+#![allow(dead_code)]
+
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use carp_proto::machine::{Action, DemoteStyle, MachineConfig, SendAdvert};
+use carp_proto::machine::{
+    Action, CarpRules, DemoteStyle, MachineConfig, Rules, SendAdvert, SendCarp, VrrpRules,
+};
+use carp_proto::vrrp::{self, Addresses};
 use carp_proto::{Advert, Machine, Reason, State, Timing};
 
 pub const VHID: u8 = 7;
@@ -38,17 +44,50 @@ pub fn v4(a: [u8; 4]) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(a))
 }
 
-/// Defaults: dead ratio 3, no preemption, demotion in byte 4.
+/// CARP. Defaults: dead ratio 3, no preemption, demotion in byte 4.
 pub fn config(addr: IpAddr, advbase: u8, advskew: u8) -> MachineConfig {
     MachineConfig {
         vhid: VHID,
-        timing: Timing::new(advbase, advskew),
-        dead_ratio: 3,
+        rules: Rules::Carp(CarpRules {
+            timing: Timing::new(advbase, advskew),
+            dead_ratio: 3,
+            demote_style: DemoteStyle::Byte,
+        }),
         preempt: false,
         preempt_delay: Duration::ZERO,
-        demote_style: DemoteStyle::Byte,
         local_addr: addr,
         initial_counter: 1000,
+        advert_grid: None,
+    }
+}
+
+/// The CARP parameters of a [`config`].
+pub fn carp(config: &mut MachineConfig) -> &mut CarpRules {
+    match &mut config.rules {
+        Rules::Carp(c) => c,
+        Rules::Vrrp(_) => panic!("not a CARP configuration"),
+    }
+}
+
+/// VRRP with `priority` and an interval of `interval_cs` centiseconds;
+/// preemption on (the RFC default).
+pub fn vrrp_config(
+    addr: IpAddr,
+    version: vrrp::Version,
+    priority: u8,
+    interval_cs: u16,
+) -> MachineConfig {
+    MachineConfig {
+        vhid: VHID,
+        rules: Rules::Vrrp(VrrpRules {
+            version,
+            priority,
+            interval_cs,
+        }),
+        preempt: true,
+        preempt_delay: Duration::ZERO,
+        local_addr: addr,
+        initial_counter: 0,
         advert_grid: None,
     }
 }
@@ -84,7 +123,34 @@ pub struct Packet {
     pub from: usize,
     pub to: usize,
     pub sent_at: Duration,
-    pub advert: Advert,
+    pub advert: SendAdvert,
+}
+
+impl Packet {
+    /// The CARP advertisement (panics on VRRP).
+    pub fn carp(&self) -> Advert {
+        carp_advert(&self.advert)
+    }
+}
+
+/// The CARP advertisement a CARP send puts on the wire (panics on VRRP).
+fn carp_advert(s: &SendAdvert) -> Advert {
+    let SendAdvert::Carp(s) = s else {
+        panic!("not a CARP advertisement: {s:?}")
+    };
+    Advert {
+        vhid: VHID,
+        advbase: s.timing.advbase,
+        advskew: s.timing.advskew,
+        demote: s.demote,
+        counter: s.counter,
+        hmac: [0; 20],
+    }
+}
+
+/// The virtual address every simulated VRRP router advertises.
+fn vrrp_addresses() -> Addresses {
+    Addresses::V4(vec![Ipv4Addr::new(10, 0, 0, 100)])
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +167,24 @@ pub struct Sent {
     pub at: Duration,
     pub node: usize,
     pub advert: SendAdvert,
+}
+
+impl Sent {
+    /// The CARP send (panics on VRRP).
+    pub fn carp(&self) -> SendCarp {
+        match &self.advert {
+            SendAdvert::Carp(s) => *s,
+            SendAdvert::Vrrp(s) => panic!("not a CARP advertisement: {s:?}"),
+        }
+    }
+
+    /// The VRRP advertisement's priority (panics on CARP).
+    pub fn priority(&self) -> u8 {
+        match &self.advert {
+            SendAdvert::Vrrp(s) => s.priority,
+            SendAdvert::Carp(s) => panic!("not a VRRP advertisement: {s:?}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -123,15 +207,34 @@ pub struct Node {
     pub send_fails: bool,
 }
 
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Ordered by arrival, then by sending order.
+#[derive(Debug)]
 struct InFlight {
     at: Duration,
     seq: u64,
     from: usize,
     to: usize,
-    timing: (u8, u8),
-    demote: u8,
-    counter: u64,
+    advert: SendAdvert,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for InFlight {}
+
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for InFlight {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
 }
 
 type LossFn = Box<dyn FnMut(&Packet, &mut Rng) -> bool>;
@@ -346,14 +449,6 @@ impl Sim {
     }
 
     fn deliver(&mut self, p: InFlight) {
-        let advert = Advert {
-            vhid: VHID,
-            advbase: p.timing.0,
-            advskew: p.timing.1,
-            demote: p.demote,
-            counter: p.counter,
-            hmac: [0; 20],
-        };
         self.delivered.push(Delivery {
             at: self.now,
             from: p.from,
@@ -361,7 +456,14 @@ impl Sim {
         });
         let src = self.nodes[p.from].addr;
         let now = self.instant(self.now);
-        self.nodes[p.to].machine.handle_advert(now, src, &advert);
+        let machine = &mut self.nodes[p.to].machine;
+        match &p.advert {
+            SendAdvert::Carp(_) => machine.handle_advert(now, src, &carp_advert(&p.advert)),
+            SendAdvert::Vrrp(s) => {
+                let advert = s.advert(VHID, vrrp::Auth::None, vrrp_addresses());
+                machine.handle_vrrp_advert(now, src, &advert);
+            }
+        }
         self.drain(p.to);
     }
 
@@ -443,14 +545,7 @@ impl Sim {
                 from,
                 to,
                 sent_at: self.now,
-                advert: Advert {
-                    vhid: VHID,
-                    advbase: s.timing.advbase,
-                    advskew: s.timing.advskew,
-                    demote: s.demote,
-                    counter: s.counter,
-                    hmac: [0; 20],
-                },
+                advert: s,
             };
             if let Some(loss) = &mut self.loss {
                 if loss(&packet, &mut self.rng) {
@@ -464,9 +559,7 @@ impl Sim {
                 seq: self.seq,
                 from,
                 to,
-                timing: (s.timing.advbase, s.timing.advskew),
-                demote: s.demote,
-                counter: s.counter,
+                advert: s,
             }));
         }
     }

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::check;
 use super::diag::Diagnostics;
-use super::schema::{AuthName, Common};
+use super::schema::{AuthName, Common, ProtocolName, VrrpAuthName};
 use super::validate::Validator;
 use crate::error::Error;
 
@@ -81,6 +81,28 @@ pub(super) struct Level {
     pub(super) virtual_mac: Option<At<bool>>,
     pub(super) source: Option<IpAddr>,
     pub(super) ignore_link_state: Option<bool>,
+    pub(super) protocol: Option<At<ProtocolName>>,
+    pub(super) priority: Option<At<u8>>,
+    pub(super) advert_interval: Option<At<Duration>>,
+    pub(super) auth_type: Option<At<VrrpAuthName>>,
+    pub(super) accept_mode: Option<bool>,
+    /// The keys written in this very table that apply to some protocols
+    /// only, with their spans (not inherited: each table's are checked
+    /// against the protocol in effect there, see [`Validator::protocol_keys`]).
+    pub(super) one_protocol_keys: Vec<(&'static str, Range<usize>)>,
+}
+
+/// Whether `key` (one of [`Level::one_protocol_keys`]) applies to `protocol`.
+fn applies(key: &str, protocol: ProtocolName) -> bool {
+    match key {
+        "priority" | "advert_interval" => protocol != ProtocolName::Carp,
+        "auth_type" => protocol == ProtocolName::Vrrp2,
+        "accept_mode" => protocol == ProtocolName::Vrrp3,
+        "password" | "password_file" | "password_env" => protocol != ProtocolName::Vrrp3,
+        // advbase, advskew, dead_ratio, auth, group, broadcast,
+        // replay_protection
+        _ => protocol == ProtocolName::Carp,
+    }
 }
 
 impl Level {
@@ -113,6 +135,12 @@ impl Level {
             virtual_mac: pick(&self.virtual_mac, &more.virtual_mac),
             source: pick(&self.source, &more.source),
             ignore_link_state: pick(&self.ignore_link_state, &more.ignore_link_state),
+            protocol: pick(&self.protocol, &more.protocol),
+            priority: pick(&self.priority, &more.priority),
+            advert_interval: pick(&self.advert_interval, &more.advert_interval),
+            auth_type: pick(&self.auth_type, &more.auth_type),
+            accept_mode: pick(&self.accept_mode, &more.accept_mode),
+            one_protocol_keys: more.one_protocol_keys.clone(),
         }
     }
 }
@@ -155,6 +183,46 @@ impl Validator<'_> {
         let script = |s: Option<&Spanned<String>>, key: &str| {
             s.map(|s| self.script(s, ctx, key)).transpose()
         };
+        let advert_interval = c
+            .advert_interval
+            .map(|t| {
+                let value = check::duration(&d.of(t, ctx, "advert_interval"), t.get_ref(), "1s")?;
+                Ok::<_, Error>(At {
+                    value,
+                    span: t.span(),
+                })
+            })
+            .transpose()?;
+        let priority = c
+            .priority
+            .map(|p| {
+                let value = check::byte_from(&d.of(p, ctx, "priority"), *p.get_ref(), 1)?;
+                Ok::<_, Error>(At {
+                    value,
+                    span: p.span(),
+                })
+            })
+            .transpose()?;
+        let spans = [
+            ("advbase", c.advbase.map(Spanned::span)),
+            ("advskew", c.advskew.map(Spanned::span)),
+            ("dead_ratio", c.dead_ratio.map(Spanned::span)),
+            ("auth", c.auth.map(Spanned::span)),
+            ("group", c.group.map(Spanned::span)),
+            ("broadcast", c.broadcast.map(Spanned::span)),
+            ("replay_protection", c.replay_protection.map(Spanned::span)),
+            ("priority", c.priority.map(Spanned::span)),
+            ("advert_interval", c.advert_interval.map(Spanned::span)),
+            ("auth_type", c.auth_type.map(Spanned::span)),
+            ("accept_mode", c.accept_mode.map(Spanned::span)),
+            ("password", c.password.map(Spanned::span)),
+            ("password_file", c.password_file.map(Spanned::span)),
+            ("password_env", c.password_env.map(Spanned::span)),
+        ];
+        let one_protocol_keys = spans
+            .into_iter()
+            .filter_map(|(k, s)| s.map(|s| (k, s)))
+            .collect();
         Ok(Level {
             advbase: byte(c.advbase, "advbase", 0)?,
             advskew: byte(c.advskew, "advskew", 0)?,
@@ -171,15 +239,46 @@ impl Validator<'_> {
             down_at_start: c.down_at_start,
             down_on_exit: c.down_on_exit,
             group,
-            broadcast: c.broadcast,
+            broadcast: c.broadcast.map(|b| *b.get_ref()),
             manage_addresses: c.manage_addresses,
-            replay_protection: c.replay_protection,
+            replay_protection: c.replay_protection.map(|r| *r.get_ref()),
             peers: c.peers.map(|p| self.peers(p, ctx)).transpose()?,
             unicast_ttl_check: c.unicast_ttl_check,
             virtual_mac: c.virtual_mac.map(At::of),
             source: None,
             ignore_link_state: None,
+            protocol: c.protocol.map(At::of),
+            priority,
+            advert_interval,
+            auth_type: c.auth_type.map(At::of),
+            accept_mode: c.accept_mode.map(|a| *a.get_ref()),
+            one_protocol_keys,
         })
+    }
+
+    /// Refuse a key written in the table of `written` that does not apply
+    /// to the protocol in effect there (`effective`, its overlay on what it
+    /// inherits): CARP's timing and authentication in a VRRP table, VRRP's
+    /// priority and interval in a CARP one, and so on.
+    pub(super) fn protocol_keys(
+        &self,
+        written: &Level,
+        effective: &Level,
+        ctx: &str,
+    ) -> Result<(), Error> {
+        let protocol = effective
+            .protocol
+            .as_ref()
+            .map_or(ProtocolName::Carp, |p| p.value);
+        for (key, span) in &written.one_protocol_keys {
+            if !applies(key, protocol) {
+                return Err(self.diag.at(span.clone(), ctx, key).err(format!(
+                    "does not apply to protocol = \"{}\"",
+                    protocol.as_str()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The one password source a table may name, recorded for

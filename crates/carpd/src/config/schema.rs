@@ -13,6 +13,33 @@ pub(super) enum AuthName {
     Ucarp,
 }
 
+/// `protocol`: what a VHID speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum ProtocolName {
+    Carp,
+    Vrrp3,
+    Vrrp2,
+}
+
+impl ProtocolName {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            ProtocolName::Carp => "carp",
+            ProtocolName::Vrrp3 => "vrrp3",
+            ProtocolName::Vrrp2 => "vrrp2",
+        }
+    }
+}
+
+/// `auth_type`: VRRPv2 authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum VrrpAuthName {
+    None,
+    Simple,
+}
+
 /// Declares a table type holding its own fields plus every setting that
 /// cascades (serde's `flatten` cannot be combined with
 /// `deny_unknown_fields`, so the shared fields are repeated by the macro).
@@ -40,12 +67,17 @@ macro_rules! cascading_table {
             pub(super) down_at_start: Option<bool>,
             pub(super) down_on_exit: Option<bool>,
             pub(super) group: Option<Spanned<String>>,
-            pub(super) broadcast: Option<bool>,
+            pub(super) broadcast: Option<Spanned<bool>>,
             pub(super) manage_addresses: Option<bool>,
-            pub(super) replay_protection: Option<bool>,
+            pub(super) replay_protection: Option<Spanned<bool>>,
             pub(super) peers: Option<Spanned<Vec<Spanned<String>>>>,
             pub(super) unicast_ttl_check: Option<bool>,
             pub(super) virtual_mac: Option<Spanned<bool>>,
+            pub(super) protocol: Option<Spanned<ProtocolName>>,
+            pub(super) priority: Option<Spanned<i64>>,
+            pub(super) advert_interval: Option<Spanned<String>>,
+            pub(super) auth_type: Option<Spanned<VrrpAuthName>>,
+            pub(super) accept_mode: Option<Spanned<bool>>,
         }
 
         impl $name {
@@ -68,12 +100,17 @@ macro_rules! cascading_table {
                     down_at_start: self.down_at_start,
                     down_on_exit: self.down_on_exit,
                     group: self.group.as_ref(),
-                    broadcast: self.broadcast,
+                    broadcast: self.broadcast.as_ref(),
                     manage_addresses: self.manage_addresses,
-                    replay_protection: self.replay_protection,
+                    replay_protection: self.replay_protection.as_ref(),
                     peers: self.peers.as_ref(),
                     unicast_ttl_check: self.unicast_ttl_check,
                     virtual_mac: self.virtual_mac.as_ref(),
+                    protocol: self.protocol.as_ref(),
+                    priority: self.priority.as_ref(),
+                    advert_interval: self.advert_interval.as_ref(),
+                    auth_type: self.auth_type.as_ref(),
+                    accept_mode: self.accept_mode.as_ref(),
                 }
             }
         }
@@ -178,10 +215,15 @@ pub(super) struct Common<'a> {
     pub(super) down_at_start: Option<bool>,
     pub(super) down_on_exit: Option<bool>,
     pub(super) group: Option<&'a Spanned<String>>,
-    pub(super) broadcast: Option<bool>,
+    pub(super) broadcast: Option<&'a Spanned<bool>>,
     pub(super) manage_addresses: Option<bool>,
-    pub(super) replay_protection: Option<bool>,
+    pub(super) replay_protection: Option<&'a Spanned<bool>>,
     pub(super) peers: Option<&'a Spanned<Vec<Spanned<String>>>>,
     pub(super) unicast_ttl_check: Option<bool>,
     pub(super) virtual_mac: Option<&'a Spanned<bool>>,
+    pub(super) protocol: Option<&'a Spanned<ProtocolName>>,
+    pub(super) priority: Option<&'a Spanned<i64>>,
+    pub(super) advert_interval: Option<&'a Spanned<String>>,
+    pub(super) auth_type: Option<&'a Spanned<VrrpAuthName>>,
+    pub(super) accept_mode: Option<&'a Spanned<bool>>,
 }

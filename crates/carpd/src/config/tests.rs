@@ -1249,3 +1249,156 @@ name = "eth1"
         ]
     );
 }
+
+// ---------------------------------------------------------------------------
+// VRRP
+
+fn vrrp_vhid(body: &str) -> String {
+    format!(
+        "advbase = 2\n[[interface]]\nname = \"eth0\"\n  [[interface.vhid]]\n  id = 5\n  addresses = [\"10.0.0.100\"]\n{body}"
+    )
+}
+
+#[test]
+fn vrrp_defaults_and_settings() {
+    use carp_engine::spec::{Protocol, VrrpSpec};
+    use carp_proto::vrrp::Version;
+    // no password needed, CARP's advbase at the top does not reach it
+    let v = one_vhid(&vrrp_vhid("  protocol = \"vrrp3\"\n"));
+    assert_eq!(
+        v.protocol,
+        Protocol::Vrrp(VrrpSpec {
+            version: Version::V3,
+            priority: 100,
+            interval_cs: 100,
+            simple_auth: false,
+            accept_mode: false,
+        })
+    );
+    assert!(v.preempt && v.transport.virtual_mac);
+    // the owner: its addresses are its own
+    let v = one_vhid(&vrrp_vhid(
+        "  protocol = \"vrrp3\"\n  priority = 255\n  manage_addresses = false\n",
+    ));
+    assert!(!v.transport.virtual_mac);
+    assert!(matches!(&v.protocol, Protocol::Vrrp(s) if s.priority == 255));
+    let v = one_vhid(&vrrp_vhid(
+        "  protocol = \"vrrp3\"\n  priority = 200\n  advert_interval = \"100ms\"\n  preempt = false\n  accept_mode = true\n  virtual_mac = false\n",
+    ));
+    let Protocol::Vrrp(spec) = &v.protocol else {
+        panic!("{v:?}")
+    };
+    assert_eq!(
+        (spec.priority, spec.interval_cs, spec.accept_mode),
+        (200, 10, true)
+    );
+    assert!(!v.preempt && !v.transport.virtual_mac);
+    let v = one_vhid(&vrrp_vhid(
+        "  protocol = \"vrrp2\"\n  auth_type = \"simple\"\n  password = \"secret\"\n  advert_interval = \"3s\"\n",
+    ));
+    let Protocol::Vrrp(spec) = &v.protocol else {
+        panic!("{v:?}")
+    };
+    assert_eq!(
+        (spec.version, spec.interval_cs, spec.simple_auth),
+        (Version::V2, 300, true)
+    );
+    assert_eq!(v.key, b"secret");
+}
+
+#[test]
+fn keys_of_the_other_protocol_are_refused_with_line_and_key() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "  protocol = \"vrrp3\"\n  advskew = 10\n",
+            "8: interface \"eth0\" vhid 5: advskew: does not apply to protocol = \"vrrp3\"",
+        ),
+        (
+            "  protocol = \"vrrp3\"\n  password = \"pw\"\n",
+            "8: interface \"eth0\" vhid 5: password: does not apply to protocol = \"vrrp3\"",
+        ),
+        (
+            "  protocol = \"vrrp3\"\n  auth_type = \"simple\"\n",
+            "8: interface \"eth0\" vhid 5: auth_type: does not apply to protocol = \"vrrp3\"",
+        ),
+        (
+            "  protocol = \"vrrp2\"\n  accept_mode = true\n",
+            "8: interface \"eth0\" vhid 5: accept_mode: does not apply to protocol = \"vrrp2\"",
+        ),
+        (
+            "  password = \"pw\"\n  priority = 150\n",
+            "8: interface \"eth0\" vhid 5: priority: does not apply to protocol = \"carp\"",
+        ),
+        (
+            "  protocol = \"vrrp2\"\n  replay_protection = true\n",
+            "8: interface \"eth0\" vhid 5: replay_protection: does not apply to protocol = \"vrrp2\"",
+        ),
+        (
+            "  protocol = \"vrrp3\"\n  advert_interval = \"15ms\"\n",
+            "8: interface \"eth0\" vhid 5: advert_interval: VRRPv3 intervals are 10 ms steps",
+        ),
+        (
+            "  protocol = \"vrrp3\"\n  advert_interval = \"41s\"\n",
+            "8: interface \"eth0\" vhid 5: advert_interval: VRRPv3 intervals are 10 ms steps",
+        ),
+        (
+            "  protocol = \"vrrp2\"\n  advert_interval = \"1500ms\"\n",
+            "8: interface \"eth0\" vhid 5: advert_interval: VRRPv2 intervals are whole seconds",
+        ),
+        (
+            "  protocol = \"vrrp3\"\n  priority = 0\n",
+            "8: interface \"eth0\" vhid 5: priority: 0 is not in 1..=255",
+        ),
+        (
+            "  protocol = \"vrrp2\"\n  auth_type = \"simple\"\n",
+            "4: interface \"eth0\" vhid 5: password: no password",
+        ),
+        (
+            "  protocol = \"vrrp3\"\n  priority = 255\n",
+            "8: interface \"eth0\" vhid 5: priority: 255 is the address owner's",
+        ),
+    ];
+    assert_refused(cases, vrrp_vhid);
+    // the protocol in effect where a key is written decides
+    let e = err("protocol = \"vrrp3\"\nadvbase = 1\n[[interface]]\nname = \"eth0\"\n");
+    assert!(
+        e.starts_with("/etc/test.toml:2: advbase: does not apply to protocol = \"vrrp3\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn vrrp_address_rules() {
+    let with = |addresses: &str, protocol: &str| {
+        format!(
+            "[[interface]]\nname = \"eth0\"\n  [[interface.vhid]]\n  id = 5\n  protocol = \"{protocol}\"\n  addresses = [{addresses}]\n"
+        )
+    };
+    for (addresses, protocol, want) in [
+        (
+            "\"10.0.0.1\", \"fe80::1\"",
+            "vrrp3",
+            "carries one address family",
+        ),
+        ("\"fe80::1\"", "vrrp2", "VRRPv2 carries IPv4 addresses only"),
+        (
+            "\"2001:db8::1\", \"fe80::1\"",
+            "vrrp3",
+            "must be link-local",
+        ),
+    ] {
+        let e = err(&with(addresses, protocol));
+        assert!(
+            e.starts_with("/etc/test.toml:3: interface \"eth0\" vhid 5: addresses:")
+                && e.contains(want),
+            "{e}"
+        );
+    }
+    one_vhid(&with("\"fe80::1\", \"2001:db8::1\"", "vrrp3"));
+    // a CARP VHID and a VRRP VRID with one number on one interface: one
+    // protocol, one group and one virtual MAC for both, refused
+    let e = err(
+        "password = \"pw\"\n[[interface]]\nname = \"eth0\"\n  [[interface.vhid]]\n  id = 5\n  addresses = [\"10.0.0.1\"]\n  [[interface.vhid]]\n  id = 5\n  protocol = \"vrrp3\"\n  addresses = [\"10.0.0.2\"]\n",
+    );
+    assert!(e.contains("vhid 5 is already configured at line 5"), "{e}");
+}

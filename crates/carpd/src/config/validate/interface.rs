@@ -21,7 +21,9 @@ impl Validator<'_> {
         let ctx = format!("interface \"{name}\"");
         let mut level = self.level_with_source(raw.common(), raw.source.as_ref(), &ctx)?;
         level.ignore_link_state = raw.ignore_link_state;
-        let level = top.overlay(&level);
+        let written = level;
+        let level = top.overlay(&written);
+        self.protocol_keys(&written, &level, &ctx)?;
 
         let mut ids: BTreeMap<u8, usize> = BTreeMap::new();
         let mut vhids = Vec::with_capacity(raw.vhid.len());

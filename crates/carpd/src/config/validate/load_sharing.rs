@@ -51,7 +51,9 @@ impl Validator<'_> {
             },
             None => None,
         };
-        let level = top.overlay(&self.level(raw.common(), &ctx)?);
+        let written = self.level(raw.common(), &ctx)?;
+        let level = top.overlay(&written);
+        self.protocol_keys(&written, &level, &ctx)?;
         let ids = self.share_ids(raw, &table, &ifname, interfaces, &ctx)?;
 
         let mut orders = share::assignment(&name, &nodes, &ids);

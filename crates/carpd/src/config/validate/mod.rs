@@ -112,6 +112,7 @@ impl Validator<'_> {
     fn file(&mut self, raw: &RawFile) -> Result<EngineSpec, Error> {
         let mut top = self.level(raw.common(), "")?;
         top.ignore_link_state = raw.ignore_link_state;
+        self.protocol_keys(&top, &top, "")?;
 
         let mut interfaces = Vec::with_capacity(raw.interface.len());
         let mut names: HashMap<String, usize> = HashMap::new();

@@ -95,17 +95,24 @@ impl Validator<'_> {
 
     /// Whether the VHID `(ifname, id)` holds its addresses on a virtual MAC
     /// interface, whose name must be its own.
+    /// `virtual_mac`: off by default, on by default for VRRP
+    /// (`default_on`, blamed on the VHID's `table` if refused).
     pub(super) fn virtual_mac(
         &mut self,
         l: &Level,
         (ifname, id): (&str, u8),
         has_label: bool,
+        default_on: bool,
+        table: &Range<usize>,
         ctx: &str,
     ) -> Result<bool, Error> {
-        let Some(At { span, value: true }) = &l.virtual_mac else {
-            return Ok(false);
+        let span = match &l.virtual_mac {
+            Some(At { span, value: true }) => span.clone(),
+            Some(At { value: false, .. }) => return Ok(false),
+            None if default_on => table.clone(),
+            None => return Ok(false),
         };
-        let at = self.diag.at(span.clone(), ctx, "virtual_mac");
+        let at = self.diag.at(span, ctx, "virtual_mac");
         if l.manage_addresses == Some(false) {
             return Err(at.err(
                 "the virtual MAC interface holds the addresses: it needs manage_addresses = true",

@@ -4,15 +4,15 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use carp_engine::spec::{DEFAULT_ADVBASE, DEFAULT_ADVSKEW};
+use carp_engine::spec::{DEFAULT_ADVBASE, DEFAULT_ADVSKEW, Protocol, VrrpSpec};
 use carp_engine::{HookSpec, TransportSpec, VhidKey, VhidSpec, VirtualAddr};
-use carp_proto::HmacMode;
+use carp_proto::{HmacMode, vrrp};
 use toml::Spanned;
 
 use super::{KeyUse, Validator};
 use crate::config::cascade::Level;
 use crate::config::check;
-use crate::config::schema::{AuthName, RawVhid};
+use crate::config::schema::{AuthName, ProtocolName, RawVhid, VrrpAuthName};
 use crate::error::Error;
 
 /// How long a hook may run when `hook_timeout` is not set.
@@ -32,11 +32,29 @@ impl Validator<'_> {
         let ctx = format!("interface \"{ifname}\" vhid {id}");
         let level = self.level_with_source(raw.common(), raw.source.as_ref(), &ctx)?;
         let l = inherited.overlay(&level);
+        self.protocol_keys(&level, &l, &ctx)?;
+        let protocol_name = l.protocol.as_ref().map_or(ProtocolName::Carp, |p| p.value);
 
         let addresses = self.addresses(raw.addresses.as_ref(), table, &ctx)?;
         let auth = l.auth.as_ref().map_or(AuthName::Bsd, |a| a.value);
         let (advbase, advskew) = self.timing(&l, table, &ctx)?;
-        self.use_key(&l, (ifname, id), table, &ctx)?;
+        let protocol = match protocol_name {
+            ProtocolName::Carp => Protocol::Carp,
+            ProtocolName::Vrrp3 => {
+                Protocol::Vrrp(self.vrrp(&l, vrrp::Version::V3, &addresses, table, &ctx)?)
+            }
+            ProtocolName::Vrrp2 => {
+                Protocol::Vrrp(self.vrrp(&l, vrrp::Version::V2, &addresses, table, &ctx)?)
+            }
+        };
+        let is_vrrp = matches!(protocol, Protocol::Vrrp(_));
+        let needs_key = match &protocol {
+            Protocol::Carp => true,
+            Protocol::Vrrp(v) => v.simple_auth,
+        };
+        if needs_key {
+            self.use_key(&l, (ifname, id), table, &ctx)?;
+        }
         let label = raw
             .label
             .as_ref()
@@ -45,7 +63,16 @@ impl Validator<'_> {
         let transport = TransportSpec {
             peers: self.unicast_peers(&l, level.peers.is_some(), &addresses, table, &ctx)?,
             unicast_ttl_check: l.unicast_ttl_check.unwrap_or(false),
-            virtual_mac: self.virtual_mac(&l, (ifname, id), label.is_some(), &ctx)?,
+            virtual_mac: self.virtual_mac(
+                &l,
+                (ifname, id),
+                label.is_some(),
+                // VRRP's virtual MAC, unless the addresses are not carpd's
+                // to move or carry a label
+                is_vrrp && l.manage_addresses != Some(false) && label.is_none(),
+                table,
+                &ctx,
+            )?,
         };
         if auth == AuthName::Ucarp {
             self.ucarp_limits(&l, raw, &addresses, (advbase, advskew), table, &ctx)?;
@@ -61,7 +88,8 @@ impl Validator<'_> {
             advbase,
             advskew,
             dead_ratio: l.dead_ratio.unwrap_or(defaults.dead_ratio),
-            preempt: l.preempt.unwrap_or(defaults.preempt),
+            // VRRP's Preempt_Mode is on by default (both RFCs)
+            preempt: l.preempt.unwrap_or(defaults.preempt || is_vrrp),
             preempt_delay: l.preempt_delay.unwrap_or(defaults.preempt_delay),
             announce_interval: l.announce_interval.or(defaults.announce_interval),
             source: l.source,
@@ -80,7 +108,95 @@ impl Validator<'_> {
                 down_on_exit: l.down_on_exit.unwrap_or(true),
             },
             transport,
+            protocol,
             ..defaults
+        })
+    }
+
+    /// A VRRP virtual router's settings: `priority` (1..=255, default 100),
+    /// `advert_interval` (VRRPv3: 10 ms steps up to 40.95 s; VRRPv2: whole
+    /// seconds up to 255 s; default 1 s), `auth_type` (VRRPv2),
+    /// `accept_mode` (VRRPv3); one address family, VRRPv2 IPv4 only, and an
+    /// IPv6 list led by a link-local address (RFC 9568 5.2.9).
+    fn vrrp(
+        &self,
+        l: &Level,
+        version: vrrp::Version,
+        addresses: &[VirtualAddr],
+        table: &Range<usize>,
+        ctx: &str,
+    ) -> Result<VrrpSpec, Error> {
+        let v4 = addresses.iter().filter(|a| a.addr.is_ipv4()).count();
+        let v6 = addresses.len() - v4;
+        let at_addresses = self.diag.at(table.clone(), ctx, "addresses");
+        if v4 > 0 && v6 > 0 {
+            return Err(at_addresses.err(
+                "a VRRP virtual router carries one address family (RFC 9568 keeps IPv4 and IPv6 apart): use two VHIDs on two interfaces or with two numbers",
+            ));
+        }
+        if version == vrrp::Version::V2 && v6 > 0 {
+            return Err(
+                at_addresses.err("VRRPv2 carries IPv4 addresses only: use protocol = \"vrrp3\"")
+            );
+        }
+        if addresses.len() > 255 {
+            return Err(at_addresses.err("a VRRP advertisement carries at most 255 addresses"));
+        }
+        if let Some(first) = addresses.first()
+            && let std::net::IpAddr::V6(a) = first.addr
+            && !a.is_unicast_link_local()
+        {
+            return Err(at_addresses.err(
+                "the first IPv6 address of a VRRP virtual router must be link-local (RFC 9568 5.2.9)",
+            ));
+        }
+        let interval = l
+            .advert_interval
+            .as_ref()
+            .map_or(Duration::from_secs(1), |a| a.value);
+        let interval_span = l
+            .advert_interval
+            .as_ref()
+            .map_or(table.clone(), |a| a.span.clone());
+        let at = self.diag.at(interval_span, ctx, "advert_interval");
+        let millis = interval.as_millis();
+        let interval_cs = match version {
+            vrrp::Version::V3 => {
+                if interval.as_nanos() % 10_000_000 != 0 || !(10..=40_950).contains(&millis) {
+                    return Err(at.err("VRRPv3 intervals are 10 ms steps from 10ms to 40.95s"));
+                }
+                millis / 10
+            }
+            vrrp::Version::V2 => {
+                if interval.subsec_nanos() != 0 || !(1_000..=255_000).contains(&millis) {
+                    return Err(at.err("VRRPv2 intervals are whole seconds from 1s to 255s"));
+                }
+                millis / 10
+            }
+        };
+        let priority = l
+            .priority
+            .as_ref()
+            .map_or(vrrp::DEFAULT_PRIORITY, |p| p.value);
+        if priority == vrrp::OWNER_PRIORITY && l.manage_addresses != Some(false) {
+            let span = l
+                .priority
+                .as_ref()
+                .map_or(table.clone(), |p| p.span.clone());
+            return Err(self.diag.at(span, ctx, "priority").err(
+                "255 is the address owner's, whose addresses are its own: set manage_addresses = false, or a priority below 255",
+            ));
+        }
+        let simple_auth = l
+            .auth_type
+            .as_ref()
+            .is_some_and(|a| a.value == VrrpAuthName::Simple);
+        Ok(VrrpSpec {
+            version,
+            priority,
+            interval_cs: u16::try_from(interval_cs).unwrap_or(u16::MAX),
+            simple_auth,
+            accept_mode: l.accept_mode.unwrap_or(false),
         })
     }
 

@@ -1,0 +1,63 @@
+//! Arbitrary bytes into the VRRP receive path: `vrrp::check` and
+//! `vrrp::Advert::parse` must never panic, and whatever they accept must
+//! re-emit to the same message.
+#![no_main]
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use carp_proto::packet::{self, Carrier, DropReason};
+use carp_proto::vrrp::{self, Advert};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // The first two bytes choose the carrier, the rest is the payload.
+    let (carrier, relax_ttl, payload) = match data {
+        [ttl, flags, payload @ ..] => {
+            let (src, dst) = if flags & 1 == 0 {
+                (
+                    IpAddr::V4(Ipv4Addr::new(10, 0, 0, *flags)),
+                    IpAddr::V4(packet::GROUP_V4),
+                )
+            } else {
+                (
+                    IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, u16::from(*flags))),
+                    IpAddr::V6(packet::GROUP_V6),
+                )
+            };
+            (
+                Carrier {
+                    ttl: *ttl,
+                    src,
+                    dst,
+                },
+                flags & 2 != 0,
+                payload,
+            )
+        }
+        _ => return,
+    };
+
+    let checked = vrrp::check(&carrier, payload, relax_ttl);
+    let parsed = Advert::parse(payload, carrier.src, carrier.dst);
+    if let Ok(advert) = &checked {
+        assert_eq!(parsed.as_ref(), Ok(advert));
+    }
+    if let Ok(advert) = parsed {
+        assert!(
+            matches!(checked, Ok(_) | Err(DropReason::BadTtl)),
+            "{checked:?}"
+        );
+        let bytes = advert.to_bytes(carrier.src, carrier.dst);
+        assert_eq!(
+            Advert::parse(&bytes, carrier.src, carrier.dst).as_ref(),
+            Ok(&advert)
+        );
+        // The checksum may differ (0x0000 and 0xffff are both zero in
+        // ones' complement) and VRRPv3's 4 reserved bits are sent as zero.
+        assert_eq!(bytes.len(), payload.len());
+        assert_eq!(bytes[..4], payload[..4]);
+        assert_eq!(bytes[4] & 0x0f, payload[4] & 0x0f);
+        assert_eq!(bytes[5], payload[5]);
+        assert_eq!(bytes[8..], payload[8..]);
+    }
+});
