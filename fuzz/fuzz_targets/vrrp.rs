@@ -53,11 +53,20 @@ fuzz_target!(|data: &[u8]| {
             Ok(&advert)
         );
         // The checksum may differ (0x0000 and 0xffff are both zero in
-        // ones' complement) and VRRPv3's 4 reserved bits are sent as zero.
+        // ones' complement), VRRPv3's 4 reserved bits are sent as zero, and
+        // without authentication VRRPv2's 8 bytes of authentication data
+        // are ignored on reception and sent as zero (RFC 3768, 5.3.10).
         assert_eq!(bytes.len(), payload.len());
         assert_eq!(bytes[..4], payload[..4]);
         assert_eq!(bytes[4] & 0x0f, payload[4] & 0x0f);
         assert_eq!(bytes[5], payload[5]);
-        assert_eq!(bytes[8..], payload[8..]);
+        let auth_ignored = payload[0] >> 4 == 2 && payload[4] == 0;
+        let end = if auth_ignored {
+            payload.len() - 8
+        } else {
+            payload.len()
+        };
+        assert_eq!(bytes[8..end], payload[8..end]);
+        assert!(bytes[end..].iter().all(|b| *b == 0));
     }
 });
