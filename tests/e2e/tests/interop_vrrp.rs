@@ -774,8 +774,9 @@ fn v3_ipv4_demotion_lowers_the_priority() {
 /// FRR's vrrpd (Debian's FRR 8.4) on host 1, with its zebra: the
 /// operator's macvlan `vrrp4-2-<vrid>` with the virtual MAC holds the
 /// address (vrrpd turns the VRRP instance on it, not the address), so
-/// carpd's status tells who is master. The daemons run as the `frr` user,
-/// which may use their vty sockets.
+/// carpd's status and vrrpd's own (`show vrrp` through `vtysh` on the vty
+/// sockets in the test's directory) tell who is master. The daemons run as
+/// the `frr` user, which may use their vty sockets.
 struct Frr {
     zebra: Daemon,
     vrrpd: Option<Daemon>,
