@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
-use carpd_testbed::{Daemon, Lan, Scratch, Watcher, wait_until};
+use carpd_testbed::{Daemon, Lan, Scratch, Watcher, transitions, wait_until};
 
 const VIP: &str = "10.99.0.100";
 const XPARAM: &str = "xp";
@@ -405,11 +405,16 @@ fn equal_priority_ten_rounds() {
 }
 
 /// Passwords of 1 to 19 bytes, advbase 1..3, advskews across 0..254,
-/// multicast, broadcast (`--nomcast`) and a non-default group: the less
-/// preferred node starts alone and becomes MASTER, then the preferred one
-/// starts with preemption and takes over on the first advertisement it
-/// hears (so it accepted the other's HMAC), and the other yields (so it
-/// accepted the preferred one's). Each case runs on its own segment, all at
+/// multicast, broadcast (`--nomcast`) and non-default groups with either
+/// side preferred: the less preferred node starts alone and becomes MASTER,
+/// then the preferred one starts with preemption and takes over, and the
+/// other yields. Both sides must show they accepted the other's HMAC, since
+/// the preferred node would take over after its own master-down time even
+/// if it heard nothing: carpd's transitions give the reason (`preempt`
+/// when it takes over, `peer_preferred` when it yields), ucarp logs
+/// its preemption or its yield and never a bad digest, and a carpd run
+/// from a TOML file counts the peer's advertisements with no drops while
+/// it stays in its final state. Each case runs on its own segment, all at
 /// once.
 #[test]
 fn parameter_matrix() {
@@ -471,6 +476,24 @@ fn parameter_matrix() {
             nomcast: false,
             mcast: Some("239.255.18.18"),
         },
+        // carpd receiving on a non-default group: ucarp ends up MASTER
+        // there and carpd BACKUP.
+        Case {
+            password: "group-rx",
+            advbase: 1,
+            skews: (0, 100),
+            carpd: Kind::CarpdToml,
+            nomcast: false,
+            mcast: Some("239.4.5.6"),
+        },
+        Case {
+            password: "group-rx-cli",
+            advbase: 1,
+            skews: (20, 60),
+            carpd: Kind::CarpdCli,
+            nomcast: false,
+            mcast: Some("239.200.1.2"),
+        },
     ];
     parallel_lans(cases.len(), |i, lan, dir| {
         let c = &cases[i];
@@ -487,7 +510,8 @@ fn parameter_matrix() {
         let ucarp = mk(Kind::Ucarp, c.skews.0);
         let carpd = mk(c.carpd, c.skews.1);
         // The preferred one is the one with the lower skew (same advbase).
-        let (worse, better) = if c.skews.0 > c.skews.1 {
+        let carpd_better = c.skews.0 > c.skews.1;
+        let (worse, better) = if carpd_better {
             (ucarp, carpd)
         } else {
             (carpd, ucarp)
@@ -512,11 +536,86 @@ fn parameter_matrix() {
             &what,
         );
         let settled = Instant::now();
+        let (ucarp_d, carpd_d) = if carpd_better { (&d0, &d1) } else { (&d1, &d0) };
+        let carpd_vhid = if carpd_better { &better } else { &worse }.vhid;
+        let counted_before = (c.carpd == Kind::CarpdToml).then(|| carpd_d.status());
         sleep(worse.master_down() + MARGIN);
         assert_eq!(owners(lan), vec![1], "{what}");
         let h = w.history();
         let moves = h.changes_since(settled, |x| x == VIP);
         assert!(moves.is_empty(), "{what}: flapped: {:?}", h.timeline(VIP));
+        assert_peer_accepted(&what, carpd_better, ucarp_d, carpd_d, carpd_vhid);
+        if let Some(before) = counted_before {
+            assert_counted_peer(&what, carpd_better, &before, &carpd_d.status());
+        }
         assert!(d0.is_running() && d1.is_running(), "{what}");
     });
+}
+
+/// Both sides of a matrix case accepted the other's advertisements: a
+/// preferred carpd preempted (it heard the worse MASTER) rather than timing
+/// out, a less preferred carpd yielded to the peer it heard; ucarp logged
+/// the matching preemption or yield, and no bad digest.
+fn assert_peer_accepted(what: &str, carpd_better: bool, ucarp: &Daemon, carpd: &Daemon, vhid: u8) {
+    let log = carpd.log();
+    let t = transitions(&log, "eth0", vhid);
+    let last = t.last().copied().unwrap_or_default();
+    let (carpd_move, ucarp_line) = if carpd_better {
+        (
+            ["BACKUP", "MASTER", "preempt"],
+            "Preferred master advertised",
+        )
+    } else {
+        (
+            ["MASTER", "BACKUP", "peer_preferred"],
+            "Putting MASTER down - preemption",
+        )
+    };
+    assert!(
+        carpd_move.iter().all(|w| last.contains(w)) && !last.contains("master_down"),
+        "{what}: carpd's last transition is {last:?}, expected {carpd_move:?}; all: {t:?}"
+    );
+    let ulog = ucarp.log();
+    assert!(
+        !ulog.contains("Bad digest"),
+        "{what}: ucarp rejected carpd's HMAC:\n{ulog}"
+    );
+    assert!(
+        ulog.contains(ucarp_line),
+        "{what}: ucarp never logged {ucarp_line:?}:\n{ulog}"
+    );
+}
+
+/// A TOML-configured carpd counted the peer's advertisements while
+/// staying in its final state (BACKUP hears every one of the MASTER's;
+/// a MASTER hears at least the ones that came before the peer yielded),
+/// and dropped none of them.
+fn assert_counted_peer(
+    what: &str,
+    carpd_better: bool,
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+) {
+    let (b, a) = (&before["vhids"][0], &after["vhids"][0]);
+    let state = if carpd_better { "MASTER" } else { "BACKUP" };
+    assert_eq!(a["state"], state, "{what}: {a}");
+    assert_eq!(
+        a["transitions"], b["transitions"],
+        "{what}: state changed: {a}"
+    );
+    let received = |v: &serde_json::Value| v["adverts_received"].as_u64().unwrap_or(0);
+    if carpd_better {
+        assert!(received(a) >= 1, "{what}: carpd heard nothing: {a}");
+    } else {
+        assert!(
+            received(a) >= received(b) + 2,
+            "{what}: carpd as BACKUP heard too little: before {b}, after {a}"
+        );
+    }
+    let drops = a["drops"].as_object().cloned().unwrap_or_default();
+    let bad: Vec<_> = drops
+        .iter()
+        .filter(|(reason, n)| *reason != "own_packet" && n.as_u64() != Some(0))
+        .collect();
+    assert!(bad.is_empty(), "{what}: carpd dropped ucarp's packets: {a}");
 }

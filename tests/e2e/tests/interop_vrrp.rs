@@ -6,7 +6,10 @@
 //! (priority 0) both ways; preemption both ways; equal priority (the
 //! higher address wins, no flapping); 100 ms intervals; keepalived with
 //! `use_vmac`; unicast peers; demotion; a CARP VHID beside a VRRP VRID.
-//! Against FRR: preemption and priority-0 hand-over over VRRPv3 IPv4.
+//! Against FRR: VRRPv3 and VRRPv2 over IPv4 with FRR the better (it
+//! preempts, hands over with priority 0), and VRRPv3 with carpd the better
+//! (FRR, asked through `vtysh`, follows carpd and takes over on its
+//! priority 0).
 //!
 //! Every test also checks that carpd accepted its peer's advertisements
 //! (status counters and transition reasons), not only who ends up with the
@@ -51,6 +54,8 @@ struct Setup {
     preempt: bool,
     use_vmac: bool,
     unicast: bool,
+    /// VRRPv2: the plain-text password (FRR's vrrpd has no authentication).
+    v2_password: bool,
 }
 
 impl Setup {
@@ -63,6 +68,7 @@ impl Setup {
             preempt: true,
             use_vmac: false,
             unicast: false,
+            v2_password: true,
         }
     }
 
@@ -99,7 +105,7 @@ impl Setup {
             u32::from(self.interval_cs) * 10,
             self.preempt,
         );
-        if self.family == Family::V2Ipv4 {
+        if self.family == Family::V2Ipv4 && self.v2_password {
             t.push_str("  auth_type = \"simple\"\n  password = \"secret\"\n");
         }
         if self.unicast {
@@ -768,8 +774,9 @@ fn v3_ipv4_demotion_lowers_the_priority() {
 /// FRR's vrrpd (Debian's FRR 8.4) on host 1, with its zebra: the
 /// operator's macvlan `vrrp4-2-<vrid>` with the virtual MAC holds the
 /// address (vrrpd turns the VRRP instance on it, not the address), so
-/// carpd's status tells who is master. The daemons run as the `frr` user,
-/// which may use their vty sockets.
+/// carpd's status and vrrpd's own (`show vrrp` through `vtysh` on the vty
+/// sockets in the test's directory) tell who is master. The daemons run as
+/// the `frr` user, which may use their vty sockets.
 struct Frr {
     zebra: Daemon,
     vrrpd: Option<Daemon>,
@@ -796,10 +803,16 @@ impl Bed {
         // the daemons write their pid files and sockets here as `frr`
         run(&["chmod", "777", self.dir.path().to_str().unwrap()]);
         self.dir.write("zebra.conf", "");
+        self.dir.write("vtysh.conf", "");
+        let version = if self.setup.family == Family::V2Ipv4 {
+            2
+        } else {
+            3
+        };
         self.dir.write(
             "vrrpd.conf",
             &format!(
-                "interface eth0\n vrrp {VRID} version 3\n vrrp {VRID} priority {priority}\n vrrp {VRID} advertisement-interval 1000\n vrrp {VRID} ip {VIP4}\n!\n"
+                "interface eth0\n vrrp {VRID} version {version}\n vrrp {VRID} priority {priority}\n vrrp {VRID} advertisement-interval 1000\n vrrp {VRID} ip {VIP4}\n!\n"
             ),
         );
         let zebra = self.frr_daemon("zebra");
@@ -838,6 +851,40 @@ impl Bed {
         )
     }
 
+    /// FRR's IPv4 instance as `show vrrp <vrid> json` reports it, if
+    /// vrrpd answers yet.
+    fn try_frr_vrrp(&self) -> Option<serde_json::Value> {
+        let dir = self.dir.path().to_str()?;
+        let out = self.lan.hosts[1]
+            .try_exec(&[
+                "vtysh",
+                "--config_dir",
+                dir,
+                "--vty_socket",
+                dir,
+                "-c",
+                &format!("show vrrp {VRID} json"),
+            ])
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        Some(v[0]["v4"].clone())
+    }
+
+    /// Waits until FRR's vrrpd reports its IPv4 instance in `status`
+    /// (`Master`, `Backup`); how long it took.
+    fn wait_frr(&self, status: &str, timeout: Duration) -> Duration {
+        let took = wait_until(timeout, Duration::from_millis(100), || {
+            self.try_frr_vrrp().is_some_and(|v| v["status"] == status)
+        });
+        took.unwrap_or_else(|| {
+            panic!(
+                "FRR not {status} within {timeout:?}: {:?}\ncarpd status: {}",
+                self.try_frr_vrrp(),
+                self.carpd_status()
+            )
+        })
+    }
+
     /// Waits until carpd's VHID is in `state` for `reason`.
     fn wait_carpd(&self, state: &str, reason: &str, timeout: Duration) {
         let ok = wait_until(timeout, Duration::from_millis(50), || {
@@ -852,12 +899,12 @@ impl Bed {
     }
 }
 
-/// FRR vrrpd better (200 against carpd's 100), VRRPv3 over IPv4: it
-/// preempts carpd, hands over with priority 0 on SIGTERM (carpd waits only
-/// its skew time) and preempts again when it returns.
-#[test]
-fn frr_v3_ipv4_better_preempts_and_hands_over() {
-    let setup = Setup::new(Family::V3Ipv4, 100, 200);
+/// FRR vrrpd better (200 against carpd's 100) over IPv4: it preempts
+/// carpd, hands over with priority 0 on SIGTERM (carpd waits only its
+/// skew time) and preempts again when it returns.
+fn frr_better_preempts_and_hands_over(family: Family) {
+    let mut setup = Setup::new(family, 100, 200);
+    setup.v2_password = false;
     let mut bed = Bed::new(setup.clone());
     bed.start_carpd();
     bed.wait_carpd("MASTER", "master_down", setup.master_down(100) + MARGIN);
@@ -883,4 +930,62 @@ fn frr_v3_ipv4_better_preempts_and_hands_over() {
     assert_eq!(reasons(&s)["peer_preferred"], 2, "{s}");
     assert!(frr.zebra.is_running());
     bed.assert_carpd_packets_dissect(&[100]);
+}
+
+#[test]
+fn frr_v3_ipv4_better_preempts_and_hands_over() {
+    frr_better_preempts_and_hands_over(Family::V3Ipv4);
+}
+
+#[test]
+fn frr_v2_ipv4_better_preempts_and_hands_over() {
+    frr_better_preempts_and_hands_over(Family::V2Ipv4);
+}
+
+/// carpd better (200 against FRR's 100), VRRPv3 over IPv4: FRR starts
+/// alone and becomes Master; carpd preempts it and FRR, having accepted
+/// carpd's advertisements, goes Backup and counts them while carpd stays
+/// MASTER. On carpd's SIGTERM (priority 0) FRR takes over within its skew
+/// time, well before its master-down time; carpd preempts again when it
+/// returns.
+#[test]
+fn frr_v3_ipv4_carpd_better_frr_follows() {
+    let setup = Setup::new(Family::V3Ipv4, 200, 100);
+    let mut bed = Bed::new(setup.clone());
+    let mut frr = bed.start_frr(100);
+    bed.wait_frr("Master", setup.master_down(100) + MARGIN * 3);
+    bed.start_carpd();
+    bed.wait_carpd("MASTER", "preempt", setup.master_down(200) + MARGIN * 2);
+    bed.wait_frr("Backup", MARGIN * 2);
+    bed.assert_carpd_hears_peer();
+    let rx =
+        |v: Option<serde_json::Value>| v.and_then(|v| v["stats"]["adverRx"].as_u64()).unwrap_or(0);
+    let before = rx(bed.try_frr_vrrp());
+    sleep(setup.interval() * 4);
+    let v = bed.try_frr_vrrp();
+    assert_eq!(
+        v.as_ref().map(|v| &v["status"]),
+        Some(&"Backup".into()),
+        "{v:?}"
+    );
+    assert!(
+        rx(v.clone()) >= before + 2,
+        "FRR heard too little of carpd: {before} then {v:?}"
+    );
+    let s = bed.carpd_status();
+    assert_eq!(s["state"], "MASTER", "{s}");
+    assert_eq!(s["transitions"], 2, "carpd moved again: {s}");
+
+    bed.carpd().sigterm();
+    bed.carpd().wait_exit(Duration::from_secs(10));
+    let took = bed.wait_frr("Master", setup.master_down(100) + MARGIN);
+    assert!(
+        took < setup.master_down(100),
+        "FRR took over after {took:?}"
+    );
+    bed.start_carpd();
+    bed.wait_carpd("MASTER", "preempt", setup.master_down(200) + MARGIN * 2);
+    bed.wait_frr("Backup", MARGIN * 2);
+    assert!(frr.zebra.is_running());
+    bed.assert_carpd_packets_dissect(&[0, 200]);
 }
