@@ -90,7 +90,7 @@ fn sigkill_master_backup_takes_over_after_master_down() {
     c.node(0).sigkill();
     // A SIGKILLed process cannot remove its address: node 0 keeps it.
     c.wait_owners(VIP, &[0, 1], master_down(3, 100) + 2 * MARGIN);
-    let took = w.history().time_to_own(1, VIP, killed);
+    let took = w.time_to_own(1, VIP, killed);
     eprintln!("took {took:?}");
     // The backup's timer was last restarted by an advertisement at most one
     // advertisement interval before the kill.
@@ -146,7 +146,7 @@ fn preemption_better_node_takes_over_quickly() {
     let started = Instant::now();
     c.start(0, &better);
     c.wait_owners(VIP, &[0], adv_interval(100) + 3 * MARGIN);
-    let took = w.history().time_to_own(0, VIP, started);
+    let took = w.time_to_own(0, VIP, started);
     eprintln!("took {took:?}");
     assert!(
         took <= adv_interval(100) + 2 * MARGIN,
@@ -183,7 +183,7 @@ fn sigterm_master_bows_out() {
     let stopped = Instant::now();
     c.node(0).sigterm();
     c.wait_owners(VIP, &[1], master_down(3, 100) + 2 * MARGIN);
-    let took = w.history().time_to_own(1, VIP, stopped);
+    let took = w.time_to_own(1, VIP, stopped);
     eprintln!("took {took:?}");
     // The backup's master-down time cannot expire this early: it took over
     // on the bow-out advertisement.
@@ -210,7 +210,7 @@ fn link_down_backup_takes_over() {
     let cut = Instant::now();
     c.lan.set_port(0, 0, false);
     c.wait_owners(VIP, &[1], master_down(3, 100) + 2 * MARGIN);
-    let took = w.history().time_to_own(1, VIP, cut);
+    let took = w.time_to_own(1, VIP, cut);
     eprintln!("took {took:?}");
     assert!(took <= master_down(3, 100) + MARGIN, "took {took:?}");
 

@@ -248,7 +248,7 @@ fn first_master_kill_preempt(first: Kind, second: Kind) {
     d0.sigkill();
     let _ = d0.wait_exit(Duration::from_secs(2));
     wait_owners(&lan, &[0, 1], b.master_down() + 2 * MARGIN, "takeover");
-    let took = w.history().time_to_own(1, VIP, killed);
+    let took = w.time_to_own(1, VIP, killed);
     assert!(took <= b.master_down() + MARGIN, "takeover took {took:?}");
     assert_eq!(
         argv_lines(&dir, "b1"),
@@ -266,7 +266,7 @@ fn first_master_kill_preempt(first: Kind, second: Kind) {
         b.interval() + a.master_down() + 2 * MARGIN,
         "preemption",
     );
-    let took = w.history().time_to_own(0, VIP, back);
+    let took = w.time_to_own(0, VIP, back);
     eprintln!("preemption after {took:?}");
     let settled = Instant::now();
     sleep(Duration::from_secs(4));

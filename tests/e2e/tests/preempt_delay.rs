@@ -57,7 +57,7 @@ fn a_restarting_preferred_node_does_not_move_the_address() {
     let started = Instant::now();
     c.start_toml(0, &preferred);
     c.wait_owners(VIP, &[0], DELAY + SETTLE);
-    let took = w.history().time_to_own(0, VIP, started);
+    let took = w.time_to_own(0, VIP, started);
     eprintln!("preempted {took:?} after start (preempt_delay {DELAY:?})");
     assert!(took >= DELAY, "{took:?}");
 }

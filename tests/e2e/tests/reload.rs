@@ -166,7 +166,7 @@ fn hup_adds_and_removes_vhids() {
     c.node(0).sighup();
 
     c.wait_owners(&vip(50), &[1], master_down(3, 100) + 2 * MARGIN);
-    let took = w.history().time_to_own(1, &vip(50), hup);
+    let took = w.time_to_own(1, &vip(50), hup);
     assert!(
         took < MARGIN,
         "vhid 50 moved after {took:?}: no bow-out on removal"

@@ -117,7 +117,25 @@ impl Watcher {
             events: self.events.lock().expect("events lock").clone(),
         }
     }
+
+    /// How long after `since` `node` first held `addr`. The monitors'
+    /// lines reach the history a moment after the kernel made the change,
+    /// so a change another check has already seen (`ip addr`) is waited
+    /// for, up to [`MONITOR_LAG`].
+    pub fn time_to_own(&self, node: usize, addr: &str, since: Instant) -> Duration {
+        let deadline = Instant::now() + MONITOR_LAG;
+        loop {
+            let h = self.history();
+            if h.first_owned_since(node, addr, since).is_some() || Instant::now() >= deadline {
+                return h.time_to_own(node, addr, since);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
+
+/// How long a change the kernel made may take to show in the history.
+const MONITOR_LAG: Duration = Duration::from_secs(2);
 
 impl Drop for Watcher {
     fn drop(&mut self) {
