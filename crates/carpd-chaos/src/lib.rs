@@ -1,0 +1,9 @@
+//! carpd under random faults: N nodes × M VHIDs in network namespaces, a
+//! fault schedule drawn from a seed, and a checker of the invariants over
+//! the recorded address timeline.
+
+pub mod check;
+pub mod fault;
+pub mod rng;
+pub mod schedule;
+pub mod timeline;
