@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod fault;
+pub mod resources;
 pub mod rng;
 pub mod schedule;
 pub mod timeline;
