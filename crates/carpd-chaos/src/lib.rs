@@ -3,6 +3,7 @@
 //! the recorded address timeline.
 
 pub mod check;
+pub mod config;
 pub mod fault;
 pub mod resources;
 pub mod rng;

@@ -1,0 +1,266 @@
+//! The carpd configuration each node runs: M VHIDs on eth0 mixing IPv4,
+//! IPv6 and dual stack, every fifth owned by hooks, advskews spread so that
+//! the masters spread over the nodes; and what a reload fault changes.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::fault::ReloadChange;
+
+/// The interface every VHID runs on.
+pub const IFACE: &str = "eth0";
+
+/// One VHID as one node runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VhidSpec {
+    pub id: u8,
+    /// "addr/prefix".
+    pub addrs: Vec<String>,
+    /// `manage_addresses = false`: the up/down hooks add and remove them.
+    pub hooked: bool,
+    pub advskew: u8,
+}
+
+/// The up and down hook scripts of one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hooks {
+    pub up: PathBuf,
+    pub down: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub advbase: u8,
+    pub dead_ratio: u8,
+    pub hook_timeout: Duration,
+    pub hooks: Hooks,
+    pub vhids: Vec<VhidSpec>,
+}
+
+/// The addresses of VHID `id`: IPv4 (id % 3 == 0), IPv6 (1) or both (2).
+pub fn vhid_addrs(id: u8) -> Vec<String> {
+    let v4 = format!("10.98.0.{id}/24");
+    let v6 = format!("fd98::{id:x}/64");
+    match id % 3 {
+        0 => vec![v4],
+        1 => vec![v6],
+        _ => vec![v4, v6],
+    }
+}
+
+/// Whether the hooks own VHID `id`'s addresses.
+pub fn vhid_hooked(id: u8) -> bool {
+    id % 5 == 0
+}
+
+/// `node`'s advskew for VHID `id`: 20, 60, 100, ... rotating with the id,
+/// so each node is the preferred master of about 1/N of the VHIDs.
+pub fn base_skew(node: usize, nodes: usize, id: u8) -> u8 {
+    let rank = (node + usize::from(id)) % nodes.max(1);
+    u8::try_from(20 + 40 * rank).unwrap_or(u8::MAX).min(200)
+}
+
+/// The largest advskew the run can configure (base or by a reload).
+pub const MAX_SKEW: u8 = 240;
+
+impl NodeConfig {
+    pub fn base(node: usize, nodes: usize, ids: &[u8], advbase: u8, hooks: Hooks) -> NodeConfig {
+        NodeConfig {
+            advbase,
+            dead_ratio: 3,
+            hook_timeout: Duration::from_secs(5),
+            hooks,
+            vhids: ids
+                .iter()
+                .map(|id| VhidSpec {
+                    id: *id,
+                    addrs: vhid_addrs(*id),
+                    hooked: vhid_hooked(*id),
+                    advskew: base_skew(node, nodes, *id),
+                })
+                .collect(),
+        }
+    }
+
+    /// This configuration with a reload fault's change applied.
+    pub fn with(&self, change: &ReloadChange) -> NodeConfig {
+        let mut c = self.clone();
+        match change {
+            ReloadChange::Add(ids) => {
+                for id in ids {
+                    if !c.vhids.iter().any(|v| v.id == *id) {
+                        c.vhids.push(VhidSpec {
+                            id: *id,
+                            addrs: vhid_addrs(*id),
+                            hooked: vhid_hooked(*id),
+                            advskew: 100,
+                        });
+                    }
+                }
+            }
+            ReloadChange::Remove(ids) => c.vhids.retain(|v| !ids.contains(&v.id)),
+            ReloadChange::Skew(ids, skew) => {
+                for v in c.vhids.iter_mut().filter(|v| ids.contains(&v.id)) {
+                    v.advskew = *skew;
+                }
+            }
+        }
+        c
+    }
+
+    /// The virtual addresses, without prefix length.
+    pub fn addrs(&self) -> BTreeSet<String> {
+        self.vhids
+            .iter()
+            .flat_map(|v| v.addrs.iter())
+            .map(|a| strip_len(a).to_string())
+            .collect()
+    }
+
+    /// The virtual addresses the hooks own, without prefix length.
+    pub fn hooked_addrs(&self) -> BTreeSet<String> {
+        self.vhids
+            .iter()
+            .filter(|v| v.hooked)
+            .flat_map(|v| v.addrs.iter())
+            .map(|a| strip_len(a).to_string())
+            .collect()
+    }
+
+    /// The first address of VHID `id` ("addr/prefix").
+    pub fn first_addr(&self, id: u8) -> Option<&str> {
+        self.vhids
+            .iter()
+            .find(|v| v.id == id)
+            .and_then(|v| v.addrs.first())
+            .map(String::as_str)
+    }
+
+    pub fn to_toml(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "advbase = {}", self.advbase);
+        let _ = writeln!(s, "dead_ratio = {}", self.dead_ratio);
+        let _ = writeln!(s, "preempt = false");
+        let _ = writeln!(s, "password = \"chaos\"");
+        let _ = writeln!(s, "hook_timeout = \"{}ms\"", self.hook_timeout.as_millis());
+        let _ = writeln!(s, "\n[[interface]]\nname = \"{IFACE}\"");
+        for v in &self.vhids {
+            let addrs: Vec<String> = v.addrs.iter().map(|a| format!("{a:?}")).collect();
+            let _ = writeln!(
+                s,
+                "\n  [[interface.vhid]]\n  id = {}\n  addresses = [{}]\n  advskew = {}",
+                v.id,
+                addrs.join(", "),
+                v.advskew
+            );
+            if v.hooked {
+                let _ = writeln!(
+                    s,
+                    "  manage_addresses = false\n  up = {:?}\n  down = {:?}",
+                    self.hooks.up.display().to_string(),
+                    self.hooks.down.display().to_string()
+                );
+            }
+        }
+        s
+    }
+}
+
+pub fn strip_len(cidr: &str) -> &str {
+    cidr.split('/').next().unwrap_or(cidr)
+}
+
+/// The up (`up` true) or down hook script of a node: it adds (removes)
+/// every address of `CARP_ADDRESSES` on the interface carpd passes first,
+/// after the delay written in `mode_file` ("slow <seconds>"), and exits
+/// with a failure after acting when the file says "fail".
+pub fn hook_script(up: bool, mode_file: &str) -> String {
+    let (verb, v4, v6) = if up {
+        ("replace", "/24", "/64 nodad")
+    } else {
+        ("del", "/24", "/64")
+    };
+    format!(
+        "#!/bin/sh\n\
+         # carpd runs this as `<script> <interface> <first address>`.\n\
+         mode=$(cat '{mode_file}' 2>/dev/null)\n\
+         case \"$mode\" in slow\\ *) sleep \"${{mode#slow }}\" ;; esac\n\
+         for a in $CARP_ADDRESSES; do\n\
+         \x20 case \"$a\" in\n\
+         \x20   *:*) ip addr {verb} \"$a{v6}\" dev \"$1\" ;;\n\
+         \x20   *) ip addr {verb} \"$a{v4}\" dev \"$1\" ;;\n\
+         \x20 esac\n\
+         done\n\
+         [ \"$mode\" = fail ] && exit 1\n\
+         exit 0\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hooks() -> Hooks {
+        Hooks {
+            up: "/x/up.sh".into(),
+            down: "/x/down.sh".into(),
+        }
+    }
+
+    #[test]
+    fn families_and_hooks_mix() {
+        assert_eq!(vhid_addrs(3), ["10.98.0.3/24"]);
+        assert_eq!(vhid_addrs(4), ["fd98::4/64"]);
+        assert_eq!(vhid_addrs(255), ["10.98.0.255/24"]);
+        assert_eq!(vhid_addrs(26), ["10.98.0.26/24", "fd98::1a/64"]);
+        let c = NodeConfig::base(0, 3, &(1..=50).collect::<Vec<_>>(), 1, hooks());
+        assert_eq!(c.vhids.iter().filter(|v| v.hooked).count(), 10);
+        assert!(c.hooked_addrs().contains("10.98.0.5"));
+        assert_eq!(c.addrs().len(), 50 + 50 / 3 + 1);
+    }
+
+    #[test]
+    fn skews_rotate_over_nodes() {
+        let firsts: BTreeSet<usize> = (1..=30u8)
+            .map(|id| (0..3).min_by_key(|n| base_skew(*n, 3, id)).unwrap_or(0))
+            .collect();
+        assert_eq!(firsts.len(), 3);
+        assert!((0..3).all(|n| base_skew(n, 3, 7) <= MAX_SKEW));
+    }
+
+    #[test]
+    fn reload_changes() {
+        let c = NodeConfig::base(1, 3, &[1, 2, 3], 1, hooks());
+        let added = c.with(&ReloadChange::Add(vec![4, 5]));
+        assert_eq!(added.vhids.len(), 5);
+        assert!(added.to_toml().contains("id = 5"));
+        let removed = c.with(&ReloadChange::Remove(vec![2]));
+        assert_eq!(
+            removed.vhids.iter().map(|v| v.id).collect::<Vec<_>>(),
+            [1, 3]
+        );
+        let skewed = c.with(&ReloadChange::Skew(vec![3], 200));
+        assert_eq!(skewed.vhids[2].advskew, 200);
+        assert_eq!(skewed.vhids[0], c.vhids[0]);
+    }
+
+    #[test]
+    fn toml_names_hooks_for_hooked_vhids_only() {
+        let c = NodeConfig::base(0, 2, &[4, 5], 1, hooks());
+        let t = c.to_toml();
+        assert_eq!(t.matches("manage_addresses = false").count(), 1);
+        assert!(t.contains("up = \"/x/up.sh\""));
+        assert!(t.contains("addresses = [\"10.98.0.5/24\", \"fd98::5/64\"]"));
+    }
+
+    #[test]
+    fn hook_scripts() {
+        let up = hook_script(true, "/x/mode");
+        assert!(up.contains("ip addr replace \"$a/24\" dev \"$1\""));
+        assert!(up.contains("sleep \"${mode#slow }\""));
+        let down = hook_script(false, "/x/mode");
+        assert!(down.contains("ip addr del \"$a/64\" dev \"$1\""));
+    }
+}
