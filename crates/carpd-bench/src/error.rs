@@ -9,6 +9,8 @@ pub enum Error {
     #[error("measurement: {0}")]
     Measure(String),
     #[error(transparent)]
+    Testbed(#[from] carpd_testbed::Error),
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 

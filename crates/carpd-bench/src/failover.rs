@@ -11,7 +11,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::error::{Error, Result};
-use crate::netns::{Lan, Scratch, wait_until};
+use carpd_testbed::{Lan, wait_until};
+
+use crate::cleanup::Scratch;
 use crate::proc::Daemon;
 use crate::watch::{AddrWatch, Capture, Ns, ms, now_ns};
 
@@ -161,11 +163,13 @@ impl<'a> Bed<'a> {
     }
 
     fn has_vip(&self, node: usize) -> bool {
-        self.lan.hosts[node].has_addr(&VIP.to_string())
+        self.lan.hosts[node]
+            .try_addrs()
+            .is_ok_and(|a| a.contains(&VIP.to_string()))
     }
 
     fn clear_vip(&self, node: usize) {
-        let _ = self.lan.hosts[node].ip(&["addr", "del", &format!("{VIP}/24"), "dev", "eth0"]);
+        let _ = self.lan.hosts[node].try_ip(&["addr", "del", &format!("{VIP}/24"), "dev", "eth0"]);
     }
 
     /// Waits until `node` gains the address at or after `since`.

@@ -5,9 +5,10 @@
 //! Needs root and ucarp (Debian package `ucarp`). Build carpd first:
 //! `cargo build --release -p carpd -p carpd-bench && sudo target/release/carpd-bench all`.
 
+mod cleanup;
 mod error;
 mod failover;
-mod netns;
+mod lan;
 mod proc;
 mod report;
 mod scale;
@@ -17,12 +18,13 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use carpd_testbed::Lan;
 use clap::{Parser, ValueEnum};
 use nix::sys::signal::Signal;
 
+use crate::cleanup::Scratch;
 use crate::error::{Error, Result};
 use crate::failover::{Bed, Impl, Timers};
-use crate::netns::{Lan, Scratch};
 use crate::report::{Row, Summary, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,7 +87,7 @@ fn main() {
 }
 
 fn run() -> Result<()> {
-    netns::install_cleanup()?;
+    cleanup::install_cleanup()?;
     let args = Args::parse();
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::Setup(
@@ -125,7 +127,7 @@ fn run() -> Result<()> {
             rx_rounds: 10,
         }
     };
-    netns::reap_stale();
+    carpd_testbed::netns::reap_stale_namespaces();
     let load_before = loadavg();
     let began = Instant::now();
     let mut rows = Vec::new();
@@ -142,7 +144,7 @@ fn run() -> Result<()> {
     {
         let dir = Scratch::new()?;
         eprintln!("setting up namespaces");
-        let lan = Lan::new(2, scale::LINKS)?;
+        let lan = lan::tuned_lan(2, scale::LINKS)?;
         {
             let bed = Bed::new(&lan, &dir, &carpd, &args.ucarp)?;
             if want(Item::Crash) {
@@ -653,7 +655,7 @@ fn document(args: &Args, plan: &Plan, table: &str, load_before: String, took: Du
         args.carpd
             .as_deref()
             .map_or_else(|| "release build".into(), |p| p.display().to_string()),
-        netns::try_run(&[
+        carpd_testbed::try_run(&[
             "git",
             "-C",
             env!("CARGO_MANIFEST_DIR"),

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use carpd_testbed::{Netns, wait_until};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
-use crate::netns::{Netns, wait_until};
 use crate::watch::{Ns, now_ns};
 
 /// A process running inside a namespace with stdout and stderr in a file.

@@ -10,7 +10,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::error::{Error, Result};
-use crate::netns::{Lan, Scratch, wait_until};
+use carpd_testbed::{Lan, Netns, wait_until};
+
+use crate::cleanup::Scratch;
 use crate::proc::{self, Daemon, control, cpu_ns, pss_kib, state_counts};
 use crate::watch::{Ns, ms, now_ns};
 
@@ -157,7 +159,7 @@ impl Histogram {
 
 const METRICS_PORT: u16 = 9750;
 
-fn scrape_lateness(ns: &crate::netns::Netns) -> Result<Histogram> {
+fn scrape_lateness(ns: &Netns) -> Result<Histogram> {
     let text = crate::watch::in_netns(ns, || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", METRICS_PORT))?;
@@ -566,7 +568,8 @@ pub fn ucarp(
         if node == 0 {
             let host = &lan.hosts[0];
             let all = wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
-                host.addrs()
+                host.try_addrs()
+                    .unwrap_or_default()
                     .iter()
                     .filter(|a| a.starts_with("10.10"))
                     .count()
@@ -582,7 +585,8 @@ pub fn ucarp(
     sleep(Duration::from_secs(5));
     let count_backup_held = || {
         lan.hosts[1]
-            .addrs()
+            .try_addrs()
+            .unwrap_or_default()
             .iter()
             .filter(|a| a.starts_with("10.10"))
             .count()

@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use carpd_testbed::Netns;
+
 use crate::error::{Error, Result};
-use crate::netns::Netns;
 
 /// Nanoseconds since the epoch, the clock of every timestamp here.
 pub type Ns = i64;

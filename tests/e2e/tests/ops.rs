@@ -6,18 +6,15 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Config, Daemon, Netns, adv_interval, master_down, wait_until};
+use carpd_testbed::{Cluster, Config, Daemon, Netns, adv_interval, master_down, wait_until};
 use serde_json::Value;
 
-const CARPD: &str = env!("CARGO_BIN_EXE_carpd");
 const VIP: &str = "10.99.0.100";
 const POLL: Duration = Duration::from_millis(20);
 /// Generous: start-up, elections and restarts on a busy 2-core machine.
@@ -34,7 +31,7 @@ fn config(advskew: u8) -> Config {
 }
 
 fn client(args: &[&str]) -> Output {
-    Command::new(CARPD)
+    Command::new(carpd_testbed::carpd_exe())
         .args(args)
         .output()
         .expect("run carpd client")

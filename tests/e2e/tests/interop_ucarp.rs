@@ -12,14 +12,12 @@
 // A test binary: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Lan, Scratch, Watcher, wait_until};
+use carpd_testbed::{Daemon, Lan, Scratch, Watcher, wait_until};
 
 const VIP: &str = "10.99.0.100";
 const XPARAM: &str = "xp";
@@ -106,7 +104,7 @@ fn write_script(dir: &Scratch, tag: &str, event: &str, manage: bool) -> PathBuf 
 }
 
 fn run_chmod(p: &Path) {
-    common::run(&["chmod", "755", p.to_str().unwrap()]);
+    carpd_testbed::run(&["chmod", "755", p.to_str().unwrap()]);
 }
 
 /// The argv lines a node's scripts or hooks logged.
@@ -188,10 +186,10 @@ fn start(lan: &Lan, dir: &Scratch, i: usize, node: &Node, tag: &str) -> Daemon {
         Kind::CarpdAsUcarp => {
             let link = dir.path().join(format!("{tag}-bin")).join("ucarp");
             fs::create_dir_all(link.parent().unwrap()).unwrap();
-            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_carpd"), &link).unwrap();
+            std::os::unix::fs::symlink(carpd_testbed::carpd_exe(), &link).unwrap();
             Daemon::spawn(ns, tag, dir.path(), link.to_str().unwrap(), &args)
         }
-        _ => Daemon::spawn(ns, tag, dir.path(), env!("CARGO_BIN_EXE_carpd"), &args),
+        _ => Daemon::spawn(ns, tag, dir.path(), carpd_testbed::carpd_exe(), &args),
     }
 }
 

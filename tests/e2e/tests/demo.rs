@@ -11,7 +11,7 @@ fn demo_script_runs_a_visible_failover() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let out = Command::new("bash")
         .arg(format!("{root}/examples/demo.sh"))
-        .env("CARPD", env!("CARGO_BIN_EXE_carpd"))
+        .env("CARPD", carpd_testbed::carpd_exe())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -5,12 +5,10 @@
 //! IPv6 link-local peers. A node that is not in the peer list is dropped
 //! and counted as `not_peer`.
 
-mod common;
-
 use std::thread::sleep;
 use std::time::Duration;
 
-use common::{Cluster, Daemon, Lan, Netns, transitions, wait_until};
+use carpd_testbed::{Cluster, Daemon, Lan, Netns, transitions, wait_until};
 
 const PASSWORD: &str = "secret";
 
@@ -132,7 +130,7 @@ fn ipv4_unicast_elects_one_master_where_multicast_cannot() {
     drop(intruder);
     // the intruder held the address (nobody it listens to talks to it)
     c.wait_owners(vip, &[0, 2], Duration::from_secs(10));
-    common::run(&[
+    carpd_testbed::run(&[
         "ip",
         "-n",
         c.host(2).name(),

@@ -7,17 +7,15 @@
 //! attacker. Both daemons log at debug level, where every drop reason is
 //! logged (at most once per reason and VHID or interface per 10 s).
 
-mod common;
-#[path = "common/inject.rs"]
-mod inject;
-
 use std::net::Ipv4Addr;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use carp_proto::packet::{GROUP_V4, HEADER_LEN};
-use common::{Cluster, Config, Daemon, Watcher, master_down, transitions};
-use inject::{Injector, Sniffer, cpu_time, gaps, interface_drops, signed_advert, vhid_drops};
+use carpd_testbed::{Cluster, Config, Daemon, Watcher, master_down, transitions};
+use carpd_testbed::{
+    Injector, Sniffer, cpu_time, gaps, interface_drops, signed_advert, vhid_drops,
+};
 
 const VIP: &str = "10.99.0.100";
 const VHID: u8 = 7;
@@ -86,7 +84,7 @@ impl Bed {
     }
 
     /// The master's next advertisement, captured by the attacker.
-    fn capture_master(&self) -> inject::Captured {
+    fn capture_master(&self) -> carpd_testbed::Captured {
         self.sniff
             .advert_from(ip("10.99.0.1"), VHID, Duration::from_secs(5))
             .expect("the master advertises")
@@ -415,7 +413,8 @@ fn flood_at_the_backup() {
     let bed = Bed::new(false, 3);
     let marks: Vec<usize> = bed.nodes.iter().map(Daemon::log_mark).collect();
     let backup = ip("10.99.0.2");
-    let forged = inject::ipv4_packet(ip("10.99.0.3"), backup, 255, &header(2, 1, VHID, 7, 0));
+    let forged =
+        carpd_testbed::ipv4_packet(ip("10.99.0.3"), backup, 255, &header(2, 1, VHID, 7, 0));
     let pid = bed.nodes[1].pid();
     let cpu0 = cpu_time(pid);
     let t0 = Instant::now();
@@ -429,7 +428,7 @@ fn flood_at_the_backup() {
     let wall = t0.elapsed();
     let cpu = cpu_time(pid) - cpu0;
     let share = cpu.as_secs_f64() / wall.as_secs_f64();
-    let from_master: Vec<&inject::Captured> = caps
+    let from_master: Vec<&carpd_testbed::Captured> = caps
         .iter()
         .filter(|c| c.src == ip("10.99.0.1") && c.advert().is_some())
         .collect();

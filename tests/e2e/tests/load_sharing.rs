@@ -7,15 +7,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use carp_engine::share;
-use common::{Daemon, Lan, Scratch, Watcher, wait_until};
+use carpd_testbed::{Daemon, Lan, Scratch, Watcher, wait_until};
 
 const NODES: usize = 3;
 const VIPS: u8 = 12;

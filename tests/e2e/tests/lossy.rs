@@ -7,12 +7,10 @@
 //! flaky test. With dead ratio 7 (master-down 7.4 s for advskew 100) it
 //! needs 7 in a row: 1e-7 per advertisement, about 1e-5 per run.
 
-mod common;
-
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Config, Daemon, master_down, transitions};
+use carpd_testbed::{Cluster, Config, Daemon, master_down, transitions};
 
 const VIP: &str = "10.99.0.100";
 const DEAD_RATIO: u8 = 7;

@@ -11,15 +11,13 @@
 // A test binary: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::thread::sleep;
 use std::time::Duration;
 
-use common::{Daemon, Lan, Scratch, run, wait_until};
+use carpd_testbed::{Daemon, Lan, Scratch, run, wait_until};
 
 /// One VHID of the test configuration.
 struct Vhid {

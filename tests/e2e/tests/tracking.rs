@@ -7,13 +7,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Lan, Scratch, Watcher, wait_until};
+use carpd_testbed::{Daemon, Lan, Scratch, Watcher, wait_until};
 
 /// VHIDs 1..=3 are in group "fw"; VHID 4 is not.
 const FW: [u8; 3] = [1, 2, 3];
@@ -159,7 +157,7 @@ fn health_check_link_and_file_move_the_whole_group() {
     expect(&lan, &w, 1, 0, MOVE, "operator demotes group fw");
     control(&socket, &["promote", "--group", "fw", "--by", "10"]);
     expect(&lan, &w, 0, 0, MOVE, "operator promotes group fw");
-    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_carpd"))
+    let refused = std::process::Command::new(carpd_testbed::carpd_exe())
         .args(["demote", "--group", "nosuch", "--socket"])
         .arg(&socket)
         .output()
@@ -173,7 +171,7 @@ fn health_check_link_and_file_move_the_whole_group() {
 
 /// `carpd <args>` against the daemon's control socket; must succeed.
 fn control(socket: &Path, args: &[&str]) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_carpd"))
+    let out = std::process::Command::new(carpd_testbed::carpd_exe())
         .args(args)
         .arg("--socket")
         .arg(socket)

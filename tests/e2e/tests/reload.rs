@@ -4,13 +4,11 @@
 //! Two nodes share 50 VHIDs on eth0, one address each; node 0 (advskew 0)
 //! is master of all of them, node 1 (advskew 100, preempt) backs them up.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Config, Watcher, adv_interval, master_down, transitions};
+use carpd_testbed::{Cluster, Config, Watcher, adv_interval, master_down, transitions};
 
 const VHIDS: u8 = 50;
 const MARGIN: Duration = Duration::from_millis(1500);
@@ -35,7 +33,7 @@ fn all_vhids() -> impl Iterator<Item = u8> {
 fn setup(c: &mut Cluster) -> Config {
     let master = config(0, false, all_vhids());
     c.start(0, &master);
-    let ok = common::wait_until(
+    let ok = carpd_testbed::wait_until(
         master_down(3, 0) + 3 * MARGIN,
         Duration::from_millis(100),
         || all_vhids().all(|v| c.host(0).has_addr(&vip(v))),

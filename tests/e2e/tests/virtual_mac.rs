@@ -8,11 +8,9 @@
 //! the parents have `arp_ignore = 1` and `arp_announce = 2`, or they
 //! would show their own MAC for the address.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Cluster, Daemon, Netns, wait_until};
+use carpd_testbed::{Cluster, Daemon, Netns, wait_until};
 
 const VIP: &str = "10.99.0.100";
 const VHID: u8 = 5;

@@ -9,13 +9,11 @@
 // A test binary: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Lan, Netns, Scratch, Watcher, wait_until};
+use carpd_testbed::{Daemon, Lan, Netns, Scratch, Watcher, wait_until};
 
 const MARGIN: Duration = Duration::from_millis(1500);
 
@@ -181,13 +179,16 @@ fn several_addresses_ipv6_and_dual_stack_fail_over() {
         &lan,
         &all,
         &[0, 1],
-        common::master_down(3, 100) + 2 * MARGIN,
+        carpd_testbed::master_down(3, 100) + 2 * MARGIN,
         "after SIGKILL",
     );
     let h = w.history();
     for a in &all {
         let t = h.time_to_own(1, bare(a), killed);
-        assert!(t <= common::master_down(3, 100) + MARGIN, "{a}: {t:?}");
+        assert!(
+            t <= carpd_testbed::master_down(3, 100) + MARGIN,
+            "{a}: {t:?}"
+        );
     }
     for a in &all {
         lan.hosts[0].ip(&["addr", "del", a, "dev", "eth0"]);
@@ -323,7 +324,7 @@ fn demotion_sent_after_send_errors() {
     sleep(Duration::from_millis(5500));
     tcpdump.sigterm();
     tcpdump.wait_exit(Duration::from_secs(5));
-    let out = common::run(&[
+    let out = carpd_testbed::run(&[
         "tshark",
         "-n",
         "-r",
@@ -441,8 +442,8 @@ fn vrrp_ignored_and_counted() {
     }
     // Both packets counted as VRRP on the VHID they name.
     for d in [&m, &b] {
-        let status = common::run(&[
-            env!("CARGO_BIN_EXE_carpd"),
+        let status = carpd_testbed::run(&[
+            carpd_testbed::carpd_exe(),
             "status",
             "--json",
             "--socket",
@@ -481,8 +482,8 @@ fn operator_demotion_hands_over() {
     assert_eq!(lan.owners(vip), vec![0]);
     let w = Watcher::start(&lan.refs());
     let demoted = Instant::now();
-    common::run(&[
-        env!("CARGO_BIN_EXE_carpd"),
+    carpd_testbed::run(&[
+        carpd_testbed::carpd_exe(),
         "demote",
         "--by",
         "2",

@@ -6,8 +6,6 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -16,10 +14,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{Cluster, Config, Daemon, Netns, wait_until};
+use carpd_testbed::{Cluster, Config, Daemon, Netns, wait_until};
 use serde_json::Value;
 
-const CARPD: &str = env!("CARGO_BIN_EXE_carpd");
 const VIP: &str = "10.99.0.100";
 /// Distinctive enough that finding it anywhere is a leak.
 const PASSWORD: &str = "Zq8vK-distinct-3141";
@@ -34,12 +31,15 @@ fn text(b: &[u8]) -> String {
 
 /// `carpd <args>` as root.
 fn client(args: &[&str]) -> Output {
-    Command::new(CARPD).args(args).output().unwrap()
+    Command::new(carpd_testbed::carpd_exe())
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// `carpd <args>` as uid 65534 (nobody) with only group `gid`.
 fn client_as_nobody(gid: u32, args: &[&str]) -> Output {
-    Command::new(CARPD)
+    Command::new(carpd_testbed::carpd_exe())
         .args(args)
         .uid(NOBODY)
         .gid(gid)

@@ -5,12 +5,10 @@
 //! master-down time of a backup with advskew `s` is 3 s + s/256 s. Margins
 //! are generous: the machine running these is small and busy.
 
-mod common;
-
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Config, Watcher, adv_interval, master_down};
+use carpd_testbed::{Cluster, Config, Watcher, adv_interval, master_down};
 
 const VIP: &str = "10.99.0.100";
 

@@ -2,13 +2,11 @@
 //! addresses each, against a second process with the same configuration and
 //! a higher advskew.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::thread::sleep;
 use std::time::Duration;
 
-use common::{Cluster, Config, wait_until};
+use carpd_testbed::{Cluster, Config, wait_until};
 
 const VHIDS_PER_LINK: u8 = 100;
 const LINKS: usize = 2;

@@ -2,17 +2,13 @@
 //! or fail, SIGKILL during transitions, and configurations that must be
 //! refused before anything is applied.
 
-mod common;
-#[path = "common/inject.rs"]
-mod inject;
-
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Config, Daemon, Lan, Scratch, master_down, wait_until};
-use inject::{Sniffer, gaps};
+use carpd_testbed::{Cluster, Config, Daemon, Lan, Scratch, master_down, wait_until};
+use carpd_testbed::{Sniffer, gaps};
 
 const VIP: &str = "10.99.0.100";
 const MARGIN: Duration = Duration::from_millis(1500);
@@ -173,7 +169,7 @@ fn hung_and_failing_hooks_do_not_stall_advertisements() {
     // the up hooks run now: record 8 s of advertisements
     let caps = sniff.collect(Duration::from_secs(8));
     for vhid in 1..=3u8 {
-        let mine: Vec<&inject::Captured> = caps
+        let mine: Vec<&carpd_testbed::Captured> = caps
             .iter()
             .filter(|p| p.advert().is_some_and(|a| a.vhid == vhid))
             .collect();
@@ -207,7 +203,7 @@ fn hung_and_failing_hooks_do_not_stall_advertisements() {
     assert!(failed.iter().all(|l| l.contains("fail.sh")), "{failed:?}");
     // the hung hook's process group is gone
     let left = c.host(0).exec(&["sh", "-c", "pgrep -f 'sleep 60' || true"]);
-    let ns_pids = common::run(&["ip", "netns", "pids", c.host(0).name()]);
+    let ns_pids = carpd_testbed::run(&["ip", "netns", "pids", c.host(0).name()]);
     let stuck: Vec<&str> = left
         .split_whitespace()
         .filter(|p| ns_pids.split_whitespace().any(|q| q == *p))
