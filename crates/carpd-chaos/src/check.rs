@@ -39,6 +39,8 @@ pub enum Invariant {
     HeldWithoutCarpd,
     Resources,
     FinalState,
+    /// A carpd that died by itself, or did not exit cleanly on SIGTERM.
+    Exit,
 }
 
 impl fmt::Display for Invariant {
@@ -49,6 +51,7 @@ impl fmt::Display for Invariant {
             Invariant::HeldWithoutCarpd => "held without carpd",
             Invariant::Resources => "resources",
             Invariant::FinalState => "final state",
+            Invariant::Exit => "carpd exit",
         })
     }
 }

@@ -178,7 +178,7 @@ pub fn strip_len(cidr: &str) -> &str {
 /// with a failure after acting when the file says "fail".
 pub fn hook_script(up: bool, mode_file: &str) -> String {
     let (verb, v4, v6) = if up {
-        ("replace", "/24", "/64 nodad")
+        ("replace", "/24", "/64")
     } else {
         ("del", "/24", "/64")
     };

@@ -128,3 +128,27 @@ impl Timeline {
                 .any(|f| f.node == node && f.fault.disables_node() && f.start <= t && t < f.heal)
     }
 }
+
+/// The records of a run in progress.
+#[derive(Debug, Default)]
+pub struct Journal {
+    pub faults: Vec<FaultRecord>,
+    pub life: Vec<LifeEvent>,
+    pub configs: Vec<ConfigChange>,
+}
+
+impl Journal {
+    pub fn life(&mut self, node: usize, what: Life) -> Instant {
+        let at = Instant::now();
+        self.life.push(LifeEvent { at, node, what });
+        at
+    }
+
+    pub fn config(&mut self, node: usize, addrs: BTreeSet<String>) {
+        self.configs.push(ConfigChange {
+            at: Instant::now(),
+            node,
+            addrs,
+        });
+    }
+}
