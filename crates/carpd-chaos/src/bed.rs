@@ -118,10 +118,15 @@ impl Node {
     /// SIGTERM and wait for the exit; `Err` when it did not exit cleanly in
     /// time (it is then killed).
     pub fn terminate(&mut self, journal: &mut Journal) -> std::result::Result<(), String> {
+        self.signal(Signal::SIGTERM);
+        self.wait_terminated(journal)
+    }
+
+    /// Waits for the exit after a SIGTERM (see [`Node::terminate`]).
+    pub fn wait_terminated(&mut self, journal: &mut Journal) -> std::result::Result<(), String> {
         let Some(mut d) = self.daemon.take() else {
             return Ok(());
         };
-        d.sigterm();
         match d.wait_exit(EXIT_TIMEOUT) {
             Some(status) if status.success() => {
                 journal.life(self.index, Life::ExitedClean);

@@ -129,13 +129,12 @@ impl NodeConfig {
             .collect()
     }
 
-    /// The first address of VHID `id` ("addr/prefix").
-    pub fn first_addr(&self, id: u8) -> Option<&str> {
+    /// The virtual addresses as "addr/prefix".
+    pub fn cidrs(&self) -> BTreeSet<String> {
         self.vhids
             .iter()
-            .find(|v| v.id == id)
-            .and_then(|v| v.addrs.first())
-            .map(String::as_str)
+            .flat_map(|v| v.addrs.iter().cloned())
+            .collect()
     }
 
     pub fn to_toml(&self) -> String {

@@ -143,7 +143,8 @@ pub enum Fault {
     Pause,
     Link,
     Recreate,
-    /// The VHID whose (first) address is deleted, if the node holds it.
+    /// Which of the virtual addresses the node holds is deleted: the n-th
+    /// (modulo their number) in address order.
     AddrDelete(u8),
     Partition,
     OneWay(Direction),
@@ -196,7 +197,7 @@ impl Fault {
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Fault::AddrDelete(vhid) => write!(f, "addr (vhid {vhid})"),
+            Fault::AddrDelete(n) => write!(f, "addr (#{n} of those held)"),
             Fault::OneWay(d) => write!(f, "oneway ({})", d.name()),
             Fault::Loss { percent, direction } => {
                 write!(f, "loss ({percent} %, {})", direction.name())

@@ -48,21 +48,21 @@ pub fn inject(
                 .switch
                 .try_ip(&["link", "del", &Lan::port_name(node, 0)])?;
         }
-        Fault::AddrDelete(vhid) => {
-            let Some(cidr) = bed.nodes[node]
-                .current
-                .first_addr(*vhid)
-                .map(str::to_string)
-            else {
-                return Ok(Injected::Skipped(format!("vhid {vhid} not configured")));
-            };
-            let addr = crate::config::strip_len(&cidr);
-            if !bed.host(node).try_addrs()?.contains(addr) {
-                return Ok(Injected::Skipped(format!("{addr} not held")));
+        Fault::AddrDelete(n) => {
+            let held = bed.host(node).try_addr_entries()?;
+            let vips = bed.nodes[node].current.cidrs();
+            let targets: Vec<&String> = held
+                .iter()
+                .filter(|(dev, cidr)| dev == IFACE && vips.contains(cidr))
+                .map(|(_, cidr)| cidr)
+                .collect();
+            if targets.is_empty() {
+                return Ok(Injected::Skipped("holds no virtual address".to_string()));
             }
+            let cidr = targets[usize::from(*n) % targets.len()];
             let at = Instant::now();
             bed.host(node)
-                .try_ip(&["addr", "del", &cidr, "dev", IFACE])?;
+                .try_ip(&["addr", "del", cidr, "dev", IFACE])?;
             return Ok(Injected::Done(at));
         }
         Fault::Partition => filter(bed, node, Direction::Both, None)?,

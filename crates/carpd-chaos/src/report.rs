@@ -40,6 +40,13 @@ pub fn render(o: &Outcome) -> String {
         "bounds: advertisement interval {:?}, master-down {:?}, margin {:?}, startup {:?}",
         o.bounds.adv_interval, o.bounds.master_down, o.bounds.margin, o.bounds.startup
     );
+    let _ = writeln!(
+        r,
+        "checked: {:.1} s from convergence to the final shutdown, {} address changes of {} virtual addresses recorded",
+        (o.timeline.steady_until - o.timeline.from).as_secs_f64(),
+        o.timeline.addrs.len(),
+        o.timeline.vips().len()
+    );
     if o.interrupted {
         let _ = writeln!(r, "INTERRUPTED before the end of the schedule");
     }

@@ -350,8 +350,13 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> Result<Outcome> {
         }
     }
     let steady_until = Instant::now();
+    // All at once: a node stopping after another would first take over its
+    // VHIDs, which is the term fault's business, not the shutdown's.
+    for n in &bed.nodes {
+        n.signal(nix::sys::signal::Signal::SIGTERM);
+    }
     for i in 0..spec.nodes {
-        if let Err(e) = bed.nodes[i].terminate(&mut journal) {
+        if let Err(e) = bed.nodes[i].wait_terminated(&mut journal) {
             violations.push(exit_violation(i, e));
         }
     }
