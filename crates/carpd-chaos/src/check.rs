@@ -4,9 +4,10 @@
 //!
 //! - two holders: never two nodes holding an address, except while a fault
 //!   lasts and one advertisement interval + margin after it heals;
-//! - unheld: an address that a healthy node (carpd ready, under no fault)
-//!   is configured for is held by some node, except within master-down +
-//!   margin of a fault starting or healing;
+//! - unheld: an address that a healthy node (carpd ready, under no fault
+//!   that stops it) is configured for is held by some node, except within
+//!   master-down + margin of a fault starting or healing, and for less than
+//!   that while a fault is on;
 //! - held without carpd: only a node whose running carpd is configured for
 //!   an address holds it, except after a SIGKILL until the restarted carpd
 //!   is ready (+ its startup), and briefly after a reload removed it.
@@ -158,6 +159,7 @@ impl Windows {
 /// Checks every virtual address of `tl` against the invariants.
 pub fn check(tl: &Timeline, b: &Bounds) -> Vec<Violation> {
     let windows = Windows::new(tl, b);
+    let settle_live = b.master_down + b.margin;
     let mut global: Vec<Instant> = windows.boundaries();
     global.extend(tl.faults.iter().flat_map(|f| [f.start, f.heal]));
     global.extend(tl.life.iter().map(|e| e.at));
@@ -166,7 +168,7 @@ pub fn check(tl: &Timeline, b: &Bounds) -> Vec<Violation> {
 
     let mut out = Vec::new();
     for addr in tl.vips() {
-        check_addr(tl, &windows, &global, &addr, &mut out);
+        check_addr(tl, &windows, &global, &addr, settle_live, &mut out);
     }
     check_killed(tl, b, &mut out);
     out.sort_by_key(|v| v.at);
@@ -220,8 +222,12 @@ fn check_addr(
     windows: &Windows,
     global: &[Instant],
     addr: &str,
+    settle_live: Duration,
     out: &mut Vec<Violation>,
 ) {
+    // Unheld stretches found: (index in `out`, when the address was last held).
+    let mut unheld: Vec<(usize, Instant)> = Vec::new();
+    let mut empty_since = tl.recorded_from;
     let hooked = tl.hooked.contains(addr);
     let mut events: Vec<_> = tl.addrs.iter().filter(|e| e.addr == addr).collect();
     events.sort_by_key(|e| e.at);
@@ -253,6 +259,9 @@ fn check_addr(
                 owners.insert(e.node);
             } else {
                 owners.remove(&e.node);
+                if owners.is_empty() {
+                    empty_since = e.at;
+                }
             }
             next += 1;
         }
@@ -318,9 +327,35 @@ fn check_addr(
                     detail,
                 });
                 open.push((key, out.len() - 1, end));
+                if invariant == Invariant::Unheld {
+                    unheld.push((out.len() - 1, empty_since));
+                }
             }
         }
     }
+    // While a fault is on, a failover may leave an address unheld for a
+    // moment (the old master removes it before the new one adds it): only
+    // a stretch longer than master-down + margin is a failure then.
+    let mut drop: Vec<usize> = Vec::new();
+    for (i, since) in unheld {
+        let v = &out[i];
+        let held_again = events
+            .iter()
+            .find(|e| e.added && e.at > v.at)
+            .map_or(tl.until, |e| e.at);
+        let during_fault = tl
+            .faults
+            .iter()
+            .any(|f| f.start <= v.at && v.at <= f.heal + settle_live);
+        if during_fault && held_again - since < settle_live {
+            drop.push(i);
+        }
+    }
+    let mut i = 0;
+    out.retain(|_| {
+        i += 1;
+        !drop.contains(&(i - 1))
+    });
 }
 
 #[cfg(test)]
@@ -465,6 +500,29 @@ mod tests {
         assert!(check(&tl, &bounds()).is_empty());
         // Still missing long after the heal: a violation.
         tl.addrs[1].at = t0 + ms(25_000);
+        assert_eq!(kinds(&check(&tl, &bounds())), [Invariant::Unheld]);
+    }
+
+    #[test]
+    fn short_gap_while_a_fault_is_on() {
+        let t0 = Instant::now();
+        let mut tl = base(t0);
+        tl.faults = vec![fault(
+            t0,
+            1,
+            Fault::OneWay(crate::fault::Direction::Out),
+            5000,
+            30_000,
+        )];
+        // A handover in the middle of the fault: 50 ms without a holder.
+        tl.addrs = vec![change(t0, 15_000, 0, false), change(t0, 15_050, 1, true)];
+        assert!(check(&tl, &bounds()).is_empty());
+        // Longer than master-down + margin: a failure even while it is on.
+        tl.addrs[1].at = t0 + ms(19_000);
+        assert_eq!(kinds(&check(&tl, &bounds())), [Invariant::Unheld]);
+        // The same short gap without a fault: a failure.
+        tl.faults.clear();
+        tl.addrs[1].at = t0 + ms(15_050);
         assert_eq!(kinds(&check(&tl, &bounds())), [Invariant::Unheld]);
     }
 

@@ -572,7 +572,10 @@ fn check_so_far(
     }
     let tl = timeline(bed, &j, recorded_from, from, upto, upto);
     for v in check::check(&tl, bounds) {
-        let key = format!("{:?}{:?}{:?}{:?}", v.invariant, v.addr, v.node, v.at);
+        // A stretch may be cut at another place by a later check: one
+        // report per address, node and invariant and second of the run.
+        let second = (v.at - from).as_secs();
+        let key = format!("{:?}{:?}{:?}{second}", v.invariant, v.addr, v.node);
         if reported.insert(key) {
             eprintln!(
                 "VIOLATION ({}) at {:?} after convergence: {} {}",
