@@ -196,9 +196,16 @@ pub struct Bed {
 impl Bed {
     /// The LAN, the capture at its switch, the watcher, and each node's
     /// files (carpd not started yet).
-    pub fn new(nodes: usize, ids: &[u8], advbase: u8, out: &Path, carpd: &str) -> Result<Bed> {
+    pub fn new(
+        nodes: usize,
+        links: usize,
+        ids: &[u8],
+        advbase: u8,
+        out: &Path,
+        carpd: &str,
+    ) -> Result<Bed> {
         fs::create_dir_all(out)?;
-        let lan = Lan::try_new(nodes, 1)?;
+        let lan = Lan::try_new(nodes, links)?;
         let capture_file = out.join("switch.pcap");
         let capture = Some(start_capture(&lan.switch, out, &capture_file)?);
         let watcher = Watcher::start(&lan.refs());
@@ -214,7 +221,7 @@ impl Bed {
                 fs::write(path, hook_script(up, path_str(&hook_mode)?))?;
                 fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
             }
-            let base = NodeConfig::base(i, nodes, ids, advbase, hooks);
+            let base = NodeConfig::base(i, nodes, links, ids, advbase, hooks);
             list.push(Node {
                 index: i,
                 current: base.clone(),

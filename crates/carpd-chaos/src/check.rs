@@ -42,6 +42,8 @@ pub enum Invariant {
     FinalState,
     /// A carpd that died by itself, or did not exit cleanly on SIGTERM.
     Exit,
+    /// Advertisements sent and not received or dropped beyond the loss.
+    Accounting,
 }
 
 impl fmt::Display for Invariant {
@@ -53,6 +55,7 @@ impl fmt::Display for Invariant {
             Invariant::Resources => "resources",
             Invariant::FinalState => "final state",
             Invariant::Exit => "carpd exit",
+            Invariant::Accounting => "advert accounting",
         })
     }
 }

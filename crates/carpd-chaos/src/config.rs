@@ -1,6 +1,7 @@
-//! The carpd configuration each node runs: M VHIDs on eth0 mixing IPv4,
-//! IPv6 and dual stack, every fifth owned by hooks, advskews spread so that
-//! the masters spread over the nodes; and what a reload fault changes.
+//! The carpd configuration each node runs: M VHIDs on each of its links
+//! (eth0, eth1, ...) mixing IPv4, IPv6 and dual stack, every fifth owned by
+//! hooks, advskews spread so that the masters spread over the nodes; and
+//! what a reload fault changes (on eth0).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -9,12 +10,18 @@ use std::time::Duration;
 
 use crate::fault::ReloadChange;
 
-/// The interface every VHID runs on.
+/// The interface the link, link-down, recreate and reload faults act on.
 pub const IFACE: &str = "eth0";
+
+/// The interface of link `link`.
+pub fn iface(link: usize) -> String {
+    format!("eth{link}")
+}
 
 /// One VHID as one node runs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VhidSpec {
+    pub link: usize,
     pub id: u8,
     /// "addr/prefix".
     pub addrs: Vec<String>,
@@ -39,10 +46,15 @@ pub struct NodeConfig {
     pub vhids: Vec<VhidSpec>,
 }
 
-/// The addresses of VHID `id`: IPv4 (id % 3 == 0), IPv6 (1) or both (2).
-pub fn vhid_addrs(id: u8) -> Vec<String> {
-    let v4 = format!("10.98.0.{id}/24");
-    let v6 = format!("fd98::{id:x}/64");
+/// The addresses of VHID `id` on link `link`: IPv4 (id % 3 == 0), IPv6 (1)
+/// or both (2).
+pub fn vhid_addrs(link: usize, id: u8) -> Vec<String> {
+    let v4 = format!("10.98.{link}.{id}/24");
+    let v6 = if link == 0 {
+        format!("fd98::{id:x}/64")
+    } else {
+        format!("fd98:0:0:{link:x}::{id:x}/64")
+    };
     match id % 3 {
         0 => vec![v4],
         1 => vec![v6],
@@ -66,43 +78,58 @@ pub fn base_skew(node: usize, nodes: usize, id: u8) -> u8 {
 pub const MAX_SKEW: u8 = 240;
 
 impl NodeConfig {
-    pub fn base(node: usize, nodes: usize, ids: &[u8], advbase: u8, hooks: Hooks) -> NodeConfig {
+    /// VHIDs `ids` on each of `links` links.
+    pub fn base(
+        node: usize,
+        nodes: usize,
+        links: usize,
+        ids: &[u8],
+        advbase: u8,
+        hooks: Hooks,
+    ) -> NodeConfig {
         NodeConfig {
             advbase,
             dead_ratio: 3,
             hook_timeout: Duration::from_secs(5),
             hooks,
-            vhids: ids
-                .iter()
-                .map(|id| VhidSpec {
-                    id: *id,
-                    addrs: vhid_addrs(*id),
-                    hooked: vhid_hooked(*id),
-                    advskew: base_skew(node, nodes, *id),
+            vhids: (0..links.max(1))
+                .flat_map(|link| {
+                    ids.iter().map(move |id| VhidSpec {
+                        link,
+                        id: *id,
+                        addrs: vhid_addrs(link, *id),
+                        hooked: vhid_hooked(*id),
+                        advskew: base_skew(node, nodes, *id),
+                    })
                 })
                 .collect(),
         }
     }
 
-    /// This configuration with a reload fault's change applied.
+    /// This configuration with a reload fault's change applied (to the
+    /// VHIDs of eth0).
     pub fn with(&self, change: &ReloadChange) -> NodeConfig {
         let mut c = self.clone();
         match change {
             ReloadChange::Add(ids) => {
                 for id in ids {
-                    if !c.vhids.iter().any(|v| v.id == *id) {
+                    if !c.vhids.iter().any(|v| v.link == 0 && v.id == *id) {
                         c.vhids.push(VhidSpec {
+                            link: 0,
                             id: *id,
-                            addrs: vhid_addrs(*id),
+                            addrs: vhid_addrs(0, *id),
                             hooked: vhid_hooked(*id),
                             advskew: 100,
                         });
                     }
                 }
             }
-            ReloadChange::Remove(ids) => c.vhids.retain(|v| !ids.contains(&v.id)),
+            ReloadChange::Remove(ids) => {
+                c.vhids.retain(|v| v.link != 0 || !ids.contains(&v.id));
+            }
             ReloadChange::Skew(ids, skew) => {
-                for v in c.vhids.iter_mut().filter(|v| ids.contains(&v.id)) {
+                let on_eth0 = |v: &&mut VhidSpec| v.link == 0 && ids.contains(&v.id);
+                for v in c.vhids.iter_mut().filter(on_eth0) {
                     v.advskew = *skew;
                 }
             }
@@ -144,8 +171,18 @@ impl NodeConfig {
         let _ = writeln!(s, "preempt = false");
         let _ = writeln!(s, "password = \"chaos\"");
         let _ = writeln!(s, "hook_timeout = \"{}ms\"", self.hook_timeout.as_millis());
-        let _ = writeln!(s, "\n[[interface]]\nname = \"{IFACE}\"");
-        for v in &self.vhids {
+        let links: BTreeSet<usize> = self.vhids.iter().map(|v| v.link).collect();
+        for link in links {
+            let _ = writeln!(s, "\n[[interface]]\nname = \"{}\"", iface(link));
+            for v in self.vhids.iter().filter(|v| v.link == link) {
+                self.vhid_toml(&mut s, v);
+            }
+        }
+        s
+    }
+
+    fn vhid_toml(&self, s: &mut String, v: &VhidSpec) {
+        {
             let addrs: Vec<String> = v.addrs.iter().map(|a| format!("{a:?}")).collect();
             let _ = writeln!(
                 s,
@@ -163,7 +200,6 @@ impl NodeConfig {
                 );
             }
         }
-        s
     }
 }
 
@@ -210,11 +246,12 @@ mod tests {
 
     #[test]
     fn families_and_hooks_mix() {
-        assert_eq!(vhid_addrs(3), ["10.98.0.3/24"]);
-        assert_eq!(vhid_addrs(4), ["fd98::4/64"]);
-        assert_eq!(vhid_addrs(255), ["10.98.0.255/24"]);
-        assert_eq!(vhid_addrs(26), ["10.98.0.26/24", "fd98::1a/64"]);
-        let c = NodeConfig::base(0, 3, &(1..=50).collect::<Vec<_>>(), 1, hooks());
+        assert_eq!(vhid_addrs(0, 3), ["10.98.0.3/24"]);
+        assert_eq!(vhid_addrs(0, 4), ["fd98::4/64"]);
+        assert_eq!(vhid_addrs(0, 255), ["10.98.0.255/24"]);
+        assert_eq!(vhid_addrs(0, 26), ["10.98.0.26/24", "fd98::1a/64"]);
+        assert_eq!(vhid_addrs(3, 26), ["10.98.3.26/24", "fd98:0:0:3::1a/64"]);
+        let c = NodeConfig::base(0, 3, 1, &(1..=50).collect::<Vec<_>>(), 1, hooks());
         assert_eq!(c.vhids.iter().filter(|v| v.hooked).count(), 10);
         assert!(c.hooked_addrs().contains("10.98.0.5"));
         assert_eq!(c.addrs().len(), 50 + 50 / 3 + 1);
@@ -230,8 +267,16 @@ mod tests {
     }
 
     #[test]
+    fn reload_changes_touch_eth0_only() {
+        let c = NodeConfig::base(0, 2, 2, &[1, 2], 1, hooks());
+        let removed = c.with(&ReloadChange::Remove(vec![2]));
+        assert_eq!(removed.vhids.len(), 3);
+        assert!(removed.vhids.iter().any(|v| v.link == 1 && v.id == 2));
+    }
+
+    #[test]
     fn reload_changes() {
-        let c = NodeConfig::base(1, 3, &[1, 2, 3], 1, hooks());
+        let c = NodeConfig::base(1, 3, 1, &[1, 2, 3], 1, hooks());
         let added = c.with(&ReloadChange::Add(vec![4, 5]));
         assert_eq!(added.vhids.len(), 5);
         assert!(added.to_toml().contains("id = 5"));
@@ -247,9 +292,13 @@ mod tests {
 
     #[test]
     fn toml_names_hooks_for_hooked_vhids_only() {
-        let c = NodeConfig::base(0, 2, &[4, 5], 1, hooks());
+        let c = NodeConfig::base(0, 2, 1, &[4, 5], 1, hooks());
         let t = c.to_toml();
         assert_eq!(t.matches("manage_addresses = false").count(), 1);
+        let four = NodeConfig::base(0, 2, 4, &[4, 5], 1, hooks()).to_toml();
+        assert_eq!(four.matches("[[interface]]").count(), 4);
+        assert_eq!(four.matches("[[interface.vhid]]").count(), 8);
+        assert!(four.contains("name = \"eth3\"") && four.contains("10.98.3.5/24"));
         assert!(t.contains("up = \"/x/up.sh\""));
         assert!(t.contains("addresses = [\"10.98.0.5/24\", \"fd98::5/64\"]"));
     }

@@ -67,8 +67,12 @@ impl FaultKind {
         }
     }
 
-    /// Parses a comma-separated list of names (`all` for every kind).
+    /// Parses a comma-separated list of names (`all` for every kind, `none`
+    /// for no fault at all).
     pub fn parse_list(s: &str) -> Result<Vec<FaultKind>, String> {
+        if s.trim() == "none" {
+            return Ok(Vec::new());
+        }
         let mut kinds = Vec::new();
         for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             if name == "all" {
@@ -233,5 +237,6 @@ mod tests {
         assert_eq!(FaultKind::parse_list("all").map(|v| v.len()), Ok(12));
         assert!(FaultKind::parse_list("kill,nope").is_err());
         assert!(FaultKind::parse_list("").is_err());
+        assert_eq!(FaultKind::parse_list("none"), Ok(vec![]));
     }
 }

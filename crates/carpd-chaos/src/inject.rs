@@ -51,18 +51,16 @@ pub fn inject(
         Fault::AddrDelete(n) => {
             let held = bed.host(node).try_addr_entries()?;
             let vips = bed.nodes[node].current.cidrs();
-            let targets: Vec<&String> = held
+            let targets: Vec<&(String, String)> = held
                 .iter()
-                .filter(|(dev, cidr)| dev == IFACE && vips.contains(cidr))
-                .map(|(_, cidr)| cidr)
+                .filter(|(_, cidr)| vips.contains(cidr))
                 .collect();
             if targets.is_empty() {
                 return Ok(Injected::Skipped("holds no virtual address".to_string()));
             }
-            let cidr = targets[usize::from(*n) % targets.len()];
+            let (dev, cidr) = targets[usize::from(*n) % targets.len()];
             let at = Instant::now();
-            bed.host(node)
-                .try_ip(&["addr", "del", cidr, "dev", IFACE])?;
+            bed.host(node).try_ip(&["addr", "del", cidr, "dev", dev])?;
             return Ok(Injected::Done(at));
         }
         Fault::Partition => filter(bed, node, Direction::Both, None)?,

@@ -2,6 +2,7 @@
 //! fault schedule drawn from a seed, and a checker of the invariants over
 //! the recorded address timeline.
 
+pub mod adverts;
 pub mod bed;
 pub mod check;
 pub mod config;

@@ -44,18 +44,30 @@ struct Args {
     /// replays the same schedule
     #[arg(long)]
     seed: Option<u64>,
-    #[arg(long, default_value_t = 3)]
-    nodes: usize,
-    /// VHIDs per node (ids 1..=N, 1..=250)
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=250))]
-    vhids: u8,
-    /// Length of the fault phase, e.g. 120s or 10m
-    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
-    duration: Duration,
+    /// [default: 3; soak: 2]
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Links per node (eth0, eth1, ...; the link, recreate and reload
+    /// faults act on eth0) [default: 1; soak: 4]
+    #[arg(long)]
+    links: Option<usize>,
+    /// VHIDs per link (ids 1..=N, 1..=250) [default: 50; soak: 250]
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=250))]
+    vhids: Option<u8>,
+    /// Length of the fault phase, e.g. 120s or 10m [default: 120s; soak: 1h]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
     /// Fault kinds, comma separated: kill,term,pause,link,recreate,addr,
-    /// partition,oneway,loss,reload,slowhook,failhook or all
-    #[arg(long, default_value = "all")]
-    faults: String,
+    /// partition,oneway,loss,reload,slowhook,failhook, all or none
+    /// [default: all; soak: none]
+    #[arg(long)]
+    faults: Option<String>,
+    /// The soak: 2 nodes, 4 links x 250 VHIDs, 1 % loss on every node's
+    /// input for an hour, no other fault; RSS growth under 1 MiB, constant
+    /// descriptors, and each node's advertisements received or dropped by
+    /// the other within the loss
+    #[arg(long)]
+    soak: bool,
     #[arg(long, default_value_t = 1)]
     advbase: u8,
     /// Directory for configurations, logs, the capture and the report
@@ -68,9 +80,10 @@ struct Args {
     /// Resource samples of a carpd younger than this are not compared
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     warmup: Duration,
-    /// Largest RSS growth allowed after warm-up, in KiB
-    #[arg(long, default_value_t = 2048)]
-    rss_growth_kib: u64,
+    /// Largest RSS growth allowed after warm-up, in KiB [default: 2048;
+    /// soak: 1024]
+    #[arg(long)]
+    rss_growth_kib: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -83,7 +96,9 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
-    let kinds = match FaultKind::parse_list(&args.faults) {
+    let soak = args.soak;
+    let default_faults = if soak { "none" } else { "all" };
+    let kinds = match FaultKind::parse_list(args.faults.as_deref().unwrap_or(default_faults)) {
         Ok(k) => k,
         Err(e) => {
             eprintln!("carpd-chaos: --faults: {e}");
@@ -101,9 +116,12 @@ fn main() -> ExitCode {
     };
     let spec = RunSpec {
         seed,
-        nodes: args.nodes.max(2),
-        vhids: args.vhids,
-        duration: args.duration,
+        nodes: args.nodes.unwrap_or(if soak { 2 } else { 3 }).max(2),
+        links: args.links.unwrap_or(if soak { 4 } else { 1 }).clamp(1, 16),
+        vhids: args.vhids.unwrap_or(if soak { 250 } else { 50 }),
+        duration: args
+            .duration
+            .unwrap_or(Duration::from_secs(if soak { 3600 } else { 120 })),
         kinds,
         advbase: args.advbase,
         out: args
@@ -111,7 +129,10 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| PathBuf::from(format!("/tmp/carpd-chaos-{seed}"))),
         carpd,
         warmup: args.warmup,
-        rss_growth_kib: args.rss_growth_kib,
+        rss_growth_kib: args
+            .rss_growth_kib
+            .unwrap_or(if soak { 1024 } else { 2048 }),
+        steady_loss: soak.then_some(1),
     };
     match run::run(&spec, &STOP) {
         Ok(outcome) => {

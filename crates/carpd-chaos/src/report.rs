@@ -27,9 +27,10 @@ pub fn render(o: &Outcome) -> String {
     let kinds: Vec<&str> = s.kinds.iter().map(|k| k.name()).collect();
     let _ = writeln!(
         r,
-        "carpd-chaos seed {}: {} nodes x {} VHIDs, {:?} of faults ({}), advbase {}",
+        "carpd-chaos seed {}: {} nodes x {} links x {} VHIDs, {:?} of faults ({}), advbase {}",
         s.seed,
         s.nodes,
+        s.links,
         s.vhids,
         s.duration,
         kinds.join(","),
@@ -90,6 +91,16 @@ pub fn render(o: &Outcome) -> String {
             i.node, i.pid, i.samples, i.rss_first_kib, i.rss_max_kib, i.fds_first, i.fds_last
         );
     }
+    if let Some(c) = &o.soak_counters {
+        let _ = writeln!(r, "\nadvertisements over the run (soak accounting):");
+        for (i, c) in c.iter().enumerate() {
+            let _ = writeln!(
+                r,
+                "  node {i}: sent {}, received {}, dropped {}",
+                c.sent, c.received, c.dropped
+            );
+        }
+    }
     let _ = writeln!(
         r,
         "\ncapture at the switch: {} ({} packets)",
@@ -108,14 +119,24 @@ pub fn render(o: &Outcome) -> String {
 pub fn replay_command(o: &Outcome) -> String {
     let s = &o.spec;
     let kinds: Vec<&str> = s.kinds.iter().map(|k| k.name()).collect();
+    let faults = if kinds.is_empty() {
+        "none".to_string()
+    } else {
+        kinds.join(",")
+    };
     format!(
-        "carpd-chaos --seed {} --nodes {} --vhids {} --duration {}s --advbase {} --faults {}",
+        "carpd-chaos --seed {} --nodes {} --links {} --vhids {} --duration {}s --advbase {} --faults {faults}{}",
         s.seed,
         s.nodes,
+        s.links,
         s.vhids,
         s.duration.as_secs(),
         s.advbase,
-        kinds.join(",")
+        if s.steady_loss.is_some() {
+            " --soak"
+        } else {
+            ""
+        }
     )
 }
 

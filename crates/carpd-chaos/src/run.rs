@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::adverts::{self, Counters};
 use crate::bed::Bed;
 use crate::check::{self, Bounds, Invariant, Violation};
 use crate::config::{MAX_SKEW, base_skew};
 use crate::error::Result;
-use crate::fault::{Fault, FaultKind, ReloadChange};
+use crate::fault::{Direction, Fault, FaultKind, ReloadChange};
 use crate::inject::{self, Injected};
 use crate::resources::{self, Incarnation, Limits, Sample};
 use crate::schedule::{self, Planned, ScheduleSpec};
@@ -23,6 +24,8 @@ use crate::timeline::{AddrChange, FaultRecord, Journal, Timeline};
 pub struct RunSpec {
     pub seed: u64,
     pub nodes: usize,
+    /// Links per node (eth0, eth1, ...), each with `vhids` VHIDs.
+    pub links: usize,
     pub vhids: u8,
     pub duration: Duration,
     pub kinds: Vec<FaultKind>,
@@ -32,6 +35,9 @@ pub struct RunSpec {
     /// Resource samples of a carpd younger than this are not compared.
     pub warmup: Duration,
     pub rss_growth_kib: u64,
+    /// The soak: this share of CARP packets dropped on every node's input
+    /// for the whole run, and the advertisement accounting checked.
+    pub steady_loss: Option<u8>,
 }
 
 impl RunSpec {
@@ -100,6 +106,8 @@ pub struct Outcome {
     pub log_files: Vec<Vec<PathBuf>>,
     pub capture_file: PathBuf,
     pub interrupted: bool,
+    /// The soak's advertisement counters per node over the run.
+    pub soak_counters: Option<Vec<Counters>>,
 }
 
 impl Outcome {
@@ -148,6 +156,7 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> Result<Outcome> {
 
     let mut bed = Bed::new(
         spec.nodes,
+        spec.links,
         &spec.ids(),
         spec.advbase,
         &spec.out,
@@ -209,7 +218,24 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> Result<Outcome> {
             ]
         })
         .collect();
+    // The end of the fault phase (it waits like any step, and does nothing).
+    steps.push(Step {
+        at: spec.duration,
+        index: usize::MAX,
+        heal: true,
+    });
     steps.sort_by_key(|s| (s.at, !s.heal));
+
+    let soak = steady_loss(spec);
+    let mut soak_start = Instant::now();
+    let mut counters_before = Vec::new();
+    if let Some(loss) = &soak {
+        for i in 0..spec.nodes {
+            inject::inject(&mut bed, i, loss, &mut journal)?;
+        }
+        soak_start = Instant::now();
+        counters_before = counters(&bed)?;
+    }
 
     let t0 = Instant::now();
     let mut active: Vec<Active> = Vec::new();
@@ -249,7 +275,9 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> Result<Outcome> {
         if interrupted {
             break;
         }
-        let planned = &plan[step.index];
+        let Some(planned) = plan.get(step.index) else {
+            continue;
+        };
         if step.heal {
             let Some(pos) = active.iter().position(|a| a.index == step.index) else {
                 continue;
@@ -321,6 +349,26 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> Result<Outcome> {
         }
     }
     // Heal what is still on (an interrupted run), then let things settle.
+    let mut soak_counters = None;
+    if let Some(loss) = &soak {
+        let after = counters(&bed)?;
+        for i in 0..spec.nodes {
+            let heal = inject::heal(&mut bed, i, loss, &mut journal)?;
+            journal.faults.push(FaultRecord {
+                node: i,
+                fault: loss.clone(),
+                start: soak_start,
+                heal,
+            });
+        }
+        let deltas: Vec<Counters> = after
+            .iter()
+            .zip(&counters_before)
+            .map(|(a, b)| a.since(b))
+            .collect();
+        violations.extend(accounting(spec, &deltas));
+        soak_counters = Some(deltas);
+    }
     for a in std::mem::take(&mut active) {
         heal(
             &mut bed,
@@ -383,7 +431,48 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> Result<Outcome> {
         log_files: bed.nodes.iter().map(|n| n.log_files(&bed.out)).collect(),
         capture_file: bed.capture_file.clone(),
         interrupted,
+        soak_counters,
     })
+}
+
+/// The soak's loss: on every node's input for the whole run.
+fn steady_loss(spec: &RunSpec) -> Option<Fault> {
+    spec.steady_loss.map(|percent| Fault::Loss {
+        percent,
+        direction: Direction::In,
+    })
+}
+
+fn counters(bed: &Bed) -> Result<Vec<Counters>> {
+    bed.nodes
+        .iter()
+        .map(|n| Counters::read(&bed.carpd, &bed.out.join(format!("node{}.sock", n.index))))
+        .collect()
+}
+
+/// Each node's advertisements against what every other node counted.
+fn accounting(spec: &RunSpec, deltas: &[Counters]) -> Vec<Violation> {
+    let loss = spec.steady_loss.unwrap_or(0);
+    let vhids = u64::from(spec.vhids) * spec.links as u64;
+    let mut out = Vec::new();
+    if deltas.len() != 2 {
+        // With more nodes every node receives every master's advertisements:
+        // the totals do not pair up.
+        return out;
+    }
+    for (from, to) in [(0, 1), (1, 0)] {
+        if let Some(detail) = adverts::unaccounted(&deltas[from], &deltas[to], loss, vhids) {
+            out.push(Violation {
+                invariant: Invariant::Accounting,
+                at: Instant::now(),
+                length: Duration::ZERO,
+                addr: None,
+                node: Some(from),
+                detail: format!("node {from} -> node {to}: {detail}"),
+            });
+        }
+    }
+    out
 }
 
 fn heal(
@@ -527,7 +616,7 @@ fn timeline(
                 (1..=u8::MAX)
                     .filter(|id| crate::config::vhid_hooked(*id))
                     .flat_map(|id| {
-                        crate::config::vhid_addrs(id)
+                        crate::config::vhid_addrs(0, id)
                             .into_iter()
                             .map(|a| crate::config::strip_len(&a).to_string())
                     }),
