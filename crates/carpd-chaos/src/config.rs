@@ -212,10 +212,11 @@ pub fn strip_len(cidr: &str) -> &str {
 /// after the delay written in `mode_file` ("slow <seconds>"), and exits
 /// with a failure after acting when the file says "fail".
 pub fn hook_script(up: bool, mode_file: &str) -> String {
-    let (verb, v4, v6) = if up {
-        ("replace", "/24", "/64")
+    // Deleting what is not there (down at start) is not worth a log line.
+    let (verb, quiet) = if up {
+        ("replace", "")
     } else {
-        ("del", "/24", "/64")
+        ("del", " 2>/dev/null")
     };
     format!(
         "#!/bin/sh\n\
@@ -224,8 +225,8 @@ pub fn hook_script(up: bool, mode_file: &str) -> String {
          case \"$mode\" in slow\\ *) sleep \"${{mode#slow }}\" ;; esac\n\
          for a in $CARP_ADDRESSES; do\n\
          \x20 case \"$a\" in\n\
-         \x20   *:*) ip addr {verb} \"$a{v6}\" dev \"$1\" ;;\n\
-         \x20   *) ip addr {verb} \"$a{v4}\" dev \"$1\" ;;\n\
+         \x20   *:*) ip addr {verb} \"$a/64\" dev \"$1\"{quiet} ;;\n\
+         \x20   *) ip addr {verb} \"$a/24\" dev \"$1\"{quiet} ;;\n\
          \x20 esac\n\
          done\n\
          [ \"$mode\" = fail ] && exit 1\n\

@@ -18,6 +18,8 @@ use crate::timeline::Life;
 const AROUND: Duration = Duration::from_secs(10);
 /// Violations shown in full; the others are counted.
 const SHOWN: usize = 10;
+/// Violations listed in one line each.
+const LISTED: usize = 300;
 /// Log lines shown per node and violation.
 const LOG_LINES: usize = 12;
 
@@ -76,11 +78,18 @@ pub fn render(o: &Outcome) -> String {
         render_violation(&mut r, o, v);
     }
     if o.violations.len() > SHOWN {
-        let _ = writeln!(
-            r,
-            "\n... and {} more violations",
-            o.violations.len() - SHOWN
-        );
+        let _ = writeln!(r, "\nevery violation, one line each (first {LISTED}):");
+        for v in o.violations.iter().take(LISTED) {
+            let _ = writeln!(
+                r,
+                "  {} {:<18} {:>7.3} s  {:<12} {}",
+                offset(o, v.at),
+                v.invariant.to_string(),
+                v.length.as_secs_f64(),
+                v.addr.as_deref().unwrap_or("-"),
+                v.node.map_or(String::new(), |n| format!("node {n}"))
+            );
+        }
     }
 
     let _ = writeln!(r, "\ncarpd resources after warm-up ({:?}):", s.warmup);

@@ -398,8 +398,12 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> Result<Outcome> {
         }
     }
     let steady_until = Instant::now();
-    // All at once: a node stopping after another would first take over its
-    // VHIDs, which is the term fault's business, not the shutdown's.
+    // All at once, and cut off from each other first: a node that heard
+    // another bow out would take its VHIDs over on the way out, which is the
+    // term fault's business, not the shutdown's.
+    for i in 0..spec.nodes {
+        inject::inject(&mut bed, i, &Fault::Partition, &mut journal)?;
+    }
     for n in &bed.nodes {
         n.signal(nix::sys::signal::Signal::SIGTERM);
     }
