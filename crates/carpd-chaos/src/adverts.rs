@@ -2,7 +2,9 @@
 //! the other received or dropped, read from `carpd status --json`.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
+use crate::check::{Invariant, Violation};
 use crate::error::{Error, Result};
 
 /// Totals over every VHID of one carpd.
@@ -71,6 +73,29 @@ pub fn unaccounted(from: &Counters, to: &Counters, loss_percent: u8, vhids: u64)
     }
 }
 
+/// Each node's advertisements over the run (`deltas`, one per node) against
+/// what the other counted. Only for two nodes: with more, every node hears
+/// every master and the totals do not pair up.
+pub fn check(deltas: &[Counters], loss_percent: u8, vhids: u64) -> Vec<Violation> {
+    let mut out = Vec::new();
+    if deltas.len() != 2 {
+        return out;
+    }
+    for (from, to) in [(0, 1), (1, 0)] {
+        if let Some(detail) = unaccounted(&deltas[from], &deltas[to], loss_percent, vhids) {
+            out.push(Violation {
+                invariant: Invariant::Accounting,
+                at: Instant::now(),
+                length: Duration::ZERO,
+                addr: None,
+                node: Some(from),
+                detail: format!("node {from} -> node {to}: {detail}"),
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +131,12 @@ mod tests {
         assert_eq!(unaccounted(&from, &to(99_000), 1, 1000), None);
         assert!(unaccounted(&from, &to(96_000), 1, 1000).is_some());
         assert!(unaccounted(&from, &to(102_000), 1, 1000).is_some());
+        let pair = [from, to(99_500)];
+        let v = check(&pair, 1, 1000);
+        // Node 1 sent nothing and node 0 counted nothing: fine; node 0's
+        // advertisements are accounted for.
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(check(&[from, to(90_000)], 1, 1000).len(), 1);
+        assert!(check(&[from], 1, 1000).is_empty());
     }
 }
