@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 /// Totals over every VHID of one carpd.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Advertisement packets: carpd counts one advertisement per interval,
+    /// sent once per address family of the VHID, so a dual-stack VHID's
+    /// count is taken twice here.
     pub sent: u64,
     pub received: u64,
     /// Advertisements the carpd read and dropped, whatever the reason.
@@ -26,7 +29,8 @@ impl Counters {
             .ok_or_else(|| Error::Command("carpd status: no \"vhids\" list".to_string()))?;
         let mut c = Counters::default();
         for vhid in vhids {
-            c.sent += vhid["adverts_sent"].as_u64().unwrap_or(0);
+            let families = families(&vhid["addresses"]);
+            c.sent += vhid["adverts_sent"].as_u64().unwrap_or(0) * families;
             c.received += vhid["adverts_received"].as_u64().unwrap_or(0);
             if let Some(drops) = vhid["drops"].as_object() {
                 c.dropped += drops
@@ -53,6 +57,17 @@ impl Counters {
             dropped: self.dropped.saturating_sub(earlier.dropped),
         }
     }
+}
+
+/// How many address families (1 or 2) a VHID's `addresses` list spans.
+fn families(addresses: &serde_json::Value) -> u64 {
+    let list: Vec<&str> = addresses
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default();
+    let v6 = list.iter().any(|a| a.contains(':'));
+    let v4 = list.iter().any(|a| !a.contains(':'));
+    u64::from(v4) + u64::from(v6)
 }
 
 /// Whether what `from` sent and `to` did not count (received or dropped)
@@ -103,12 +118,14 @@ mod tests {
     #[test]
     fn sums_status() {
         let json = r#"{"ok":true,"vhids":[
-            {"adverts_sent":10,"adverts_received":0,"drops":{}},
-            {"adverts_sent":0,"adverts_received":7,"drops":{"bad_hmac":2,"ttl":1}}]}"#;
+            {"adverts_sent":10,"adverts_received":0,"drops":{},
+             "addresses":["10.0.0.1/24","fd00::1/64"]},
+            {"adverts_sent":5,"adverts_received":7,"drops":{"bad_hmac":2,"ttl":1},
+             "addresses":["fd00::2/64"]}]}"#;
         assert_eq!(
             Counters::parse(json).ok(),
             Some(Counters {
-                sent: 10,
+                sent: 25,
                 received: 7,
                 dropped: 3
             })

@@ -8,7 +8,7 @@ use std::process::Command;
 
 /// The fault kinds carpd holds up under today (see RELIABILITY.md for the
 /// kinds left out and why).
-const KINDS: &str = "kill,pause,link,slowhook,failhook";
+const KINDS: &str = "kill,link,slowhook,failhook";
 
 const SEED: &str = "20261129";
 
