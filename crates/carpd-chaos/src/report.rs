@@ -112,7 +112,7 @@ pub fn render(o: &Outcome) -> String {
     }
     let _ = writeln!(
         r,
-        "\ncapture at the switch: {} ({} packets)",
+        "\ncapture at the switch (link 0): {} ({} packets)",
         o.capture_file.display(),
         packets(&o.capture_file).map_or("unreadable".to_string(), |n| n.to_string())
     );
