@@ -19,22 +19,19 @@ use carp_proto::packet::GROUP_V4;
 use carp_proto::{Advert, Authenticator, HmacMode, State};
 
 mod common;
-use common::{Netns, Pair, is_root};
+use common::{Netns, Pair};
 
 /// Generous bound for elections and kernel work on a loaded 2-core machine.
 const PATIENCE: Duration = Duration::from_secs(20);
 const KEY: &[u8] = b"secret";
 
-/// A [`Pair`] with `va` 10.77.0.1/24 in `a` and `vb` 10.77.0.2/24 in `b`;
-/// `None` (the test is skipped) without root.
-fn addressed_pair() -> Option<Pair> {
-    if !is_root() {
-        return None;
-    }
+/// A [`Pair`] with `va` 10.77.0.1/24 in `a` and `vb` 10.77.0.2/24 in `b`
+/// (the test fails without root).
+fn addressed_pair() -> Pair {
     let pair = Pair::new();
     pair.a.ip(&["addr", "add", "10.77.0.1/24", "dev", "va"]);
     pair.b.ip(&["addr", "add", "10.77.0.2/24", "dev", "vb"]);
-    Some(pair)
+    pair
 }
 
 enum Request {
@@ -204,9 +201,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn one_master_and_bow_out_hands_over() {
-    let Some(pair) = addressed_pair() else {
-        return;
-    };
+    let pair = addressed_pair();
     let vip = "10.77.0.100";
     let a = Node::start(&pair.a, spec("va", vec![vhid_spec(1, 0, vec![v4(vip)])])).unwrap();
     // B's master-down time (10 s) is far longer than the hand-over we accept,
@@ -331,9 +326,7 @@ fn start_and_check_advert(pair: &Pair, vhid: VhidSpec, dst_mac: [u8; 6]) -> Node
 
 #[test]
 fn advertisement_on_the_wire() {
-    let Some(pair) = addressed_pair() else {
-        return;
-    };
+    let pair = addressed_pair();
     let addrs = vec![v4("10.77.0.101"), v4("10.77.0.100")];
     let a = start_and_check_advert(
         &pair,
@@ -345,9 +338,7 @@ fn advertisement_on_the_wire() {
 
 #[test]
 fn broadcast_advertisement_on_the_wire() {
-    let Some(pair) = addressed_pair() else {
-        return;
-    };
+    let pair = addressed_pair();
     let mut v = vhid_spec(4, 0, vec![v4("10.77.0.100")]);
     v.broadcast = true;
     let a = start_and_check_advert(&pair, v, [0xff; 6]);
@@ -393,9 +384,7 @@ fn dual_stack_master_and_backup(pair: &Pair, vhid: u8) -> (Node, Node) {
 
 #[test]
 fn dual_stack_vhid_advertises_on_both_families() {
-    let Some(pair) = addressed_pair() else {
-        return;
-    };
+    let pair = addressed_pair();
     let (a, b) = dual_stack_master_and_backup(&pair, 3);
     // both families arrive and pass the HMAC check
     wait_for("B to hear A on both families", || {
@@ -433,9 +422,7 @@ fn frame_advert(frame: &[u8]) -> Advert {
 /// BACKUP, and the bow-out must continue the counter.
 #[test]
 fn steady_advertisements_keep_interval_and_counter() {
-    let Some(pair) = addressed_pair() else {
-        return;
-    };
+    let pair = addressed_pair();
     let ips: Vec<IpAddr> = dual_stack_addrs().iter().map(|a| a.addr).collect();
     let (a, b) = dual_stack_master_and_backup(&pair, 5);
     // the first advertisements after a takeover are the machine's own
@@ -496,9 +483,7 @@ fn steady_advertisements_keep_interval_and_counter() {
 
 #[test]
 fn reload_keeps_unchanged_vhids() {
-    let Some(pair) = addressed_pair() else {
-        return;
-    };
+    let pair = addressed_pair();
     let first = spec(
         "va",
         vec![
@@ -555,9 +540,7 @@ fn reload_keeps_unchanged_vhids() {
 
 #[test]
 fn start_fails_cleanly() {
-    let Some(pair) = addressed_pair() else {
-        return;
-    };
+    let pair = addressed_pair();
     let err = Node::start(
         &pair.a,
         spec("nosuch0", vec![vhid_spec(1, 0, vec![v4("10.77.0.100")])]),
@@ -581,9 +564,7 @@ fn start_fails_cleanly() {
 
 #[test]
 fn link_down_leaves_and_link_up_returns() {
-    let Some(pair) = addressed_pair() else {
-        return;
-    };
+    let pair = addressed_pair();
     let vip = "10.77.0.100";
     let a = Node::start(&pair.a, spec("va", vec![vhid_spec(1, 0, vec![v4(vip)])])).unwrap();
     wait_for("MASTER", || a.state(1) == Some(State::Master));

@@ -160,7 +160,7 @@ impl Histogram {
 const METRICS_PORT: u16 = 9750;
 
 fn scrape_lateness(ns: &Netns) -> Result<Histogram> {
-    let text = crate::watch::in_netns(ns, || {
+    let text = carpd_testbed::try_in_netns(ns, || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", METRICS_PORT))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -175,9 +175,9 @@ fn scrape_lateness(ns: &Netns) -> Result<Histogram> {
 /// CPU (% of one core) a bare sender spends putting `n` CARP-sized
 /// multicast packets per second on node 0's links for `window`, as one
 /// burst per second: the kernel's cost of sending them (up to the veth's
-/// NAPI queue, see `netns::napi_threaded`), which any implementation pays.
+/// NAPI queue, see `lan::napi_threaded`), which any implementation pays.
 fn send_floor(lan: &Lan, n: usize, window: Duration) -> Result<f64> {
-    crate::watch::in_netns(&lan.hosts[0], move || {
+    carpd_testbed::try_in_netns(&lan.hosts[0], move || {
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         let mut socks = Vec::new();
         for k in 0..LINKS {
@@ -270,6 +270,7 @@ fn send_floor(lan: &Lan, n: usize, window: Duration) -> Result<f64> {
         let used = (cpu() - start_cpu) as f64 / 1e9;
         Ok(used / start.elapsed().as_secs_f64() * 100.0)
     })
+    .map_err(Error::from)
 }
 
 /// Each advertisement interval on the wire less `nominal`, in ms, per

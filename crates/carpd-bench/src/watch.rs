@@ -154,22 +154,6 @@ impl Drop for Reader {
     }
 }
 
-/// Runs `f` on a thread inside namespace `ns` and returns its result.
-pub fn in_netns<T: Send + 'static>(
-    ns: &Netns,
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> Result<T> {
-    let netns = format!("/var/run/netns/{}", ns.name());
-    thread::spawn(move || {
-        let f0 = std::fs::File::open(&netns)?;
-        nix::sched::setns(&f0, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-        f()
-    })
-    .join()
-    .map_err(|_| Error::Measure("namespace thread panicked".into()))?
-    .map_err(Error::from)
-}
-
 /// CARP packets received from hosts at the given switch ports.
 #[derive(Debug)]
 pub struct Capture {

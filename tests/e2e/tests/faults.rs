@@ -211,11 +211,27 @@ fn hung_and_failing_hooks_do_not_stall_advertisements() {
     assert!(stuck.is_empty(), "hung hook still running: {stuck:?}");
 }
 
+/// Environment variable that replays a run of `sigkill_during_transitions`
+/// with the seed it printed.
+const SEED_VAR: &str = "CARPD_FAULTS_SEED";
+
+/// The seed from `CARPD_FAULTS_SEED`, else one derived from the pid.
+fn kill_schedule_seed() -> u64 {
+    match std::env::var(SEED_VAR) {
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(seed) if seed != 0 => seed,
+            _ => panic!("{SEED_VAR}={v:?}: expected a non-zero integer (a seed this test printed)"),
+        },
+        Err(_) => u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15,
+    }
+}
+
 /// SIGKILL at random moments while the pair elects and re-elects: after
 /// every restart exactly one node holds the address (a killed master leaves
 /// it behind; the restarted daemon must clean up).
 #[test]
 fn sigkill_during_transitions() {
+    let seed = kill_schedule_seed();
     // sub-second timers keep 20 rounds short: intervals 0.2 s and 0.4 s
     let cfg = |skew: u8| {
         let mut c = pair_config(skew).preempt(true);
@@ -227,15 +243,17 @@ fn sigkill_during_transitions() {
         start(&c, 0, &cfg(50).to_toml(), "r0"),
         start(&c, 1, &cfg(100).to_toml(), "r0"),
     ];
-    // a cheap pseudo-random sequence, reproducible from the printed seed
-    let mut seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
+    // a cheap pseudo-random sequence (xorshift), replayable from the seed
+    eprintln!(
+        "seed {seed}; replay with: {SEED_VAR}={seed} cargo test -p carpd-e2e --test faults -- sigkill_during_transitions"
+    );
+    let mut state = seed;
     let mut rnd = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
     };
-    eprintln!("seed {seed}");
     let begin = Instant::now();
     for round in 1..=20 {
         let victim = usize::try_from(rnd(2)).unwrap();
@@ -255,7 +273,7 @@ fn sigkill_during_transitions() {
         });
         assert!(
             ok.is_some(),
-            "round {round}: owners {last:?} after restarting node {victim}"
+            "round {round}: owners {last:?} after restarting node {victim} ({SEED_VAR}={seed})"
         );
     }
     sleep(Duration::from_secs(1));

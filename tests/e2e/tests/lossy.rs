@@ -42,9 +42,8 @@ fn ten_percent_loss_for_two_minutes_no_transition() {
     assert_eq!(c.owners(VIP), vec![0]);
     let mark1 = n1.log_mark();
     let mark0 = n0.log_mark();
-    let received0 = n1.status()["vhids"][0]["adverts_received"]
-        .as_u64()
-        .unwrap_or(0);
+    let sent0 = adverts(&n0, "adverts_sent");
+    let received0 = adverts(&n1, "adverts_received");
 
     c.host(1).exec(&[
         "nft",
@@ -57,10 +56,8 @@ fn ten_percent_loss_for_two_minutes_no_transition() {
     let rules = c.host(1).exec(&["nft", "list table inet loss"]);
     c.host(1).exec(&["nft", "delete table inet loss"]);
 
-    let received = n1.status()["vhids"][0]["adverts_received"]
-        .as_u64()
-        .unwrap_or(0)
-        - received0;
+    let sent = adverts(&n0, "adverts_sent") - sent0;
+    let received = adverts(&n1, "adverts_received") - received0;
     let dropped: u64 = rules
         .split_whitespace()
         .skip_while(|t| *t != "packets")
@@ -68,10 +65,32 @@ fn ten_percent_loss_for_two_minutes_no_transition() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     eprintln!(
-        "{RUN:?} at 10 % loss: backup received {received} adverts, nftables dropped {dropped} ({:.1} %)",
+        "{RUN:?} at 10 % loss: master sent {sent} adverts, backup received {received}, nftables dropped {dropped} ({:.1} %)",
         100.0 * dropped as f64 / (received + dropped).max(1) as f64
     );
+    // about one advertisement a second for the whole run
+    assert!(
+        sent >= RUN.as_secs() * 5 / 6,
+        "the master sent {sent} adverts in {RUN:?}"
+    );
+    // every advertisement sent was either received or dropped by the rule
+    // (give or take those in flight while the counters were read)
+    assert!(
+        (received + dropped).abs_diff(sent) <= 3,
+        "sent {sent}, received {received} + dropped {dropped}"
+    );
+    // the configured 10 % loss: dropped is binomial (n about 120, p 0.1,
+    // mean 12, standard deviation about 3.3); a run crosses either bound
+    // (none dropped, or more than 30 %) with a chance below 1e-5
     assert!(dropped > 0, "no loss was applied: {rules}");
+    assert!(
+        dropped <= sent * 3 / 10,
+        "dropped {dropped} of {sent}: more than the configured 10 % loss explains"
+    );
+    assert!(
+        received >= sent * 7 / 10,
+        "received {received} of {sent} adverts at 10 % loss"
+    );
     assert_eq!(c.owners(VIP), vec![0]);
     let h = w.history();
     assert!(
@@ -86,4 +105,9 @@ fn ten_percent_loss_for_two_minutes_no_transition() {
         let t = transitions(log, "eth0", 1);
         assert!(t.is_empty(), "node {i}: {t:?}");
     }
+}
+
+/// Counter `name` of the daemon's first VHID.
+fn adverts(d: &Daemon, name: &str) -> u64 {
+    d.status()["vhids"][0][name].as_u64().unwrap_or(0)
 }

@@ -8,7 +8,7 @@
 use std::thread::sleep;
 use std::time::Duration;
 
-use carpd_testbed::{Cluster, Daemon, Lan, Netns, transitions, wait_until};
+use carpd_testbed::{Cluster, Daemon, Lan, Netns, master_down, transitions, wait_until};
 
 const PASSWORD: &str = "secret";
 
@@ -150,15 +150,35 @@ fn ipv4_unicast_elects_one_master_where_multicast_cannot() {
     drop(a);
 }
 
+/// The IPv6 backup's dead ratio: its master-down time (6 s + 100/256 s)
+/// runs out at least 5.4 s after the master's last advertisement, and so
+/// after its SIGTERM (the last one is at most 1 s older).
+const BACKUP_DEAD_RATIO: u8 = 6;
+
+/// How soon after the master's SIGTERM the backup must hold the address:
+/// time for the bow-out and the address change on a busy machine, and more
+/// than 2 s short of the earliest takeover without a bow-out.
+const BOW_OUT_BOUND: Duration = Duration::from_secs(3);
+
 #[test]
 fn ipv6_link_local_peers() {
+    assert!(
+        BOW_OUT_BOUND + Duration::from_secs(3) < master_down(BACKUP_DEAD_RATIO, 100),
+        "the bound must tell a bow-out from a master-down"
+    );
     let vip = "fd00:99::100";
     let c = Cluster::new(2, 1);
     block_group(c.host(0));
     block_group(c.host(1));
     let (ll0, ll1) = (link_local(c.host(0)), link_local(c.host(1)));
     let a = start(&c, 0, "v6a", &config("fd00:99::100/64", 3, 0, &[ll1]));
-    let b = start(&c, 1, "v6b", &config("fd00:99::100/64", 3, 100, &[ll0]));
+    // A long master-down time on the backup, so that only a bow-out lets it
+    // take over within BOW_OUT_BOUND of the master's SIGTERM.
+    let backup = config("fd00:99::100/64", 3, 100, &[ll0]).replace(
+        "dead_ratio = 3",
+        &format!("dead_ratio = {BACKUP_DEAD_RATIO}"),
+    );
+    let b = start(&c, 1, "v6b", &backup);
     c.wait_owners(vip, &[0], Duration::from_secs(10));
     stays(&c, vip, &[0], Duration::from_secs(3));
     assert!(
@@ -170,6 +190,16 @@ fn ipv6_link_local_peers() {
 
     // graceful stop: the bow-out reaches the peer, which takes over at once
     a.sigterm();
+    let took = wait_until(BOW_OUT_BOUND, Duration::from_millis(20), || {
+        c.host(1).has_addr(vip)
+    });
+    assert!(
+        took.is_some(),
+        "the backup did not take over within {BOW_OUT_BOUND:?} of the master's SIGTERM \
+         (no bow-out; its master-down time is {:?}):\n{}",
+        master_down(BACKUP_DEAD_RATIO, 100),
+        b.log()
+    );
     c.wait_owners(vip, &[1], Duration::from_secs(5));
     sleep(Duration::from_millis(200));
     drop(a);

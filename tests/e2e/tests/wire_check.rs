@@ -17,7 +17,7 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::Duration;
 
-use carpd_testbed::{Daemon, Lan, Scratch, run, wait_until};
+use carpd_testbed::{Daemon, Lan, Scratch, require_tool, run, wait_until};
 
 /// One VHID of the test configuration.
 struct Vhid {
@@ -134,6 +134,7 @@ fn tshark(file: &Path, filter: &str, fields: &[&str]) -> Vec<BTreeMap<String, St
     for f in fields {
         args.extend(["-e", f]);
     }
+    require_tool("tshark");
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
     assert!(
         out.status.success(),

@@ -18,7 +18,10 @@ pub fn try_run(args: &[&str]) -> Result<String, Error> {
         .args(rest)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| Error::Command(format!("{}: {e}", args.join(" "))))?;
+        .map_err(|e| match check_tool(program) {
+            Err(missing) if e.kind() == std::io::ErrorKind::NotFound => missing,
+            _ => Error::Command(format!("{}: {e}", args.join(" "))),
+        })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {

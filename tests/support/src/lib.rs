@@ -27,7 +27,7 @@ pub use config::{Config, InterfaceConfig, VhidConfig};
 pub use daemon::{Daemon, carpd_exe, cpu_time, interface_drops, transitions, vhid_drops};
 pub use inject::{Injector, ipv4_packet, signed_advert};
 pub use lan::Lan;
-pub use netns::{Netns, in_netns, owners};
+pub use netns::{Netns, in_netns, owners, try_in_netns};
 pub use scratch::Scratch;
 pub use timing::{adv_interval, master_down};
 pub use watch::{AddrEvent, History, Watcher};

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
+use std::io;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::Once;
@@ -135,11 +136,16 @@ impl Netns {
         &self.name
     }
 
-    /// Runs `args` inside the namespace.
+    /// Runs `args` inside the namespace; a tool that is not installed is
+    /// named with its Debian package.
     pub fn try_exec(&self, args: &[&str]) -> Result<String, Error> {
         let mut full = vec!["ip", "netns", "exec", &self.name];
         full.extend_from_slice(args);
-        try_run(&full)
+        try_run(&full).map_err(|e| match args.first().map(|tool| check_tool(tool)) {
+            // `ip netns exec` started, the tool inside it did not
+            Some(Err(missing)) => missing,
+            _ => e,
+        })
     }
 
     /// [`Netns::try_exec`], failing the test on error.
@@ -235,13 +241,22 @@ pub fn owners(nss: &[&Netns], addr: &str) -> Vec<usize> {
 }
 
 /// Runs `f` on a thread that has entered `ns`'s network namespace.
-pub fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn try_in_netns<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     let path = format!("/run/netns/{}", ns.name());
     thread::spawn(move || {
-        let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns");
+        let fd = File::open(&path)?;
+        setns(&fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
         f()
     })
     .join()
-    .expect("namespace thread")
+    .map_err(|_| io::Error::other("namespace thread panicked"))?
+}
+
+/// [`try_in_netns`] for an `f` that cannot fail, failing the test if the
+/// namespace cannot be entered.
+pub fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    try_in_netns(ns, move || Ok(f())).unwrap_or_else(|e| panic!("enter {}: {e}", ns.name()))
 }

@@ -40,14 +40,15 @@ pub fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Whether the tests can create namespaces; says so when they cannot.
-pub fn is_root() -> bool {
+/// Fails the calling test unless it runs as root: these tests create
+/// network namespaces, and a test that passes without running proves nothing.
+pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: needs root (network namespaces)");
-    }
-    root
+    assert!(
+        root,
+        "the engine's kernel tests create network namespaces: run them as root"
+    );
 }
 
 /// A network namespace, deleted on drop.
@@ -57,6 +58,7 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(tag: &str) -> Netns {
+        require_root();
         let name = unique(tag);
         run("ip", &["netns", "add", &name]);
         let ns = Netns { name };
