@@ -2,38 +2,16 @@
 //! never panic, and whatever they accept must re-emit to the same header.
 #![no_main]
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+#[path = "carrier.rs"]
+mod carrier;
 
 use carp_proto::Advert;
-use carp_proto::packet::{self, Carrier, DropReason};
+use carp_proto::packet::{self, DropReason};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    // The first two bytes choose the carrier, the rest is the payload.
-    let (carrier, relax_ttl, payload) = match data {
-        [ttl, flags, payload @ ..] => {
-            let (src, dst) = if flags & 1 == 0 {
-                (
-                    IpAddr::V4(Ipv4Addr::new(10, 0, 0, *flags)),
-                    IpAddr::V4(packet::GROUP_V4),
-                )
-            } else {
-                (
-                    IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, u16::from(*flags))),
-                    IpAddr::V6(packet::GROUP_V6),
-                )
-            };
-            (
-                Carrier {
-                    ttl: *ttl,
-                    src,
-                    dst,
-                },
-                flags & 2 != 0,
-                payload,
-            )
-        }
-        _ => return,
+    let Some((carrier, relax_ttl, payload)) = carrier::split(data) else {
+        return;
     };
 
     let checked = packet::check(&carrier, payload, relax_ttl);
