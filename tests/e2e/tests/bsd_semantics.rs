@@ -182,9 +182,8 @@ fn several_addresses_ipv6_and_dual_stack_fail_over() {
         carpd_testbed::master_down(3, 100) + 2 * MARGIN,
         "after SIGKILL",
     );
-    let h = w.history();
     for a in &all {
-        let t = h.time_to_own(1, bare(a), killed);
+        let t = w.time_to_own(1, bare(a), killed);
         assert!(
             t <= carpd_testbed::master_down(3, 100) + MARGIN,
             "{a}: {t:?}"
@@ -202,9 +201,8 @@ fn several_addresses_ipv6_and_dual_stack_fail_over() {
     let stopped = Instant::now();
     d0.sigterm();
     wait_all(&lan, &all, &[1], Duration::from_secs(3), "bow-out");
-    let h = w.history();
     for a in &all {
-        let t = h.time_to_own(1, bare(a), stopped);
+        let t = w.time_to_own(1, bare(a), stopped);
         assert!(t < MARGIN, "{a}: taken over after {t:?}: no bow-out");
     }
     assert!(
