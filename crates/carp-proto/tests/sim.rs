@@ -8,6 +8,7 @@
 //! | BACKUP, master-down fires -> MASTER (MasterDown), `dead_ratio * advbase + advskew/256` after the last advert | `takeover_exactly_master_down_after_last_advert`, `dead_ratio_5`, `advbase_0_failover`, `advbase_0_advskew_0_failover` |
 //! | BACKUP, bow-out -> MASTER (PeerBowedOut); a lost bow-out falls back to master-down | `bow_out_hands_over_in_one_wire_delay`, `lost_bow_out_falls_back_to_master_down` |
 //! | BACKUP, their demote > ours -> MASTER even without preempt (PeerDemoted) | `demote_byte_loses_then_preempt_wins_back` |
+//! | BACKUP, rules 1-4 only for the master we follow while it is heard | `demoted_second_master_after_a_cut_is_left_to_the_master_we_follow` |
 //! | BACKUP, preempt and shorter interval -> MASTER (Preempt) | `preempt_better_node_joins_later`, `demote_byte_loses_then_preempt_wins_back`, `demote_skew_raises_advskew` |
 //! | BACKUP, no preempt: nothing moves | `no_preempt_nothing_moves` |
 //! | BACKUP, master's interval > dead_ratio * advbase -> MASTER (PeerWillTimeOut); advbase 0: > our master-down | `master_will_time_out`, `master_will_time_out_advbase_0`, `master_will_not_time_out_with_higher_dead_ratio` |
@@ -733,6 +734,44 @@ fn three_nodes_partition_then_heal() {
     assert!(last.at <= heal + Timing::new(1, 10).interval() + 2 * D);
     assert!(sim.announces_of(0).iter().any(|&t| t > heal && t < last.at));
     assert_eq!(sim.history(2), [(secs(0), Backup, Reason::Startup)]);
+}
+
+/// A cut that makes the master's sends fail (nftables dropping its
+/// output) demotes it; once healed it advertises that demotion until three
+/// sends succeed. The third node follows the master that took over and
+/// must not take over from the demoted one as well.
+#[test]
+fn demoted_second_master_after_a_cut_is_left_to_the_master_we_follow() {
+    let mut sim = Sim::new(D);
+    for (addr, skew) in [(a1(), 0), (a2(), 10), (a3(), 20)] {
+        let n = sim.add(config(addr, 1, skew));
+        sim.link(n, true);
+    }
+    sim.run_until(ms(10_500));
+    sim.partition(&[&[0], &[1, 2]]);
+    sim.nodes[0].send_fails = true;
+    sim.run_until(ms(30_250));
+    assert_eq!(sim.masters(), [0, 1]);
+    assert_eq!(sim.nodes[0].machine.demote(), 1);
+    let heal = sim.now();
+    sim.heal();
+    sim.nodes[0].send_fails = false;
+    sim.run_until(secs(600));
+    // A's demoted advertisement (31 s) reaches C, which follows B: C stays.
+    assert!(
+        sim.sends_of(0)
+            .iter()
+            .any(|s| s.at > heal && s.carp().demote == 1)
+    );
+    assert_eq!(sim.history(2), [(secs(0), Backup, Reason::Startup)]);
+    assert_eq!(sim.masters(), [1]);
+    assert_eq!(sim.holding(), [1]);
+    let last = sim.transitions.last().unwrap();
+    assert_eq!(
+        (last.node, last.to, last.reason),
+        (0, Backup, Reason::PeerPreferred)
+    );
+    assert!(last.at <= heal + Timing::new(1, 10).interval() + 2 * D);
 }
 
 #[test]

@@ -29,6 +29,14 @@
 //!      MASTER ([`Reason::PeerWillTimeOut`]);
 //!   5. otherwise the master-down timer restarts.
 //!
+//!   Rules 1 to 4 (and VRRP's preemption and priority 0) apply only to the
+//!   master we follow, the source of the last advertisement that restarted
+//!   the timer, or while we follow none: after a partition heals, a second
+//!   master that advertises a demotion or leaves is worse than the one we
+//!   follow, which is alive and outranks us, and the two settle it between
+//!   themselves (the worse yields on the better's next advertisement).
+//!   Taking over from it would add a third holder for an interval.
+//!
 //!   For one master-down time after [`Machine::step_down`], rules 2 and 3 are
 //!   suspended, so the operator's step-down sticks while the peer takes over.
 //!   For [`MachineConfig::preempt_delay`] after INIT -> BACKUP (startup or
@@ -351,15 +359,21 @@ impl Machine {
         if !listening || !self.config.rules.speaks(heard, self.config.vhid) {
             return;
         }
-        self.master_addr = Some(src);
         if let PeerAdvert::Carp(advert) = heard {
             // UCARP and FreeBSD continue from the peer's counter; OpenBSD
             // only needs ours to differ from its own cookie, which + 1
             // guarantees.
             self.counter = advert.counter;
         }
+        if let Phase::Backup(backup) = &self.phase
+            && backup.follows_another(src)
+            && !self.restarts_timer(heard)
+        {
+            return;
+        }
+        self.master_addr = Some(src);
         match self.phase {
-            Phase::Backup(_) => self.advert_as_backup(now, heard),
+            Phase::Backup(_) => self.advert_as_backup(now, src, heard),
             Phase::Master(_) => self.advert_as_master(now, src, heard),
             Phase::Init(_) | Phase::ShutDown => {}
         }
@@ -478,7 +492,16 @@ impl Machine {
         }
     }
 
-    fn advert_as_backup(&mut self, now: Instant, heard: PeerAdvert<'_>) {
+    /// `heard` would only restart a BACKUP's master-down timer (the
+    /// step-down hold aside): its sender outranks us.
+    fn restarts_timer(&self, heard: PeerAdvert<'_>) -> bool {
+        matches!(
+            self.config.rules.in_backup(&self.ours(false), heard),
+            Some(InBackup::Restart { .. })
+        )
+    }
+
+    fn advert_as_backup(&mut self, now: Instant, src: IpAddr, heard: PeerAdvert<'_>) {
         let held = match &self.phase {
             Phase::Backup(backup) => backup.holds_preemption(now),
             _ => false,
@@ -496,6 +519,7 @@ impl Machine {
         };
         match verdict {
             InBackup::Restart { active_interval } => {
+                backup.following = Some(src);
                 backup.master_down_from = now;
                 backup.wait = Wait::MasterDown;
                 if active_interval.is_some() {

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use super::Machine;
-use super::rules::{InBackup, PeerAdvert, Rules};
+use super::rules::{PeerAdvert, Rules};
 use super::schedule::SteadySchedule;
 use super::send::SendCarp;
 use super::state::Phase;
@@ -59,11 +59,7 @@ impl Machine {
             return false;
         }
         let heard = PeerAdvert::Carp(advert);
-        self.config.rules.speaks(heard, self.config.vhid)
-            && matches!(
-                self.config.rules.in_backup(&self.ours(false), heard),
-                Some(InBackup::Restart { .. })
-            )
+        self.config.rules.speaks(heard, self.config.vhid) && self.restarts_timer(heard)
     }
 
     /// MASTER with nothing pending and nothing left to do but advertise:

@@ -1,6 +1,7 @@
 //! What the machine knows only in one state. Each state's data lives in its
 //! variant of [`Phase`], so leaving a state drops it.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::schedule::SteadySchedule;
@@ -52,6 +53,9 @@ pub(super) struct Backup {
     pub(super) active_interval: Option<Duration>,
     /// What the timer is waiting for.
     pub(super) wait: Wait,
+    /// The master we follow: the source of the last advertisement that
+    /// restarted the timer (none since entering BACKUP: `None`).
+    pub(super) following: Option<IpAddr>,
 }
 
 /// What a BACKUP's master-down timer is waiting for, and so how long it
@@ -88,7 +92,14 @@ impl Backup {
             no_preempt_until: None,
             active_interval: None,
             wait: Wait::MasterDown,
+            following: None,
         }
+    }
+
+    /// We follow a master other than `src`; it was heard within the
+    /// master-down time, or the timer would have fired.
+    pub(super) fn follows_another(&self, src: IpAddr) -> bool {
+        self.following.is_some_and(|f| f != src)
     }
 
     /// A step-down still holds preemption off at `now`.
