@@ -157,7 +157,7 @@ pub(crate) async fn watch_links(
     cancel: CancellationToken,
 ) {
     while let Some(ev) = next_event(&mut events, &cancel, "link state changes").await {
-        tracking.link_event(ev);
+        tracking.link_event(&ev);
         let table = rx::current(&follow.demux);
         let mut known = false;
         for ((ifindex, _), e) in &table.vhids {

@@ -74,9 +74,12 @@ pub struct LinkInfo {
 }
 
 /// A link went up or down, or was removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkEvent {
     pub index: u32,
+    /// The interface's name, where the kernel's message carries it (not for
+    /// a link found gone after lost notifications).
+    pub name: Option<String>,
     pub up: bool,
     /// The link is gone (`up` is false); its index will not come back.
     pub removed: bool,
@@ -584,14 +587,15 @@ impl LinkWatch {
         if !event.removed && self.last.get(&event.index) == Some(&event.up) {
             return true;
         }
+        let (index, up, removed) = (event.index, event.up, event.removed);
         match self.tx.try_send(event) {
             // Interface indexes are not reused, so a removed link's entry is
             // dropped rather than kept forever.
-            Ok(()) if event.removed => {
-                self.last.remove(&event.index);
+            Ok(()) if removed => {
+                self.last.remove(&index);
             }
             Ok(()) => {
-                self.last.insert(event.index, event.up);
+                self.last.insert(index, up);
             }
             Err(TrySendError::Full(event)) => {
                 // Not recorded as delivered, so the next event for this link
@@ -610,9 +614,9 @@ impl LinkWatch {
     /// Deliver what changed according to a full link dump, including links
     /// that disappeared.
     fn resync(&mut self, links: &[LinkMessage]) -> bool {
-        let present: HashMap<u32, bool> = links
+        let present: HashMap<u32, (bool, Option<String>)> = links
             .iter()
-            .map(|link| (link.header.index, is_up(link)))
+            .map(|link| (link.header.index, (is_up(link), link_name(link))))
             .collect();
         let gone: Vec<u32> = self
             .last
@@ -623,6 +627,7 @@ impl LinkWatch {
         for index in gone {
             let gone = LinkEvent {
                 index,
+                name: None,
                 up: false,
                 removed: true,
             };
@@ -630,9 +635,10 @@ impl LinkWatch {
                 return false;
             }
         }
-        for (index, up) in present {
+        for (index, (up, name)) in present {
             let event = LinkEvent {
                 index,
+                name,
                 up,
                 removed: false,
             };
@@ -649,11 +655,13 @@ fn link_event(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<LinkEvent> {
     match msg.payload {
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => Some(LinkEvent {
             index: link.header.index,
+            name: link_name(&link),
             up: is_up(&link),
             removed: false,
         }),
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => Some(LinkEvent {
             index: link.header.index,
+            name: link_name(&link),
             up: false,
             removed: true,
         }),

@@ -117,6 +117,25 @@ pub(crate) async fn prepare(
     })
 }
 
+/// A link tracker, followed by the name of its interface.
+#[derive(Debug)]
+struct LinkTrack {
+    /// Index into the tracker specs.
+    tracker: usize,
+    interface: String,
+    /// The interface's index; `None` while no interface has that name.
+    index: Option<u32>,
+}
+
+impl LinkTrack {
+    /// `ev` is about the tracked interface: its index, or (unless it is a
+    /// removal) a new interface of its name.
+    fn is_about(&self, ev: &LinkEvent) -> bool {
+        self.index == Some(ev.index)
+            || (!ev.removed && ev.name.as_deref() == Some(self.interface.as_str()))
+    }
+}
+
 /// The running trackers and their current demotions.
 #[derive(Debug)]
 pub(crate) struct Tracking {
@@ -128,7 +147,7 @@ pub(crate) struct Tracking {
 struct Inner {
     specs: Vec<TrackerSpec>,
     values: Vec<u8>,
-    links: Vec<(usize, u32)>,
+    links: Vec<LinkTrack>,
     /// Bumped when the trackers are replaced, so a report from a stopped
     /// tracker is ignored.
     generation: u64,
@@ -169,7 +188,18 @@ impl Tracking {
         inner.generation += 1;
         inner.cancel = parent.child_token();
         inner.values = vec![0; prepared.specs.len()];
-        inner.links = prepared.links.iter().map(|(i, ix, _)| (*i, *ix)).collect();
+        inner.links = prepared
+            .links
+            .iter()
+            .filter_map(|(i, ix, _)| match &prepared.specs[*i].kind {
+                TrackerKind::Link { interface } => Some(LinkTrack {
+                    tracker: *i,
+                    interface: interface.clone(),
+                    index: Some(*ix),
+                }),
+                _ => None,
+            })
+            .collect();
         for (i, _, up) in &prepared.links {
             let weight = prepared.specs[*i].weight;
             inner.values[*i] = if *up { 0 } else { weight };
@@ -248,31 +278,33 @@ impl Tracking {
         self.publish(&inner);
     }
 
-    /// Follow a link change of a tracked interface.
-    pub(crate) fn link_event(&self, ev: LinkEvent) {
+    /// Follow a link change of a tracked interface. A deleted interface
+    /// demotes until one of its name appears again, which is then tracked.
+    pub(crate) fn link_event(&self, ev: &LinkEvent) {
         let mut inner = self.lock();
-        let hits: Vec<usize> = inner
-            .links
-            .iter()
-            .filter(|(_, ix)| *ix == ev.index)
-            .map(|(i, _)| *i)
-            .collect();
+        let inner = &mut *inner;
         let mut changed = false;
-        for i in hits {
+        for link in inner.links.iter_mut().filter(|l| l.is_about(ev)) {
+            link.index = (!ev.removed).then_some(ev.index);
+            let i = link.tracker;
             let weight = inner.specs[i].weight;
             let value = if ev.up { 0 } else { weight };
+            let tracker = &inner.specs[i].kind;
+            if ev.removed {
+                tracing::warn!(%tracker, demotion = weight, "tracked interface deleted: demoting until one of its name is up");
+            }
             if inner.values[i] != value {
                 inner.values[i] = value;
                 changed = true;
                 if ev.up {
-                    tracing::info!(tracker = %inner.specs[i].kind, "tracked link is up: demotion lifted");
-                } else {
-                    tracing::warn!(tracker = %inner.specs[i].kind, demotion = weight, "tracked link is down: demoting");
+                    tracing::info!(%tracker, ifindex = ev.index, "tracked link is up: demotion lifted");
+                } else if !ev.removed {
+                    tracing::warn!(%tracker, demotion = weight, "tracked link is down: demoting");
                 }
             }
         }
         if changed {
-            self.publish(&inner);
+            self.publish(inner);
         }
     }
 

@@ -253,8 +253,9 @@ fn link_events_follow_the_link() {
                 if event.index != index {
                     continue;
                 }
+                let reached = event.up == up;
                 seen.push(event);
-                if event.up == up {
+                if reached {
                     return;
                 }
             }
@@ -268,6 +269,7 @@ fn link_events_follow_the_link() {
     });
     let event = |up| LinkEvent {
         index,
+        name: Some("va".to_string()),
         up,
         removed: false,
     };

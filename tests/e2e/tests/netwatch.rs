@@ -345,3 +345,32 @@ fn master_that_cannot_restore_its_address_hands_over() {
     assert_eq!(c.owners(VIP), vec![1], "{}", d0.log());
     assert!(d0.log().contains("cannot be added back"), "{}", d0.log());
 }
+
+#[test]
+fn tracked_interface_recreated_is_tracked_again() {
+    // Node 0 tracks its uplink eth1; a demotion of 200 loses to advskew 100
+    // whether it goes out in the demotion byte or in advskew.
+    let toml = |i: usize, advskew: u8| {
+        let track = if i == 0 {
+            "\n[[track]]\nlink = \"eth1\"\nweight = 200\n"
+        } else {
+            ""
+        };
+        config("eth0", VIP, advskew, true).to_toml() + track
+    };
+    let c = Cluster::new(2, 2);
+    let d0 = start_toml(&c, 0, &toml(0, 0));
+    c.wait_owners(VIP, &[0], master_down(3, 0) + 2 * MARGIN);
+    let _d1 = start_toml(&c, 1, &toml(1, 100));
+    sleep(master_down(3, 100) + MARGIN);
+    assert_eq!(c.owners(VIP), vec![0]);
+    c.host(0).ip(&["link", "del", "eth1"]);
+    c.wait_owners(VIP, &[1], adv_interval(0) + 2 * MARGIN);
+    sleep(Duration::from_secs(1));
+    c.lan.wire(0, 1);
+    // the new eth1 is tracked: the demotion lifts and node 0 preempts
+    c.wait_owners(VIP, &[0], adv_interval(100) + 2 * MARGIN);
+    let log = d0.log();
+    assert!(log.contains("tracked interface deleted"), "{log}");
+    assert!(log.contains("demotion lifted"), "{log}");
+}
