@@ -936,11 +936,13 @@ mod tests {
         };
         let ev = |index, up| LinkEvent {
             index,
+            name: None,
             up,
             removed: false,
         };
         let gone = |index| LinkEvent {
             index,
+            name: None,
             up: false,
             removed: true,
         };
