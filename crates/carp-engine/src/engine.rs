@@ -775,6 +775,7 @@ impl Engine {
             lateness: Arc::clone(&lateness),
             events: EventBus::default(),
             claims: Arc::new(Claims::default()),
+            operator: Arc::default(),
         };
         let events = effects.events.clone();
         let conflict_watch = conflict::Watch::open()?;
@@ -879,6 +880,7 @@ impl Engine {
                 to_stop.push(h);
             }
             r.waiting.remove(key);
+            r.effects.operator.forget(key);
         }
         let changed: HashSet<&VhidKey> = report.changed.iter().collect();
         let added: HashSet<&VhidKey> = report.added.iter().collect();

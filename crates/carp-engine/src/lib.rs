@@ -30,6 +30,7 @@ mod keepalive;
 mod log_limit;
 pub mod netlink;
 mod offload;
+mod operator;
 mod peers;
 mod rx;
 pub mod share;

@@ -55,6 +55,7 @@ use crate::keepalive::Keepalives;
 use crate::log_limit::LogLimiter;
 use crate::netlink::{AddressEvent, Netlink};
 use crate::offload::Offload;
+use crate::operator::OperatorDemotions;
 use crate::peers::Peers;
 use crate::rx::{Check, Delivery, INBOX, Inbound, VhidEntry, VrrpCheck, VrrpInbound};
 use crate::socket::{Dest, Sockets};
@@ -191,6 +192,8 @@ pub(crate) struct Effects {
     pub(crate) events: EventBus,
     /// The MASTERs' addresses, for the conflict watch.
     pub(crate) claims: Arc<Claims>,
+    /// The operator's demotions, which outlive a task.
+    pub(crate) operator: Arc<OperatorDemotions>,
 }
 
 /// The engine's handle on one running VHID task.
@@ -237,6 +240,7 @@ pub(crate) fn spawn(
         advert_grid: Some(advert_grid(params.spec.vhid)),
     };
     let replay = params.spec.replay_protection.then(ReplayWindow::new);
+    let operator_demote = effects.operator.get(&params.key);
     let hooks = HookRunner::spawn(HookContext {
         spec: params.spec.hooks.clone(),
         interface: params.key.interface.clone(),
@@ -261,7 +265,7 @@ pub(crate) fn spawn(
         effects,
         stats,
         peers,
-        operator_demote: 0,
+        operator_demote,
         tracked,
         link_up: link_up || params.ignore_link_state,
         started: false,
@@ -590,8 +594,7 @@ impl Task {
                 let _ = reply.send(master);
             }
             Command::Demote(delta, reply) => {
-                let d = (i64::from(self.operator_demote) + i64::from(delta)).clamp(0, 255);
-                self.operator_demote = u8::try_from(d).unwrap_or(u8::MAX);
+                self.operator_demote = self.effects.operator.add(&self.params.key, delta);
                 self.update_demote();
                 let _ = reply.send(());
             }

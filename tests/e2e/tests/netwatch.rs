@@ -374,3 +374,33 @@ fn tracked_interface_recreated_is_tracked_again() {
     assert!(log.contains("tracked interface deleted"), "{log}");
     assert!(log.contains("demotion lifted"), "{log}");
 }
+
+#[test]
+fn operator_demotion_outlives_a_recreated_interface() {
+    let mut c = Cluster::new(2, 1);
+    master_and_backup(&mut c, "eth0", VIP);
+    let sock = c.node(0).socket();
+    let demote = try_run(&[
+        carpd_testbed::carpd_exe(),
+        "demote",
+        "--by",
+        "2",
+        "--socket",
+        sock.to_str().expect("utf-8 path"),
+    ]);
+    assert!(demote.is_ok(), "{demote:?}");
+    c.wait_owners(VIP, &[1], adv_interval(0) + 2 * MARGIN);
+    delete_eth0(&c.lan, 0);
+    sleep(Duration::from_secs(1));
+    c.lan.wire(0, 0);
+    wait_for(
+        &mut c,
+        0,
+        "BACKUP",
+        master_down(3, 0) + Duration::from_secs(1) + MARGIN,
+    );
+    // still demoted: the preferred node leaves the VIP where it is
+    sleep(master_down(3, 0) + MARGIN);
+    assert_eq!(c.owners(VIP), vec![1]);
+    assert_eq!(vhid_status(&mut c, 0)["demote"], 2);
+}
