@@ -52,7 +52,15 @@ pub(crate) struct Followed {
     pub(crate) removed: u64,
     /// A MASTER's address is gone and cannot be added back.
     pub(crate) cannot_restore: bool,
+    /// Scripts own the addresses and a MASTER's is gone: run the up hook
+    /// again.
+    pub(crate) run_up_hook: bool,
 }
+
+/// With scripts owning the addresses, the up hook is run again for a
+/// removed address at most this often, so a script that deletes and adds
+/// back an address cannot keep carpd running it.
+const UP_HOOK_AGAIN_EVERY: Duration = Duration::from_secs(1);
 
 /// The addresses of one VHID and whether they are in line with its state.
 #[derive(Debug)]
@@ -64,6 +72,8 @@ pub(crate) struct Addresses {
     managed: bool,
     /// When to try the last change again (`None`: it succeeded).
     retry_at: Option<Instant>,
+    /// When a removed address last had the up hook run again.
+    up_hook_again_at: Option<Instant>,
 }
 
 impl Addresses {
@@ -73,6 +83,7 @@ impl Addresses {
             label: spec.label.clone(),
             managed: spec.manage_addresses,
             retry_at: None,
+            up_hook_again_at: None,
         }
     }
 
@@ -113,6 +124,7 @@ impl Addresses {
     ) -> Followed {
         let mut followed = Followed::default();
         if !self.managed {
+            followed.run_up_hook = master && self.wants_up_hook_again(event);
             return followed;
         }
         let only = match event {
@@ -162,6 +174,28 @@ impl Addresses {
             }
         }
         followed
+    }
+
+    /// Scripts own the addresses, one of ours was removed (under a
+    /// MASTER) and the up hook was not run again for that within
+    /// [`UP_HOOK_AGAIN_EVERY`].
+    fn wants_up_hook_again(&mut self, event: AddressEvent) -> bool {
+        let AddressEvent::Removed { addr, .. } = event else {
+            return false;
+        };
+        let now = Instant::now();
+        let ours = self.addresses.iter().any(|a| a.addr == addr);
+        if !ours
+            || self
+                .up_hook_again_at
+                .is_some_and(|t| now < t + UP_HOOK_AGAIN_EVERY)
+        {
+            return false;
+        }
+        self.up_hook_again_at = Some(now);
+        tracing::warn!(address = %addr,
+            "address removed while MASTER by something else; the hooks own it: running the up hook again");
+        true
     }
 
     /// The label an address gets: IPv4 addresses carry the VHID's label.

@@ -192,7 +192,8 @@ pub struct VhidStatus {
     pub adverts_received: u64,
     /// Drops by reason name ([`carp_proto::DropReason::as_str`]).
     pub drops: DropCounts,
-    /// Addresses removed by something else while MASTER and added back.
+    /// Addresses removed by something else while MASTER and added back
+    /// (by carpd, or by running the up hook again when the hooks own them).
     pub address_restored: u64,
     /// Addresses added by something else while not MASTER and removed.
     pub address_removed_foreign: u64,

@@ -658,6 +658,13 @@ impl Task {
                 count: followed.restored,
             });
         }
+        if followed.run_up_hook {
+            self.stats.address_restored.fetch_add(1, Ordering::Relaxed);
+            self.hooks.request(HookRequest {
+                kind: HookKind::Up,
+                state: State::Master,
+            });
+        }
         if followed.cannot_restore {
             // the demotion is advertised at once, so a peer takes over
             // without waiting for master-down

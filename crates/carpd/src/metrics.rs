@@ -318,7 +318,7 @@ impl Collector for Snapshot {
         family(
             &mut enc,
             "carpd_address_restored",
-            "Addresses removed by something else while MASTER and added back",
+            "Addresses removed by something else while MASTER and added back (or the up hook run again)",
             MetricType::Counter,
             v.iter()
                 .map(|s| (vhid_labels(s), ConstCounter::new(s.address_restored))),

@@ -236,6 +236,39 @@ fn address_removed_from_master_is_restored() {
 }
 
 #[test]
+fn address_removed_from_master_is_put_back_by_the_up_hook_when_hooks_own_it() {
+    let c = Cluster::new(1, 1);
+    let dir = c.dir.path();
+    let up = dir.join("up.sh");
+    let down = dir.join("down.sh");
+    let runs = dir.join("up.runs");
+    std::fs::write(
+        &up,
+        format!(
+            "#!/bin/sh\necho run >> {}\nip addr replace \"$2/24\" dev \"$1\"\n",
+            runs.display()
+        ),
+    )
+    .expect("write up.sh");
+    std::fs::write(&down, "#!/bin/sh\nip addr del \"$2/24\" dev \"$1\"\n").expect("write down.sh");
+    for script in [&up, &down] {
+        c.host(0)
+            .exec(&["chmod", "755", script.to_str().expect("utf-8 path")]);
+    }
+    let toml = config("eth0", VIP, 0, false).to_toml()
+        + &format!("manage_addresses = false\nup = {up:?}\ndown = {down:?}\n");
+    let d = start_toml(&c, 0, &toml);
+    c.wait_owners(VIP, &[0], master_down(3, 0) + 2 * MARGIN);
+    c.host(0)
+        .ip(&["addr", "del", &format!("{VIP}/24"), "dev", "eth0"]);
+    let back = wait_until(MARGIN, Duration::from_millis(20), || c.owners(VIP) == [0]);
+    assert!(back.is_some(), "owners {:?}\n{}", c.owners(VIP), d.log());
+    let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+    assert_eq!(ran.lines().count(), 2, "the up hook runs again once");
+    assert!(d.log().contains("running the up hook again"), "{}", d.log());
+}
+
+#[test]
 fn address_added_on_backup_is_removed() {
     let mut c = Cluster::new(2, 1);
     master_and_backup(&mut c, "eth0", VIP);
