@@ -25,6 +25,10 @@ const PASSWORD: &str = "secret";
 pub enum Impl {
     Carpd,
     Ucarp,
+    /// carpd started with ucarp's command line and ucarp's up and down
+    /// scripts, so the address is added by forking `sh` and `ip addr add`
+    /// as with ucarp: the control run for the failover rows.
+    CarpdUcarpCli,
 }
 
 impl Impl {
@@ -32,6 +36,7 @@ impl Impl {
         match self {
             Impl::Carpd => "carpd",
             Impl::Ucarp => "ucarp",
+            Impl::CarpdUcarpCli => "carpd-ucarp-cli",
         }
     }
 }
@@ -125,7 +130,7 @@ impl<'a> Bed<'a> {
                     ],
                 )
             }
-            Impl::Ucarp => {
+            Impl::Ucarp | Impl::CarpdUcarpCli => {
                 let src = Lan::host_addr(node, 0);
                 let (b, k) = (t.advbase.to_string(), t.advskew.to_string());
                 let vhid = VHID.to_string();
@@ -157,7 +162,12 @@ impl<'a> Bed<'a> {
                 if t.preempt {
                     args.push("--preempt");
                 }
-                Daemon::spawn(ns, &label, self.dir.path(), &self.ucarp, &args)
+                let exe = if imp == Impl::Ucarp {
+                    &self.ucarp
+                } else {
+                    &self.carpd
+                };
+                Daemon::spawn(ns, &label, self.dir.path(), exe, &args)
             }
         }
     }
@@ -207,7 +217,7 @@ impl<'a> Bed<'a> {
 fn settle(imp: Impl, t: Timers) -> Duration {
     let base = t.interval() * 3;
     match imp {
-        Impl::Carpd => base.max(Duration::from_millis(300)),
+        Impl::Carpd | Impl::CarpdUcarpCli => base.max(Duration::from_millis(300)),
         // up to 1 s of libpcap buffering on top
         Impl::Ucarp => base + Duration::from_millis(1200),
     }
