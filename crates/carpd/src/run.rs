@@ -12,11 +12,12 @@ use tokio::sync::{Mutex, RwLock};
 use tracing::{error, info, warn};
 
 use crate::cli::{ConfigArgs, Mode, UCARP_NAME};
-use crate::config::{Config, DEFAULT_CONTROL_SOCKET};
+use crate::config::{Config, DEFAULT_CONTROL_SOCKET, RealtimePriority};
 use crate::control::{self, ReloadInfo, key_name};
 use crate::error::{Error, chain};
 use crate::logging::{self, Facility, LogSettings};
 use crate::metrics::{self, Snapshot};
+use crate::realtime;
 use crate::ucarp::UcarpArgs;
 use crate::{client, notify};
 
@@ -27,6 +28,8 @@ struct Setup {
     reload: Option<ReloadSource>,
     control: Option<Control>,
     metrics_listen: Option<SocketAddr>,
+    /// `realtime = true`: the runtime thread's SCHED_RR priority.
+    realtime: Option<RealtimePriority>,
 }
 
 /// The claimed control socket; the file goes when this is dropped.
@@ -96,6 +99,7 @@ fn start_from_file(args: ConfigArgs) -> Result<(), Error> {
             }),
             control: Some(control),
             metrics_listen: config.metrics_listen,
+            realtime: config.realtime,
         },
         false,
     )
@@ -139,6 +143,7 @@ fn start_ucarp(args: &UcarpArgs) -> Result<(), Error> {
             reload: None,
             control: None,
             metrics_listen: None,
+            realtime: None,
         },
         args.daemonize,
     )
@@ -150,6 +155,15 @@ fn serve(setup: Setup, detached: bool) -> Result<(), Error> {
     // worker only adds cross-thread wake-ups and work stealing. Blocking
     // work (configuration and password files at reload, group lookups,
     // starting hook processes, /proc/sys) goes to `spawn_blocking`'s threads.
+    // With `realtime`, this thread, which runs the runtime, runs real-time
+    // (see `realtime` for which threads do not).
+    if let Some(priority) = setup.realtime {
+        realtime::enter(priority)?;
+        info!(
+            priority = priority.get(),
+            "running real-time: SCHED_RR, memory locked"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .thread_name("carpd")
         .enable_all()
@@ -197,6 +211,8 @@ struct ReloadState {
     source: Option<ReloadSource>,
     /// The socket being served, if any.
     control_socket: Option<PathBuf>,
+    /// `realtime`, as set at start-up.
+    realtime: Option<RealtimePriority>,
     metrics: Option<metrics::Server>,
 }
 
@@ -251,6 +267,10 @@ impl Shared {
             interface_drops: engine.interface_drops().await,
             lateness: engine.timer_lateness(),
             control_refused: self.access.as_ref().map_or(0, |a| a.refused()),
+            realtime: self.reload.lock().await.realtime.map(RealtimePriority::get),
+            advert_grid_origin: carp_engine::advert_grid_origin()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
             kernel_events_dropped: engine.kernel_events_dropped(),
         })
     }
@@ -320,6 +340,17 @@ impl Shared {
                     want.display()
                 ));
             }
+        }
+        if config.realtime != st.realtime {
+            fn describe(r: Option<RealtimePriority>) -> String {
+                r.map_or_else(|| "off".into(), |p| format!("priority {}", p.get()))
+            }
+            return Err(format!(
+                "{}: realtime cannot change on reload ({} -> {}); restart carpd to change it",
+                path.display(),
+                describe(st.realtime),
+                describe(config.realtime)
+            ));
         }
         fn name(g: Option<&crate::config::ControlGroup>) -> &str {
             g.map_or("none", |g| g.name.as_str())
@@ -420,6 +451,7 @@ async fn daemon(setup: Setup) -> Result<(), Error> {
         reload: Mutex::new(ReloadState {
             source: setup.reload,
             control_socket: control_socket.clone(),
+            realtime: setup.realtime,
             metrics: None,
         }),
     });
