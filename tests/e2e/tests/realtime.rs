@@ -153,17 +153,86 @@ fn the_runtime_thread_runs_round_robin_with_memory_locked_and_hooks_do_not() {
     assert!(c.node(0).is_running());
 }
 
-#[test]
-fn without_real_time_rights_it_does_not_start_and_names_what_is_missing() {
-    let c = Cluster::new(1, 1);
+/// carpd as `nobody` with CAP_NET_RAW, CAP_NET_ADMIN and `extra_caps`
+/// (`,+cap...`), under the resource `limits` (prlimit options).
+fn unprivileged_carpd(
+    c: &Cluster,
+    label: &str,
+    config: &Path,
+    extra_caps: &str,
+    limits: &[&str],
+) -> Daemon {
+    let dir = c.dir.path();
+    let socket = dir.join(format!("{label}.sock"));
+    let caps = format!("-all,+net_raw,+net_admin{extra_caps}");
+    let (inh, ambient, bounding) = (
+        format!("--inh-caps={caps}"),
+        format!("--ambient-caps={caps}"),
+        format!("--bounding-set={caps}"),
+    );
+    let (uid, gid) = (format!("--reuid={UID}"), format!("--regid={UID}"));
+    let mut args: Vec<&str> = limits.to_vec();
+    args.extend([
+        "--",
+        "setpriv",
+        &uid,
+        &gid,
+        "--clear-groups",
+        "--no-new-privs",
+        &inh,
+        &ambient,
+        &bounding,
+        "--",
+        carpd_exe(),
+        "--config",
+        config.to_str().unwrap(),
+        "--control-socket",
+        socket.to_str().unwrap(),
+    ]);
+    // prlimit and setpriv exec, so the daemon keeps this pid
+    Daemon::spawn(c.host(0), label, dir, "prlimit", &args)
+}
+
+/// A scratch directory the unprivileged daemon can use, with a
+/// configuration whose hook does nothing.
+fn unprivileged_setup(c: &Cluster, head: &str) -> std::path::PathBuf {
     let dir = c.dir.path();
     // the unprivileged daemon creates its control socket in here
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let hook = dir.join("up.sh");
     std::fs::write(&hook, "#!/bin/sh\n").unwrap();
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let cfg = c.write_config(0, &config(dir, "realtime = true"));
+    let cfg = c.write_config(0, &config(dir, head));
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    cfg
+}
+
+/// As the packaged unit runs it: its own user with CAP_SYS_NICE and
+/// CAP_IPC_LOCK besides the network ones; the capabilities, not the
+/// limits (lowered to nothing here), make it work.
+#[test]
+fn the_units_capabilities_are_enough_for_an_unprivileged_daemon() {
+    let c = Cluster::new(1, 1);
+    let cfg = unprivileged_setup(&c, "realtime = true");
+    let d = unprivileged_carpd(
+        &c,
+        "unit",
+        &cfg,
+        ",+sys_nice,+ipc_lock",
+        &["--rtprio=0", "--memlock=0"],
+    );
+    c.wait_owners(VIP, &[0], MASTER_WITHIN);
+    let pid = d.pid();
+    let (_, main) = threads(pid).into_iter().find(|(t, _)| *t == pid).unwrap();
+    assert_eq!(main, (SCHED_RR, 50), "{}", d.log());
+    assert!(vm_locked_kib(pid) > 0, "no memory locked");
+}
+
+#[test]
+fn without_real_time_rights_it_does_not_start_and_names_what_is_missing() {
+    let c = Cluster::new(1, 1);
+    let cfg = unprivileged_setup(&c, "realtime = true");
+    let dir = c.dir.path();
 
     // (extra capabilities, limits, expected message)
     let cases = [
@@ -181,33 +250,9 @@ fn without_real_time_rights_it_does_not_start_and_names_what_is_missing() {
         ),
     ];
     for (i, (caps, limit, want)) in cases.into_iter().enumerate() {
-        let socket = dir.join(format!("rt{i}.sock"));
-        let caps = format!("-all,+net_raw,+net_admin{caps}");
-        let (inh, ambient, bounding) = (
-            format!("--inh-caps={caps}"),
-            format!("--ambient-caps={caps}"),
-            format!("--bounding-set={caps}"),
-        );
-        let (uid, gid) = (format!("--reuid={UID}"), format!("--regid={UID}"));
-        let args = [
-            limit,
-            "--",
-            "setpriv",
-            &uid,
-            &gid,
-            "--clear-groups",
-            "--no-new-privs",
-            &inh,
-            &ambient,
-            &bounding,
-            "--",
-            carpd_exe(),
-            "--config",
-            cfg.to_str().unwrap(),
-            "--control-socket",
-            socket.to_str().unwrap(),
-        ];
-        let mut d = Daemon::spawn(c.host(0), &format!("refused{i}"), dir, "prlimit", &args);
+        let label = format!("refused{i}");
+        let socket = dir.join(format!("{label}.sock"));
+        let mut d = unprivileged_carpd(&c, &label, &cfg, caps, &[limit]);
         let status = d
             .wait_exit(Duration::from_secs(20))
             .expect("carpd exits without its real-time rights");
