@@ -204,6 +204,8 @@ pub struct Shared {
     access: Option<Arc<control::Access>>,
     /// Held for a whole reload, so two never interleave.
     reload: Mutex<ReloadState>,
+    /// `realtime` as in effect since start-up (a reload cannot change it).
+    realtime: Option<RealtimePriority>,
 }
 
 #[derive(Debug)]
@@ -211,8 +213,6 @@ struct ReloadState {
     source: Option<ReloadSource>,
     /// The socket being served, if any.
     control_socket: Option<PathBuf>,
-    /// `realtime`, as set at start-up.
-    realtime: Option<RealtimePriority>,
     metrics: Option<metrics::Server>,
 }
 
@@ -267,7 +267,7 @@ impl Shared {
             interface_drops: engine.interface_drops().await,
             lateness: engine.timer_lateness(),
             control_refused: self.access.as_ref().map_or(0, |a| a.refused()),
-            realtime: self.reload.lock().await.realtime.map(RealtimePriority::get),
+            realtime: self.realtime.map(RealtimePriority::get),
             advert_grid_origin: carp_engine::advert_grid_origin()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
@@ -294,7 +294,7 @@ impl Shared {
     /// changing nothing; an invalid file is an error, as for a reload.
     pub async fn preview_reload(&self) -> Result<ReloadInfo, String> {
         let st = self.reload.lock().await;
-        let config = Self::load_for_reload(&st, self.access.as_deref()).await?;
+        let config = Self::load_for_reload(&st, self.access.as_deref(), self.realtime).await?;
         let g = self.engine.read().await;
         let engine = g.as_ref().ok_or(SHUTTING_DOWN)?;
         let report = engine.preview(&config.spec).await.map_err(|e| chain(&e))?;
@@ -310,6 +310,7 @@ impl Shared {
     async fn load_for_reload(
         st: &ReloadState,
         access: Option<&control::Access>,
+        realtime: Option<RealtimePriority>,
     ) -> Result<Config, String> {
         let Some(source) = &st.source else {
             return Err("nothing to reload: the UCARP-compatible command line has no file".into());
@@ -341,14 +342,14 @@ impl Shared {
                 ));
             }
         }
-        if config.realtime != st.realtime {
+        if config.realtime != realtime {
             fn describe(r: Option<RealtimePriority>) -> String {
                 r.map_or_else(|| "off".into(), |p| format!("priority {}", p.get()))
             }
             return Err(format!(
                 "{}: realtime cannot change on reload ({} -> {}); restart carpd to change it",
                 path.display(),
-                describe(st.realtime),
+                describe(realtime),
                 describe(config.realtime)
             ));
         }
@@ -370,7 +371,7 @@ impl Shared {
 
     async fn try_reload(self: &Arc<Self>) -> Result<ReloadInfo, String> {
         let mut st = self.reload.lock().await;
-        let config = Self::load_for_reload(&st, self.access.as_deref()).await?;
+        let config = Self::load_for_reload(&st, self.access.as_deref(), self.realtime).await?;
         let running_metrics = st.metrics.as_ref().map(|m| m.addr);
         // Bound before anything changes, so a taken port refuses the reload.
         let new_metrics = if config.metrics_listen == running_metrics {
@@ -451,9 +452,9 @@ async fn daemon(setup: Setup) -> Result<(), Error> {
         reload: Mutex::new(ReloadState {
             source: setup.reload,
             control_socket: control_socket.clone(),
-            realtime: setup.realtime,
             metrics: None,
         }),
+        realtime: setup.realtime,
     });
     if let Some((addr, listener)) = metrics_listener {
         shared.reload.lock().await.metrics =
