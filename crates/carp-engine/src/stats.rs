@@ -1,5 +1,5 @@
 //! Counters shared between the receive path and the VHID tasks, and the
-//! timer lateness record the benchmarks read.
+//! record of when advertisements leave against their deadlines.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
