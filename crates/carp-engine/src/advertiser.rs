@@ -223,8 +223,9 @@ impl Advertiser {
         let sent_at = std_now();
         for x in sending {
             if x.ok {
-                self.lateness
-                    .record(sent_at.saturating_duration_since(x.before.next()));
+                // early sends too: the batch is meant to leave before its
+                // deadline, and how far before is part of the record
+                self.lateness.record(sent_at, x.before.next());
                 due.insert((x.next, x.id));
             } else if let Some(s) = standing.get_mut(&x.id) {
                 s.roll_back(x.before);

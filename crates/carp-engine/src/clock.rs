@@ -15,7 +15,7 @@ use tokio::time::Instant;
 /// Wake-ups are much of what this daemon costs, so sharing instants lowers
 /// its CPU use markedly against VHIDs spread over the interval
 /// (BENCHMARKS.md).
-const GRID_SLOTS: u16 = 4;
+pub const GRID_SLOTS: u16 = 4;
 
 /// The origin of that grid, one for the process.
 static GRID_EPOCH: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
@@ -27,6 +27,17 @@ pub(crate) fn advert_grid(vhid: u8) -> AdvertGrid {
         slot: u16::from(vhid),
         slots: GRID_SLOTS,
     }
+}
+
+/// The origin of the advertisement grid as wall-clock time, so that
+/// advertisements seen on the wire can be set against their grid
+/// instants (`origin + interval * (vhid % GRID_SLOTS) / GRID_SLOTS + k *
+/// interval`).
+pub fn advert_grid_origin() -> std::time::SystemTime {
+    let since = GRID_EPOCH.elapsed();
+    std::time::SystemTime::now()
+        .checked_sub(since)
+        .unwrap_or(std::time::UNIX_EPOCH)
 }
 
 /// Now, on tokio's clock, as the machine counts time.

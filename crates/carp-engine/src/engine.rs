@@ -1029,7 +1029,8 @@ impl Engine {
         self.follow.dropped()
     }
 
-    /// How late advertisement timers fired, since start.
+    /// How early and how late advertisements left against their
+    /// deadlines, since start.
     pub fn timer_lateness(&self) -> LatenessSummary {
         self.lateness.summary()
     }

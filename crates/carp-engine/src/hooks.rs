@@ -311,6 +311,23 @@ pub fn spawn_hook(
     ))
 }
 
+/// Put the calling thread at SCHED_OTHER, so that the process it starts
+/// inherits that: a hook or check never runs at real-time priority, even
+/// when the daemon does (carpd's `realtime`), whichever thread starts it.
+fn normal_scheduling() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param for the duration of the call,
+    // which only reads it; pid 0 is the calling thread. nix has no wrapper.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+    if r != 0 {
+        // lowering the policy needs no privilege; nothing else can fail
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "resetting the scheduling policy before starting a command"
+        );
+    }
+}
+
 /// Run `command` until it ends or `timeout` passes (zero: no limit); on
 /// timeout its whole process group is killed. The process is started on
 /// the blocking pool, since starting it waits until `exec` is done, which
@@ -318,7 +335,11 @@ pub fn spawn_hook(
 /// network mount: forever). Its stdout and stderr, if piped, are forwarded
 /// to the log ([`forward_output`]).
 pub(crate) async fn run(mut command: Command, timeout: Duration) -> HookOutcome {
-    let spawned = tokio::task::spawn_blocking(move || command.spawn()).await;
+    let spawned = tokio::task::spawn_blocking(move || {
+        normal_scheduling();
+        command.spawn()
+    })
+    .await;
     let mut child = match spawned {
         Ok(Ok(child)) => child,
         Ok(Err(e)) => return HookOutcome::SpawnError(e.to_string()),

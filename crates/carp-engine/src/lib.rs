@@ -41,6 +41,7 @@ mod track;
 mod vhid;
 pub mod vmac;
 
+pub use clock::{GRID_SLOTS as ADVERT_GRID_SLOTS, advert_grid_origin};
 pub use engine::{Engine, PeerStatus, ReloadReport, VhidStatus};
 pub use error::Error;
 pub use events::{Event, EventBus, EventKind};
@@ -48,5 +49,5 @@ pub use spec::{
     EngineSpec, HookSpec, InterfaceSpec, ShareSpec, TrackScope, TrackerKind, TrackerSpec,
     TransportSpec, VhidFilter, VhidKey, VhidSpec, VirtualAddr,
 };
-pub use stats::{LATENESS_BUCKETS_US, LatenessSummary};
+pub use stats::{LATENESS_BUCKETS_US, LatenessSummary, OffsetSummary};
 pub use track::TrackerStatus;

@@ -1,5 +1,5 @@
 //! Counters shared between the receive path and the VHID tasks, and the
-//! timer lateness record the benchmarks read.
+//! record of when advertisements leave against their deadlines.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -76,15 +76,25 @@ impl VhidStats {
     }
 }
 
-/// How late advertisement timers fire (send time minus deadline), engine
-/// wide. Keeps the most recent samples only, so memory stays bounded.
+/// When advertisements leave against their deadlines, engine wide: early
+/// and late sends in separate histograms, so that neither hides behind the
+/// other (the advertiser wakes ahead of its deadlines, the VHID tasks
+/// after theirs). Keeps the most recent samples only, so memory stays
+/// bounded.
 #[derive(Debug)]
 pub(crate) struct Lateness {
-    inner: Mutex<LatenessInner>,
+    inner: Mutex<Sides>,
 }
 
 #[derive(Debug, Default)]
-struct LatenessInner {
+struct Sides {
+    early: Side,
+    late: Side,
+}
+
+/// The samples of one side of the deadline, as distances from it.
+#[derive(Debug, Default)]
+struct Side {
     samples: VecDeque<u32>,
     count: u64,
     max_us: u64,
@@ -95,24 +105,34 @@ struct LatenessInner {
 
 const LATENESS_SAMPLES: usize = 16_384;
 
-/// Upper bounds of the lateness histogram buckets, in microseconds: from
-/// scheduler noise to a stall long enough to cost a failover (2 ms: the
-/// p99 the daemon is held to under load, with bounds either side of it so
-/// that a p99 near it can be told under or over).
-pub const LATENESS_BUCKETS_US: [u64; 14] = [
-    100, 250, 500, 1_000, 1_500, 2_000, 3_000, 5_000, 10_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000,
+/// Upper bounds of the histogram buckets, in microseconds, for both sides:
+/// from scheduler noise to a stall long enough to cost a failover (2 ms:
+/// the p99 the daemon is held to under load, with bounds either side of it
+/// so that a p99 near it can be told under or over; 4 ms: how early the
+/// advertiser wakes).
+pub const LATENESS_BUCKETS_US: [u64; 15] = [
+    100, 250, 500, 1_000, 1_500, 2_000, 3_000, 4_000, 5_000, 10_000, 50_000, 100_000, 250_000,
+    500_000, 1_000_000,
 ];
 
-/// Summary of timer lateness, in microseconds.
+/// Advertisements sent before and after their deadlines.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LatenessSummary {
+    /// Sent before the deadline, by how much.
+    pub early: OffsetSummary,
+    /// Sent at or after the deadline, by how much.
+    pub late: OffsetSummary,
+}
+
+/// Distances of the sends on one side of their deadlines, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OffsetSummary {
     /// Samples taken since start (the percentiles cover the most recent
     /// 16384).
     pub count: u64,
     pub p50_us: u64,
     pub p99_us: u64,
-    /// Largest lateness ever seen.
+    /// Largest distance ever seen.
     pub max_us: u64,
     /// Sum of all samples since start.
     pub sum_us: u64,
@@ -124,22 +144,16 @@ pub struct LatenessSummary {
 impl Lateness {
     pub(crate) fn new() -> Lateness {
         Lateness {
-            inner: Mutex::new(LatenessInner::default()),
+            inner: Mutex::new(Sides::default()),
         }
     }
 
-    pub(crate) fn record(&self, late: Duration) {
-        let us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+    /// An advertisement due at `due` left at `sent`.
+    pub(crate) fn record(&self, sent: std::time::Instant, due: std::time::Instant) {
         let Ok(mut g) = self.inner.lock() else { return };
-        if g.samples.len() == LATENESS_SAMPLES {
-            g.samples.pop_front();
-        }
-        g.samples.push_back(u32::try_from(us).unwrap_or(u32::MAX));
-        g.count += 1;
-        g.max_us = g.max_us.max(us);
-        g.sum_us = g.sum_us.saturating_add(us);
-        if let Some(i) = LATENESS_BUCKETS_US.iter().position(|b| us <= *b) {
-            g.buckets[i] += 1;
+        match sent.checked_duration_since(due) {
+            Some(late) => g.late.record(late),
+            None => g.early.record(due.saturating_duration_since(sent)),
         }
     }
 
@@ -147,27 +161,59 @@ impl Lateness {
         let Ok(g) = self.inner.lock() else {
             return LatenessSummary::default();
         };
-        let (count, max_us, sum_us) = (g.count, g.max_us, g.sum_us);
-        let mut buckets = g.buckets;
-        let mut v: Vec<u32> = g.samples.iter().copied().collect();
+        let (early, late) = (g.early.snapshot(), g.late.snapshot());
         drop(g);
+        LatenessSummary {
+            early: early.summary(),
+            late: late.summary(),
+        }
+    }
+}
+
+impl Side {
+    fn record(&mut self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        if self.samples.len() == LATENESS_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples
+            .push_back(u32::try_from(us).unwrap_or(u32::MAX));
+        self.count += 1;
+        self.max_us = self.max_us.max(us);
+        self.sum_us = self.sum_us.saturating_add(us);
+        if let Some(i) = LATENESS_BUCKETS_US.iter().position(|b| us <= *b) {
+            self.buckets[i] += 1;
+        }
+    }
+
+    /// A copy to summarise outside the lock.
+    fn snapshot(&self) -> Side {
+        Side {
+            samples: self.samples.clone(),
+            ..*self
+        }
+    }
+
+    fn summary(self) -> OffsetSummary {
+        let mut buckets = self.buckets;
         let mut total = 0;
         for b in &mut buckets {
             total += *b;
             *b = total;
         }
+        let mut v: Vec<u32> = self.samples.into();
         v.sort_unstable();
         // nearest-rank percentile
         let pct = |p: usize| -> u64 {
             let rank = (v.len() * p).div_ceil(100).saturating_sub(1);
             v.get(rank).map_or(0, |x| u64::from(*x))
         };
-        LatenessSummary {
-            count,
+        OffsetSummary {
+            count: self.count,
             p50_us: pct(50),
             p99_us: pct(99),
-            max_us,
-            sum_us,
+            max_us: self.max_us,
+            sum_us: self.sum_us,
             buckets,
         }
     }
@@ -203,10 +249,11 @@ mod tests {
     fn lateness_percentiles() {
         let l = Lateness::new();
         assert_eq!(l.summary(), LatenessSummary::default());
+        let due = std::time::Instant::now();
         for us in 1..=100u64 {
-            l.record(Duration::from_micros(us));
+            l.record(due + Duration::from_micros(us), due);
         }
-        let s = l.summary();
+        let s = l.summary().late;
         assert_eq!(s.count, 100);
         assert_eq!(s.p50_us, 50);
         assert_eq!(s.p99_us, 99);
@@ -214,9 +261,62 @@ mod tests {
         assert_eq!(s.sum_us, 5050);
         // 100 us bucket holds them all; the histogram is cumulative
         assert_eq!(s.buckets, [100; LATENESS_BUCKETS_US.len()]);
-        l.record(Duration::from_secs(5));
-        let s = l.summary();
+        l.record(due + Duration::from_secs(5), due);
+        let s = l.summary().late;
         assert_eq!(s.buckets[LATENESS_BUCKETS_US.len() - 1], 100);
         assert_eq!(s.count, 101);
+        assert_eq!(l.summary().early, OffsetSummary::default());
+    }
+
+    #[test]
+    fn early_and_late_sends_are_kept_apart() {
+        let l = Lateness::new();
+        let due = std::time::Instant::now() + Duration::from_secs(10);
+        // 3 ms early, ten times; 200 us late, twice; one on the dot
+        for _ in 0..10 {
+            l.record(due - Duration::from_millis(3), due);
+        }
+        l.record(due + Duration::from_micros(200), due);
+        l.record(due + Duration::from_micros(200), due);
+        l.record(due, due);
+        let s = l.summary();
+        assert_eq!(s.early.count, 10);
+        assert_eq!(
+            (s.early.p50_us, s.early.p99_us, s.early.max_us),
+            (3_000, 3_000, 3_000)
+        );
+        assert_eq!(s.early.sum_us, 30_000);
+        // cumulative: none up to 2 ms, all ten from the 3 ms bound on
+        let at = |bound: u64| {
+            LATENESS_BUCKETS_US
+                .iter()
+                .position(|b| *b == bound)
+                .unwrap()
+        };
+        assert_eq!(s.early.buckets[at(2_000)], 0);
+        assert_eq!(s.early.buckets[at(3_000)], 10);
+        // on time counts as late by nothing
+        assert_eq!(s.late.count, 3);
+        assert_eq!((s.late.p50_us, s.late.max_us), (200, 200));
+        assert_eq!(s.late.buckets[at(100)], 1);
+        assert_eq!(s.late.buckets[at(250)], 3);
+    }
+
+    #[test]
+    fn percentiles_cover_the_recent_samples_only() {
+        let l = Lateness::new();
+        let due = std::time::Instant::now() + Duration::from_secs(10);
+        for _ in 0..LATENESS_SAMPLES {
+            l.record(due - Duration::from_millis(50), due);
+        }
+        for _ in 0..LATENESS_SAMPLES {
+            l.record(due - Duration::from_micros(10), due);
+        }
+        let s = l.summary().early;
+        assert_eq!(s.count, 2 * LATENESS_SAMPLES as u64);
+        assert_eq!((s.p50_us, s.p99_us), (10, 10));
+        // the maximum and the histogram keep everything since start
+        assert_eq!(s.max_us, 50_000);
+        assert_eq!(s.buckets[LATENESS_BUCKETS_US.len() - 1], s.count);
     }
 }

@@ -815,12 +815,11 @@ impl Task {
         self.demotion_changed(before);
     }
 
-    /// How late the advertisement due at the deadline being handled leaves.
+    /// When the advertisement due at the deadline being handled leaves
+    /// against that deadline (before it, if the task was woken early).
     fn record_lateness(&mut self) {
         if let Some(deadline) = self.lateness_from.take() {
-            self.effects
-                .lateness
-                .record(Instant::now().saturating_duration_since(deadline));
+            self.effects.lateness.record(std_now(), deadline.into_std());
         }
     }
 

@@ -33,6 +33,14 @@ impl Summary {
     }
 }
 
+/// The nearest-rank `q` quantile of `values` (`q` = 0: the smallest).
+pub fn nearest_rank(values: &[f64], q: f64) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    let rank = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len().max(1)) - 1;
+    v.get(rank).copied()
+}
+
 /// How a figure compares with its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -120,5 +128,10 @@ mod tests {
         assert_eq!((s.n, s.median, s.min, s.max), (3, 2.0, 1.0, 3.0));
         assert_eq!(Summary::of(&[1.0, 2.0, 4.0, 8.0]).unwrap().median, 3.0);
         assert_eq!(fmt_summary(Summary::of(&[0.5])), "0.500");
+        let v = [-3.0, 0.5, -2.5, 1.0, f64::NAN];
+        assert_eq!(nearest_rank(&v, 0.0), Some(-3.0));
+        assert_eq!(nearest_rank(&v, 0.5), Some(-2.5));
+        assert_eq!(nearest_rank(&v, 1.0), Some(1.0));
+        assert_eq!(nearest_rank(&[], 0.5), None);
     }
 }

@@ -80,8 +80,13 @@ pub struct CarpdScale {
     pub start_ms: Vec<f64>,
     /// Control-socket reload round trip, one VHID changed, per node.
     pub reload_ms: [Vec<f64>; 2],
-    /// carpd's own lateness histogram on the master node over the windows.
-    pub lateness: Histogram,
+    /// carpd's own histograms of advertisements sent after and before
+    /// their deadlines, master node, over the windows.
+    pub late: Histogram,
+    pub early: Histogram,
+    /// Arrival of each advertisement of the master node at the switch less
+    /// its grid instant, in ms: negative when early.
+    pub wire_offset_ms: Vec<f64>,
     /// Advertisement intervals on the wire less the nominal 1 s, master node.
     pub wire_excess_ms: Vec<f64>,
     /// [`send_floor`] for `n` packets per second, per window.
@@ -147,6 +152,27 @@ impl Histogram {
         }
     }
 
+    /// `n adverts, p50 ≤ x ms, p99 ≤ y ms, max ≤ z ms, mean m ms`, from
+    /// the bucket bounds.
+    pub fn describe_ms(&self) -> String {
+        let bound = |q: f64| {
+            self.quantile_bound(q)
+                .map_or("?".into(), |b| format!("{}", b * 1e3))
+        };
+        let mean = if self.count > 0 {
+            self.sum / self.count as f64 * 1e3
+        } else {
+            f64::NAN
+        };
+        format!(
+            "{} adverts, p50 ≤ {} ms, p99 ≤ {} ms, max ≤ {} ms, mean {mean:.3} ms",
+            self.count,
+            bound(0.5),
+            bound(0.99),
+            bound(1.0)
+        )
+    }
+
     /// The smallest bucket bound (s) holding at least `q` of the samples.
     pub fn quantile_bound(&self, q: f64) -> Option<f64> {
         let need = (self.count as f64 * q).ceil() as u64;
@@ -159,7 +185,30 @@ impl Histogram {
 
 const METRICS_PORT: u16 = 9750;
 
-fn scrape_lateness(ns: &Netns) -> Result<Histogram> {
+/// carpd's own view of its advertisement timing, from its metrics.
+struct Timing {
+    late: Histogram,
+    early: Histogram,
+    /// Unix time (s) of the advertisement grid's origin.
+    grid_origin: f64,
+}
+
+impl Timing {
+    fn parse(text: &str) -> Timing {
+        let grid_origin = text
+            .lines()
+            .find_map(|l| l.strip_prefix("carpd_advert_grid_origin_seconds "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(f64::NAN);
+        Timing {
+            late: Histogram::parse(text, "carpd_timer_lateness_seconds"),
+            early: Histogram::parse(text, "carpd_timer_earliness_seconds"),
+            grid_origin,
+        }
+    }
+}
+
+fn scrape_timing(ns: &Netns) -> Result<Timing> {
     let text = carpd_testbed::try_in_netns(ns, || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", METRICS_PORT))?;
@@ -169,7 +218,7 @@ fn scrape_lateness(ns: &Netns) -> Result<Histogram> {
         s.read_to_string(&mut out)?;
         Ok(out)
     })?;
-    Ok(Histogram::parse(&text, "carpd_timer_lateness_seconds"))
+    Ok(Timing::parse(&text))
 }
 
 /// CPU (% of one core) a bare sender spends putting `n` CARP-sized
@@ -271,6 +320,35 @@ fn send_floor(lan: &Lan, n: usize, window: Duration) -> Result<f64> {
         Ok(used / start.elapsed().as_secs_f64() * 100.0)
     })
     .map_err(Error::from)
+}
+
+/// Each advertisement less its grid instant, in ms (negative: early), for
+/// advertisements every `interval` on the grid of `origin` (Unix time, s),
+/// as carpd lays it out: VHID `v` at `origin + interval * (v % slots) /
+/// slots + k * interval`. Each is set against its nearest instant.
+fn grid_offsets(
+    packets: &[crate::watch::WirePacket],
+    src: std::net::Ipv4Addr,
+    origin: f64,
+    interval: Duration,
+) -> Vec<f64> {
+    let period = i128::try_from(interval.as_nanos()).unwrap_or(i128::MAX);
+    if period == 0 || !origin.is_finite() {
+        return Vec::new();
+    }
+    let origin_ns = (origin * 1e9) as i128;
+    let slots = i128::from(carp_engine::ADVERT_GRID_SLOTS.max(1));
+    packets
+        .iter()
+        .filter(|p| p.src == src)
+        .map(|p| {
+            let base = origin_ns + period * (i128::from(p.vhid) % slots) / slots;
+            let since = i128::from(p.at) - base;
+            // the nearest grid instant: remainder in [-period/2, period/2)
+            let off = (since + period / 2).rem_euclid(period) - period / 2;
+            off as f64 / 1e6
+        })
+        .collect()
 }
 
 /// Each advertisement interval on the wire less `nominal`, in ms, per
@@ -479,10 +557,18 @@ pub fn carpd(
             "carpd node 1: states {c:?}, expected all {n} BACKUP"
         )));
     }
-    let before = scrape_lateness(&lan.hosts[0])?;
+    let before = scrape_timing(&lan.hosts[0])?;
     out.load = measure(&[vec![d0.pid()], vec![d1.pid()]], windows, window);
-    out.lateness = scrape_lateness(&lan.hosts[0])?.since(&before);
-    out.wire_excess_ms = wire_intervals(lan, window)?;
+    let after = scrape_timing(&lan.hosts[0])?;
+    out.late = after.late.since(&before.late);
+    out.early = after.early.since(&before.early);
+    let packets = wire_capture(lan, window)?;
+    out.wire_excess_ms = interval_excess(&packets, Duration::from_secs(1));
+    // node 0 sends from its own address on each link
+    out.wire_offset_ms = (0..LINKS)
+        .filter_map(|k| Lan::host_addr(0, k).parse().ok())
+        .flat_map(|src| grid_offsets(&packets, src, after.grid_origin, Duration::from_secs(1)))
+        .collect();
     for _ in 0..windows.min(3) {
         out.send_floor_pct.push(send_floor(lan, n, window)?);
     }
@@ -507,14 +593,14 @@ pub struct UcarpScale {
     pub held_by_backup: [usize; 2],
 }
 
-/// Advertisement intervals of node 0 on every link over `window`, less the
-/// nominal 1 s. Not during the CPU windows, so that they measure the
-/// daemons alone.
-fn wire_intervals(lan: &Lan, window: Duration) -> Result<Vec<f64>> {
+/// The advertisements node 0 puts on every link over `window`, kernel
+/// timestamped at the switch. Not during the CPU windows, so that those
+/// measure the daemons alone.
+fn wire_capture(lan: &Lan, window: Duration) -> Result<Vec<crate::watch::WirePacket>> {
     let ports: Vec<String> = (0..LINKS).map(|k| Lan::port_name(0, k)).collect();
     let capture = crate::watch::Capture::start(&lan.switch, &ports)?;
     sleep(window);
-    Ok(interval_excess(&capture.packets(), Duration::from_secs(1)))
+    Ok(capture.packets())
 }
 
 pub fn ucarp(
@@ -598,7 +684,7 @@ pub fn ucarp(
         daemons[1].iter().map(Daemon::pid).collect(),
     ];
     let load = measure(&pids, windows, window);
-    let wire_excess_ms = wire_intervals(lan, window)?;
+    let wire_excess_ms = interval_excess(&wire_capture(lan, window)?, Duration::from_secs(1));
     for d in daemons.iter_mut().flatten() {
         let _ = d.signal(Signal::SIGKILL);
     }
@@ -642,6 +728,38 @@ mod tests {
         assert_eq!(d.quantile_bound(0.99), Some(0.001));
         assert_eq!(d.quantile_bound(1.0), Some(0.001));
         assert_eq!(a.quantile_bound(1.0), Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn offsets_from_the_grid() {
+        use crate::watch::WirePacket;
+        let src = std::net::Ipv4Addr::new(10, 99, 0, 1);
+        let origin_s = 1_000;
+        let at = |vhid: u8, ns: i64| WirePacket {
+            at: origin_s * 1_000_000_000 + ns,
+            src,
+            vhid,
+            advbase: 1,
+        };
+        let packets = [
+            // VHID 4: slot 0; 3 ms early for the instant 5 s on
+            at(4, 5_000_000_000 - 3_000_000),
+            // VHID 1: slot 1 (250 ms); 0.5 ms late, 2 s on
+            at(1, 2_250_500_000),
+            // VHID 6: slot 2 (500 ms); on time
+            at(6, 7_500_000_000),
+            // another sender: not counted
+            WirePacket {
+                src: std::net::Ipv4Addr::new(10, 99, 0, 2),
+                ..at(4, 0)
+            },
+        ];
+        let off = grid_offsets(&packets, src, origin_s as f64, Duration::from_secs(1));
+        assert_eq!(off.len(), 3);
+        assert!((off[0] + 3.0).abs() < 1e-6, "{off:?}");
+        assert!((off[1] - 0.5).abs() < 1e-6, "{off:?}");
+        assert!(off[2].abs() < 1e-6, "{off:?}");
+        assert!(grid_offsets(&packets, src, f64::NAN, Duration::from_secs(1)).is_empty());
     }
 
     #[test]

@@ -56,6 +56,13 @@ pub enum Error {
     },
     #[error("cannot daemonize")]
     Daemonize(#[source] nix::Error),
+    /// `realtime = true` could not be put in effect.
+    #[error("realtime: {message}")]
+    Realtime {
+        message: String,
+        #[source]
+        source: nix::Error,
+    },
     #[error("cannot set up logging: {0}")]
     Logging(String),
     #[error(transparent)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carp_engine::engine::InterfaceDrops;
-use carp_engine::{LATENESS_BUCKETS_US, LatenessSummary, VhidStatus};
+use carp_engine::{LATENESS_BUCKETS_US, LatenessSummary, OffsetSummary, VhidStatus};
 use carp_proto::{DropReason, State};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
@@ -46,6 +46,11 @@ pub struct Snapshot {
     pub control_refused: u64,
     /// Link and address events not delivered to a VHID (its queue was full).
     pub kernel_events_dropped: u64,
+    /// The runtime thread's SCHED_RR priority (`realtime`), if real-time.
+    pub realtime: Option<u8>,
+    /// The origin of the advertisement grid, in seconds since the Unix
+    /// epoch.
+    pub advert_grid_origin: f64,
 }
 
 /// A running metrics listener; dropping it stops it.
@@ -353,24 +358,56 @@ impl Collector for Snapshot {
             MetricType::Counter,
             [(Labels::new(), ConstCounter::new(self.kernel_events_dropped))],
         )?;
-        let l = &self.lateness;
-        // The encoder takes per-bucket counts and accumulates them itself.
-        let mut below = 0;
-        let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(LATENESS_BUCKETS_US.len() + 1);
-        for (bound, cumulative) in LATENESS_BUCKETS_US.iter().zip(l.buckets) {
-            buckets.push((us_to_secs(*bound), cumulative.saturating_sub(below)));
-            below = cumulative;
-        }
-        buckets.push((f64::INFINITY, l.count.saturating_sub(below)));
-        let mut metric = enc.encode_descriptor(
-            "carpd_timer_lateness_seconds",
-            "How late advertisements left versus their schedule",
-            None,
-            MetricType::Histogram,
+        family(
+            &mut enc,
+            "carpd_realtime",
+            "SCHED_RR priority of the runtime thread, memory locked (realtime = true); 0 when not real-time",
+            MetricType::Gauge,
+            [(
+                Labels::new(),
+                ConstGauge::new(i64::from(self.realtime.unwrap_or(0))),
+            )],
         )?;
-        metric.encode_histogram::<NoLabelSet>(us_to_secs(l.sum_us), l.count, &buckets, None)?;
+        family(
+            &mut enc,
+            "carpd_advert_grid_origin_seconds",
+            "Unix time of the origin of the advertisement grid: MASTERs advertise at origin + interval * (vhid % 4) / 4 + k * interval",
+            MetricType::Gauge,
+            [(Labels::new(), ConstGauge::new(self.advert_grid_origin))],
+        )?;
+        histogram(
+            &mut enc,
+            "carpd_timer_lateness_seconds",
+            "How late advertisements left after their deadline (those sent at or after it)",
+            &self.lateness.late,
+        )?;
+        histogram(
+            &mut enc,
+            "carpd_timer_earliness_seconds",
+            "How early advertisements left before their deadline (those sent before it)",
+            &self.lateness.early,
+        )?;
         Ok(())
     }
+}
+
+/// One side of the advertisement timing as a histogram in seconds.
+fn histogram(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    side: &OffsetSummary,
+) -> Result<(), std::fmt::Error> {
+    // The encoder takes per-bucket counts and accumulates them itself.
+    let mut below = 0;
+    let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(LATENESS_BUCKETS_US.len() + 1);
+    for (bound, cumulative) in LATENESS_BUCKETS_US.iter().zip(side.buckets) {
+        buckets.push((us_to_secs(*bound), cumulative.saturating_sub(below)));
+        below = cumulative;
+    }
+    buckets.push((f64::INFINITY, side.count.saturating_sub(below)));
+    let mut metric = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    metric.encode_histogram::<NoLabelSet>(us_to_secs(side.sum_us), side.count, &buckets, None)
 }
 
 /// Log lines dropped because a log output was full (its reader stalled).
@@ -448,13 +485,22 @@ mod tests {
 
     #[test]
     fn scrape_text() {
-        let mut lateness = LatenessSummary {
+        let mut late = OffsetSummary {
             count: 3,
             sum_us: 1600,
-            ..LatenessSummary::default()
+            ..OffsetSummary::default()
         };
-        lateness.buckets = [3; LATENESS_BUCKETS_US.len()];
-        lateness.buckets[..2].copy_from_slice(&[1, 2]);
+        late.buckets = [3; LATENESS_BUCKETS_US.len()];
+        late.buckets[..2].copy_from_slice(&[1, 2]);
+        let mut early = OffsetSummary {
+            count: 4,
+            sum_us: 14_000,
+            ..OffsetSummary::default()
+        };
+        // all between 3 and 4 ms
+        early.buckets = [4; LATENESS_BUCKETS_US.len()];
+        early.buckets[..7].fill(0);
+        let lateness = LatenessSummary { early, late };
         let text = render(
             Snapshot {
                 vhids: vec![
@@ -473,6 +519,8 @@ mod tests {
                 lateness,
                 control_refused: 2,
                 kernel_events_dropped: 0,
+                realtime: Some(50),
+                advert_grid_origin: 1_795_000_000.5,
             },
             11,
         )
@@ -501,6 +549,15 @@ mod tests {
             r#"carpd_timer_lateness_seconds_bucket{le="0.0001"} 1"#,
             r#"carpd_timer_lateness_seconds_bucket{le="+Inf"} 3"#,
             "carpd_timer_lateness_seconds_count 3",
+            "# TYPE carpd_timer_earliness_seconds histogram",
+            r#"carpd_timer_earliness_seconds_bucket{le="0.003"} 0"#,
+            r#"carpd_timer_earliness_seconds_bucket{le="0.004"} 4"#,
+            r#"carpd_timer_earliness_seconds_bucket{le="+Inf"} 4"#,
+            "carpd_timer_earliness_seconds_count 4",
+            "carpd_timer_earliness_seconds_sum 0.014",
+            "# TYPE carpd_realtime gauge",
+            "carpd_realtime 50",
+            "carpd_advert_grid_origin_seconds 1795000000.5",
             "# EOF",
         ] {
             assert!(

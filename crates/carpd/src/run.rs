@@ -12,11 +12,12 @@ use tokio::sync::{Mutex, RwLock};
 use tracing::{error, info, warn};
 
 use crate::cli::{ConfigArgs, Mode, UCARP_NAME};
-use crate::config::{Config, DEFAULT_CONTROL_SOCKET};
+use crate::config::{Config, DEFAULT_CONTROL_SOCKET, RealtimePriority};
 use crate::control::{self, ReloadInfo, key_name};
 use crate::error::{Error, chain};
 use crate::logging::{self, Facility, LogSettings};
 use crate::metrics::{self, Snapshot};
+use crate::realtime;
 use crate::ucarp::UcarpArgs;
 use crate::{client, notify};
 
@@ -27,6 +28,8 @@ struct Setup {
     reload: Option<ReloadSource>,
     control: Option<Control>,
     metrics_listen: Option<SocketAddr>,
+    /// `realtime = true`: the runtime thread's SCHED_RR priority.
+    realtime: Option<RealtimePriority>,
 }
 
 /// The claimed control socket; the file goes when this is dropped.
@@ -96,6 +99,7 @@ fn start_from_file(args: ConfigArgs) -> Result<(), Error> {
             }),
             control: Some(control),
             metrics_listen: config.metrics_listen,
+            realtime: config.realtime,
         },
         false,
     )
@@ -139,6 +143,7 @@ fn start_ucarp(args: &UcarpArgs) -> Result<(), Error> {
             reload: None,
             control: None,
             metrics_listen: None,
+            realtime: None,
         },
         args.daemonize,
     )
@@ -150,6 +155,15 @@ fn serve(setup: Setup, detached: bool) -> Result<(), Error> {
     // worker only adds cross-thread wake-ups and work stealing. Blocking
     // work (configuration and password files at reload, group lookups,
     // starting hook processes, /proc/sys) goes to `spawn_blocking`'s threads.
+    // With `realtime`, this thread, which runs the runtime, runs real-time
+    // (see `realtime` for which threads do not).
+    if let Some(priority) = setup.realtime {
+        realtime::enter(priority)?;
+        info!(
+            priority = priority.get(),
+            "running real-time: SCHED_RR, memory locked"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .thread_name("carpd")
         .enable_all()
@@ -190,6 +204,8 @@ pub struct Shared {
     access: Option<Arc<control::Access>>,
     /// Held for a whole reload, so two never interleave.
     reload: Mutex<ReloadState>,
+    /// `realtime` as in effect since start-up (a reload cannot change it).
+    realtime: Option<RealtimePriority>,
 }
 
 #[derive(Debug)]
@@ -251,6 +267,10 @@ impl Shared {
             interface_drops: engine.interface_drops().await,
             lateness: engine.timer_lateness(),
             control_refused: self.access.as_ref().map_or(0, |a| a.refused()),
+            realtime: self.realtime.map(RealtimePriority::get),
+            advert_grid_origin: carp_engine::advert_grid_origin()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
             kernel_events_dropped: engine.kernel_events_dropped(),
         })
     }
@@ -274,7 +294,7 @@ impl Shared {
     /// changing nothing; an invalid file is an error, as for a reload.
     pub async fn preview_reload(&self) -> Result<ReloadInfo, String> {
         let st = self.reload.lock().await;
-        let config = Self::load_for_reload(&st, self.access.as_deref()).await?;
+        let config = Self::load_for_reload(&st, self.access.as_deref(), self.realtime).await?;
         let g = self.engine.read().await;
         let engine = g.as_ref().ok_or(SHUTTING_DOWN)?;
         let report = engine.preview(&config.spec).await.map_err(|e| chain(&e))?;
@@ -290,6 +310,7 @@ impl Shared {
     async fn load_for_reload(
         st: &ReloadState,
         access: Option<&control::Access>,
+        realtime: Option<RealtimePriority>,
     ) -> Result<Config, String> {
         let Some(source) = &st.source else {
             return Err("nothing to reload: the UCARP-compatible command line has no file".into());
@@ -321,6 +342,17 @@ impl Shared {
                 ));
             }
         }
+        if config.realtime != realtime {
+            fn describe(r: Option<RealtimePriority>) -> String {
+                r.map_or_else(|| "off".into(), |p| format!("priority {}", p.get()))
+            }
+            return Err(format!(
+                "{}: realtime cannot change on reload ({} -> {}); restart carpd to change it",
+                path.display(),
+                describe(realtime),
+                describe(config.realtime)
+            ));
+        }
         fn name(g: Option<&crate::config::ControlGroup>) -> &str {
             g.map_or("none", |g| g.name.as_str())
         }
@@ -339,7 +371,7 @@ impl Shared {
 
     async fn try_reload(self: &Arc<Self>) -> Result<ReloadInfo, String> {
         let mut st = self.reload.lock().await;
-        let config = Self::load_for_reload(&st, self.access.as_deref()).await?;
+        let config = Self::load_for_reload(&st, self.access.as_deref(), self.realtime).await?;
         let running_metrics = st.metrics.as_ref().map(|m| m.addr);
         // Bound before anything changes, so a taken port refuses the reload.
         let new_metrics = if config.metrics_listen == running_metrics {
@@ -422,6 +454,7 @@ async fn daemon(setup: Setup) -> Result<(), Error> {
             control_socket: control_socket.clone(),
             metrics: None,
         }),
+        realtime: setup.realtime,
     });
     if let Some((addr, listener)) = metrics_listener {
         shared.reload.lock().await.metrics =

@@ -51,6 +51,31 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `control_group`: members may use the control socket too.
     pub control_group: Option<ControlGroup>,
+    /// `realtime = true`: the runtime thread's SCHED_RR priority
+    /// (`realtime_priority`); `None` when not real-time.
+    pub realtime: Option<RealtimePriority>,
+}
+
+/// A SCHED_RR priority, 1..=99 (`realtime_priority`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RealtimePriority(u8);
+
+impl RealtimePriority {
+    pub const MIN: u8 = 1;
+    pub const MAX: u8 = 99;
+    /// Mid-range: level with the kernel's threaded interrupt handlers
+    /// (SCHED_FIFO 50), not above them.
+    pub const DEFAULT: RealtimePriority = RealtimePriority(50);
+
+    pub fn new(priority: u8) -> Option<RealtimePriority> {
+        (Self::MIN..=Self::MAX)
+            .contains(&priority)
+            .then_some(RealtimePriority(priority))
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
 }
 
 /// The group whose members may use the control socket, resolved when the

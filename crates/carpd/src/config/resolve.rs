@@ -27,6 +27,7 @@ pub(super) fn resolve(diag: &Diagnostics<'_>, draft: Draft) -> Result<Config, Er
         metrics_listen,
         control_group,
         allow_readable_password_file,
+        realtime,
     } = draft;
     let read: Vec<(Vec<u8>, String)> = secrets
         .iter()
@@ -58,6 +59,7 @@ pub(super) fn resolve(diag: &Diagnostics<'_>, draft: Draft) -> Result<Config, Er
         control_socket,
         metrics_listen,
         control_group: control_group.map(|g| lookup_group(diag, &g)).transpose()?,
+        realtime,
     })
 }
 

@@ -123,6 +123,8 @@ cascading_table! {
         control_socket: Option<Spanned<String>>,
         control_group: Option<Spanned<String>>,
         allow_readable_password_file: Option<bool>,
+        realtime: Option<Spanned<bool>>,
+        realtime_priority: Option<Spanned<i64>>,
         metrics: Option<RawMetrics>,
         #[serde(default)]
         interface: Vec<Spanned<RawInterface>>,

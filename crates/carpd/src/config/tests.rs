@@ -534,6 +534,50 @@ fn control_group() {
 }
 
 #[test]
+fn realtime() {
+    let rt = |head: &str| load(&format!("{head}\n{MINIMAL}")).unwrap().realtime;
+    assert_eq!(load(MINIMAL).unwrap().realtime, None);
+    assert_eq!(rt("realtime = false"), None);
+    assert_eq!(rt("realtime = true"), Some(RealtimePriority::DEFAULT));
+    assert_eq!(RealtimePriority::DEFAULT.get(), 50);
+    assert_eq!(
+        rt("realtime = true\nrealtime_priority = 99"),
+        RealtimePriority::new(99)
+    );
+    assert_eq!(
+        rt("realtime = true\nrealtime_priority = 1").map(RealtimePriority::get),
+        Some(1)
+    );
+    assert_refused(
+        &[
+            (
+                "realtime = true\nrealtime_priority = 0",
+                "2: realtime_priority: 0 is out of range 1..=99",
+            ),
+            (
+                "realtime = true\nrealtime_priority = 100",
+                "2: realtime_priority: 100 is out of range 1..=99",
+            ),
+            (
+                "realtime = true\nrealtime_priority = -1",
+                "2: realtime_priority: -1 is out of range 1..=99",
+            ),
+            (
+                "realtime_priority = 10",
+                "1: realtime_priority: needs realtime = true",
+            ),
+            (
+                "realtime = false\nrealtime_priority = 10",
+                "2: realtime_priority: needs realtime = true",
+            ),
+        ],
+        |head| format!("{head}\n{MINIMAL}"),
+    );
+    // top level only
+    assert!(err(&MINIMAL.replace("id = 7", "id = 7\n  realtime = true")).contains("realtime"));
+}
+
+#[test]
 fn labels() {
     let with =
         |label: &str| load(&MINIMAL.replace("id = 7", &format!("id = 7\n  label = {label:?}")));

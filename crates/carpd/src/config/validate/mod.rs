@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use carp_engine::{EngineSpec, VhidKey};
 use toml::Spanned;
 
+use super::RealtimePriority;
 use super::cascade::{At, Level, Secret};
 use super::diag::Diagnostics;
 use super::schema::{Common, RawFile};
@@ -39,6 +40,7 @@ pub(super) struct Draft {
     /// `allow_readable_password_file`: accept password files other users
     /// can read.
     pub(super) allow_readable_password_file: bool,
+    pub(super) realtime: Option<RealtimePriority>,
 }
 
 /// The password of one VHID: an index into [`Draft::secrets`].
@@ -77,6 +79,7 @@ pub(super) fn validate(diag: &Diagnostics<'_>, mut raw: RawFile) -> Result<Draft
         .map(|g| v.control_group(&g))
         .transpose()?;
     let allow_readable_password_file = raw.allow_readable_password_file.unwrap_or(false);
+    let realtime = v.realtime(raw.realtime.take(), raw.realtime_priority.take())?;
     let spec = v.file(&raw)?;
     Ok(Draft {
         spec,
@@ -86,6 +89,7 @@ pub(super) fn validate(diag: &Diagnostics<'_>, mut raw: RawFile) -> Result<Draft
         metrics_listen,
         control_group,
         allow_readable_password_file,
+        realtime,
     })
 }
 
@@ -222,6 +226,35 @@ impl Validator<'_> {
             value: name.clone(),
             span: g.span(),
         })
+    }
+
+    /// `realtime` and `realtime_priority`: the SCHED_RR priority of the
+    /// runtime thread, if real-time; the priority only with `realtime`.
+    fn realtime(
+        &self,
+        on: Option<Spanned<bool>>,
+        priority: Option<Spanned<i64>>,
+    ) -> Result<Option<RealtimePriority>, Error> {
+        let on = on.as_ref().is_some_and(|b| *b.get_ref());
+        let Some(p) = priority else {
+            return Ok(on.then_some(RealtimePriority::DEFAULT));
+        };
+        let at = self.diag.of(&p, "", "realtime_priority");
+        if !on {
+            return Err(at.err("needs realtime = true"));
+        }
+        u8::try_from(*p.get_ref())
+            .ok()
+            .and_then(RealtimePriority::new)
+            .map(Some)
+            .ok_or_else(|| {
+                at.err(format!(
+                    "{} is out of range {}..={}",
+                    p.get_ref(),
+                    RealtimePriority::MIN,
+                    RealtimePriority::MAX
+                ))
+            })
     }
 
     fn metrics_listen(&self, s: &Spanned<String>) -> Result<SocketAddr, Error> {
