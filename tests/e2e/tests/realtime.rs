@@ -207,11 +207,12 @@ fn unprivileged_setup(c: &Cluster, head: &str) -> std::path::PathBuf {
     cfg
 }
 
-/// As the packaged unit runs it: its own user with CAP_SYS_NICE and
-/// CAP_IPC_LOCK besides the network ones; the capabilities, not the
-/// limits (lowered to nothing here), make it work.
+/// As the packaged unit runs it with the real-time drop-in its comments
+/// give: its own user with CAP_SYS_NICE and CAP_IPC_LOCK besides the
+/// network ones; the capabilities, not the limits (lowered to nothing
+/// here), make it work.
 #[test]
-fn the_units_capabilities_are_enough_for_an_unprivileged_daemon() {
+fn the_real_time_drop_ins_capabilities_are_enough_for_an_unprivileged_daemon() {
     let c = Cluster::new(1, 1);
     let cfg = unprivileged_setup(&c, "realtime = true");
     let d = unprivileged_carpd(
