@@ -33,7 +33,7 @@ pub struct ConfigArgs {
     /// Log at debug level
     #[arg(short = 'D', long)]
     pub debug: bool,
-    /// Control socket to serve [default: control_socket in the file, else /run/carpd.sock]
+    /// Control socket to serve [default: control_socket in the file, else /run/carpd/carpd.sock]
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
     #[command(flatten)]

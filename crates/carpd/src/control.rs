@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,7 +43,7 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::accept;
-use crate::config::ControlGroup;
+use crate::config::{ControlGroup, DEFAULT_CONTROL_SOCKET};
 use crate::error::Error;
 use crate::run::Shared;
 
@@ -527,6 +527,9 @@ pub fn claim(
         path: path.to_path_buf(),
         source,
     };
+    if path == Path::new(DEFAULT_CONTROL_SOCKET) {
+        create_runtime_dir(path).map_err(io)?;
+    }
     let mut stale = false;
     match std::fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => return Err(Error::NotASocket(path.to_path_buf())),
@@ -562,6 +565,19 @@ pub fn claim(
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
     listener.set_nonblocking(true).map_err(io)?;
     Ok((listener, stale))
+}
+
+/// The default socket's directory (`/run/carpd`), created (mode 0750) if
+/// missing: under systemd `RuntimeDirectory=` makes it, run by hand carpd
+/// does.
+fn create_runtime_dir(path: &Path) -> std::io::Result<()> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    match std::fs::DirBuilder::new().mode(0o750).create(dir) {
+        Err(e) if e.kind() != ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Serve clients until the task is aborted (aborting also ends every
@@ -811,6 +827,21 @@ pub fn remove(path: &PathBuf) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sockets_directory_is_created_private_once() {
+        let base = std::env::temp_dir().join(format!("carpd-rundir-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let sock = base.join("carpd").join("carpd.sock");
+        create_runtime_dir(&sock).unwrap();
+        let mode = std::fs::metadata(base.join("carpd"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o750);
+        create_runtime_dir(&sock).unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn request_wire_format() {

@@ -91,7 +91,7 @@ impl Daemon {
     /// Starts `carpd --config <config> extra...` in `ns`, with its control
     /// socket at `<dir>/<label>.sock` (see [`Daemon::socket`]) unless
     /// `extra` names one: daemons of parallel tests must not share the
-    /// default `/run/carpd.sock`.
+    /// default `/run/carpd/carpd.sock`.
     pub fn carpd(ns: &Netns, label: &str, dir: &Path, config: &Path, extra: &[&str]) -> Daemon {
         let config = config.to_str().expect("utf-8 path");
         let socket = dir.join(format!("{label}.sock"));

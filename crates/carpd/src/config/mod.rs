@@ -39,7 +39,7 @@ pub const UCARP_MAX_KEY: usize = 19;
 
 /// Where the control socket is when neither the file nor the command line
 /// says.
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/carpd.sock";
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/carpd/carpd.sock";
 
 /// A validated configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
