@@ -122,9 +122,6 @@ pub struct VrrpSpec {
     /// VRRPv2 authentication type 1: the key, in plain text on the wire
     /// (no security, as RFC 3768 says).
     pub simple_auth: bool,
-    /// VRRPv3 Accept_Mode: a non-owner MASTER accepts packets addressed to
-    /// the virtual addresses. carpd installs the addresses either way.
-    pub accept_mode: bool,
 }
 
 impl VrrpSpec {
@@ -367,7 +364,6 @@ mod tests {
             priority: 100,
             interval_cs: 100,
             simple_auth: true,
-            accept_mode: false,
         };
         assert_eq!(v2.auth(b"pw"), vrrp::Auth::simple(b"pw"));
         let none = VrrpSpec {
