@@ -122,6 +122,10 @@ pub struct VrrpSpec {
     /// VRRPv2 authentication type 1: the key, in plain text on the wire
     /// (no security, as RFC 3768 says).
     pub simple_auth: bool,
+    /// VRRPv3 Accept_Mode: a non-owner MASTER accepts packets addressed to
+    /// the virtual addresses; without it they are dropped, VRRP and
+    /// neighbour discovery excepted ([`crate::accept_mode`]).
+    pub accept_mode: bool,
 }
 
 impl VrrpSpec {
@@ -364,6 +368,7 @@ mod tests {
             priority: 100,
             interval_cs: 100,
             simple_auth: true,
+            accept_mode: false,
         };
         assert_eq!(v2.auth(b"pw"), vrrp::Auth::simple(b"pw"));
         let none = VrrpSpec {

@@ -21,19 +21,22 @@
 // A test binary: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::thread::sleep;
 use std::time::Duration;
 
 use carpd_testbed::{
-    Daemon, Lan, Netns, Scratch, carpd_exe, require_tool, run, try_run, wait_until,
+    Daemon, Lan, Netns, Scratch, carpd_exe, in_netns, require_tool, run, try_run, wait_until,
 };
 
 const VIP4: &str = "10.99.0.100";
 const VIP6_LL: &str = "fe80::100";
 const VIP6: &str = "fd00:99::100";
 const VRID: u8 = 51;
+/// The nftables table of carpd's `accept_mode = false` filter.
+const ACCEPT_TABLE: &str = carp_engine::accept_mode::TABLE;
 
 /// Slack for process start, scheduling and netlink on a loaded machine.
 const MARGIN: Duration = Duration::from_millis(2500);
@@ -58,6 +61,8 @@ struct Setup {
     unicast: bool,
     /// VRRPv2: the plain-text password (FRR's vrrpd has no authentication).
     v2_password: bool,
+    /// carpd's `accept_mode`, if written.
+    accept_mode: Option<bool>,
 }
 
 impl Setup {
@@ -71,6 +76,7 @@ impl Setup {
             use_vmac: false,
             unicast: false,
             v2_password: true,
+            accept_mode: None,
         }
     }
 
@@ -109,6 +115,9 @@ impl Setup {
         );
         if self.family == Family::V2Ipv4 && self.v2_password {
             t.push_str("  auth_type = \"simple\"\n  password = \"secret\"\n");
+        }
+        if let Some(accept) = self.accept_mode {
+            t.push_str(&format!("  accept_mode = {accept}\n"));
         }
         if self.unicast {
             let peer = match self.family {
@@ -668,6 +677,106 @@ fn v3_ipv4_unicast_peers() {
     bed.stop_keepalived();
     bed.wait_owner(&[0], MARGIN);
     assert_eq!(bed.carpd_status()["last_reason"], "peer_bowed_out");
+}
+
+/// carpd's `accept_mode = false` filter (nftables) in host 0.
+fn accept_filter_present(host: &Netns) -> bool {
+    host.try_exec(&["nft", "list", "table", "inet", ACCEPT_TABLE])
+        .is_ok()
+}
+
+/// `addr` answers a TCP connection from `host` within a second: it
+/// accepts it, or refuses it (nothing listens on the discard port); a
+/// dropped SYN gets no answer.
+fn answers(host: &Netns, addr: &str) -> bool {
+    let to = SocketAddr::new(addr.parse().unwrap(), 9);
+    in_netns(host, move || {
+        match TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        }
+    })
+}
+
+/// `accept_mode = false` (RFC 9568 6.1): while carpd is MASTER, host 1's
+/// connections to the virtual address get no answer (carpd's own address
+/// still answers); the filter goes on SIGTERM, stays after SIGKILL until the
+/// next start replaces it (here with the default, true, and the address
+/// answers), and comes back on reload without a restart of the VHID.
+fn accept_mode_false_drops_traffic_to_the_address(family: Family) {
+    require_tool("nft");
+    let mut setup = Setup::new(family, 100, 100);
+    setup.accept_mode = Some(false);
+    let mut bed = Bed::new(setup.clone());
+    let (own, vip) = match family {
+        Family::V3Ipv6 => {
+            for (i, host) in bed.lan.hosts.iter().enumerate() {
+                let a = format!("fd00:99::{}/64", i + 1);
+                host.ip(&["addr", "add", &a, "dev", "eth0", "nodad"]);
+            }
+            ("fd00:99::1".to_string(), VIP6)
+        }
+        _ => (Lan::host_addr(0, 0), VIP4),
+    };
+    let answer = |bed: &Bed, addr: &str| answers(&bed.lan.hosts[1], addr);
+    let master = |bed: &mut Bed| {
+        bed.wait_owner(&[0], setup.master_down(100) + MARGIN * 2);
+        bed.wait_carpd_state("MASTER", MARGIN);
+    };
+    bed.start_carpd();
+    master(&mut bed);
+    assert!(accept_filter_present(&bed.lan.hosts[0]));
+    assert!(answer(&bed, &own), "own address silent");
+    assert!(!answer(&bed, vip), "{vip} answered");
+    bed.assert_carpd_packets_dissect(&[100]);
+
+    bed.carpd().sigterm();
+    bed.carpd().wait_exit(Duration::from_secs(10));
+    assert!(!accept_filter_present(&bed.lan.hosts[0]));
+
+    bed.start_carpd();
+    master(&mut bed);
+    assert!(!answer(&bed, vip), "{vip} answered");
+    bed.crash_carpd();
+    assert!(accept_filter_present(&bed.lan.hosts[0]));
+
+    bed.setup.accept_mode = None;
+    bed.start_carpd();
+    let gone = wait_until(MARGIN, Duration::from_millis(50), || {
+        !accept_filter_present(&bed.lan.hosts[0])
+    });
+    assert!(gone.is_some(), "the filter outlived its crashed carpd");
+    master(&mut bed);
+    assert!(answer(&bed, vip), "{vip} silent with accept_mode true");
+
+    bed.setup.accept_mode = Some(false);
+    bed.dir.write("carpd.toml", &bed.setup.carpd_toml());
+    let sock = bed.carpd().socket();
+    run(&[carpd_exe(), "reload", "--socket", sock.to_str().unwrap()]);
+    let dropped = wait_until(
+        setup.master_down(100) + MARGIN * 2,
+        Duration::from_millis(100),
+        || bed.owners() == [0] && !answer(&bed, vip),
+    );
+    assert!(dropped.is_some(), "{vip} still answers after the reload");
+    let s = bed.carpd_status();
+    assert_eq!(
+        (&s["state"], &s["transitions"]),
+        (&"MASTER".into(), &2.into()),
+        "{s}"
+    );
+    assert!(accept_filter_present(&bed.lan.hosts[0]));
+    assert!(answer(&bed, &own), "own address silent");
+}
+
+#[test]
+fn v3_ipv4_accept_mode_false_drops_traffic_to_the_address() {
+    accept_mode_false_drops_traffic_to_the_address(Family::V3Ipv4);
+}
+
+#[test]
+fn v3_ipv6_accept_mode_false_drops_traffic_to_the_address() {
+    accept_mode_false_drops_traffic_to_the_address(Family::V3Ipv6);
 }
 
 /// carpd's VHID `vhid` in its status.

@@ -18,11 +18,6 @@ use crate::error::Error;
 /// thousand VHIDs announcing faster would flood the segment.
 const MIN_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Why `accept_mode = false` (RFC 9568 Accept_Mode off) is refused: a
-/// MASTER without it would have to drop traffic to addresses that are on
-/// its interface, which carpd does not do.
-const ACCEPT_MODE_FALSE: &str = "carpd's master installs the addresses, so it always accepts their traffic (Accept_Mode true); accept_mode = false is not supported: remove the key or set it to true";
-
 /// A setting's value and the span it was written at.
 #[derive(Debug, Clone)]
 pub(super) struct At<T> {
@@ -90,6 +85,7 @@ pub(super) struct Level {
     pub(super) priority: Option<At<u8>>,
     pub(super) advert_interval: Option<At<Duration>>,
     pub(super) auth_type: Option<At<VrrpAuthName>>,
+    pub(super) accept_mode: Option<bool>,
     /// The keys written in this very table that apply to some protocols
     /// only, with their spans (not inherited: each table's are checked
     /// against the protocol in effect there, see [`Validator::protocol_keys`]).
@@ -143,6 +139,7 @@ impl Level {
             priority: pick(&self.priority, &more.priority),
             advert_interval: pick(&self.advert_interval, &more.advert_interval),
             auth_type: pick(&self.auth_type, &more.auth_type),
+            accept_mode: pick(&self.accept_mode, &more.accept_mode),
             one_protocol_keys: more.one_protocol_keys.clone(),
         }
     }
@@ -206,11 +203,6 @@ impl Validator<'_> {
                 })
             })
             .transpose()?;
-        if let Some(a) = c.accept_mode
-            && !*a.get_ref()
-        {
-            return Err(d.of(a, ctx, "accept_mode").err(ACCEPT_MODE_FALSE));
-        }
         let spans = [
             ("advbase", c.advbase.map(Spanned::span)),
             ("advskew", c.advskew.map(Spanned::span)),
@@ -259,6 +251,7 @@ impl Validator<'_> {
             priority,
             advert_interval,
             auth_type: c.auth_type.map(At::of),
+            accept_mode: c.accept_mode.map(|a| *a.get_ref()),
             one_protocol_keys,
         })
     }

@@ -1272,6 +1272,7 @@ fn vrrp_defaults_and_settings() {
             priority: 100,
             interval_cs: 100,
             simple_auth: false,
+            accept_mode: true,
         })
     );
     assert!(v.preempt && v.transport.virtual_mac);
@@ -1282,12 +1283,15 @@ fn vrrp_defaults_and_settings() {
     assert!(!v.transport.virtual_mac);
     assert!(matches!(&v.protocol, Protocol::Vrrp(s) if s.priority == 255));
     let v = one_vhid(&vrrp_vhid(
-        "  protocol = \"vrrp3\"\n  priority = 200\n  advert_interval = \"100ms\"\n  preempt = false\n  accept_mode = true\n  virtual_mac = false\n",
+        "  protocol = \"vrrp3\"\n  priority = 200\n  advert_interval = \"100ms\"\n  preempt = false\n  accept_mode = false\n  virtual_mac = false\n",
     ));
     let Protocol::Vrrp(spec) = &v.protocol else {
         panic!("{v:?}")
     };
-    assert_eq!((spec.priority, spec.interval_cs), (200, 10));
+    assert_eq!(
+        (spec.priority, spec.interval_cs, spec.accept_mode),
+        (200, 10, false)
+    );
     assert!(!v.preempt && !v.transport.virtual_mac);
     let v = one_vhid(&vrrp_vhid(
         "  protocol = \"vrrp2\"\n  auth_type = \"simple\"\n  password = \"secret\"\n  advert_interval = \"3s\"\n",
@@ -1361,32 +1365,6 @@ fn keys_of_the_other_protocol_are_refused_with_line_and_key() {
         e.starts_with("/etc/test.toml:2: advbase: does not apply to protocol = \"vrrp3\""),
         "{e}"
     );
-}
-
-/// carpd's master installs the addresses, so it always accepts their
-/// traffic: `accept_mode = true` is what it does, and `false` is refused
-/// wherever it is written, with its line.
-#[test]
-fn accept_mode_false_is_refused_with_line_and_why() {
-    let why =
-        "accept_mode: carpd's master installs the addresses, so it always accepts their traffic";
-    let e = err(&vrrp_vhid(
-        "  protocol = \"vrrp3\"\n  accept_mode = false\n",
-    ));
-    assert!(
-        e.starts_with(&format!(
-            "/etc/test.toml:8: interface \"eth0\" vhid 5: {why}"
-        )),
-        "{e}"
-    );
-    let e = err("protocol = \"vrrp3\"\naccept_mode = false\n[[interface]]\nname = \"eth0\"\n");
-    assert!(e.starts_with(&format!("/etc/test.toml:2: {why}")), "{e}");
-    let e = err("[[interface]]\nname = \"eth0\"\nprotocol = \"vrrp3\"\naccept_mode = false\n");
-    assert!(
-        e.starts_with(&format!("/etc/test.toml:4: interface \"eth0\": {why}")),
-        "{e}"
-    );
-    assert!(e.contains("not supported"), "{e}");
 }
 
 #[test]
