@@ -6,7 +6,8 @@
 //! (priority 0) both ways; preemption both ways; equal priority (the
 //! higher address wins, no flapping); 100 ms intervals; keepalived with
 //! `use_vmac`; unicast peers over IPv4, and over IPv6 (link-local) both
-//! ways; demotion; a CARP VHID beside a VRRP VRID.
+//! ways; demotion; a CARP VHID beside a VRRP VRID. carpd alone:
+//! `accept_mode = false` over IPv4 and IPv6.
 //! Against FRR: VRRPv3 over IPv4 and IPv6 and VRRPv2 with FRR the better
 //! (it preempts, carpd takes over when vrrpd is killed, FRR hands over with
 //! priority 0), and VRRPv3 over IPv4 and IPv6 with carpd the better (FRR,
