@@ -20,6 +20,7 @@ use std::net::IpAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use carp_proto::vrrp;
 use tokio::process::Command;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -35,12 +36,16 @@ pub const TABLE: &str = "carpd_accept_mode";
 const NFT_BOUND: Duration = Duration::from_millis(1500);
 
 /// The addresses whose traffic is dropped: those of the VRRP VHIDs with
-/// `accept_mode = false`.
+/// `accept_mode = false`, but for the address owner's (priority 255),
+/// which are its own and always accepted.
 pub(crate) fn dropped_addresses(spec: &EngineSpec) -> BTreeSet<IpAddr> {
     spec.interfaces
         .iter()
         .flat_map(|i| &i.vhids)
-        .filter(|v| matches!(&v.protocol, Protocol::Vrrp(r) if !r.accept_mode))
+        .filter(|v| {
+            matches!(&v.protocol, Protocol::Vrrp(r)
+                if !r.accept_mode && r.priority != vrrp::OWNER_PRIORITY)
+        })
         .flat_map(|v| v.addresses.iter().map(|a| a.addr))
         .collect()
 }
@@ -174,7 +179,49 @@ fn script(addresses: &BTreeSet<IpAddr>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use carp_proto::HmacMode;
+
     use super::*;
+    use crate::spec::{InterfaceSpec, VhidSpec, VirtualAddr, VrrpSpec};
+
+    fn vhid(id: u8, addr: &str, protocol: Protocol) -> VhidSpec {
+        let addr = VirtualAddr {
+            addr: addr.parse().unwrap(),
+            prefix_len: 24,
+        };
+        let mut v = VhidSpec::new(id, vec![addr], Vec::new(), HmacMode::Bsd);
+        v.protocol = protocol;
+        v
+    }
+
+    fn vrrp(priority: u8, accept_mode: bool) -> Protocol {
+        Protocol::Vrrp(VrrpSpec {
+            version: vrrp::Version::V3,
+            priority,
+            interval_cs: 100,
+            simple_auth: false,
+            accept_mode,
+        })
+    }
+
+    #[test]
+    fn only_non_owners_without_accept_mode_drop() {
+        let spec = EngineSpec {
+            interfaces: vec![InterfaceSpec {
+                name: "eth0".into(),
+                ignore_link_state: false,
+                vhids: vec![
+                    vhid(1, "10.0.0.1", Protocol::Carp),
+                    vhid(2, "10.0.0.2", vrrp(100, true)),
+                    vhid(3, "10.0.0.3", vrrp(100, false)),
+                    vhid(4, "10.0.0.4", vrrp(255, false)),
+                ],
+            }],
+            trackers: Vec::new(),
+        };
+        let want: BTreeSet<IpAddr> = ["10.0.0.3".parse().unwrap()].into();
+        assert_eq!(dropped_addresses(&spec), want);
+    }
 
     #[test]
     fn the_script_replaces_the_table_in_one_transaction() {
