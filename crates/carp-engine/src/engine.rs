@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept_mode::{self, AcceptFilter};
 use crate::advertiser::Advertiser;
 use crate::announce::Announcer;
 use crate::conflict::{self, Claims};
@@ -71,6 +72,8 @@ struct Running {
     follow: Arc<Follow>,
     /// Stops the receivers opened on the way.
     cancel: CancellationToken,
+    /// The `accept_mode = false` addresses' filter.
+    accept_filter: AcceptFilter,
 }
 
 /// A configured VHID waiting for its interface or the address it sends from.
@@ -781,6 +784,9 @@ impl Engine {
         let events = effects.events.clone();
         let conflict_watch = conflict::Watch::open()?;
         let follow = Arc::new(Follow::new(Arc::clone(&demux)));
+        // empty until the sockets are open: a start that fails leaves no
+        // table behind
+        let (accept_filter, accept_task) = AcceptFilter::start(BTreeSet::new(), cancel.clone());
         let mut running = Running {
             effects,
             vhids: BTreeMap::new(),
@@ -793,6 +799,7 @@ impl Engine {
             waiting: BTreeMap::new(),
             follow: Arc::clone(&follow),
             cancel: cancel.clone(),
+            accept_filter,
         };
         let started = running.open_sockets(&prepared.ready).and_then(|()| {
             let params: Vec<&VhidParams> = prepared.ready.iter().map(|p| &p.params).collect();
@@ -809,6 +816,10 @@ impl Engine {
         }
         running.wait(prepared.waiting);
         running.publish();
+        running
+            .accept_filter
+            .set(accept_mode::dropped_addresses(&spec));
+        running.background.push(accept_task);
         let v4 = Arc::clone(&running.effects.sockets.v4);
         running.background.push(tokio::spawn(rx::run(
             v4,
@@ -910,6 +921,7 @@ impl Engine {
         // the old tasks bow out and remove their addresses before their
         // successors start
         self.tracking.apply(trackers, &self.cancel);
+        r.accept_filter.set(accept_mode::dropped_addresses(&spec));
         r.publish();
         stop(to_stop).await;
         for p in to_start {

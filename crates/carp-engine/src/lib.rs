@@ -13,6 +13,7 @@
 //!                                                           one sendmmsg per grid instant
 //! ```
 
+pub mod accept_mode;
 mod addresses;
 mod advertiser;
 pub mod announce;

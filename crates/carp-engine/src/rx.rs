@@ -573,6 +573,27 @@ mod tests {
         assert!(inbox.try_recv().is_err());
     }
 
+    /// No RFC 9568 mixed mode (8.4): a VRRPv3 virtual router takes no
+    /// VRRPv2 advertisement, however well formed.
+    #[test]
+    fn a_vrrpv3_router_drops_vrrpv2_advertisements_as_bad_version() {
+        let mut f = fixture();
+        let (mut inbox, stats) = with_vrrp(&mut f);
+        let v2 = vrrp::Advert {
+            version: vrrp::Version::V2,
+            vrid: VRID,
+            priority: 150,
+            interval_cs: 100,
+            auth: vrrp::Auth::None,
+            addresses: vip(),
+        }
+        .to_bytes(PEER, GROUP);
+        let (_, reason) = f.demux.deliver(IF, &carrier(255, PEER), &v2).unwrap_err();
+        assert_eq!(reason, DropReason::BadVersion);
+        assert_eq!(stats.drops.get(DropReason::BadVersion), 1);
+        assert!(inbox.try_recv().is_err());
+    }
+
     fn advert(vhid: u8, counter: u64) -> [u8; 36] {
         Advert {
             vhid,

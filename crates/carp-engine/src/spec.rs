@@ -123,7 +123,8 @@ pub struct VrrpSpec {
     /// (no security, as RFC 3768 says).
     pub simple_auth: bool,
     /// VRRPv3 Accept_Mode: a non-owner MASTER accepts packets addressed to
-    /// the virtual addresses. carpd installs the addresses either way.
+    /// the virtual addresses; without it they are dropped, VRRP and
+    /// neighbour discovery excepted ([`crate::accept_mode`]).
     pub accept_mode: bool,
 }
 

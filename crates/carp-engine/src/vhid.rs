@@ -164,7 +164,14 @@ impl VhidParams {
             .filter(|(_, differs)| *differs)
             .map(|(name, _)| *name)
             .collect();
-        if out.is_empty() && self != new {
+        // accept_mode belongs to the engine's filter, not to the task
+        let mut same_filter = new.clone();
+        if let (Protocol::Vrrp(a), Protocol::Vrrp(b)) =
+            (&self.spec.protocol, &mut same_filter.spec.protocol)
+        {
+            b.accept_mode = a.accept_mode;
+        }
+        if out.is_empty() && *self != same_filter {
             // a setting without a name of its own here
             out.push("other");
         }
@@ -1135,7 +1142,7 @@ mod tests {
     use carp_proto::HmacMode;
 
     use super::*;
-    use crate::spec::VirtualAddr;
+    use crate::spec::{VirtualAddr, VrrpSpec};
 
     fn params() -> VhidParams {
         let addr = VirtualAddr {
@@ -1170,5 +1177,20 @@ mod tests {
         moved.ifindex = 3;
         moved.src_v4 = Some(Ipv4Addr::new(192, 0, 2, 11));
         assert_eq!(old.changed(&moved), ["interface", "source_address"]);
+        // the engine's filter follows accept_mode: the task stays
+        let mut vrrp = old.clone();
+        vrrp.spec.protocol = Protocol::Vrrp(VrrpSpec {
+            version: vrrp::Version::V3,
+            priority: 100,
+            interval_cs: 100,
+            simple_auth: false,
+            accept_mode: true,
+        });
+        let mut dropping = vrrp.clone();
+        if let Protocol::Vrrp(v) = &mut dropping.spec.protocol {
+            v.accept_mode = false;
+        }
+        assert!(vrrp.changed(&dropping).is_empty());
+        assert_eq!(old.changed(&vrrp), ["other"]);
     }
 }

@@ -5,11 +5,14 @@
 //! password; either side better; crash (SIGKILL) and graceful stop
 //! (priority 0) both ways; preemption both ways; equal priority (the
 //! higher address wins, no flapping); 100 ms intervals; keepalived with
-//! `use_vmac`; unicast peers; demotion; a CARP VHID beside a VRRP VRID.
-//! Against FRR: VRRPv3 and VRRPv2 over IPv4 with FRR the better (it
-//! preempts, hands over with priority 0), and VRRPv3 with carpd the better
-//! (FRR, asked through `vtysh`, follows carpd and takes over on its
-//! priority 0).
+//! `use_vmac`; unicast peers over IPv4, and over IPv6 (link-local) both
+//! ways; demotion; a CARP VHID beside a VRRP VRID. carpd alone:
+//! `accept_mode = false` over IPv4 and IPv6.
+//! Against FRR: VRRPv3 over IPv4 and IPv6 and VRRPv2 with FRR the better
+//! (it preempts, carpd takes over when vrrpd is killed, FRR hands over with
+//! priority 0), and VRRPv3 over IPv4 and IPv6 with carpd the better (FRR,
+//! asked through `vtysh`, follows carpd, takes over on its priority 0 and
+//! when carpd is killed).
 //!
 //! Every test also checks that carpd accepted its peer's advertisements
 //! (status counters and transition reasons), not only who ends up with the
@@ -19,19 +22,22 @@
 // A test binary: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::thread::sleep;
 use std::time::Duration;
 
 use carpd_testbed::{
-    Daemon, Lan, Netns, Scratch, carpd_exe, require_tool, run, try_run, wait_until,
+    Daemon, Lan, Netns, Scratch, carpd_exe, in_netns, require_tool, run, try_run, wait_until,
 };
 
 const VIP4: &str = "10.99.0.100";
 const VIP6_LL: &str = "fe80::100";
 const VIP6: &str = "fd00:99::100";
 const VRID: u8 = 51;
+/// The nftables table of carpd's `accept_mode = false` filter.
+const ACCEPT_TABLE: &str = carp_engine::accept_mode::TABLE;
 
 /// Slack for process start, scheduling and netlink on a loaded machine.
 const MARGIN: Duration = Duration::from_millis(2500);
@@ -56,6 +62,8 @@ struct Setup {
     unicast: bool,
     /// VRRPv2: the plain-text password (FRR's vrrpd has no authentication).
     v2_password: bool,
+    /// carpd's `accept_mode`, if written.
+    accept_mode: Option<bool>,
 }
 
 impl Setup {
@@ -69,6 +77,7 @@ impl Setup {
             use_vmac: false,
             unicast: false,
             v2_password: true,
+            accept_mode: None,
         }
     }
 
@@ -107,6 +116,9 @@ impl Setup {
         );
         if self.family == Family::V2Ipv4 && self.v2_password {
             t.push_str("  auth_type = \"simple\"\n  password = \"secret\"\n");
+        }
+        if let Some(accept) = self.accept_mode {
+            t.push_str(&format!("  accept_mode = {accept}\n"));
         }
         if self.unicast {
             let peer = match self.family {
@@ -330,7 +342,7 @@ impl Bed {
     }
 
     /// Every VRRP packet carpd sent, as tshark dissects it: version, type,
-    /// VRID, priority, interval, checksum status.
+    /// VRID, priority, interval, checksum status, destination.
     fn carpd_packets(&mut self) -> Vec<Vec<String>> {
         let Some((tcpdump, pcap)) = self.capture.take() else {
             return Vec::new();
@@ -363,6 +375,10 @@ impl Bed {
                 "vrrp.short_adver_int",
                 "-e",
                 "vrrp.checksum.status",
+                "-e",
+                "ip.dst",
+                "-e",
+                "ipv6.dst",
             ])
             .output()
             .unwrap();
@@ -370,8 +386,13 @@ impl Bed {
             .lines()
             .map(|l| {
                 let mut f: Vec<String> = l.split('\t').map(str::to_string).collect();
-                // one interval field of the two is set
-                if f.len() == 7 {
+                // one interval field of the two is set, and one
+                // destination field of the two
+                if f.len() == 9 {
+                    let dst6 = f.remove(8);
+                    if f[7].is_empty() {
+                        f[7] = dst6;
+                    }
                     let short = f.remove(5);
                     if f[4].is_empty() {
                         f[4] = short;
@@ -383,7 +404,10 @@ impl Bed {
     }
 
     /// tshark finds carpd's packets well formed: version, type, VRID,
-    /// interval and a good checksum; priorities among `priorities`.
+    /// interval and a good checksum (over the IPv6 pseudo-header with the
+    /// real source and destination, unicast ones included); priorities
+    /// among `priorities`; sent to the group, or to the peer only with
+    /// unicast peers.
     fn assert_carpd_packets_dissect(&mut self, priorities: &[u8]) {
         let version = match self.setup.family {
             Family::V2Ipv4 => "2",
@@ -392,6 +416,12 @@ impl Bed {
         let interval = match self.setup.family {
             Family::V2Ipv4 => (self.setup.interval_cs / 100).to_string(),
             _ => self.setup.interval_cs.to_string(),
+        };
+        let dst = match (self.setup.family, self.setup.unicast) {
+            (Family::V3Ipv6, true) => "fe80::2".to_string(),
+            (Family::V3Ipv6, false) => "ff02::12".to_string(),
+            (_, true) => Lan::host_addr(1, 0),
+            (_, false) => "224.0.0.18".to_string(),
         };
         let packets = self.carpd_packets();
         assert!(!packets.is_empty(), "no packet of carpd captured");
@@ -404,8 +434,19 @@ impl Bed {
             assert_eq!(p[4], interval, "{p:?}");
             // tshark's checksum status: 1 = good
             assert_eq!(p[5], "1", "{p:?}");
+            assert_eq!(p[6], dst, "{p:?}");
         }
     }
+}
+
+/// No duplicate address detection on `dev` (`all`, `default` or an
+/// interface) of `host`.
+fn no_dad(host: &Netns, dev: &str) {
+    host.exec(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv6.conf.{dev}.accept_dad=0"),
+    ]);
 }
 
 /// A crashed host answers for nothing: the virtual addresses its daemon
@@ -428,8 +469,9 @@ fn reasons(status: &serde_json::Value) -> serde_json::Value {
 /// carpd the better (200 against 100): whoever starts first, carpd ends up
 /// master (preempting keepalived), keepalived takes over when carpd
 /// crashes and gives back when it returns.
-fn carpd_better(family: Family) {
-    let setup = Setup::new(family, 200, 100);
+fn carpd_better(family: Family, unicast: bool) {
+    let mut setup = Setup::new(family, 200, 100);
+    setup.unicast = unicast;
     let mut bed = Bed::new(setup.clone());
     bed.start_keepalived();
     bed.wait_owner(&[1], setup.master_down(100) + MARGIN * 2);
@@ -469,8 +511,9 @@ fn carpd_better(family: Family) {
 /// keepalived the better (200 against 100): carpd follows it, takes over
 /// on a crash (master_down) and on a graceful stop (peer_bowed_out, after
 /// its skew time only), and yields when keepalived returns.
-fn keepalived_better(family: Family) {
-    let setup = Setup::new(family, 100, 200);
+fn keepalived_better(family: Family, unicast: bool) {
+    let mut setup = Setup::new(family, 100, 200);
+    setup.unicast = unicast;
     let mut bed = Bed::new(setup.clone());
     bed.start_carpd();
     bed.wait_owner(&[0], setup.master_down(100) + MARGIN);
@@ -498,32 +541,32 @@ fn keepalived_better(family: Family) {
 
 #[test]
 fn v3_ipv4_carpd_better() {
-    carpd_better(Family::V3Ipv4);
+    carpd_better(Family::V3Ipv4, false);
 }
 
 #[test]
 fn v3_ipv4_keepalived_better() {
-    keepalived_better(Family::V3Ipv4);
+    keepalived_better(Family::V3Ipv4, false);
 }
 
 #[test]
 fn v2_ipv4_carpd_better() {
-    carpd_better(Family::V2Ipv4);
+    carpd_better(Family::V2Ipv4, false);
 }
 
 #[test]
 fn v2_ipv4_keepalived_better() {
-    keepalived_better(Family::V2Ipv4);
+    keepalived_better(Family::V2Ipv4, false);
 }
 
 #[test]
 fn v3_ipv6_carpd_better() {
-    carpd_better(Family::V3Ipv6);
+    carpd_better(Family::V3Ipv6, false);
 }
 
 #[test]
 fn v3_ipv6_keepalived_better() {
-    keepalived_better(Family::V3Ipv6);
+    keepalived_better(Family::V3Ipv6, false);
 }
 
 /// Equal priority: a backup never preempts an equal master, so both are
@@ -606,6 +649,21 @@ fn v3_ipv4_keepalived_use_vmac() {
     assert_eq!(bed.carpd_status()["last_reason"], "master_down");
 }
 
+/// IPv6 unicast peers on both sides (keepalived's `unicast_src_ip` and
+/// `unicast_peer` with link-local addresses, carpd's `peers`): carpd
+/// sends to keepalived's link-local address only, with the checksum over
+/// that pseudo-header, and accepts keepalived's unicast advertisements;
+/// crash, hand-over and preemption both ways.
+#[test]
+fn v3_ipv6_unicast_peers_carpd_better() {
+    carpd_better(Family::V3Ipv6, true);
+}
+
+#[test]
+fn v3_ipv6_unicast_peers_keepalived_better() {
+    keepalived_better(Family::V3Ipv6, true);
+}
+
 /// Unicast peers on both sides.
 #[test]
 fn v3_ipv4_unicast_peers() {
@@ -620,6 +678,106 @@ fn v3_ipv4_unicast_peers() {
     bed.stop_keepalived();
     bed.wait_owner(&[0], MARGIN);
     assert_eq!(bed.carpd_status()["last_reason"], "peer_bowed_out");
+}
+
+/// carpd's `accept_mode = false` filter (nftables) in host 0.
+fn accept_filter_present(host: &Netns) -> bool {
+    host.try_exec(&["nft", "list", "table", "inet", ACCEPT_TABLE])
+        .is_ok()
+}
+
+/// `addr` answers a TCP connection from `host` within a second: it
+/// accepts it, or refuses it (nothing listens on the discard port); a
+/// dropped SYN gets no answer.
+fn answers(host: &Netns, addr: &str) -> bool {
+    let to = SocketAddr::new(addr.parse().unwrap(), 9);
+    in_netns(host, move || {
+        match TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        }
+    })
+}
+
+/// `accept_mode = false` (RFC 9568 6.1): while carpd is MASTER, host 1's
+/// connections to the virtual address get no answer (carpd's own address
+/// still answers); the filter goes on SIGTERM, stays after SIGKILL until the
+/// next start replaces it (here with the default, true, and the address
+/// answers), and comes back on reload without a restart of the VHID.
+fn accept_mode_false_drops_traffic_to_the_address(family: Family) {
+    require_tool("nft");
+    let mut setup = Setup::new(family, 100, 100);
+    setup.accept_mode = Some(false);
+    let mut bed = Bed::new(setup.clone());
+    let (own, vip) = match family {
+        Family::V3Ipv6 => {
+            for (i, host) in bed.lan.hosts.iter().enumerate() {
+                let a = format!("fd00:99::{}/64", i + 1);
+                host.ip(&["addr", "add", &a, "dev", "eth0", "nodad"]);
+            }
+            ("fd00:99::1".to_string(), VIP6)
+        }
+        _ => (Lan::host_addr(0, 0), VIP4),
+    };
+    let answer = |bed: &Bed, addr: &str| answers(&bed.lan.hosts[1], addr);
+    let master = |bed: &mut Bed| {
+        bed.wait_owner(&[0], setup.master_down(100) + MARGIN * 2);
+        bed.wait_carpd_state("MASTER", MARGIN);
+    };
+    bed.start_carpd();
+    master(&mut bed);
+    assert!(accept_filter_present(&bed.lan.hosts[0]));
+    assert!(answer(&bed, &own), "own address silent");
+    assert!(!answer(&bed, vip), "{vip} answered");
+    bed.assert_carpd_packets_dissect(&[100]);
+
+    bed.carpd().sigterm();
+    bed.carpd().wait_exit(Duration::from_secs(10));
+    assert!(!accept_filter_present(&bed.lan.hosts[0]));
+
+    bed.start_carpd();
+    master(&mut bed);
+    assert!(!answer(&bed, vip), "{vip} answered");
+    bed.crash_carpd();
+    assert!(accept_filter_present(&bed.lan.hosts[0]));
+
+    bed.setup.accept_mode = None;
+    bed.start_carpd();
+    let gone = wait_until(MARGIN, Duration::from_millis(50), || {
+        !accept_filter_present(&bed.lan.hosts[0])
+    });
+    assert!(gone.is_some(), "the filter outlived its crashed carpd");
+    master(&mut bed);
+    assert!(answer(&bed, vip), "{vip} silent with accept_mode true");
+
+    bed.setup.accept_mode = Some(false);
+    bed.dir.write("carpd.toml", &bed.setup.carpd_toml());
+    let sock = bed.carpd().socket();
+    run(&[carpd_exe(), "reload", "--socket", sock.to_str().unwrap()]);
+    let dropped = wait_until(
+        setup.master_down(100) + MARGIN * 2,
+        Duration::from_millis(100),
+        || bed.owners() == [0] && !answer(&bed, vip),
+    );
+    assert!(dropped.is_some(), "{vip} still answers after the reload");
+    let s = bed.carpd_status();
+    assert_eq!(
+        (&s["state"], &s["transitions"]),
+        (&"MASTER".into(), &2.into()),
+        "{s}"
+    );
+    assert!(accept_filter_present(&bed.lan.hosts[0]));
+    assert!(answer(&bed, &own), "own address silent");
+}
+
+#[test]
+fn v3_ipv4_accept_mode_false_drops_traffic_to_the_address() {
+    accept_mode_false_drops_traffic_to_the_address(Family::V3Ipv4);
+}
+
+#[test]
+fn v3_ipv6_accept_mode_false_drops_traffic_to_the_address() {
+    accept_mode_false_drops_traffic_to_the_address(Family::V3Ipv6);
 }
 
 /// carpd's VHID `vhid` in its status.
@@ -772,8 +930,8 @@ fn v3_ipv4_demotion_lowers_the_priority() {
 }
 
 /// FRR's vrrpd (Debian's FRR 8.4) on host 1, with its zebra: the
-/// operator's macvlan `vrrp4-2-<vrid>` with the virtual MAC holds the
-/// address (vrrpd turns the VRRP instance on it, not the address), so
+/// operator's macvlan `vrrp4-2-<vrid>` (`vrrp6-2-<vrid>` over IPv6) with
+/// the virtual MAC holds the addresses (vrrpd turns the VRRP instance on it, not the address), so
 /// carpd's status and vrrpd's own (`show vrrp` through `vtysh` on the vty
 /// sockets in the test's directory) tell who is master. The daemons run as
 /// the `frr` user, which may use their vty sockets.
@@ -783,10 +941,27 @@ struct Frr {
 }
 
 impl Bed {
+    /// FRR's vrrpd on host 1 with `priority`, for the test's family. Over
+    /// IPv6 FRR wants the macvlan `vrrp6-2-<vrid>` (MAC
+    /// 00:00:5e:00:02:<vrid>) with a link-local address, which it sends
+    /// from, and the virtual addresses; DAD is off on both hosts, or the
+    /// link-local address of FRR's macvlan stays tentative and the virtual
+    /// addresses both hosts hold conflict.
     fn start_frr(&mut self, priority: u8) -> Frr {
         require_tool("vtysh");
+        let ipv6 = self.setup.family == Family::V3Ipv6;
+        if ipv6 {
+            for host in &self.lan.hosts {
+                no_dad(host, "all");
+                no_dad(host, "default");
+            }
+        }
         let host = &self.lan.hosts[1];
-        let child = format!("vrrp4-2-{VRID}");
+        let (child, mac_family) = if ipv6 {
+            (format!("vrrp6-2-{VRID}"), 2)
+        } else {
+            (format!("vrrp4-2-{VRID}"), 1)
+        };
         host.ip(&[
             "link", "add", "link", "eth0", "name", &child, "type", "macvlan", "mode", "bridge",
         ]);
@@ -796,9 +971,17 @@ impl Bed {
             "dev",
             &child,
             "address",
-            &format!("00:00:5e:00:01:{VRID:02x}"),
+            &format!("00:00:5e:00:{mac_family:02x}:{VRID:02x}"),
         ]);
-        host.ip(&["addr", "add", &format!("{VIP4}/24"), "dev", &child]);
+        let addresses = if ipv6 {
+            no_dad(host, &child);
+            vec![format!("{VIP6_LL}/64"), format!("{VIP6}/64")]
+        } else {
+            vec![format!("{VIP4}/24")]
+        };
+        for a in &addresses {
+            host.ip(&["addr", "add", a, "dev", &child]);
+        }
         host.ip(&["link", "set", &child, "up"]);
         // the daemons write their pid files and sockets here as `frr`
         run(&["chmod", "777", self.dir.path().to_str().unwrap()]);
@@ -809,10 +992,15 @@ impl Bed {
         } else {
             3
         };
+        let vips = if ipv6 {
+            format!(" vrrp {VRID} ipv6 {VIP6_LL}\n vrrp {VRID} ipv6 {VIP6}\n")
+        } else {
+            format!(" vrrp {VRID} ip {VIP4}\n")
+        };
         self.dir.write(
             "vrrpd.conf",
             &format!(
-                "interface eth0\n vrrp {VRID} version {version}\n vrrp {VRID} priority {priority}\n vrrp {VRID} advertisement-interval 1000\n vrrp {VRID} ip {VIP4}\n!\n"
+                "interface eth0\n vrrp {VRID} version {version}\n vrrp {VRID} priority {priority}\n vrrp {VRID} advertisement-interval 1000\n{vips}!\n"
             ),
         );
         let zebra = self.frr_daemon("zebra");
@@ -851,8 +1039,8 @@ impl Bed {
         )
     }
 
-    /// FRR's IPv4 instance as `show vrrp <vrid> json` reports it, if
-    /// vrrpd answers yet.
+    /// FRR's instance of the test's family as `show vrrp <vrid> json`
+    /// reports it, if vrrpd answers yet.
     fn try_frr_vrrp(&self) -> Option<serde_json::Value> {
         let dir = self.dir.path().to_str()?;
         let out = self.lan.hosts[1]
@@ -867,10 +1055,14 @@ impl Bed {
             ])
             .ok()?;
         let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-        Some(v[0]["v4"].clone())
+        let family = match self.setup.family {
+            Family::V3Ipv6 => "v6",
+            _ => "v4",
+        };
+        Some(v[0][family].clone())
     }
 
-    /// Waits until FRR's vrrpd reports its IPv4 instance in `status`
+    /// Waits until FRR's vrrpd reports its instance in `status`
     /// (`Master`, `Backup`); how long it took.
     fn wait_frr(&self, status: &str, timeout: Duration) -> Duration {
         let took = wait_until(timeout, Duration::from_millis(100), || {
@@ -899,9 +1091,10 @@ impl Bed {
     }
 }
 
-/// FRR vrrpd better (200 against carpd's 100) over IPv4: it preempts
-/// carpd, hands over with priority 0 on SIGTERM (carpd waits only its
-/// skew time) and preempts again when it returns.
+/// FRR vrrpd better (200 against carpd's 100), carpd first: FRR preempts
+/// carpd; carpd takes over when vrrpd is killed (SIGKILL: after its
+/// master-down time), FRR preempts again when it returns and hands over
+/// with priority 0 on SIGTERM (carpd waits only its skew time).
 fn frr_better_preempts_and_hands_over(family: Family) {
     let mut setup = Setup::new(family, 100, 200);
     setup.v2_password = false;
@@ -916,9 +1109,10 @@ fn frr_better_preempts_and_hands_over(family: Family) {
     );
     bed.assert_carpd_hears_peer();
 
-    let vrrpd = frr.vrrpd.take().unwrap();
-    vrrpd.sigterm();
-    bed.wait_carpd("MASTER", "peer_bowed_out", MARGIN);
+    let mut vrrpd = frr.vrrpd.take().unwrap();
+    vrrpd.sigkill();
+    vrrpd.wait_exit(Duration::from_secs(5));
+    bed.wait_carpd("MASTER", "master_down", setup.master_down(100) + MARGIN);
     drop(vrrpd);
     frr.vrrpd = Some(bed.frr_daemon("vrrpd"));
     bed.wait_carpd(
@@ -926,8 +1120,13 @@ fn frr_better_preempts_and_hands_over(family: Family) {
         "peer_preferred",
         setup.master_down(200) + MARGIN * 2,
     );
+
+    let vrrpd = frr.vrrpd.take().unwrap();
+    vrrpd.sigterm();
+    bed.wait_carpd("MASTER", "peer_bowed_out", MARGIN);
     let s = bed.carpd_status();
     assert_eq!(reasons(&s)["peer_preferred"], 2, "{s}");
+    assert_eq!(reasons(&s)["master_down"], 2, "{s}");
     assert!(frr.zebra.is_running());
     bed.assert_carpd_packets_dissect(&[100]);
 }
@@ -942,15 +1141,19 @@ fn frr_v2_ipv4_better_preempts_and_hands_over() {
     frr_better_preempts_and_hands_over(Family::V2Ipv4);
 }
 
-/// carpd better (200 against FRR's 100), VRRPv3 over IPv4: FRR starts
-/// alone and becomes Master; carpd preempts it and FRR, having accepted
-/// carpd's advertisements, goes Backup and counts them while carpd stays
-/// MASTER. On carpd's SIGTERM (priority 0) FRR takes over within its skew
-/// time, well before its master-down time; carpd preempts again when it
-/// returns.
 #[test]
-fn frr_v3_ipv4_carpd_better_frr_follows() {
-    let setup = Setup::new(Family::V3Ipv4, 200, 100);
+fn frr_v3_ipv6_better_preempts_and_hands_over() {
+    frr_better_preempts_and_hands_over(Family::V3Ipv6);
+}
+
+/// carpd better (200 against FRR's 100), VRRPv3: FRR starts alone and
+/// becomes Master; carpd preempts it and FRR, having accepted carpd's
+/// advertisements, goes Backup and counts them while carpd stays MASTER.
+/// On carpd's SIGTERM (priority 0) FRR takes over within its skew time,
+/// well before its master-down time; carpd preempts again when it
+/// returns, and FRR takes over when carpd is killed (SIGKILL).
+fn carpd_better_frr_follows(family: Family) {
+    let setup = Setup::new(family, 200, 100);
     let mut bed = Bed::new(setup.clone());
     let mut frr = bed.start_frr(100);
     bed.wait_frr("Master", setup.master_down(100) + MARGIN * 3);
@@ -986,6 +1189,20 @@ fn frr_v3_ipv4_carpd_better_frr_follows() {
     bed.start_carpd();
     bed.wait_carpd("MASTER", "preempt", setup.master_down(200) + MARGIN * 2);
     bed.wait_frr("Backup", MARGIN * 2);
+
+    bed.crash_carpd();
+    bed.wait_frr("Master", setup.master_down(100) + MARGIN);
     assert!(frr.zebra.is_running());
+    assert!(frr.vrrpd.as_mut().is_some_and(|d| d.is_running()));
     bed.assert_carpd_packets_dissect(&[0, 200]);
+}
+
+#[test]
+fn frr_v3_ipv4_carpd_better_frr_follows() {
+    carpd_better_frr_follows(Family::V3Ipv4);
+}
+
+#[test]
+fn frr_v3_ipv6_carpd_better_frr_follows() {
+    carpd_better_frr_follows(Family::V3Ipv6);
 }

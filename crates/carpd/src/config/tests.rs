@@ -1316,7 +1316,7 @@ fn vrrp_defaults_and_settings() {
             priority: 100,
             interval_cs: 100,
             simple_auth: false,
-            accept_mode: false,
+            accept_mode: true,
         })
     );
     assert!(v.preempt && v.transport.virtual_mac);
@@ -1327,14 +1327,14 @@ fn vrrp_defaults_and_settings() {
     assert!(!v.transport.virtual_mac);
     assert!(matches!(&v.protocol, Protocol::Vrrp(s) if s.priority == 255));
     let v = one_vhid(&vrrp_vhid(
-        "  protocol = \"vrrp3\"\n  priority = 200\n  advert_interval = \"100ms\"\n  preempt = false\n  accept_mode = true\n  virtual_mac = false\n",
+        "  protocol = \"vrrp3\"\n  priority = 200\n  advert_interval = \"100ms\"\n  preempt = false\n  accept_mode = false\n  virtual_mac = false\n",
     ));
     let Protocol::Vrrp(spec) = &v.protocol else {
         panic!("{v:?}")
     };
     assert_eq!(
         (spec.priority, spec.interval_cs, spec.accept_mode),
-        (200, 10, true)
+        (200, 10, false)
     );
     assert!(!v.preempt && !v.transport.virtual_mac);
     let v = one_vhid(&vrrp_vhid(

@@ -116,8 +116,9 @@ impl Validator<'_> {
     /// A VRRP virtual router's settings: `priority` (1..=255, default 100),
     /// `advert_interval` (VRRPv3: 10 ms steps up to 40.95 s; VRRPv2: whole
     /// seconds up to 255 s; default 1 s), `auth_type` (VRRPv2),
-    /// `accept_mode` (VRRPv3); one address family, VRRPv2 IPv4 only, and an
-    /// IPv6 list led by a link-local address (RFC 9568 5.2.9).
+    /// `accept_mode` (VRRPv3, default true); one address family, VRRPv2
+    /// IPv4 only, and an IPv6 list led by a link-local address (RFC 9568
+    /// 5.2.9).
     fn vrrp(
         &self,
         l: &Level,
@@ -196,7 +197,9 @@ impl Validator<'_> {
             priority,
             interval_cs: u16::try_from(interval_cs).unwrap_or(u16::MAX),
             simple_auth,
-            accept_mode: l.accept_mode.unwrap_or(false),
+            // true unless asked: the master holds the addresses and accepts
+            // their traffic, as keepalived's and FRR's do by default
+            accept_mode: l.accept_mode.unwrap_or(true),
         })
     }
 
