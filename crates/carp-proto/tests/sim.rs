@@ -713,8 +713,9 @@ fn partition_then_heal() {
     assert_eq!(sim.holding(), [0]);
 }
 
-#[test]
-fn three_nodes_partition_then_heal() {
+/// advskews 0, 10 and 20 from 0; from 10.5 s node 0 (the master) is cut
+/// off from the other two.
+fn three_nodes_cut_off_the_master() -> Sim {
     let mut sim = Sim::new(D);
     for (addr, skew) in [(a1(), 0), (a2(), 10), (a3(), 20)] {
         let n = sim.add(config(addr, 1, skew));
@@ -722,6 +723,12 @@ fn three_nodes_partition_then_heal() {
     }
     sim.run_until(ms(10_500));
     sim.partition(&[&[0], &[1, 2]]);
+    sim
+}
+
+#[test]
+fn three_nodes_partition_then_heal() {
+    let mut sim = three_nodes_cut_off_the_master();
     sim.run_until(ms(30_250));
     assert_eq!(sim.masters(), [0, 1]);
     let heal = sim.now();
@@ -742,13 +749,7 @@ fn three_nodes_partition_then_heal() {
 /// must not take over from the demoted one as well.
 #[test]
 fn demoted_second_master_after_a_cut_is_left_to_the_master_we_follow() {
-    let mut sim = Sim::new(D);
-    for (addr, skew) in [(a1(), 0), (a2(), 10), (a3(), 20)] {
-        let n = sim.add(config(addr, 1, skew));
-        sim.link(n, true);
-    }
-    sim.run_until(ms(10_500));
-    sim.partition(&[&[0], &[1, 2]]);
+    let mut sim = three_nodes_cut_off_the_master();
     sim.nodes[0].send_fails = true;
     sim.run_until(ms(30_250));
     assert_eq!(sim.masters(), [0, 1]);

@@ -20,8 +20,8 @@ pub fn tuned_lan(hosts: usize, links: usize) -> Result<Lan> {
         "net.bridge.bridge-nf-call-ip6tables=0",
         "net.bridge.bridge-nf-call-arptables=0",
     ]);
+    lan.promote_secondaries()?;
     for (i, host) in lan.hosts.iter().enumerate() {
-        promote_secondaries(host)?;
         for k in 0..links {
             napi_threaded(&lan.switch, &Lan::port_name(i, k))?;
             napi_threaded(host, &format!("eth{k}"))?;
@@ -34,21 +34,8 @@ pub fn tuned_lan(hosts: usize, links: usize) -> Result<Lan> {
 /// ends as created (no receive tuning); hosts promote secondary addresses.
 pub fn plain_lan(hosts: usize, links: usize) -> Result<Lan> {
     let lan = Lan::try_new(hosts, links)?;
-    for host in &lan.hosts {
-        promote_secondaries(host)?;
-    }
+    lan.promote_secondaries()?;
     Ok(lan)
-}
-
-fn promote_secondaries(host: &Netns) -> Result<()> {
-    host.try_exec(&[
-        "sysctl",
-        "-q",
-        "-w",
-        "net.ipv4.conf.all.promote_secondaries=1",
-        "net.ipv4.conf.default.promote_secondaries=1",
-    ])?;
-    Ok(())
 }
 
 /// Makes `dev` (a veth end in `ns`) receive through a NAPI kernel thread,

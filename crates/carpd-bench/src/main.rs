@@ -220,27 +220,31 @@ const ADVBASE1: Timers = Timers {
     preempt: false,
 };
 
-/// `plan.rounds` failovers at advbase 1 caused by `signal`, for carpd,
-/// ucarp, and carpd with ucarp's command line and scripts (in that order in
-/// the result).
-fn carpd_and_ucarp_failovers(
+/// `plan.rounds` failovers with timers `t` caused by `signal`, for each of
+/// `imps` (in that order in the result).
+fn failovers(
     bed: &Bed,
     plan: &Plan,
     item: &str,
+    imps: &[Impl],
+    t: Timers,
     signal: Signal,
 ) -> Result<Vec<Vec<failover::FailoverSample>>> {
-    [Impl::Carpd, Impl::Ucarp, Impl::CarpdUcarpCli]
-        .into_iter()
-        .map(|imp| {
+    imps.iter()
+        .map(|&imp| {
             log_step(&format!(
-                "{item}: {} {signal:?} failover, {} rounds",
+                "{item}: {} {signal:?} failover, advskew {}, {} rounds",
                 imp.name(),
+                t.advskew,
                 plan.rounds
             ));
-            failover::failover(bed, imp, ADVBASE1, signal, plan.rounds)
+            failover::failover(bed, imp, t, signal, plan.rounds)
         })
         .collect()
 }
+
+/// carpd, ucarp, and carpd with ucarp's command line and scripts.
+const WITH_CONTROL: [Impl; 3] = [Impl::Carpd, Impl::Ucarp, Impl::CarpdUcarpCli];
 
 /// advbase 1 and advskew 100 on both nodes: ucarp's idle wake-up period
 /// (advbase + advskew/256) no longer divides its master-down time.
@@ -251,20 +255,17 @@ const ADVSKEW100: Timers = Timers {
 };
 
 fn crash(bed: &Bed, plan: &Plan) -> Result<Vec<Row>> {
-    let res = carpd_and_ucarp_failovers(bed, plan, "1", Signal::SIGKILL)?;
+    let res = failovers(bed, plan, "1", &WITH_CONTROL, ADVBASE1, Signal::SIGKILL)?;
     let pick = |i: usize, f: fn(&failover::FailoverSample) -> f64| ms_summary(res[i].iter().map(f));
     let excess = pick(0, |s| s.excess_ms);
-    let skewed: Vec<Vec<failover::FailoverSample>> = [Impl::Carpd, Impl::Ucarp]
-        .into_iter()
-        .map(|imp| {
-            log_step(&format!(
-                "1: {} SIGKILL failover at advskew 100, {} rounds",
-                imp.name(),
-                plan.rounds
-            ));
-            failover::failover(bed, imp, ADVSKEW100, Signal::SIGKILL, plan.rounds)
-        })
-        .collect::<Result<_>>()?;
+    let skewed = failovers(
+        bed,
+        plan,
+        "1",
+        &[Impl::Carpd, Impl::Ucarp],
+        ADVSKEW100,
+        Signal::SIGKILL,
+    )?;
     let skewed_excess = |i: usize| ms_summary(skewed[i].iter().map(|s| s.excess_ms));
     Ok(vec![
         Row {
@@ -371,7 +372,7 @@ fn subsecond(bed: &Bed, plan: &Plan) -> Result<Vec<Row>> {
 }
 
 fn planned(bed: &Bed, plan: &Plan) -> Result<Vec<Row>> {
-    let res = carpd_and_ucarp_failovers(bed, plan, "3", Signal::SIGTERM)?;
+    let res = failovers(bed, plan, "3", &WITH_CONTROL, ADVBASE1, Signal::SIGTERM)?;
     let c = ms_summary(res[0].iter().map(|s| s.from_signal_ms));
     Ok(vec![
         Row {

@@ -206,18 +206,7 @@ impl Bed {
     ) -> Result<Bed> {
         fs::create_dir_all(out)?;
         let lan = Lan::try_new(nodes, links)?;
-        for host in &lan.hosts {
-            // As systemd sets it on a host: without it, removing the first
-            // address of a subnet removes every other one of that subnet
-            // with it, which no VHID asked for.
-            host.try_exec(&[
-                "sysctl",
-                "-q",
-                "-w",
-                "net.ipv4.conf.all.promote_secondaries=1",
-                "net.ipv4.conf.default.promote_secondaries=1",
-            ])?;
-        }
+        lan.promote_secondaries()?;
         let capture_file = out.join("switch.pcap");
         let capture = Some(start_capture(&lan.switch, out, &capture_file)?);
         let watcher = Watcher::start(&lan.refs());

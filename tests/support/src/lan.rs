@@ -115,6 +115,22 @@ impl Lan {
         self.try_wire(host, link).unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Sets `promote_secondaries` on every host, as systemd does on a
+    /// real one: without it, removing the first address of a subnet
+    /// removes every other address of that subnet with it.
+    pub fn promote_secondaries(&self) -> Result<(), Error> {
+        for host in &self.hosts {
+            host.try_exec(&[
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.conf.all.promote_secondaries=1",
+                "net.ipv4.conf.default.promote_secondaries=1",
+            ])?;
+        }
+        Ok(())
+    }
+
     pub fn host_addr(host: usize, link: usize) -> String {
         format!("10.99.{link}.{}", host + 1)
     }
