@@ -549,6 +549,17 @@ impl Drop for Hogs {
     }
 }
 
+/// A failed part's note in the table: the error, cut short (carpd's
+/// configuration errors list every accepted key).
+fn failed_note(e: &Error) -> String {
+    const MAX: usize = 160;
+    let text = e.to_string();
+    match text.char_indices().nth(MAX) {
+        Some((i, _)) => format!("failed: {}…", &text[..i]),
+        None => format!("failed: {text}"),
+    }
+}
+
 fn ms_of(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -562,11 +573,7 @@ fn count_row(item: &str, what: String, n: &Result<usize>, target: &str, verdict:
         ucarp: None,
         target: target.into(),
         verdict: if n.is_err() { Verdict::Missed } else { verdict },
-        note: n
-            .as_ref()
-            .err()
-            .map(|e| format!("failed: {e}"))
-            .unwrap_or_default(),
+        note: n.as_ref().err().map(failed_note).unwrap_or_default(),
     }
 }
 
@@ -601,11 +608,7 @@ fn failover_rows(
         ),
         _ => ("", Verdict::None),
     };
-    let failed = res
-        .as_ref()
-        .err()
-        .map(|e| format!("failed: {e}"))
-        .unwrap_or_default();
+    let failed = res.as_ref().err().map(failed_note).unwrap_or_default();
     vec![
         Row {
             item: "L".into(),
@@ -708,7 +711,7 @@ fn anchor_rows(
     let of = |pick: fn(&FailoverSample) -> f64| {
         f.as_ref().ok().and_then(|v| ms_summary(v.iter().map(pick)))
     };
-    let failed = |e: Option<&Error>| e.map(|e| format!("failed: {e}")).unwrap_or_default();
+    let failed = |e: Option<&Error>| e.map(failed_note).unwrap_or_default();
     vec![
         Row {
             item: "L".into(),
@@ -869,8 +872,12 @@ is BACKUP), SIGKILLs node 0's carpd at a random phase of its interval and
 times the address appearing on node 1 (rtnetlink); the last advertisement
 is node 0's last one for VHID 251 captured at its switch port. The backup's
 master-down is 3 × its own interval, so each step of its advskew adds
-11.7 ms. False takeovers: the address added on either node during the
-steady window while both carpd processes run. The anchor runs keepalived
+11.7 ms: the failover targets (master-down 11.7 ms at advskew 1, under
+50 ms at advskew 4) hold only with the backup at the master's advskew,
+the default (`--backup-extra 0`); with equal timers a backup that took
+over falsely hands back through the address tie-break. False takeovers:
+the address added on either node during the steady window while both
+carpd processes run. The anchor runs keepalived
 2.2.7 (`vrrp_version 3`, `advert_int 0.01`, VRID 251 on eth3, priority 254
 and 253) beside the same background carpd, SIGKILLs the VRRP process of
 node 0 (its parent stopped first so that it cannot restart it) and counts
@@ -885,3 +892,90 @@ carpd runs once without and once with `realtime = true` (SCHED_RR and
 mlockall) in its configuration. False takeovers: the address added on either
 node during the window while both carpd processes run.
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measured_vhid_joins_the_last_interface() {
+        let socket = Path::new("/run/x.sock");
+        let c = LimitBed::config(1, Some(3), true, socket);
+        // a top-level key must come before the first table
+        assert!(c.starts_with("realtime = true\n"));
+        let last_iface = c.rfind("[[interface]]").unwrap();
+        let measured = c.find(&format!("id = {VHID}\n")).unwrap();
+        assert!(c[last_iface..].starts_with(&format!("[[interface]]\nname = \"eth{LINK}\"")));
+        assert!(measured > last_iface);
+        assert!(c.ends_with(&format!(
+            "advbase = 0\nadvskew = 3\naddresses = [\"{VIP}/24\"]\n"
+        )));
+        let background = LimitBed::config(1, None, false, socket);
+        assert!(!background.contains(&format!("id = {VHID}\n")));
+        assert!(!background.contains("realtime"));
+        assert_eq!(background.matches("[[interface.vhid]]").count(), BACKGROUND);
+    }
+
+    #[test]
+    fn keepalived_backup_waits_three_intervals_and_its_skew() {
+        // 3 × 10 ms + (256 − 253)/256 × 10 ms
+        assert_eq!(keepalived_master_down(), Duration::from_nanos(30_117_187));
+        let conf = LimitBed::keepalived_conf(253);
+        assert!(conf.contains("advert_int 0.01\n"));
+        assert!(conf.contains("vrrp_version 3\n"));
+        assert!(conf.contains(&format!("virtual_router_id {VHID}\n")));
+    }
+
+    #[test]
+    fn backup_advskew_is_the_masters_plus_the_extra() {
+        let t = Plan::new(true, None, 2).timers(4);
+        assert_eq!((t[0].advbase, t[0].advskew), (0, 4));
+        assert_eq!((t[1].advbase, t[1].advskew), (0, 6));
+        let p = Plan::new(false, None, 0);
+        assert_eq!(p.window(LONG_SKEW), Duration::from_secs(600));
+        assert_eq!(p.window(1), Duration::from_secs(180));
+    }
+
+    #[test]
+    fn failed_rounds_are_left_out_and_only_all_failing_fails() {
+        let sample = FailoverSample::new(0, 0, 1_000_000, Duration::ZERO);
+        let mut i = 0;
+        let v = each_round(3, || {
+            i += 1;
+            if i == 2 {
+                Err(Error::Measure("lost".into()))
+            } else {
+                Ok(sample)
+            }
+        })
+        .unwrap();
+        assert_eq!(v.len(), 2);
+        assert!(each_round(2, || Err(Error::Measure("lost".into()))).is_err());
+    }
+
+    #[test]
+    fn long_errors_are_cut_short() {
+        let long = Error::Measure("x".repeat(500));
+        let note = failed_note(&long);
+        assert!(note.ends_with('…') && note.chars().count() < 200);
+        assert_eq!(
+            failed_note(&Error::Measure("lost".into())),
+            "failed: measurement: lost"
+        );
+    }
+
+    #[test]
+    fn the_ten_minute_target_needs_ten_minutes() {
+        let ten = Duration::from_secs(600);
+        assert_eq!(long_verdict(&Ok(0), ten), Verdict::Met);
+        assert_eq!(long_verdict(&Ok(0), Duration::from_secs(30)), Verdict::None);
+        assert_eq!(
+            long_verdict(&Ok(1), Duration::from_secs(30)),
+            Verdict::Missed
+        );
+        assert_eq!(
+            long_verdict(&Err(Error::Measure("x".into())), ten),
+            Verdict::Missed
+        );
+    }
+}
