@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::failover::{FailoverSample, Impl, Timers, random_phase, settle};
 use crate::proc::{Daemon, state_counts};
 use crate::report::{Row, Summary, Verdict};
-use crate::watch::{AddrWatch, Capture, now_ns};
+use crate::watch::{AddrWatch, Capture, Ns, now_ns};
 use crate::{log_step, ms_summary, scale};
 
 /// Background VHIDs per node, as in the scale item.
@@ -219,12 +219,16 @@ impl<'a> LimitBed<'a> {
         Ok(())
     }
 
+    /// Removes the measured address from `node` if a killed daemon left it.
+    fn clear_vip(&self, node: usize) {
+        let dev = format!("eth{LINK}");
+        let _ = self.lan.hosts[node].try_ip(&["addr", "del", &format!("{VIP}/24"), "dev", &dev]);
+    }
+
     /// Removes the measured and background addresses a killed daemon left.
     fn clear(&self, node: usize) {
-        let ns = &self.lan.hosts[node];
-        let dev = format!("eth{LINK}");
-        let _ = ns.try_ip(&["addr", "del", &format!("{VIP}/24"), "dev", &dev]);
-        let _ = ns.try_ip(&["-4", "addr", "flush", "to", BACKGROUND_NET]);
+        self.clear_vip(node);
+        let _ = self.lan.hosts[node].try_ip(&["-4", "addr", "flush", "to", BACKGROUND_NET]);
     }
 
     fn has_vip(&self, node: usize) -> bool {
@@ -270,12 +274,12 @@ impl<'a> LimitBed<'a> {
         self.clear(1);
     }
 
-    /// The backup's takeover after SIGKILL of the master `node`'s process
-    /// (`kill` sends it and returns when), with the master's last
-    /// advertisement on the wire.
+    /// Node 1's takeover once `kill` has SIGKILLed node 0's daemon (it
+    /// returns when it sent the signal), with node 0's last advertisement
+    /// on the wire.
     fn takeover(
         &self,
-        kill: impl FnOnce() -> Result<i64>,
+        kill: impl FnOnce() -> Result<Ns>,
         master_down: Duration,
     ) -> Result<FailoverSample> {
         let sent = kill()?;
@@ -396,15 +400,8 @@ impl<'a> LimitBed<'a> {
 
     /// keepalived on node 0 (priority 254) as master, then node 1 (253).
     fn start_keepalived_pair(&self) -> Result<[Keepalived; 2]> {
-        self.lan.hosts.iter().enumerate().for_each(|(i, _)| {
-            let _ = self.lan.hosts[i].try_ip(&[
-                "addr",
-                "del",
-                &format!("{VIP}/24"),
-                "dev",
-                &format!("eth{LINK}"),
-            ]);
-        });
+        self.clear_vip(0);
+        self.clear_vip(1);
         let since = now_ns();
         let k0 = self.start_keepalived(0)?;
         self.watch
@@ -482,7 +479,7 @@ impl Keepalived {
 
     /// SIGKILLs the VRRP process; the parent is stopped first so that it
     /// cannot start another, then killed. Returns when the kill was sent.
-    fn crash(&mut self) -> Result<i64> {
+    fn crash(&mut self) -> Result<Ns> {
         let child = self
             .vrrp_child()
             .ok_or_else(|| Error::Measure("keepalived wrote no VRRP pid".into()))?;
