@@ -184,14 +184,11 @@ impl<'a> Bed<'a> {
 
     /// Waits until `node` gains the address at or after `since`.
     fn wait_added(&self, node: usize, since: Ns, timeout: Duration) -> Result<Ns> {
-        let mut at = None;
-        wait_until(timeout, Duration::from_millis(2), || {
-            at = self.watch.first_added(node, IpAddr::V4(VIP), since);
-            at.is_some()
-        });
-        at.ok_or_else(|| {
-            Error::Measure(format!("host {node} did not take {VIP} within {timeout:?}"))
-        })
+        self.watch
+            .wait_added(node, IpAddr::V4(VIP), since, timeout)
+            .ok_or_else(|| {
+                Error::Measure(format!("host {node} did not take {VIP} within {timeout:?}"))
+            })
     }
 
     /// Starts node 0 and lets it become master, then node 1 as backup.
@@ -214,7 +211,7 @@ impl<'a> Bed<'a> {
 }
 
 /// How long a new backup needs to have surely heard the master.
-fn settle(imp: Impl, t: Timers) -> Duration {
+pub fn settle(imp: Impl, t: Timers) -> Duration {
     let base = t.interval() * 3;
     match imp {
         Impl::Carpd | Impl::CarpdUcarpCli => base.max(Duration::from_millis(300)),
@@ -223,7 +220,8 @@ fn settle(imp: Impl, t: Timers) -> Duration {
     }
 }
 
-fn random_phase(interval: Duration) -> Duration {
+/// A uniformly random point within one interval, to kill at any phase.
+pub fn random_phase(interval: Duration) -> Duration {
     interval.mul_f64(rand::random::<f64>())
 }
 
@@ -236,6 +234,19 @@ pub struct FailoverSample {
     pub from_last_advert_ms: f64,
     /// `from_last_advert_ms` less the backup's master-down time.
     pub excess_ms: f64,
+}
+
+impl FailoverSample {
+    /// From the signal, the master's last advertisement on the wire and
+    /// the takeover, with the backup's master-down time.
+    pub fn new(signal: Ns, last_advert: Ns, takeover: Ns, master_down: Duration) -> Self {
+        let from_last = ms(last_advert, takeover);
+        FailoverSample {
+            from_signal_ms: ms(signal, takeover),
+            from_last_advert_ms: from_last,
+            excess_ms: from_last - master_down.as_secs_f64() * 1e3,
+        }
+    }
 }
 
 /// Kills (SIGKILL) or stops (SIGTERM) the master `rounds` times; the
@@ -264,18 +275,9 @@ pub fn failover(
         };
         let last = bed
             .capture
-            .packets()
-            .iter()
-            .filter(|p| p.src == src && p.vhid == VHID && p.at <= takeover && p.advbase != 255)
-            .map(|p| p.at)
-            .max()
+            .last_advert(src, VHID, takeover)
             .ok_or_else(|| Error::Measure("no advertisement of the master captured".into()))?;
-        let from_last = ms(last, takeover);
-        out.push(FailoverSample {
-            from_signal_ms: ms(sent, takeover),
-            from_last_advert_ms: from_last,
-            excess_ms: from_last - t.master_down().as_secs_f64() * 1e3,
-        });
+        out.push(FailoverSample::new(sent, last, takeover, t.master_down()));
         if !nodes[master].wait_exit(Duration::from_secs(10)) {
             return Err(Error::Measure(format!(
                 "{} did not exit after {sig}",

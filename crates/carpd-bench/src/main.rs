@@ -9,6 +9,7 @@ mod cleanup;
 mod error;
 mod failover;
 mod lan;
+mod limit;
 mod proc;
 mod report;
 mod scale;
@@ -43,6 +44,10 @@ enum Item {
     Scale,
     /// 7: receive path throughput
     Rx,
+    /// Failover at the protocol's limit (advbase 0, advskew 1 to 8) under
+    /// 1000 background VHIDs, keepalived at 10 ms as the anchor; not part
+    /// of `all`; appends its section to `--out`
+    Limit,
 }
 
 #[derive(Debug, Parser)]
@@ -68,9 +73,16 @@ struct Args {
     /// ucarp processes per node in the scale test [default: 250, quick: 50]
     #[arg(long)]
     ucarp_vhids: Option<usize>,
-    /// Where `all` writes its report
+    /// Where `all` writes its report (`limit` appends a section)
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
+    /// limit: false takeovers with one busy process per core, carpd
+    /// without and with `realtime = true`, instead of the failovers
+    #[arg(long)]
+    hog: bool,
+    /// limit: the backup's advskew is the master's plus this
+    #[arg(long, default_value_t = 0)]
+    backup_extra: u8,
 }
 
 struct Plan {
@@ -132,6 +144,9 @@ fn run() -> Result<()> {
         }
     };
     carpd_testbed::netns::reap_stale_namespaces();
+    if args.item == Item::Limit {
+        return limit_item(&args, &carpd);
+    }
     let load_before = loadavg();
     let began = Instant::now();
     let mut rows = Vec::new();
@@ -189,6 +204,45 @@ fn run() -> Result<()> {
         std::fs::write(&args.out, doc)?;
         eprintln!("wrote {}", args.out.display());
     }
+    Ok(())
+}
+
+/// The `limit` item: runs it and appends its section to `--out`.
+fn limit_item(args: &Args, carpd: &Path) -> Result<()> {
+    let plan = limit::Plan::new(args.quick, args.rounds, args.backup_extra);
+    let load_before = loadavg();
+    let began = Instant::now();
+    let dir = Scratch::new()?;
+    eprintln!("setting up namespaces");
+    let out = {
+        let lan = lan::tuned_lan(2, scale::LINKS)?;
+        if args.hog {
+            limit::run_hog(&lan, &dir, carpd, &plan)?
+        } else {
+            limit::run(&lan, &dir, carpd, &plan)?
+        }
+    };
+    let section = limit::section(
+        &plan,
+        args.hog,
+        &out,
+        &load_before,
+        &loadavg(),
+        began.elapsed(),
+    );
+    println!("{section}");
+    let report = std::fs::read_to_string(&args.out).unwrap_or_default();
+    let section = if report.contains(limit::HEADING) {
+        section
+    } else {
+        format!("\n{}\n{section}", limit::HEADING)
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&args.out)?;
+    std::io::Write::write_all(&mut file, section.as_bytes())?;
+    eprintln!("appended to {}", args.out.display());
     Ok(())
 }
 
@@ -711,7 +765,8 @@ fn first_line(args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn document(args: &Args, plan: &Plan, table: &str, load_before: String, took: Duration) -> String {
+/// CPUs, their model and the kernel.
+fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
@@ -722,6 +777,23 @@ fn document(args: &Args, plan: &Plan, table: &str, load_before: String, took: Du
         .unwrap_or_default();
     let nproc = std::thread::available_parallelism().map_or(0, usize::from);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{nproc} CPUs ({cpu}), kernel {}", kernel.trim())
+}
+
+/// The commit the benchmark was built from (short hash).
+fn commit() -> String {
+    carpd_testbed::try_run(&[
+        "git",
+        "-C",
+        env!("CARGO_MANIFEST_DIR"),
+        "rev-parse",
+        "--short",
+        "HEAD",
+    ])
+    .map_or_else(|_| "unknown".into(), |s| s.trim().to_string())
+}
+
+fn document(args: &Args, plan: &Plan, table: &str, load_before: String, took: Duration) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Benchmarks: carpd against ucarp\n");
     let _ = writeln!(
@@ -743,11 +815,7 @@ fn document(args: &Args, plan: &Plan, table: &str, load_before: String, took: Du
         "- command: `{}`",
         std::env::args().collect::<Vec<_>>().join(" ")
     );
-    let _ = writeln!(
-        s,
-        "- machine: {nproc} CPUs ({cpu}), kernel {}",
-        kernel.trim()
-    );
+    let _ = writeln!(s, "- machine: {}", machine());
     let _ = writeln!(
         s,
         "- load average (1/5/15 min) before: {load_before}, after: {} (the machine is shared with other builds)",
@@ -759,15 +827,7 @@ fn document(args: &Args, plan: &Plan, table: &str, load_before: String, took: Du
         args.carpd
             .as_deref()
             .map_or_else(|| "release build".into(), |p| p.display().to_string()),
-        carpd_testbed::try_run(&[
-            "git",
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "rev-parse",
-            "--short",
-            "HEAD"
-        ])
-        .map_or_else(|_| "unknown".into(), |s| s.trim().to_string())
+        commit()
     );
     let _ = writeln!(
         s,

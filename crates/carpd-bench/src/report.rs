@@ -92,8 +92,17 @@ pub fn fmt_summary(s: Option<Summary>) -> String {
 
 /// The results table: carpd and ucarp side by side, with the target.
 pub fn table(rows: &[Row]) -> String {
+    table_against(rows, "ucarp")
+}
+
+/// The results table with `other` naming the second column (the
+/// [`Row::ucarp`] figures).
+pub fn table_against(rows: &[Row], other: &str) -> String {
     let mut s = String::new();
-    s.push_str("| # | figure | unit | carpd: median (min–max, n) | ucarp: median (min–max, n) | carpd target | met | notes |\n");
+    let _ = writeln!(
+        s,
+        "| # | figure | unit | carpd: median (min–max, n) | {other}: median (min–max, n) | carpd target | met | notes |"
+    );
     s.push_str("|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let verdict = match r.verdict {

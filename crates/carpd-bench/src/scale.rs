@@ -368,7 +368,9 @@ fn interval_excess(packets: &[crate::watch::WirePacket], nominal: Duration) -> V
     out
 }
 
-fn carpd_config(n: usize, node: usize, changed: Option<u8>, socket: &Path) -> String {
+/// Node `node`'s configuration for `n` VHIDs (one `[[interface]]` per
+/// link, eth3 last), `changed` the advskew of the last VHID if set.
+pub fn carpd_config(n: usize, node: usize, changed: Option<u8>, socket: &Path) -> String {
     let mut s = format!(
         "advbase = 1\nadvskew = {}\npreempt = false\npassword = \"secret\"\ncontrol_socket = {:?}\n",
         ADVSKEW[node],

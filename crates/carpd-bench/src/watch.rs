@@ -40,12 +40,14 @@ pub fn ms(from: Ns, to: Ns) -> f64 {
 const CARP_PROTO: u8 = 112;
 const PACKET_OUTGOING: u8 = 4;
 
-/// One CARP advertisement seen at a switch port.
+/// One CARP (or VRRPv3) advertisement seen at a switch port.
 #[derive(Debug, Clone, Copy)]
 pub struct WirePacket {
     pub at: Ns,
     pub src: Ipv4Addr,
+    /// The VHID (VRRP: the VRID).
     pub vhid: u8,
+    /// 0 for VRRPv3.
     pub advbase: u8,
 }
 
@@ -216,6 +218,17 @@ impl Capture {
     pub fn packets(&self) -> Vec<WirePacket> {
         self.packets.lock().map(|p| p.clone()).unwrap_or_default()
     }
+
+    /// The last advertisement from `src` for `vhid` at or before `until`,
+    /// bow-outs (advbase 255) left out.
+    pub fn last_advert(&self, src: Ipv4Addr, vhid: u8, until: Ns) -> Option<Ns> {
+        let packets = self.packets.lock().ok()?;
+        packets
+            .iter()
+            .filter(|p| p.src == src && p.vhid == vhid && p.at <= until && p.advbase != 255)
+            .map(|p| p.at)
+            .max()
+    }
 }
 
 fn recv_packet(s: &mut CaptureState) -> io::Result<()> {
@@ -264,15 +277,22 @@ fn recv_packet(s: &mut CaptureState) -> io::Result<()> {
     }
     let pkt = &buf[..len];
     let ihl = usize::from(pkt.first().map_or(0, |b| b & 0x0f)) * 4;
-    if pkt.len() < ihl + 36 || pkt.get(9) != Some(&CARP_PROTO) || pkt.get(ihl) != Some(&0x21) {
+    if pkt.get(9) != Some(&CARP_PROTO) {
         return Ok(());
     }
+    // CARP (version 2, type 1) or VRRPv3 (version 3, type 1, one IPv4
+    // address at least), which share the protocol number
+    let advbase = match pkt.get(ihl) {
+        Some(0x21) if pkt.len() >= ihl + 36 => pkt[ihl + 5],
+        Some(0x31) if pkt.len() >= ihl + 12 => 0,
+        _ => return Ok(()),
+    };
     let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
     let p = WirePacket {
         at: at.unwrap_or_else(now_ns),
         src,
         vhid: pkt[ihl + 1],
-        advbase: pkt[ihl + 5],
+        advbase,
     };
     if let Ok(mut out) = s.out.lock() {
         out.push(p);
@@ -370,15 +390,36 @@ impl AddrWatch {
 
     /// The first time `node` gained `addr` at or after `since`.
     pub fn first_added(&self, node: usize, addr: IpAddr, since: Ns) -> Option<Ns> {
-        self.events()
+        // searched in place: callers poll this while thousands of events pile up
+        self.events
+            .lock()
+            .ok()?
             .iter()
             .find(|e| e.node == node && e.added && e.addr == addr && e.at >= since)
             .map(|e| e.at)
     }
 
+    /// Waits up to `timeout` for `node` to gain `addr` at or after `since`.
+    pub fn wait_added(
+        &self,
+        node: usize,
+        addr: IpAddr,
+        since: Ns,
+        timeout: std::time::Duration,
+    ) -> Option<Ns> {
+        let mut at = None;
+        carpd_testbed::wait_until(timeout, std::time::Duration::from_millis(2), || {
+            at = self.first_added(node, addr, since);
+            at.is_some()
+        });
+        at
+    }
+
     /// The first time `node` lost `addr` at or after `since`.
     pub fn first_removed(&self, node: usize, addr: IpAddr, since: Ns) -> Option<Ns> {
-        self.events()
+        self.events
+            .lock()
+            .ok()?
             .iter()
             .find(|e| e.node == node && !e.added && e.addr == addr && e.at >= since)
             .map(|e| e.at)
