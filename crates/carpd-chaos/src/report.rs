@@ -96,8 +96,15 @@ pub fn render(o: &Outcome) -> String {
     for i in &o.incarnations {
         let _ = writeln!(
             r,
-            "  node {} pid {:>7}: {:>3} samples, RSS {} -> max {} KiB, descriptors {} -> {}",
-            i.node, i.pid, i.samples, i.rss_first_kib, i.rss_max_kib, i.fds_first, i.fds_last
+            "  node {} pid {:>7}: {:>3} samples, RSS {} -> max {} KiB (by quarter of its life: {}), descriptors {} -> {}",
+            i.node,
+            i.pid,
+            i.samples,
+            i.rss_first_kib,
+            i.rss_max_kib,
+            i.rss_quarters_kib.map(|k| k.to_string()).join(" / "),
+            i.fds_first,
+            i.fds_last
         );
     }
     if let Some(c) = &o.soak_counters {

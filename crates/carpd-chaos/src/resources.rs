@@ -51,6 +51,9 @@ pub struct Incarnation {
     pub fds_first: usize,
     pub fds_last: usize,
     pub first_at: Instant,
+    /// RSS (KiB) at the end of each quarter of the process's samples after
+    /// warm-up: whether it grew at the start and then held, or kept growing.
+    pub rss_quarters_kib: [u64; 4],
 }
 
 /// Descriptors of a short-lived child (a hook's pipes) may be open at one
@@ -77,6 +80,7 @@ pub fn incarnations(samples: &[Sample], limits: &Limits) -> Vec<Incarnation> {
                 fds_first: min_fds(&v[..FD_RUN]),
                 fds_last: min_fds(&v[v.len() - FD_RUN..]),
                 first_at: v[0].at,
+                rss_quarters_kib: [1, 2, 3, 4].map(|q| v[(v.len() * q / 4).max(1) - 1].rss_kib),
             }
         })
         .collect();
