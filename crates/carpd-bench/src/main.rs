@@ -330,7 +330,7 @@ fn crash(bed: &Bed, plan: &Plan) -> Result<Vec<Row>> {
             ucarp: skewed_excess(1),
             target: String::new(),
             verdict: Verdict::None,
-            note: "idle link, as a new user runs ucarp (a backup with advskew > 0): ucarp checks its master-down timer only when poll() returns, after advbase + advskew/256 s without a packet (ucarp's carp.c main loop); at advskew 0 the third such wait ends just after master-down, which is why the row above is small".into(),
+            note: "idle link, as a new user runs ucarp (a backup with advskew > 0): ucarp checks its master-down timer only when its poll() returns, which on an idle link is after advbase + advskew/256 s (its carp.c main loop); with advskew 0, as in the row above, three such waits end at master-down".into(),
         },
         Row {
             item: "1".into(),
