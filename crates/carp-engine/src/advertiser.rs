@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{sleep_until_opt, std_now};
-use crate::socket::{Dest, Sockets, V4Message, V4Socket};
+use crate::socket::{Dest, Sockets, V4Message, V4Socket, V6Message, V6Socket};
 use crate::stats::{Lateness, VhidStats};
 
 /// How early the advertiser wakes for the next grid instant: tokio's timer
@@ -163,7 +163,8 @@ impl Advertiser {
     }
 
     /// Send every advertisement due within [`WAKE_EARLY`], at most one per
-    /// schedule: the IPv4 copies in one batch, the others one by one.
+    /// schedule: the IPv4 copies in one batch, the IPv6 ones in another, the
+    /// others one by one.
     fn send_due(&self) {
         let now = std_now();
         let mut book = self.lock();
@@ -183,6 +184,9 @@ impl Advertiser {
         let mut v4 = Vec::new();
         // the entry of `sending` each IPv4 message belongs to
         let mut v4_owner = Vec::new();
+        // IPv6 copies through the first order's IPv6 socket (the engine
+        // shares one) leave in one batch too
+        let mut v6 = V6Batch::default();
         for id in batch {
             let Some(s) = standing.get_mut(&id) else {
                 continue;
@@ -204,6 +208,17 @@ impl Advertiser {
                         });
                         v4_owner.push(sending.len());
                     }
+                    Dest::V6 { ifindex, src, dst } if v6.takes(&s.order.sockets) => {
+                        v6.push(
+                            V6Message {
+                                ifindex,
+                                src,
+                                dst,
+                                payload,
+                            },
+                            sending.len(),
+                        );
+                    }
                     other => ok &= s.order.sockets.try_send(other, &payload).is_ok(),
                 }
             }
@@ -220,6 +235,13 @@ impl Advertiser {
                 x.ok = false;
             }
         });
+        if let Some(sock) = &v6.socket {
+            sock.try_send_batch(&v6.msgs, |k, _| {
+                if let Some(x) = v6.owner.get(k).and_then(|i| sending.get_mut(*i)) {
+                    x.ok = false;
+                }
+            });
+        }
         let sent_at = std_now();
         for x in sending {
             if x.ok {
@@ -231,6 +253,35 @@ impl Advertiser {
                 s.hand_back();
             }
         }
+    }
+}
+
+/// The IPv6 copies of a batch that share one socket.
+#[derive(Default)]
+struct V6Batch {
+    socket: Option<Arc<V6Socket>>,
+    msgs: Vec<V6Message>,
+    /// The entry of the batch each message belongs to.
+    owner: Vec<usize>,
+}
+
+impl V6Batch {
+    /// Whether IPv6 copies through `sockets` join the batch: those through
+    /// the socket of the first that joined.
+    fn takes(&mut self, sockets: &Sockets) -> bool {
+        match (&self.socket, &sockets.v6) {
+            (_, None) => false,
+            (None, Some(v6)) => {
+                self.socket = Some(Arc::clone(v6));
+                true
+            }
+            (Some(mine), Some(v6)) => Arc::ptr_eq(mine, v6),
+        }
+    }
+
+    fn push(&mut self, msg: V6Message, owner: usize) {
+        self.msgs.push(msg);
+        self.owner.push(owner);
     }
 }
 

@@ -360,9 +360,11 @@ impl CarpSocket for V4Socket {
 impl CarpSocket for V6Socket {
     const FAMILY: &'static str = "IPv6";
 
-    async fn recv_batch(&self, batch: &mut RecvBatch) -> std::io::Result<usize> {
-        batch.got[0] = V6Socket::recv(self, &mut batch.bufs[0]).await?;
-        Ok(1)
+    fn recv_batch(
+        &self,
+        batch: &mut RecvBatch,
+    ) -> impl Future<Output = std::io::Result<usize>> + Send {
+        V6Socket::recv_batch(self, batch)
     }
 }
 

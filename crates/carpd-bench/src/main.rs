@@ -9,9 +9,11 @@ mod cleanup;
 mod error;
 mod failover;
 mod lan;
+mod plot;
 mod proc;
 mod report;
 mod scale;
+mod scale4k;
 mod watch;
 
 use std::fmt::Write as _;
@@ -43,6 +45,9 @@ enum Item {
     Scale,
     /// 7: receive path throughput
     Rx,
+    /// 8: 250 to 4000 VHIDs per node on 16 links, IPv6 against IPv4 at
+    /// 1000, ucarp alongside; writes the cost plot (not part of `all`)
+    Scale4k,
 }
 
 #[derive(Debug, Parser)]
@@ -67,6 +72,13 @@ struct Args {
     /// Where `all` writes its report
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
+    /// scale4k: most ucarp processes per node measured; larger counts are
+    /// extrapolated (and labelled so) [default: 1000, quick: 250]
+    #[arg(long)]
+    ucarp_max: Option<usize>,
+    /// Where scale4k writes its plot
+    #[arg(long, default_value = "docs/scale.svg")]
+    svg: PathBuf,
 }
 
 struct Plan {
@@ -76,6 +88,7 @@ struct Plan {
     windows: usize,
     window: Duration,
     ucarp_vhids: usize,
+    ucarp_max: usize,
     rx_rounds: usize,
 }
 
@@ -114,6 +127,7 @@ fn run() -> Result<()> {
             windows: 2,
             window: Duration::from_secs(5),
             ucarp_vhids: args.ucarp_vhids.unwrap_or(50),
+            ucarp_max: args.ucarp_max.unwrap_or(250),
             rx_rounds: 3,
         }
     } else {
@@ -124,6 +138,7 @@ fn run() -> Result<()> {
             windows: 6,
             window: Duration::from_secs(10),
             ucarp_vhids: args.ucarp_vhids.unwrap_or(250),
+            ucarp_max: args.ucarp_max.unwrap_or(1000),
             rx_rounds: 10,
         }
     };
@@ -166,6 +181,27 @@ fn run() -> Result<()> {
     }
     if want(Item::Rx) {
         rows.extend(rx(&plan));
+    }
+    if args.item == Item::Scale4k {
+        let settings = scale4k::Settings {
+            rounds: plan.rounds.min(5),
+            windows: plan.windows,
+            window: plan.window,
+            ucarp_max: plan.ucarp_max,
+        };
+        let out = scale4k::run(&carpd, &args.ucarp, &settings)?;
+        rows.extend(out.rows);
+        if let Some(dir) = args.svg.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&args.svg, out.svg)?;
+        eprintln!("wrote {}", args.svg.display());
+        println!("{}", out.curve);
+        println!(
+            "load average before: {load_before}, after: {}; took {:.0} s",
+            loadavg(),
+            began.elapsed().as_secs_f64()
+        );
     }
     let table = report::table(&rows);
     println!("{table}");
@@ -377,21 +413,37 @@ fn scale_rows(
 ) -> Result<Vec<Row>> {
     let n = 4 * 250;
     log_step(&format!("5: carpd {n} VHIDs per node"));
+    let layout = scale::Layout {
+        links: scale::LINKS,
+        family: scale::Family::V4,
+    };
     let c = scale::carpd(
         lan,
         dir,
         carpd,
-        n,
-        plan.rounds.min(5),
-        plan.windows,
-        plan.window,
+        scale::Run {
+            layout,
+            n,
+            rounds: plan.rounds.min(5),
+            windows: plan.windows,
+            window: plan.window,
+            extras: true,
+        },
     )?;
     log_step(&format!(
         "5: ucarp {} VHIDs per node ({} processes)",
         plan.ucarp_vhids,
         2 * plan.ucarp_vhids
     ));
-    let u = scale::ucarp(lan, dir, ucarp, plan.ucarp_vhids, plan.windows, plan.window)?;
+    let u = scale::ucarp(
+        lan,
+        dir,
+        ucarp,
+        layout,
+        plan.ucarp_vhids,
+        plan.windows,
+        plan.window,
+    )?;
     let factor = n as f64 / u.vhids as f64;
     let scaled = |s: Option<Summary>| {
         s.map(|s| Summary {
