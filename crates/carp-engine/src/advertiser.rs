@@ -41,6 +41,22 @@ pub(crate) const WAKE_EARLY: Duration = Duration::from_millis(4);
 /// the advertiser would send two of them.
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(16);
 
+/// Added to [`WAKE_EARLY`] for each advertisement due at the next instant:
+/// signing and sending a batch takes time in proportion to its size (with
+/// thousands of VHIDs, a thousand share an instant), and the last of the
+/// batch is to leave before its deadline too.
+const WAKE_EARLY_PER_ADVERT: Duration = Duration::from_micros(5);
+
+/// The most the advertiser wakes early: half of [`MIN_INTERVAL`], so that
+/// one wake-up never takes two advertisements of a schedule.
+const MAX_WAKE_EARLY: Duration = Duration::from_millis(8);
+
+/// How early to wake for an instant at which `due` advertisements fall.
+fn wake_early(due: usize) -> Duration {
+    let per = WAKE_EARLY_PER_ADVERT.saturating_mul(u32::try_from(due).unwrap_or(u32::MAX));
+    WAKE_EARLY.saturating_add(per).min(MAX_WAKE_EARLY)
+}
+
 /// A MASTER's schedule, handed over.
 #[derive(Debug)]
 pub(crate) struct Order {
@@ -148,30 +164,37 @@ impl Advertiser {
     /// Send the advertisements as they fall due, until cancelled.
     pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
         loop {
-            let first = self.lock().due.first().map(|(at, _)| *at);
-            let wake = first.map(|at| {
-                let at = Instant::from_std(at);
-                at.checked_sub(WAKE_EARLY).unwrap_or(at)
-            });
+            let (wake, early) = {
+                let book = self.lock();
+                match book.due.first() {
+                    Some(&(at, _)) => {
+                        let due = book.due.range(..=(at + WAKE_EARLY, u64::MAX)).count();
+                        let early = wake_early(due);
+                        let at = Instant::from_std(at);
+                        (Some(at.checked_sub(early).unwrap_or(at)), early)
+                    }
+                    None => (None, WAKE_EARLY),
+                }
+            };
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
                 () = self.earlier.notified() => {}
-                () = sleep_until_opt(wake) => self.send_due(),
+                () = sleep_until_opt(wake) => self.send_due(early),
             }
         }
     }
 
-    /// Send every advertisement due within [`WAKE_EARLY`], at most one per
+    /// Send every advertisement due within `early`, at most one per
     /// schedule: the IPv4 copies in one batch, the IPv6 ones in another, the
     /// others one by one.
-    fn send_due(&self) {
+    fn send_due(&self, early: Duration) {
         let now = std_now();
         let mut book = self.lock();
         let Book { standing, due, .. } = &mut *book;
         let mut batch = Vec::new();
         while let Some(&(at, id)) = due.first() {
-            if at > now + WAKE_EARLY {
+            if at > now + early {
                 break;
             }
             due.pop_first();
@@ -364,6 +387,16 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_larger_batch_wakes_earlier_within_bounds() {
+        assert_eq!(wake_early(0), WAKE_EARLY);
+        assert_eq!(wake_early(1), WAKE_EARLY + WAKE_EARLY_PER_ADVERT);
+        assert!(wake_early(500) > wake_early(250));
+        assert_eq!(wake_early(1000), MAX_WAKE_EARLY);
+        assert_eq!(wake_early(usize::MAX), MAX_WAKE_EARLY);
+        assert!(MAX_WAKE_EARLY * 2 <= MIN_INTERVAL);
+    }
+
     // Needs root (a raw socket), as the engine does.
     #[tokio::test]
     async fn schedules_are_sent_on_time_and_taken_back_once() {
@@ -373,7 +406,7 @@ mod tests {
         let later = now + Duration::from_secs(3600);
         let (far, _back) = adv.hand_over(order(later, &v4));
         let (due, mut back) = adv.hand_over(order(now, &v4));
-        adv.send_due();
+        adv.send_due(WAKE_EARLY);
         // due now, no copies to send: counted, and the next a second on
         let progress = adv.take_back(due).unwrap();
         assert_eq!(
@@ -395,7 +428,7 @@ mod tests {
         );
         // more than an interval behind: handed back unsent
         let (behind, mut back) = adv.hand_over(order(now - Duration::from_secs(2), &v4));
-        adv.send_due();
+        adv.send_due(WAKE_EARLY);
         assert_eq!(back.try_recv(), Ok(()));
         assert_eq!(
             adv.take_back(behind),
@@ -414,7 +447,7 @@ mod tests {
         }];
         let stats = Arc::clone(&failing.stats);
         let (failing, mut back) = adv.hand_over(failing);
-        adv.send_due();
+        adv.send_due(WAKE_EARLY);
         assert_eq!(back.try_recv(), Ok(()));
         assert_eq!(
             adv.take_back(failing),

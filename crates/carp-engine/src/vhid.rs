@@ -517,7 +517,7 @@ impl Task {
 
     fn advert(&mut self, delivery: Delivery) {
         match delivery {
-            Delivery::Carp(msg) => self.carp_advert(msg),
+            Delivery::Carp(msg) => self.carp_advert(*msg),
             Delivery::Vrrp(msg) => self.vrrp_advert(&msg),
         }
     }

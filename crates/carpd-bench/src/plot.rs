@@ -70,6 +70,14 @@ impl LogAxis {
         }
     }
 
+    /// Room for the markers at either end, in powers of the base.
+    fn padded(self, by: f64) -> LogAxis {
+        LogAxis {
+            lo: self.lo - by,
+            hi: self.hi + by,
+        }
+    }
+
     /// Where `exp` (log of a value) falls, 0 to 1.
     fn frac(self, exp: f64) -> f64 {
         (exp - self.lo) / (self.hi - self.lo)
@@ -121,7 +129,7 @@ fn panel(s: &mut String, left: f64, p: &Panel) {
     let (x0, y0) = (left + ml, mt);
     let (w, h) = (PANEL_W - ml - mr, PANEL_H - mt - mb);
     let points = || p.series.iter().flat_map(|se| se.points.iter());
-    let xa = LogAxis::around(points().map(|pt| pt.x), 2.0);
+    let xa = LogAxis::around(points().map(|pt| pt.x), 2.0).padded(0.3);
     let ya = LogAxis::around(points().map(|pt| pt.y), 10.0);
     let px = |x: f64| x0 + xa.frac(x.log2()) * w;
     let py = |y: f64| y0 + h - ya.frac(y.log10()) * h;
@@ -206,26 +214,30 @@ fn legend(s: &mut String, x: f64, mut y: f64, series: &[Series]) {
         } else {
             ""
         };
-        let extrapolated = se.points.iter().filter(|p| !p.measured).count();
-        let note = if extrapolated > 0 {
-            format!(
-                " (hollow: {extrapolated} of {} points extrapolated, not measured)",
-                se.points.len()
-            )
-        } else {
-            String::new()
-        };
         let _ = writeln!(
             s,
-            r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="2"{dash}/><text x="{}" y="{}">{}{}</text>"#,
+            r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
             x + 24.0,
             se.color,
             x + 30.0,
             y + 4.0,
-            escape(&se.name),
-            escape(&note)
+            escape(&se.name)
         );
         y += 18.0;
+    }
+    let extrapolated: Vec<&str> = series
+        .iter()
+        .filter(|se| se.points.iter().any(|p| !p.measured))
+        .map(|se| se.name.as_str())
+        .collect();
+    if !extrapolated.is_empty() {
+        let _ = writeln!(
+            s,
+            r##"<circle cx="{}" cy="{y}" r="4" fill="white" stroke="#444" stroke-width="1.5"/><text x="{}" y="{}">hollow: extrapolated, not measured</text>"##,
+            x + 12.0,
+            x + 30.0,
+            y + 4.0
+        );
     }
 }
 
@@ -260,12 +272,25 @@ mod tests {
         assert!(out.starts_with("<svg") && out.trim_end().ends_with("</svg>"));
         assert_eq!(out.matches("<circle").count(), 4);
         assert_eq!(out.matches(r##"fill="white" stroke="#f00""##).count(), 1);
-        assert!(out.contains("ucarp (hollow: 1 of 2 points extrapolated, not measured)"));
-        assert!(!out.contains("carpd (hollow"));
+        assert_eq!(out.matches("hollow: extrapolated, not measured").count(), 1);
         // decades from 0.1 to 100 on the y axis
         for tick in [">0.1<", ">1<", ">10<", ">100<"] {
             assert!(out.contains(tick), "{tick}");
         }
+    }
+
+    #[test]
+    fn no_extrapolation_note_when_all_is_measured() {
+        let panel = Panel {
+            y_label: "PSS".into(),
+            series: vec![Series::new(
+                "carpd",
+                "#00f",
+                false,
+                vec![pt(250.0, 10.0, true), pt(4000.0, 40.0, true)],
+            )],
+        };
+        assert!(!svg("t", &[panel]).contains("extrapolated"));
     }
 
     #[test]

@@ -433,7 +433,7 @@ impl Curve {
             ]
         };
         crate::plot::svg(
-            "Cost against VHIDs per node (advbase 1, two nodes)",
+            "Cost per node against VHIDs per node (advbase 1; carpd: one process, ucarp: one per VHID)",
             &[
                 Panel {
                     y_label: "CPU, % of one core".into(),
