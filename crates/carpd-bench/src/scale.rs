@@ -143,6 +143,9 @@ pub struct CarpdScale {
     pub reload_ms: [Vec<f64>; 2],
     /// carpd's own lateness histogram on the master node over the windows.
     pub lateness: Histogram,
+    /// How long the master's `/metrics` took to answer, before and after
+    /// the windows (the first one's stall counts in `lateness`).
+    pub scrape_ms: [f64; 2],
     /// Advertisement intervals on the wire less the nominal 1 s, master node.
     pub wire_excess_ms: Vec<f64>,
     /// [`send_floor`] for `n` packets per second, per window.
@@ -563,9 +566,13 @@ pub fn carpd(lan: &Lan, dir: &Scratch, carpd: &Path, run: Run) -> Result<CarpdSc
             "carpd node 1: states {c:?}, expected all {n} BACKUP"
         )));
     }
+    let t0 = now_ns();
     let before = scrape_lateness(&lan.hosts[0])?;
+    out.scrape_ms[0] = ms(t0, now_ns());
     out.load = measure(&[vec![d0.pid()], vec![d1.pid()]], windows, window);
+    let t0 = now_ns();
     out.lateness = scrape_lateness(&lan.hosts[0])?.since(&before);
+    out.scrape_ms[1] = ms(t0, now_ns());
     if extras && layout.family == Family::V4 {
         out.wire_excess_ms = wire_intervals(lan, layout.links, window)?;
         for _ in 0..windows.min(3) {

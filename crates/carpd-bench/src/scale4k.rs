@@ -238,14 +238,16 @@ fn lateness_row(n: usize, family: &str, c: &CarpdScale, target_ms: Option<f64>) 
             None => Verdict::None,
         },
         note: format!(
-            "upper bound from `carpd_timer_lateness_seconds`: {} adverts, p50 ≤ {} ms, mean {:.3} ms",
+            "upper bound from `carpd_timer_lateness_seconds`: {} adverts, p50 ≤ {} ms, mean {:.3} ms; the scrapes around the windows took {:.0} and {:.0} ms (carpd's runtime renders them)",
             h.count,
             bound(0.5).map_or("?".into(), |b| format!("{b}")),
             if h.count > 0 {
                 h.sum / h.count as f64 * 1e3
             } else {
                 f64::NAN
-            }
+            },
+            c.scrape_ms[0],
+            c.scrape_ms[1]
         ),
     }
 }
