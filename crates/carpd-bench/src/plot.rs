@@ -270,7 +270,8 @@ mod tests {
         };
         let out = svg("t", &[panel]);
         assert!(out.starts_with("<svg") && out.trim_end().ends_with("</svg>"));
-        assert_eq!(out.matches("<circle").count(), 4);
+        // four points and the legend's hollow marker
+        assert_eq!(out.matches("<circle").count(), 5);
         assert_eq!(out.matches(r##"fill="white" stroke="#f00""##).count(), 1);
         assert_eq!(out.matches("hollow: extrapolated, not measured").count(), 1);
         // decades from 0.1 to 100 on the y axis
