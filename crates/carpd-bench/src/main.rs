@@ -1,6 +1,7 @@
 //! carpd against ucarp, side by side, on the same network namespaces:
 //! failover excess, sub-second failover, planned failover, the two-master
-//! window, cost at 1000 VHIDs, timer accuracy and the receive path.
+//! window, cost at 1000 VHIDs, timer accuracy and the receive path; apart
+//! from `all`, cost from 250 to 4000 VHIDs and IPv6 at 1000 (`scale4k`).
 //!
 //! Needs root and ucarp (Debian package `ucarp`). Build carpd first:
 //! `cargo build --release -p carpd -p carpd-bench && sudo target/release/carpd-bench all`.
