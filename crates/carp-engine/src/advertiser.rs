@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{sleep_until_opt, std_now};
-use crate::socket::{Dest, Sockets, V4Message, V4Socket};
+use crate::socket::{Dest, Sockets, V4Message, V4Socket, V6Message, V6Socket};
 use crate::stats::{Lateness, VhidStats};
 
 /// How early the advertiser wakes for the next grid instant: tokio's timer
@@ -40,6 +40,22 @@ pub(crate) const WAKE_EARLY: Duration = Duration::from_millis(4);
 /// Shorter intervals stay with their VHID task: within one early wake-up
 /// the advertiser would send two of them.
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(16);
+
+/// Added to [`WAKE_EARLY`] for each advertisement due at the next instant:
+/// signing and sending a batch takes time in proportion to its size (with
+/// thousands of VHIDs, a thousand share an instant), and the last of the
+/// batch is to leave before its deadline too.
+const WAKE_EARLY_PER_ADVERT: Duration = Duration::from_micros(5);
+
+/// The most the advertiser wakes early: half of [`MIN_INTERVAL`], so that
+/// one wake-up never takes two advertisements of a schedule.
+const MAX_WAKE_EARLY: Duration = Duration::from_millis(8);
+
+/// How early to wake for an instant at which `due` advertisements fall.
+fn wake_early(due: usize) -> Duration {
+    let per = WAKE_EARLY_PER_ADVERT.saturating_mul(u32::try_from(due).unwrap_or(u32::MAX));
+    WAKE_EARLY.saturating_add(per).min(MAX_WAKE_EARLY)
+}
 
 /// A MASTER's schedule, handed over.
 #[derive(Debug)]
@@ -148,29 +164,37 @@ impl Advertiser {
     /// Send the advertisements as they fall due, until cancelled.
     pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
         loop {
-            let first = self.lock().due.first().map(|(at, _)| *at);
-            let wake = first.map(|at| {
-                let at = Instant::from_std(at);
-                at.checked_sub(WAKE_EARLY).unwrap_or(at)
-            });
+            let (wake, early) = {
+                let book = self.lock();
+                match book.due.first() {
+                    Some(&(at, _)) => {
+                        let due = book.due.range(..=(at + WAKE_EARLY, u64::MAX)).count();
+                        let early = wake_early(due);
+                        let at = Instant::from_std(at);
+                        (Some(at.checked_sub(early).unwrap_or(at)), early)
+                    }
+                    None => (None, WAKE_EARLY),
+                }
+            };
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
                 () = self.earlier.notified() => {}
-                () = sleep_until_opt(wake) => self.send_due(),
+                () = sleep_until_opt(wake) => self.send_due(early),
             }
         }
     }
 
-    /// Send every advertisement due within [`WAKE_EARLY`], at most one per
-    /// schedule: the IPv4 copies in one batch, the others one by one.
-    fn send_due(&self) {
+    /// Send every advertisement due within `early`, at most one per
+    /// schedule: the IPv4 copies in one batch, the IPv6 ones in another, the
+    /// others one by one.
+    fn send_due(&self, early: Duration) {
         let now = std_now();
         let mut book = self.lock();
         let Book { standing, due, .. } = &mut *book;
         let mut batch = Vec::new();
         while let Some(&(at, id)) = due.first() {
-            if at > now + WAKE_EARLY {
+            if at > now + early {
                 break;
             }
             due.pop_first();
@@ -183,6 +207,9 @@ impl Advertiser {
         let mut v4 = Vec::new();
         // the entry of `sending` each IPv4 message belongs to
         let mut v4_owner = Vec::new();
+        // IPv6 copies through the first order's IPv6 socket (the engine
+        // shares one) leave in one batch too
+        let mut v6 = V6Batch::default();
         for id in batch {
             let Some(s) = standing.get_mut(&id) else {
                 continue;
@@ -204,6 +231,17 @@ impl Advertiser {
                         });
                         v4_owner.push(sending.len());
                     }
+                    Dest::V6 { ifindex, src, dst } if v6.takes(&s.order.sockets) => {
+                        v6.push(
+                            V6Message {
+                                ifindex,
+                                src,
+                                dst,
+                                payload,
+                            },
+                            sending.len(),
+                        );
+                    }
                     other => ok &= s.order.sockets.try_send(other, &payload).is_ok(),
                 }
             }
@@ -220,6 +258,13 @@ impl Advertiser {
                 x.ok = false;
             }
         });
+        if let Some(sock) = &v6.socket {
+            sock.try_send_batch(&v6.msgs, |k, _| {
+                if let Some(x) = v6.owner.get(k).and_then(|i| sending.get_mut(*i)) {
+                    x.ok = false;
+                }
+            });
+        }
         let sent_at = std_now();
         for x in sending {
             if x.ok {
@@ -232,6 +277,35 @@ impl Advertiser {
                 s.hand_back();
             }
         }
+    }
+}
+
+/// The IPv6 copies of a batch that share one socket.
+#[derive(Default)]
+struct V6Batch {
+    socket: Option<Arc<V6Socket>>,
+    msgs: Vec<V6Message>,
+    /// The entry of the batch each message belongs to.
+    owner: Vec<usize>,
+}
+
+impl V6Batch {
+    /// Whether IPv6 copies through `sockets` join the batch: those through
+    /// the socket of the first that joined.
+    fn takes(&mut self, sockets: &Sockets) -> bool {
+        match (&self.socket, &sockets.v6) {
+            (_, None) => false,
+            (None, Some(v6)) => {
+                self.socket = Some(Arc::clone(v6));
+                true
+            }
+            (Some(mine), Some(v6)) => Arc::ptr_eq(mine, v6),
+        }
+    }
+
+    fn push(&mut self, msg: V6Message, owner: usize) {
+        self.msgs.push(msg);
+        self.owner.push(owner);
     }
 }
 
@@ -314,6 +388,16 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_larger_batch_wakes_earlier_within_bounds() {
+        assert_eq!(wake_early(0), WAKE_EARLY);
+        assert_eq!(wake_early(1), WAKE_EARLY + WAKE_EARLY_PER_ADVERT);
+        assert!(wake_early(500) > wake_early(250));
+        assert_eq!(wake_early(1000), MAX_WAKE_EARLY);
+        assert_eq!(wake_early(usize::MAX), MAX_WAKE_EARLY);
+        assert!(MAX_WAKE_EARLY * 2 <= MIN_INTERVAL);
+    }
+
     // Needs root (a raw socket), as the engine does.
     #[tokio::test]
     async fn schedules_are_sent_on_time_and_taken_back_once() {
@@ -323,7 +407,7 @@ mod tests {
         let later = now + Duration::from_secs(3600);
         let (far, _back) = adv.hand_over(order(later, &v4));
         let (due, mut back) = adv.hand_over(order(now, &v4));
-        adv.send_due();
+        adv.send_due(WAKE_EARLY);
         // due now, no copies to send: counted, and the next a second on
         let progress = adv.take_back(due).unwrap();
         assert_eq!(
@@ -345,7 +429,7 @@ mod tests {
         );
         // more than an interval behind: handed back unsent
         let (behind, mut back) = adv.hand_over(order(now - Duration::from_secs(2), &v4));
-        adv.send_due();
+        adv.send_due(WAKE_EARLY);
         assert_eq!(back.try_recv(), Ok(()));
         assert_eq!(
             adv.take_back(behind),
@@ -364,7 +448,7 @@ mod tests {
         }];
         let stats = Arc::clone(&failing.stats);
         let (failing, mut back) = adv.hand_over(failing);
-        adv.send_due();
+        adv.send_due(WAKE_EARLY);
         assert_eq!(back.try_recv(), Ok(()));
         assert_eq!(
             adv.take_back(failing),

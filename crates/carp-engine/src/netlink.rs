@@ -125,6 +125,17 @@ impl Netlink {
         if let Err(e) = conn.socket_mut().socket_mut().set_rx_buf_sz(REQUEST_RCVBUF) {
             tracing::debug!(error = %e, "enlarging the rtnetlink socket buffer");
         }
+        // The kernel then lists one interface's addresses when asked for
+        // them (without it, every address of the host is sent and sorted
+        // out here: thousands on a MASTER of thousands of VHIDs, for each
+        // interface a reload looks up).
+        if let Err(e) = conn
+            .socket_mut()
+            .socket_mut()
+            .set_netlink_get_strict_chk(true)
+        {
+            tracing::debug!(error = %e, "asking for strict rtnetlink dump filtering");
+        }
         tokio::spawn(conn);
         Ok(Netlink {
             handle,
@@ -415,8 +426,10 @@ impl Netlink {
     ) -> Result<Vec<AddressMessage>, Error> {
         let mut request = self.handle.address().get().set_link_index_filter(index);
         // The family selects the kernel's dump handler, so only this family
-        // is walked.
+        // is walked; the index, with strict checking (see `connect`), only
+        // this interface (the filter above stays for kernels without it).
         request.message_mut().header.family = family;
+        request.message_mut().header.index = index;
         let _slot = self.slot().await;
         answered(request.execute().try_collect())
             .await

@@ -47,11 +47,13 @@ pub(crate) struct VrrpInbound {
     pub(crate) advert: vrrp::Advert,
 }
 
-/// What a VHID's inbox carries.
+/// What a VHID's inbox carries. Boxed: a tokio channel allocates room for
+/// 32 messages with each VHID's inbox, whatever its capacity, and most
+/// advertisements never take it (a BACKUP's keepalives are noted aside).
 #[derive(Debug, Clone)]
 pub(crate) enum Delivery {
-    Carp(Inbound),
-    Vrrp(VrrpInbound),
+    Carp(Box<Inbound>),
+    Vrrp(Box<VrrpInbound>),
 }
 
 /// How the receiver validates one VHID's advertisements.
@@ -216,10 +218,10 @@ impl Demux {
             entry.stats.received.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let delivery = Delivery::Carp(Inbound {
+        let delivery = Delivery::Carp(Box::new(Inbound {
             src: carrier.src,
             advert,
-        });
+        }));
         match entry.inbox.try_send(delivery) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => drop(DropReason::InboxFull),
@@ -264,10 +266,10 @@ impl Demux {
         if let Err(reason) = advert.check_against(&check.expected(carrier.src.is_ipv6())) {
             return drop(reason);
         }
-        let delivery = Delivery::Vrrp(VrrpInbound {
+        let delivery = Delivery::Vrrp(Box::new(VrrpInbound {
             src: carrier.src,
             advert,
-        });
+        }));
         match entry.inbox.try_send(delivery) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => drop(DropReason::InboxFull),
@@ -360,9 +362,11 @@ impl CarpSocket for V4Socket {
 impl CarpSocket for V6Socket {
     const FAMILY: &'static str = "IPv6";
 
-    async fn recv_batch(&self, batch: &mut RecvBatch) -> std::io::Result<usize> {
-        batch.got[0] = V6Socket::recv(self, &mut batch.bufs[0]).await?;
-        Ok(1)
+    fn recv_batch(
+        &self,
+        batch: &mut RecvBatch,
+    ) -> impl Future<Output = std::io::Result<usize>> + Send {
+        V6Socket::recv_batch(self, batch)
     }
 }
 
@@ -462,7 +466,7 @@ mod tests {
 
     fn carp(d: Delivery) -> Inbound {
         match d {
-            Delivery::Carp(i) => i,
+            Delivery::Carp(i) => *i,
             Delivery::Vrrp(v) => panic!("VRRP delivered: {v:?}"),
         }
     }
@@ -719,6 +723,12 @@ mod tests {
             DropReason::BadHmac
         );
         assert_eq!(f.stats.drops.get(DropReason::BadHmac), 1);
+    }
+
+    /// Each VHID's inbox holds room for 32 of these from its start.
+    #[test]
+    fn an_inbox_message_is_two_words() {
+        assert_eq!(std::mem::size_of::<Delivery>(), 16);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! protocol 112, one IPv6 socket when some VHID has IPv6 addresses, and a
 //! packet socket for VHIDs that advertise to the Ethernet broadcast address.
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use carp_proto::packet::{self, Carrier, GROUP_V6, HEADER_LEN, IPPROTO_CARP, TTL};
 use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, recvmsg, sendmsg,
-    setsockopt, sockopt,
+    ControlMessage, MsgFlags, SockaddrIn, SockaddrIn6, sendmsg, setsockopt, sockopt,
 };
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::io::Interest;
@@ -25,6 +24,15 @@ pub(crate) const TOS: u8 = 0x10;
 /// A send that cannot get buffer space within this long fails (and counts
 /// as a send error) instead of delaying the VHID's timers.
 const SEND_WAIT: Duration = Duration::from_millis(200);
+
+/// Send and receive buffer of the shared IPv4 and IPv6 sockets (the kernel
+/// doubles it for its bookkeeping). The advertiser hands the kernel every
+/// advertisement of a grid instant in one `sendmmsg`, and a peer's arrive
+/// as a burst of as many: with thousands of VHIDs a quarter of them is
+/// more than the default (about 200 KiB, some 250 small packets) holds, so
+/// the rest of a batch would fail with `WouldBlock` and go back to their
+/// tasks, and a backup would lose the tail of each burst.
+const SOCKET_BUFFER: usize = 4 << 20;
 
 /// Big enough for any IPv4 header plus far more than an advertisement;
 /// longer packets are truncated and then rejected as too long.
@@ -72,6 +80,40 @@ fn set_pmtudisc_do(fd: RawFd) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Sets both buffers of `s` to [`SOCKET_BUFFER`]: beyond the system's
+/// limits (`SO_SNDBUFFORCE`, `SO_RCVBUFFORCE`, which carpd may use as it
+/// runs with `CAP_NET_ADMIN`), else up to them.
+fn set_buffers(s: &Socket) -> io::Result<()> {
+    let size = libc::c_int::try_from(SOCKET_BUFFER).unwrap_or(libc::c_int::MAX);
+    for (force, plain) in [
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+    ] {
+        let set = |opt: libc::c_int| {
+            // SAFETY: `s` is an open socket and the option value points to
+            // a live c_int whose size is passed along.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&raw const size).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        if set(force).is_err() {
+            set(plain)?;
+        }
+    }
+    Ok(())
 }
 
 fn raw(fd: &AsyncFd<Socket>) -> RawFd {
@@ -165,6 +207,7 @@ impl V4Socket {
         // only the groups this socket joined, on the interfaces it joined them
         s.set_multicast_all_v4(false).map_err(io_err(ctx))?;
         set_pmtudisc_do(s.as_raw_fd()).map_err(io_err(ctx))?;
+        set_buffers(&s).map_err(io_err(ctx))?;
         setsockopt(&s, sockopt::Ipv4PacketInfo, &true).map_err(nix_err(ctx))?;
         let fd = register(s).map_err(io_err(ctx))?;
         Ok(V4Socket { fd })
@@ -189,19 +232,7 @@ impl V4Socket {
     /// message that was not sent and why; once the buffer is full, every
     /// message left fails with `WouldBlock`.
     pub(crate) fn try_send_batch(&self, msgs: &[V4Message], failed: impl FnMut(usize, io::Error)) {
-        if msgs.is_empty() {
-            return;
-        }
-        let fd = raw(&self.fd);
-        // SAFETY: CMSG_* only compute sizes.
-        let (space, len) = unsafe {
-            let data = std::mem::size_of::<libc::in_pktinfo>() as libc::c_uint;
-            (libc::CMSG_SPACE(data) as usize, libc::CMSG_LEN(data))
-        };
-        let words = space.div_ceil(8);
-        // u64 words: control messages must be aligned like `cmsghdr`
-        let mut control = vec![0u64; words * msgs.len()];
-        let mut addrs: Vec<libc::sockaddr_in> = msgs
+        let names = msgs
             .iter()
             .map(|m| libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
@@ -212,36 +243,10 @@ impl V4Socket {
                 sin_zero: [0; 8],
             })
             .collect();
-        let mut iovs: Vec<libc::iovec> = msgs
-            .iter()
-            .map(|m| libc::iovec {
-                iov_base: m.payload.as_ptr().cast_mut().cast(),
-                iov_len: m.payload.len(),
-            })
-            .collect();
-        let mut hdrs = Vec::with_capacity(msgs.len());
-        for (i, m) in msgs.iter().enumerate() {
-            // SAFETY: msghdr is plain old data; all-zero is a valid value.
-            let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            hdr.msg_hdr.msg_name = (&raw mut addrs[i]).cast();
-            hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            hdr.msg_hdr.msg_iov = &raw mut iovs[i];
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = control[i * words..].as_mut_ptr().cast();
-            hdr.msg_hdr.msg_controllen = space as _;
-            let info = pktinfo_v4(m.ifindex, m.src);
-            // SAFETY: the control buffer of this message is `space` bytes,
-            // enough for one cmsghdr with an in_pktinfo, and aligned.
-            unsafe {
-                let c = libc::CMSG_FIRSTHDR(&raw const hdr.msg_hdr);
-                (*c).cmsg_level = libc::IPPROTO_IP;
-                (*c).cmsg_type = libc::IP_PKTINFO;
-                (*c).cmsg_len = len as _;
-                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), info);
-            }
-            hdrs.push(hdr);
-        }
-        send_mmsg(fd, hdrs, failed);
+        let infos = msgs.iter().map(|m| pktinfo_v4(m.ifindex, m.src)).collect();
+        let payloads: Vec<&[u8]> = msgs.iter().map(|m| &m.payload[..]).collect();
+        let pktinfo = (libc::IPPROTO_IP, libc::IP_PKTINFO);
+        send_batch(raw(&self.fd), names, infos, pktinfo, &payloads, failed);
     }
 
     /// Wait for packets and read as many as are queued, up to
@@ -321,9 +326,9 @@ pub(crate) const RECV_BATCH: usize = 32;
 #[derive(Debug)]
 pub(crate) struct RecvBatch {
     pub(crate) bufs: Vec<[u8; RECV_BUF]>,
-    /// Room for the control messages of each packet (u64: aligned like
-    /// `cmsghdr`).
-    control: Vec<[u64; 8]>,
+    /// Room for the control messages of each packet: IPv4's packet info,
+    /// or IPv6's packet info and hop limit (u64: aligned like `cmsghdr`).
+    control: Vec<[u64; 12]>,
     pub(crate) got: [Option<Received>; RECV_BATCH],
 }
 
@@ -331,7 +336,7 @@ impl RecvBatch {
     pub(crate) fn new() -> RecvBatch {
         RecvBatch {
             bufs: vec![[0; RECV_BUF]; RECV_BATCH],
-            control: vec![[0; 8]; RECV_BATCH],
+            control: vec![[0; 12]; RECV_BATCH],
             got: [None; RECV_BATCH],
         }
     }
@@ -364,6 +369,7 @@ impl V6Socket {
         // address out of its macvlan child, which does not hold that
         // address; the kernel allows that source only with freebind.
         s.set_freebind_v6(true).map_err(io_err(ctx))?;
+        set_buffers(&s).map_err(io_err(ctx))?;
         setsockopt(&s, sockopt::Ipv6RecvPacketInfo, &true).map_err(nix_err(ctx))?;
         let fd = register(s).map_err(io_err(ctx))?;
         Ok(V6Socket { fd })
@@ -383,48 +389,111 @@ impl V6Socket {
             .map_err(io_err(format!("leave {GROUP_V6} on interface {ifindex}")))
     }
 
-    /// Wait for and read one packet into `buf` (the CARP payload only).
-    /// `Ok(None)` when the kernel left out the arrival information.
-    pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
-        let (n, src, info, hops) = self
+    /// Send every message with as few system calls as the kernel allows
+    /// (`sendmmsg`), without waiting; as [`V4Socket::try_send_batch`].
+    pub(crate) fn try_send_batch(&self, msgs: &[V6Message], failed: impl FnMut(usize, io::Error)) {
+        let names = msgs
+            .iter()
+            .map(|m| sockaddr_in6(m.dst, m.ifindex))
+            .collect();
+        let infos = msgs.iter().map(|m| pktinfo_v6(m.ifindex, m.src)).collect();
+        let payloads: Vec<&[u8]> = msgs.iter().map(|m| &m.payload[..]).collect();
+        let pktinfo = (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO);
+        send_batch(raw(&self.fd), names, infos, pktinfo, &payloads, failed);
+    }
+
+    /// Wait for packets and read as many as are queued, up to
+    /// [`RECV_BATCH`], with one system call (`recvmmsg`); how many were
+    /// read. The kernel strips the IPv6 header, so each buffer holds the
+    /// CARP payload only; `batch.got[i]` is `None` for a packet without
+    /// source, destination or hop limit.
+    pub(crate) async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        let n = self
             .fd
             .async_io(Interest::READABLE, |s| {
-                let mut iov = [IoSliceMut::new(buf)];
-                let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int);
-                let msg = recvmsg::<SockaddrIn6>(
-                    s.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut cmsg),
-                    MsgFlags::empty(),
-                )
-                .map_err(io::Error::from)?;
-                let (mut info, mut hops) = (None, None);
-                if let Ok(cmsgs) = msg.cmsgs() {
-                    for c in cmsgs {
-                        match c {
-                            ControlMessageOwned::Ipv6PacketInfo(i) => info = Some(i),
-                            ControlMessageOwned::Ipv6HopLimit(h) => hops = Some(h),
-                            _ => {}
-                        }
-                    }
+                // SAFETY: iovec, mmsghdr and sockaddr_in6 are plain old
+                // data; all-zero is a valid value.
+                let mut iovs: [libc::iovec; RECV_BATCH] = unsafe { std::mem::zeroed() };
+                let mut hdrs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
+                let mut names: [libc::sockaddr_in6; RECV_BATCH] = unsafe { std::mem::zeroed() };
+                for (i, ((iov, hdr), name)) in iovs
+                    .iter_mut()
+                    .zip(hdrs.iter_mut())
+                    .zip(names.iter_mut())
+                    .enumerate()
+                {
+                    iov.iov_base = batch.bufs[i].as_mut_ptr().cast();
+                    iov.iov_len = RECV_BUF;
+                    hdr.msg_hdr.msg_name = (name as *mut libc::sockaddr_in6).cast();
+                    hdr.msg_hdr.msg_namelen =
+                        std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+                    hdr.msg_hdr.msg_iov = iov;
+                    hdr.msg_hdr.msg_iovlen = 1;
+                    hdr.msg_hdr.msg_control = batch.control[i].as_mut_ptr().cast();
+                    hdr.msg_hdr.msg_controllen = std::mem::size_of_val(&batch.control[i]) as _;
                 }
-                Ok((msg.bytes, msg.address.map(|a| a.ip()), info, hops))
+                // SAFETY: every header points to live buffers of the sizes
+                // it gives; the kernel writes at most that much.
+                let rc = unsafe {
+                    libc::recvmmsg(
+                        s.as_raw_fd(),
+                        hdrs.as_mut_ptr(),
+                        RECV_BATCH as libc::c_uint,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null_mut(),
+                    )
+                };
+                let n = usize::try_from(rc).map_err(|_| io::Error::last_os_error())?;
+                for (i, (hdr, name)) in hdrs.iter().zip(&names).enumerate().take(n) {
+                    let len = (hdr.msg_len as usize).min(RECV_BUF);
+                    batch.got[i] = received_v6(&hdr.msg_hdr, name, len);
+                }
+                Ok(n)
             })
             .await?;
-        let (Some(src), Some(info), Some(hops)) = (src, info, hops) else {
-            return Ok(None);
-        };
-        let carrier = Carrier {
-            ttl: u8::try_from(hops).unwrap_or(0),
-            src: IpAddr::V6(src),
-            dst: IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)),
-        };
-        Ok(Some(Received {
-            ifindex: info.ipi6_ifindex,
-            carrier,
-            payload: (0, n.min(buf.len())),
-        }))
+        Ok(n)
     }
+}
+
+/// What an IPv6 packet of `len` payload bytes from `name` carries, from its
+/// control messages (`IPV6_PKTINFO`, `IPV6_HOPLIMIT`).
+fn received_v6(msg: &libc::msghdr, name: &libc::sockaddr_in6, len: usize) -> Option<Received> {
+    if usize::try_from(msg.msg_namelen).ok()? < std::mem::size_of::<libc::sockaddr_in6>()
+        || i32::from(name.sin6_family) != libc::AF_INET6
+    {
+        return None;
+    }
+    let (mut info, mut hops) = (None, None);
+    // SAFETY: the kernel filled the control buffer `msg` points to and set
+    // its length; CMSG_FIRSTHDR / CMSG_NXTHDR stay within it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IPV6 {
+                let data = libc::CMSG_DATA(c);
+                match (*c).cmsg_type {
+                    libc::IPV6_PKTINFO => {
+                        info = Some(std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>()));
+                    }
+                    libc::IPV6_HOPLIMIT => {
+                        hops = Some(std::ptr::read_unaligned(data.cast::<libc::c_int>()));
+                    }
+                    _ => {}
+                }
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    let (info, hops) = (info?, hops?);
+    Some(Received {
+        ifindex: info.ipi6_ifindex,
+        carrier: Carrier {
+            ttl: u8::try_from(hops).unwrap_or(0),
+            src: IpAddr::V6(Ipv6Addr::from(name.sin6_addr.s6_addr)),
+            dst: IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)),
+        },
+        payload: (0, len),
+    })
 }
 
 /// An AF_PACKET datagram socket that sends IPv4 advertisements to the
@@ -472,8 +541,65 @@ impl BroadcastSocket {
     }
 }
 
+/// Send `payloads[i]` to `names[i]` with the control message `infos[i]`
+/// of the given level and type (the packet-info option of the family),
+/// with as few `sendmmsg` calls as the kernel allows, without waiting.
+/// `failed` hears the index of each message not sent and why; once the
+/// buffer is full, every message left fails with `WouldBlock`.
+fn send_batch<A, I: Copy>(
+    fd: RawFd,
+    mut names: Vec<A>,
+    infos: Vec<I>,
+    (level, kind): (libc::c_int, libc::c_int),
+    payloads: &[&[u8]],
+    failed: impl FnMut(usize, io::Error),
+) {
+    let n = payloads.len().min(names.len()).min(infos.len());
+    if n == 0 {
+        return;
+    }
+    // SAFETY: CMSG_* only compute sizes.
+    let (space, len) = unsafe {
+        let data = std::mem::size_of::<I>() as libc::c_uint;
+        (libc::CMSG_SPACE(data) as usize, libc::CMSG_LEN(data))
+    };
+    let words = space.div_ceil(8);
+    // u64 words: control messages must be aligned like `cmsghdr`
+    let mut control = vec![0u64; words * n];
+    let mut iovs: Vec<libc::iovec> = payloads
+        .iter()
+        .take(n)
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr().cast_mut().cast(),
+            iov_len: p.len(),
+        })
+        .collect();
+    let mut hdrs = Vec::with_capacity(n);
+    for (i, info) in infos.iter().take(n).enumerate() {
+        // SAFETY: msghdr is plain old data; all-zero is a valid value.
+        let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_hdr.msg_name = (&raw mut names[i]).cast();
+        hdr.msg_hdr.msg_namelen = std::mem::size_of::<A>() as libc::socklen_t;
+        hdr.msg_hdr.msg_iov = &raw mut iovs[i];
+        hdr.msg_hdr.msg_iovlen = 1;
+        hdr.msg_hdr.msg_control = control[i * words..].as_mut_ptr().cast();
+        hdr.msg_hdr.msg_controllen = space as _;
+        // SAFETY: the control buffer of this message is `space` bytes,
+        // enough for one cmsghdr with an `I`, and aligned.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&raw const hdr.msg_hdr);
+            (*c).cmsg_level = level;
+            (*c).cmsg_type = kind;
+            (*c).cmsg_len = len as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<I>(), *info);
+        }
+        hdrs.push(hdr);
+    }
+    send_mmsg(fd, hdrs, failed);
+}
+
 /// `sendmmsg` until every message is sent or has failed (see
-/// [`V4Socket::try_send_batch`]).
+/// [`send_batch`]).
 fn send_mmsg(fd: RawFd, mut hdrs: Vec<libc::mmsghdr>, mut failed: impl FnMut(usize, io::Error)) {
     let mut next = 0;
     while next < hdrs.len() {
@@ -513,6 +639,16 @@ pub(crate) struct V4Message {
     pub(crate) ifindex: u32,
     pub(crate) src: Ipv4Addr,
     pub(crate) dst: Ipv4Addr,
+    pub(crate) payload: [u8; HEADER_LEN],
+}
+
+/// One IPv6 advertisement of a batch: out of `ifindex`, from `src` (the
+/// kernel's choice if unspecified) to `dst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct V6Message {
+    pub(crate) ifindex: u32,
+    pub(crate) src: Ipv6Addr,
+    pub(crate) dst: Ipv6Addr,
     pub(crate) payload: [u8; HEADER_LEN],
 }
 
@@ -638,21 +774,44 @@ fn send_v6(
     dst: Ipv6Addr,
     payload: &[u8],
 ) -> io::Result<usize> {
-    let info = libc::in6_pktinfo {
-        ipi6_addr: libc::in6_addr {
-            s6_addr: src.octets(),
-        },
-        ipi6_ifindex: ifindex,
-    };
-    let scope = if dst.is_multicast() || dst.is_unicast_link_local() {
-        ifindex
-    } else {
-        0
-    };
+    let info = pktinfo_v6(ifindex, src);
+    let scope = scope_v6(dst, ifindex);
     let to = SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, scope));
     let iov = [IoSlice::new(payload)];
     let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
     sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&to)).map_err(io::Error::from)
+}
+
+/// `IPV6_PKTINFO` for a packet out of `ifindex` from `src`.
+fn pktinfo_v6(ifindex: u32, src: Ipv6Addr) -> libc::in6_pktinfo {
+    libc::in6_pktinfo {
+        ipi6_addr: libc::in6_addr {
+            s6_addr: src.octets(),
+        },
+        ipi6_ifindex: ifindex,
+    }
+}
+
+/// The scope of `dst` for a packet out of `ifindex`: the interface for
+/// multicast and link-local destinations.
+fn scope_v6(dst: Ipv6Addr, ifindex: u32) -> u32 {
+    if dst.is_multicast() || dst.is_unicast_link_local() {
+        ifindex
+    } else {
+        0
+    }
+}
+
+/// The destination of a packet to `dst` out of `ifindex`.
+fn sockaddr_in6(dst: Ipv6Addr, ifindex: u32) -> libc::sockaddr_in6 {
+    // SAFETY: sockaddr_in6 is plain old data; all-zero is a valid value.
+    let mut a: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    a.sin6_addr = libc::in6_addr {
+        s6_addr: dst.octets(),
+    };
+    a.sin6_scope_id = scope_v6(dst, ifindex);
+    a
 }
 
 /// One IPv4 packet in an Ethernet broadcast frame out of `ifindex`.

@@ -291,7 +291,11 @@ pub(crate) fn spawn(
     // so that no level filter disables it while letting its events through.
     let span =
         tracing::error_span!("vhid", interface = %params.key.interface, vhid = params.key.vhid);
-    let join = tokio::spawn(task.run(inbox_rx, cmd_rx, cancel.clone()).instrument(span));
+    let join = tokio::spawn(
+        Box::new(task)
+            .run(inbox_rx, cmd_rx, cancel.clone())
+            .instrument(span),
+    );
     VhidHandle {
         params,
         entry,
@@ -379,13 +383,18 @@ struct Timers {
 }
 
 impl Task {
+    // One such future per VHID stays resident for the daemon's life. The
+    // task comes boxed: an `async fn` keeps its arguments twice. The rare
+    // steps (start, stop, commands, address changes, sends the advertiser
+    // does not make) are boxed too, so that the future is not as large as
+    // the largest of them and only their turn allocates them.
     async fn run(
-        mut self,
+        mut self: Box<Self>,
         mut inbox: mpsc::Receiver<Delivery>,
         mut commands: mpsc::Receiver<Command>,
         cancel: CancellationToken,
     ) {
-        self.start().await;
+        Box::pin(self.start()).await;
         // Kept across iterations: made anew each time, it would register
         // and unregister with the token on every advertisement.
         let cancelled = cancel.cancelled();
@@ -416,17 +425,17 @@ impl Task {
             match woken {
                 Wake::Cancelled => break,
                 Wake::Timer(deadline) => self.timer_fired(deadline),
-                Wake::Command(cmd) => self.command(cmd).await,
+                Wake::Command(cmd) => Box::pin(self.command(cmd)).await,
                 Wake::Tracked => self.update_demote(),
                 Wake::Advert(msg) => self.advert(msg),
-                Wake::AddressRetry => self.retry_addresses().await,
+                Wake::AddressRetry => Box::pin(self.retry_addresses()).await,
                 Wake::AnnounceRefresh => self.refresh_announcement(),
                 Wake::ConflictAnswer => self.answer_conflicts(),
             }
             self.run_actions().await;
             self.lateness_from = None;
         }
-        self.stop().await;
+        Box::pin((*self).stop()).await;
     }
 
     /// Before the first wake-up: the virtual MAC, no stale addresses, and
@@ -519,7 +528,7 @@ impl Task {
 
     fn advert(&mut self, delivery: Delivery) {
         match delivery {
-            Delivery::Carp(msg) => self.carp_advert(msg),
+            Delivery::Carp(msg) => self.carp_advert(*msg),
             Delivery::Vrrp(msg) => self.vrrp_advert(&msg),
         }
     }
@@ -792,9 +801,11 @@ impl Task {
     async fn run_actions(&mut self) {
         while let Some(action) = self.machine.poll_action() {
             match action {
-                Action::Send(s) => self.send(s).await,
-                Action::InstallAddresses => self.install_addresses().await,
-                Action::RemoveAddresses => self.remove_addresses().await,
+                // boxed: see `run` (steady advertisements leave from the
+                // advertiser, not from here)
+                Action::Send(s) => Box::pin(self.send(s)).await,
+                Action::InstallAddresses => Box::pin(self.install_addresses()).await,
+                Action::RemoveAddresses => Box::pin(self.remove_addresses()).await,
                 Action::Announce => self.announce(),
                 Action::StateChanged { from, to, reason } => self.state_changed(from, to, reason),
             }
@@ -1162,6 +1173,25 @@ mod tests {
             vmac: None,
             ignore_link_state: false,
         }
+    }
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, B, C, D, R>(_: impl FnOnce(A, B, C, D) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// One VHID task future stays resident per VHID: it holds neither the
+    /// task (boxed, and an `async fn` would keep it twice) nor the rare
+    /// steps' futures (each about as large as the task again: 8 KiB in all
+    /// when `run` took the task by value and awaited them in place).
+    #[test]
+    fn a_vhid_task_future_holds_no_task_and_no_rare_step() {
+        let run = future_size(Task::run);
+        let task = std::mem::size_of::<Task>();
+        assert!(
+            run < 1536 && run < task,
+            "the VHID task future is {run} bytes for a {task}-byte task"
+        );
     }
 
     #[test]

@@ -171,7 +171,11 @@ impl<'a> LimitBed<'a> {
         if realtime {
             s.push_str("realtime = true\n");
         }
-        s.push_str(&scale::carpd_config(BACKGROUND, node, None, socket));
+        let layout = scale::Layout {
+            links: scale::LINKS,
+            family: scale::Family::V4,
+        };
+        s.push_str(&scale::carpd_config(layout, BACKGROUND, node, None, socket));
         if let Some(skew) = skew {
             let _ = write!(
                 s,

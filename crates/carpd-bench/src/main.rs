@@ -1,6 +1,7 @@
 //! carpd against ucarp, side by side, on the same network namespaces:
 //! failover excess, sub-second failover, planned failover, the two-master
-//! window, cost at 1000 VHIDs, timer accuracy and the receive path.
+//! window, cost at 1000 VHIDs, timer accuracy and the receive path; apart
+//! from `all`, cost from 250 to 4000 VHIDs and IPv6 at 1000 (`scale4k`).
 //!
 //! Needs root and ucarp (Debian package `ucarp`). Build carpd first:
 //! `cargo build --release -p carpd -p carpd-bench && sudo target/release/carpd-bench all`.
@@ -10,9 +11,11 @@ mod error;
 mod failover;
 mod lan;
 mod limit;
+mod plot;
 mod proc;
 mod report;
 mod scale;
+mod scale4k;
 mod watch;
 
 use std::fmt::Write as _;
@@ -48,6 +51,9 @@ enum Item {
     /// 1000 background VHIDs, keepalived at 10 ms as the anchor; not part
     /// of `all`; appends its section to `--out`
     Limit,
+    /// 8: 250 to 4000 VHIDs per node on 16 links, IPv6 against IPv4 at
+    /// 1000, ucarp alongside; writes the cost plot (not part of `all`)
+    Scale4k,
 }
 
 #[derive(Debug, Parser)]
@@ -83,6 +89,13 @@ struct Args {
     /// limit: the backup's advskew is the master's plus this
     #[arg(long, default_value_t = 0)]
     backup_extra: u8,
+    /// scale4k: most ucarp processes per node measured; larger counts are
+    /// extrapolated (and labelled so) [default: 1000, quick: 250]
+    #[arg(long)]
+    ucarp_max: Option<usize>,
+    /// Where scale4k writes its plot
+    #[arg(long, default_value = "docs/scale.svg")]
+    svg: PathBuf,
 }
 
 struct Plan {
@@ -92,6 +105,7 @@ struct Plan {
     windows: usize,
     window: Duration,
     ucarp_vhids: usize,
+    ucarp_max: usize,
     rx_rounds: usize,
 }
 
@@ -130,6 +144,7 @@ fn run() -> Result<()> {
             windows: 2,
             window: Duration::from_secs(5),
             ucarp_vhids: args.ucarp_vhids.unwrap_or(50),
+            ucarp_max: args.ucarp_max.unwrap_or(250),
             rx_rounds: 3,
         }
     } else {
@@ -140,6 +155,7 @@ fn run() -> Result<()> {
             windows: 6,
             window: Duration::from_secs(10),
             ucarp_vhids: args.ucarp_vhids.unwrap_or(250),
+            ucarp_max: args.ucarp_max.unwrap_or(1000),
             rx_rounds: 10,
         }
     };
@@ -189,6 +205,27 @@ fn run() -> Result<()> {
     }
     if want(Item::Rx) {
         rows.extend(rx(&plan));
+    }
+    if args.item == Item::Scale4k {
+        let settings = scale4k::Settings {
+            rounds: plan.rounds.min(5),
+            windows: plan.windows,
+            window: plan.window,
+            ucarp_max: plan.ucarp_max,
+        };
+        let out = scale4k::run(&carpd, &args.ucarp, &settings)?;
+        rows.extend(out.rows);
+        if let Some(dir) = args.svg.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&args.svg, out.svg)?;
+        eprintln!("wrote {}", args.svg.display());
+        println!("{}", out.curve);
+        println!(
+            "load average before: {load_before}, after: {}; took {:.0} s",
+            loadavg(),
+            began.elapsed().as_secs_f64()
+        );
     }
     let table = report::table(&rows);
     println!("{table}");
@@ -498,21 +535,37 @@ fn scale_rows(
 ) -> Result<Vec<Row>> {
     let n = 4 * 250;
     log_step(&format!("5: carpd {n} VHIDs per node"));
+    let layout = scale::Layout {
+        links: scale::LINKS,
+        family: scale::Family::V4,
+    };
     let c = scale::carpd(
         lan,
         dir,
         carpd,
-        n,
-        plan.rounds.min(5),
-        plan.windows,
-        plan.window,
+        scale::Run {
+            layout,
+            n,
+            rounds: plan.rounds.min(5),
+            windows: plan.windows,
+            window: plan.window,
+            extras: true,
+        },
     )?;
     log_step(&format!(
         "5: ucarp {} VHIDs per node ({} processes)",
         plan.ucarp_vhids,
         2 * plan.ucarp_vhids
     ));
-    let u = scale::ucarp(lan, dir, ucarp, plan.ucarp_vhids, plan.windows, plan.window)?;
+    let u = scale::ucarp(
+        lan,
+        dir,
+        ucarp,
+        layout,
+        plan.ucarp_vhids,
+        plan.windows,
+        plan.window,
+    )?;
     let factor = n as f64 / u.vhids as f64;
     let scaled = |s: Option<Summary>| {
         s.map(|s| Summary {

@@ -144,6 +144,25 @@ pub fn pss_kib(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The anonymous and file-backed parts of the PSS of `pid` in KiB
+/// (`Pss_Anon`, `Pss_File` in `/proc/<pid>/smaps_rollup`).
+pub fn pss_anon_file_kib(pid: i32) -> (u64, u64) {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    (field("Pss_Anon:"), field("Pss_File:"))
+}
+
 /// One request to carpd's control socket, its JSON answer.
 pub fn control(socket: &Path, request: &str) -> Result<serde_json::Value> {
     let mut s = UnixStream::connect(socket)

@@ -1,6 +1,7 @@
 //! Many VHIDs on two nodes at advbase 1: node 0 (advskew 0) masters all of
 //! them, node 1 (advskew 100) backs them up. carpd serves them all from one
-//! process per node; ucarp needs one process per VHID.
+//! process per node; ucarp needs one process per VHID. The VHIDs lie on a
+//! [`Layout`]: so many links, IPv4 or IPv6 addresses.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -16,14 +17,65 @@ use crate::cleanup::Scratch;
 use crate::proc::{self, Daemon, control, cpu_ns, pss_kib, state_counts};
 use crate::watch::{Ns, ms, now_ns};
 
+/// Links of the `all` item's scale test (1000 VHIDs: 250 per link).
 pub const LINKS: usize = 4;
+/// VHIDs per link: ids 1 to 250 of the 255 one interface can have.
+pub const PER_LINK: usize = 250;
 const ADVSKEW: [u8; 2] = [0, 100];
 
-/// VHID `j` of a node: interface, id and /32 address.
-fn vhid(j: usize) -> (usize, u8, String) {
-    let k = j % LINKS;
-    let id = u8::try_from(j / LINKS + 1).unwrap_or(u8::MAX);
-    (k, id, format!("10.{}.0.{id}", 100 + k))
+/// The address family of the virtual addresses (and so of the
+/// advertisements: IPv6-only VHIDs advertise to ff02::12 from the link's
+/// link-local address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// How the VHIDs of a node lie on its links: VHID `j` is on link
+/// `j % links`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub links: usize,
+    pub family: Family,
+}
+
+impl Layout {
+    /// As few links as `n` VHIDs need at [`PER_LINK`] each.
+    pub fn for_vhids(n: usize, family: Family) -> Layout {
+        Layout {
+            links: n.div_ceil(PER_LINK).max(1),
+            family,
+        }
+    }
+
+    /// VHID `j` of a node: interface, id and host address (without prefix
+    /// length).
+    fn vhid(self, j: usize) -> (usize, u8, String) {
+        let k = j % self.links;
+        let id = u8::try_from(j / self.links + 1).unwrap_or(u8::MAX);
+        let addr = match self.family {
+            Family::V4 => format!("10.{}.0.{id}", 100 + k),
+            Family::V6 => format!("fd00:{}::{id}", 100 + k),
+        };
+        (k, id, addr)
+    }
+
+    fn prefix_len(self) -> u8 {
+        match self.family {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+}
+
+/// Whether `addr` (as `ip addr` lists it) is one of the virtual addresses
+/// of [`Layout::vhid`], IPv4: 10.100.0.0 to 10.199.255.255 (the LAN's own
+/// are in 10.99/16).
+fn is_virtual_v4(addr: &str) -> bool {
+    addr.strip_prefix("10.1")
+        .and_then(|rest| rest.get(..2))
+        .is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Per node, over the measurement windows.
@@ -33,6 +85,8 @@ pub struct Load {
     pub cpu_s_per_min: [Vec<f64>; 2],
     /// PSS in MiB at the end of each window.
     pub pss_mib: [Vec<f64>; 2],
+    /// Anonymous and file-backed parts of the PSS at the end, MiB.
+    pub pss_anon_file_mib: [(f64, f64); 2],
     /// Share of the CPU time spent in the kernel (`/proc/<pid>/stat`).
     pub system_share: [f64; 2],
 }
@@ -58,6 +112,13 @@ fn measure(pids: &[Vec<i32>; 2], windows: usize, window: Duration) -> Load {
             let pss: u64 = pids[n].iter().map(|p| pss_kib(*p)).sum();
             load.pss_mib[n].push(pss as f64 / 1024.0);
         }
+    }
+    for (n, pids) in pids.iter().enumerate() {
+        let (anon, file) = pids
+            .iter()
+            .map(|p| proc::pss_anon_file_kib(*p))
+            .fold((0u64, 0u64), |(a, f), (pa, pf)| (a + pa, f + pf));
+        load.pss_anon_file_mib[n] = (anon as f64 / 1024.0, file as f64 / 1024.0);
     }
     for (n, (u0, s0)) in start_ticks.iter().enumerate() {
         let (u1, s1) = ticks(n);
@@ -87,6 +148,9 @@ pub struct CarpdScale {
     /// Arrival of each advertisement of the master node at the switch less
     /// its grid instant, in ms: negative when early.
     pub wire_offset_ms: Vec<f64>,
+    /// How long the master's `/metrics` took to answer, before and after
+    /// the windows (the first one's stall counts in `late`).
+    pub scrape_ms: [f64; 2],
     /// Advertisement intervals on the wire less the nominal 1 s, master node.
     pub wire_excess_ms: Vec<f64>,
     /// [`send_floor`] for `n` packets per second, per window.
@@ -225,11 +289,11 @@ fn scrape_timing(ns: &Netns) -> Result<Timing> {
 /// multicast packets per second on node 0's links for `window`, as one
 /// burst per second: the kernel's cost of sending them (up to the veth's
 /// NAPI queue, see `lan::napi_threaded`), which any implementation pays.
-fn send_floor(lan: &Lan, n: usize, window: Duration) -> Result<f64> {
+fn send_floor(lan: &Lan, n: usize, links: usize, window: Duration) -> Result<f64> {
     carpd_testbed::try_in_netns(&lan.hosts[0], move || {
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         let mut socks = Vec::new();
-        for k in 0..LINKS {
+        for k in 0..links {
             // SAFETY: plain syscalls on a descriptor owned right away.
             let fd =
                 unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 112) };
@@ -296,7 +360,7 @@ fn send_floor(lan: &Lan, n: usize, window: Duration) -> Result<f64> {
         let mut second = 0u32;
         while start.elapsed() < window {
             for j in 0..n {
-                let fd = &socks[j % LINKS];
+                let fd = &socks[j % links];
                 // SAFETY: payload and address are live for the call.
                 unsafe {
                     libc::sendto(
@@ -368,22 +432,30 @@ fn interval_excess(packets: &[crate::watch::WirePacket], nominal: Duration) -> V
     out
 }
 
-/// Node `node`'s configuration for `n` VHIDs (one `[[interface]]` per
-/// link, eth3 last), `changed` the advskew of the last VHID if set.
-pub fn carpd_config(n: usize, node: usize, changed: Option<u8>, socket: &Path) -> String {
+/// Node `node`'s configuration for `n` VHIDs laid out as `layout` (one
+/// `[[interface]]` per link, the last link last), `changed` the advskew of
+/// the last VHID if set.
+pub fn carpd_config(
+    layout: Layout,
+    n: usize,
+    node: usize,
+    changed: Option<u8>,
+    socket: &Path,
+) -> String {
     let mut s = format!(
         "advbase = 1\nadvskew = {}\npreempt = false\npassword = \"secret\"\ncontrol_socket = {:?}\n",
         ADVSKEW[node],
         socket.to_string_lossy()
     );
     let _ = write!(s, "\n[metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n");
-    for k in 0..LINKS {
+    for k in 0..layout.links {
         let _ = write!(s, "\n[[interface]]\nname = \"eth{k}\"\n");
-        for j in (0..n).filter(|j| j % LINKS == k) {
-            let (_, id, addr) = vhid(j);
+        for j in (0..n).filter(|j| j % layout.links == k) {
+            let (_, id, addr) = layout.vhid(j);
             let _ = write!(
                 s,
-                "\n[[interface.vhid]]\nid = {id}\naddresses = [\"{addr}/32\"]\n"
+                "\n[[interface.vhid]]\nid = {id}\naddresses = [\"{addr}/{}\"]\n",
+                layout.prefix_len()
             );
             if j + 1 == n
                 && let Some(skew) = changed
@@ -437,6 +509,7 @@ struct CarpdNode<'a> {
     dir: &'a Scratch,
     lan: &'a Lan,
     carpd: &'a Path,
+    layout: Layout,
     n: usize,
     node: usize,
     socket: PathBuf,
@@ -480,7 +553,7 @@ impl CarpdNode<'_> {
     }
 
     fn write(&self, changed: Option<u8>) -> Result<()> {
-        let text = carpd_config(self.n, self.node, changed, &self.socket);
+        let text = carpd_config(self.layout, self.n, self.node, changed, &self.socket);
         std::fs::write(&self.config, text)?;
         Ok(())
     }
@@ -499,20 +572,35 @@ impl CarpdNode<'_> {
     }
 }
 
-pub fn carpd(
-    lan: &Lan,
-    dir: &Scratch,
-    carpd: &Path,
-    n: usize,
-    rounds: usize,
-    windows: usize,
-    window: Duration,
-) -> Result<CarpdScale> {
+/// One carpd scale run: `n` VHIDs per node on `layout`.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    pub layout: Layout,
+    pub n: usize,
+    /// Starts of the backup node (and reloads per node).
+    pub rounds: usize,
+    pub windows: usize,
+    pub window: Duration,
+    /// Also the wire intervals and the bare-sender floor (IPv4 only) and
+    /// the reload times.
+    pub extras: bool,
+}
+
+pub fn carpd(lan: &Lan, dir: &Scratch, carpd: &Path, run: Run) -> Result<CarpdScale> {
+    let Run {
+        layout,
+        n,
+        rounds,
+        windows,
+        window,
+        extras,
+    } = run;
     let mut nodes: Vec<CarpdNode> = (0..2)
         .map(|node| CarpdNode {
             dir,
             lan,
             carpd,
+            layout,
             n,
             node,
             socket: dir.path().join(format!("scale{node}.sock")),
@@ -559,23 +647,30 @@ pub fn carpd(
             "carpd node 1: states {c:?}, expected all {n} BACKUP"
         )));
     }
+    let t0 = now_ns();
     let before = scrape_timing(&lan.hosts[0])?;
+    out.scrape_ms[0] = ms(t0, now_ns());
     out.load = measure(&[vec![d0.pid()], vec![d1.pid()]], windows, window);
+    let t0 = now_ns();
     let after = scrape_timing(&lan.hosts[0])?;
+    out.scrape_ms[1] = ms(t0, now_ns());
     out.late = after.late.since(&before.late);
     out.early = after.early.since(&before.early);
-    let packets = wire_capture(lan, window)?;
-    out.wire_excess_ms = interval_excess(&packets, Duration::from_secs(1));
-    // node 0 sends from its own address on each link
-    out.wire_offset_ms = (0..LINKS)
-        .filter_map(|k| Lan::host_addr(0, k).parse().ok())
-        .flat_map(|src| grid_offsets(&packets, src, after.grid_origin, Duration::from_secs(1)))
-        .collect();
-    for _ in 0..windows.min(3) {
-        out.send_floor_pct.push(send_floor(lan, n, window)?);
+    if extras && layout.family == Family::V4 {
+        let packets = wire_capture(lan, layout.links, window)?;
+        out.wire_excess_ms = interval_excess(&packets, Duration::from_secs(1));
+        // node 0 sends from its own address on each link
+        out.wire_offset_ms = (0..layout.links)
+            .filter_map(|k| Lan::host_addr(0, k).parse().ok())
+            .flat_map(|src| grid_offsets(&packets, src, after.grid_origin, Duration::from_secs(1)))
+            .collect();
+        for _ in 0..windows.min(3) {
+            out.send_floor_pct
+                .push(send_floor(lan, n, layout.links, window)?);
+        }
     }
     for (node, skews) in [(1usize, [90u8, 100]), (0, [1, 0])] {
-        for r in 0..rounds {
+        for r in (0..rounds).filter(|_| extras) {
             out.reload_ms[node].push(nodes[node].reload(Some(skews[r % 2]))?);
             sleep(Duration::from_millis(300));
         }
@@ -595,11 +690,15 @@ pub struct UcarpScale {
     pub held_by_backup: [usize; 2],
 }
 
-/// The advertisements node 0 puts on every link over `window`, kernel
-/// timestamped at the switch. Not during the CPU windows, so that those
-/// measure the daemons alone.
-fn wire_capture(lan: &Lan, window: Duration) -> Result<Vec<crate::watch::WirePacket>> {
-    let ports: Vec<String> = (0..LINKS).map(|k| Lan::port_name(0, k)).collect();
+/// The advertisements node 0 puts on its first `links` links over
+/// `window`, kernel timestamped at the switch. Not during the CPU windows,
+/// so that those measure the daemons alone.
+fn wire_capture(
+    lan: &Lan,
+    links: usize,
+    window: Duration,
+) -> Result<Vec<crate::watch::WirePacket>> {
+    let ports: Vec<String> = (0..links).map(|k| Lan::port_name(0, k)).collect();
     let capture = crate::watch::Capture::start(&lan.switch, &ports)?;
     sleep(window);
     Ok(capture.packets())
@@ -609,6 +708,7 @@ pub fn ucarp(
     lan: &Lan,
     dir: &Scratch,
     ucarp: &Path,
+    layout: Layout,
     n: usize,
     windows: usize,
     window: Duration,
@@ -621,7 +721,7 @@ pub fn ucarp(
     let mut daemons: [Vec<Daemon>; 2] = [Vec::new(), Vec::new()];
     for node in 0..2 {
         for j in 0..n {
-            let (k, id, addr) = vhid(j);
+            let (k, id, addr) = layout.vhid(j);
             let (iface, src) = (format!("--interface=eth{k}"), Lan::host_addr(node, k));
             let (id, skew) = (id.to_string(), ADVSKEW[node].to_string());
             let args = [
@@ -660,7 +760,7 @@ pub fn ucarp(
                 host.try_addrs()
                     .unwrap_or_default()
                     .iter()
-                    .filter(|a| a.starts_with("10.10"))
+                    .filter(|a| is_virtual_v4(a))
                     .count()
                     >= n
             });
@@ -677,7 +777,7 @@ pub fn ucarp(
             .try_addrs()
             .unwrap_or_default()
             .iter()
-            .filter(|a| a.starts_with("10.10"))
+            .filter(|a| is_virtual_v4(a))
             .count()
     };
     let held_at_rest = count_backup_held();
@@ -686,7 +786,10 @@ pub fn ucarp(
         daemons[1].iter().map(Daemon::pid).collect(),
     ];
     let load = measure(&pids, windows, window);
-    let wire_excess_ms = interval_excess(&wire_capture(lan, window)?, Duration::from_secs(1));
+    let wire_excess_ms = interval_excess(
+        &wire_capture(lan, layout.links, window)?,
+        Duration::from_secs(1),
+    );
     for d in daemons.iter_mut().flatten() {
         let _ = d.signal(Signal::SIGKILL);
     }
@@ -766,8 +869,23 @@ mod tests {
 
     #[test]
     fn vhid_layout() {
-        assert_eq!(vhid(0), (0, 1, "10.100.0.1".into()));
-        assert_eq!(vhid(5), (1, 2, "10.101.0.2".into()));
-        assert_eq!(vhid(999), (3, 250, "10.103.0.250".into()));
+        let v4 = Layout {
+            links: LINKS,
+            family: Family::V4,
+        };
+        assert_eq!(v4.vhid(0), (0, 1, "10.100.0.1".into()));
+        assert_eq!(v4.vhid(5), (1, 2, "10.101.0.2".into()));
+        assert_eq!(v4.vhid(999), (3, 250, "10.103.0.250".into()));
+        let big = Layout::for_vhids(4000, Family::V4);
+        assert_eq!(big.links, 16);
+        assert_eq!(big.vhid(3999), (15, 250, "10.115.0.250".into()));
+        let v6 = Layout::for_vhids(1000, Family::V6);
+        assert_eq!(v6.links, 4);
+        assert_eq!(v6.vhid(999), (3, 250, "fd00:103::250".into()));
+        assert_eq!(Layout::for_vhids(250, Family::V4).links, 1);
+        // every virtual address of 16 links counts, the LAN's own do not
+        assert!((0..4000).all(|j| is_virtual_v4(&big.vhid(j).2)));
+        assert!(!is_virtual_v4("10.99.15.1/24"));
+        assert!(!is_virtual_v4("10.1.0.1/32"));
     }
 }
