@@ -76,7 +76,8 @@ struct Args {
     carpd: Option<PathBuf>,
     #[arg(long, default_value = "/usr/sbin/ucarp")]
     ucarp: PathBuf,
-    /// ucarp processes per node in the scale test [default: 250, quick: 50]
+    /// ucarp processes per node in the scale test; fewer than 1000 are
+    /// extrapolated to 1000 (and labelled so) [default: 1000, quick: 50]
     #[arg(long)]
     ucarp_vhids: Option<usize>,
     /// Where `all` writes its report (`limit` appends a section)
@@ -154,7 +155,7 @@ fn run() -> Result<()> {
             steady: Duration::from_secs(60),
             windows: 6,
             window: Duration::from_secs(10),
-            ucarp_vhids: args.ucarp_vhids.unwrap_or(250),
+            ucarp_vhids: args.ucarp_vhids.unwrap_or(1000),
             ucarp_max: args.ucarp_max.unwrap_or(1000),
             rx_rounds: 10,
         }
@@ -572,8 +573,20 @@ fn scale_rows(
             median: s.median * factor,
             min: s.min * factor,
             max: s.max * factor,
+            extrapolated: u.vhids != n,
             ..s
         })
+    };
+    // what the ucarp cell is: measured at n, or scaled from u.vhids
+    let ucarp_source = |measured: String| {
+        if u.vhids == n {
+            format!("ucarp: measured, {n} processes")
+        } else {
+            format!(
+                "ucarp: measured {measured} for {} processes, × {factor:.0} (linear extrapolation)",
+                u.vhids
+            )
+        }
     };
     let pct = |v: &[f64]| ms_summary(v.iter().map(|x| x / 60.0 * 100.0));
     let mut rows = Vec::new();
@@ -589,13 +602,11 @@ fn scale_rows(
             target: "< 0.5 (max)".into(),
             verdict: under(cpu, |s| s.max, 0.5),
             note: format!(
-                "= CPU s/min × 100/60, per {} s window; kernel share: carpd {:.0} %, ucarp {:.0} %; ucarp: measured {} at {} VHIDs ({} processes), × {factor:.0} (linear extrapolation)",
+                "= CPU s/min × 100/60, per {} s window; kernel share: carpd {:.0} %, ucarp {:.0} %; {}",
                 plan.window.as_secs(),
                 c.load.system_share[node] * 100.0,
                 u.load.system_share[node] * 100.0,
-                report::fmt_summary(ucpu),
-                u.vhids,
-                u.vhids
+                ucarp_source(report::fmt_summary(ucpu)),
             ),
         });
         let pss = ms_summary(c.load.pss_mib[node].iter().copied());
@@ -608,11 +619,7 @@ fn scale_rows(
             ucarp: scaled(upss),
             target: "< 32 (max)".into(),
             verdict: under(pss, |s| s.max, 32.0),
-            note: format!(
-                "ucarp: measured {} MiB for {} processes, × {factor:.0} (linear extrapolation)",
-                report::fmt_summary(upss),
-                u.vhids
-            ),
+            note: ucarp_source(format!("{} MiB", report::fmt_summary(upss))),
         });
     }
     let floor = ms_summary(c.send_floor_pct.iter().copied());

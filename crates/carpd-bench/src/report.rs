@@ -9,6 +9,9 @@ pub struct Summary {
     pub median: f64,
     pub min: f64,
     pub max: f64,
+    /// Scaled from a measurement at another count, not measured: the cell
+    /// says so.
+    pub extrapolated: bool,
 }
 
 impl Summary {
@@ -29,6 +32,7 @@ impl Summary {
             median,
             min: v[0],
             max: v[n - 1],
+            extrapolated: false,
         })
     }
 }
@@ -77,16 +81,24 @@ fn fmt_num(x: f64) -> String {
 }
 
 pub fn fmt_summary(s: Option<Summary>) -> String {
-    match s {
-        Some(s) if s.n == 1 => fmt_num(s.median),
-        Some(s) => format!(
+    let Some(s) = s else {
+        return "–".to_string();
+    };
+    let figure = if s.n == 1 {
+        fmt_num(s.median)
+    } else {
+        format!(
             "{} ({}–{}, n={})",
             fmt_num(s.median),
             fmt_num(s.min),
             fmt_num(s.max),
             s.n
-        ),
-        None => "–".to_string(),
+        )
+    };
+    if s.extrapolated {
+        format!("{figure}, extrapolated")
+    } else {
+        figure
     }
 }
 

@@ -42,6 +42,12 @@ const ACCEPT_TABLE: &str = carp_engine::accept_mode::TABLE;
 /// Slack for process start, scheduling and netlink on a loaded machine.
 const MARGIN: Duration = Duration::from_millis(2500);
 
+/// Slack on top of the skew time for a priority-0 hand-over. Without the
+/// priority-0 message the backup would wait for master-down, three
+/// intervals more less the phase of the stop: at the 1 s interval of the
+/// hand-over tests, more than this slack.
+const HANDOVER_SLACK: Duration = Duration::from_millis(1000);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
     V3Ipv4,
@@ -87,8 +93,24 @@ impl Setup {
 
     /// RFC 9568 Master_Down_Interval of a backup with `priority`.
     fn master_down(&self, priority: u8) -> Duration {
-        let i = self.interval();
-        i * 3 + i * (256 - u32::from(priority)) / 256
+        self.interval() * 3 + self.skew_time(priority)
+    }
+
+    /// How long a backup of `priority` waits after a priority-0 message.
+    fn skew_time(&self, priority: u8) -> Duration {
+        self.interval() * (256 - u32::from(priority)) / 256
+    }
+
+    /// A hand-over on priority 0 came within the skew time (plus slack for
+    /// a busy machine), well before the master-down time could have run
+    /// out.
+    fn assert_handed_over_in_skew_time(&self, priority: u8, took: Duration) {
+        let bound = self.skew_time(priority) + HANDOVER_SLACK;
+        eprintln!(
+            "hand-over on priority 0 took {took:?} (skew time {:?})",
+            self.skew_time(priority)
+        );
+        assert!(took < bound, "hand-over took {took:?}, bound {bound:?}");
     }
 
     /// The address whose owner is checked.
@@ -504,7 +526,7 @@ fn carpd_better(family: Family, unicast: bool) {
     bed.carpd().wait_exit(Duration::from_secs(10));
     // priority 0: keepalived waits only its skew time
     let took = bed.wait_owner(&[1], MARGIN);
-    assert!(took < setup.master_down(100), "{took:?}");
+    setup.assert_handed_over_in_skew_time(100, took);
     bed.assert_carpd_packets_dissect(&[0, 200]);
 }
 
@@ -532,7 +554,7 @@ fn keepalived_better(family: Family, unicast: bool) {
     bed.wait_owner(&[1], setup.master_down(200) + MARGIN * 2);
     bed.stop_keepalived();
     let took = bed.wait_owner(&[0], MARGIN);
-    assert!(took < setup.master_down(100), "{took:?}");
+    setup.assert_handed_over_in_skew_time(100, took);
     let s = bed.carpd_status();
     assert_eq!(s["last_reason"], "peer_bowed_out", "{s}");
     assert!(reasons(&s)["peer_preferred"].as_u64() >= Some(2), "{s}");
@@ -1182,10 +1204,7 @@ fn carpd_better_frr_follows(family: Family) {
     bed.carpd().sigterm();
     bed.carpd().wait_exit(Duration::from_secs(10));
     let took = bed.wait_frr("Master", setup.master_down(100) + MARGIN);
-    assert!(
-        took < setup.master_down(100),
-        "FRR took over after {took:?}"
-    );
+    setup.assert_handed_over_in_skew_time(100, took);
     bed.start_carpd();
     bed.wait_carpd("MASTER", "preempt", setup.master_down(200) + MARGIN * 2);
     bed.wait_frr("Backup", MARGIN * 2);
