@@ -219,15 +219,14 @@ impl Histogram {
     /// `n adverts, p50 ≤ x ms, p99 ≤ y ms, max ≤ z ms, mean m ms`, from
     /// the bucket bounds.
     pub fn describe_ms(&self) -> String {
+        if self.count == 0 {
+            return "no advertisement in this histogram".into();
+        }
         let bound = |q: f64| {
             self.quantile_bound(q)
                 .map_or("?".into(), |b| format!("{}", b * 1e3))
         };
-        let mean = if self.count > 0 {
-            self.sum / self.count as f64 * 1e3
-        } else {
-            f64::NAN
-        };
+        let mean = self.sum / self.count as f64 * 1e3;
         format!(
             "{} adverts, p50 ≤ {} ms, p99 ≤ {} ms, max ≤ {} ms, mean {mean:.3} ms",
             self.count,
