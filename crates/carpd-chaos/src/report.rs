@@ -107,6 +107,19 @@ pub fn render(o: &Outcome) -> String {
             i.fds_last
         );
     }
+    if let Some(rss) = &o.status_rss {
+        let _ = writeln!(
+            r,
+            "\nRSS before the end-of-run `carpd status --json` read, after it, and after two more (KiB):"
+        );
+        for node in 0..rss.first().map_or(0, Vec::len) {
+            let seq: Vec<String> = rss
+                .iter()
+                .map(|at| at[node].map_or("?".into(), |k| k.to_string()))
+                .collect();
+            let _ = writeln!(r, "  node {node}: {}", seq.join(" -> "));
+        }
+    }
     if let Some(c) = &o.soak_counters {
         let _ = writeln!(r, "\nadvertisements over the run (soak accounting):");
         for (i, c) in c.iter().enumerate() {

@@ -108,6 +108,9 @@ pub struct Outcome {
     pub interrupted: bool,
     /// The soak's advertisement counters per node over the run.
     pub soak_counters: Option<Vec<Counters>>,
+    /// The soak: each node's RSS (KiB) before the end-of-run status read
+    /// and after it and two more.
+    pub status_rss: Option<Vec<Vec<Option<u64>>>>,
 }
 
 impl Outcome {
@@ -357,8 +360,25 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> Result<Outcome> {
     }
     // Heal what is still on (an interrupted run), then let things settle.
     let mut soak_counters = None;
+    let mut status_rss = None;
+    // The soak's resource check ends before its own status reads (their
+    // answers grow carpd's heap; recorded apart in `status_rss`).
+    let mut resources_until: Option<Instant> = None;
     if let Some(loss) = &soak {
+        // The counters come from `carpd status --json`, whose answer for
+        // every VHID is built in carpd's heap: RSS is recorded around that
+        // read and two more, so that growth from answering can be told
+        // from growth while running.
+        sample(&bed, &mut samples);
+        resources_until = Some(Instant::now());
+        let mut rss = vec![rss_of(&bed)];
         let after = counters(&bed)?;
+        rss.push(rss_of(&bed));
+        for _ in 0..2 {
+            counters(&bed)?;
+            rss.push(rss_of(&bed));
+        }
+        status_rss = Some(rss);
         for i in 0..spec.nodes {
             let heal = inject::heal(&mut bed, i, loss, &mut journal)?;
             if let Some(f) = journal
@@ -434,7 +454,11 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> Result<Outcome> {
         warmup: spec.warmup,
         rss_growth_kib: spec.rss_growth_kib,
     };
-    violations.extend(resources::check(&samples, &limits));
+    let checked: Vec<Sample> = match resources_until {
+        Some(until) => samples.iter().filter(|s| s.at <= until).copied().collect(),
+        None => samples,
+    };
+    violations.extend(resources::check(&checked, &limits));
     violations.sort_by_key(|v| v.at);
     Ok(Outcome {
         spec: spec.clone(),
@@ -443,11 +467,12 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> Result<Outcome> {
         timeline,
         done,
         violations,
-        incarnations: resources::incarnations(&samples, &limits),
+        incarnations: resources::incarnations(&checked, &limits),
         log_files: bed.nodes.iter().map(|n| n.log_files(&bed.out)).collect(),
         capture_file: bed.capture_file.clone(),
         interrupted,
         soak_counters,
+        status_rss,
     })
 }
 
@@ -501,6 +526,13 @@ fn exit_violation(node: usize, detail: String) -> Violation {
         node: Some(node),
         detail,
     }
+}
+
+/// Each node's RSS (KiB) now.
+fn rss_of(bed: &Bed) -> Vec<Option<u64>> {
+    (bed.nodes.iter())
+        .map(|n| n.pid().and_then(resources::read).map(|(rss, _)| rss))
+        .collect()
 }
 
 fn sample(bed: &Bed, samples: &mut Vec<Sample>) {
