@@ -262,25 +262,9 @@ impl V4Socket {
                 let mut iovs: [libc::iovec; RECV_BATCH] = unsafe { std::mem::zeroed() };
                 let mut hdrs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
                 for (i, (iov, hdr)) in iovs.iter_mut().zip(hdrs.iter_mut()).enumerate() {
-                    iov.iov_base = batch.bufs[i].as_mut_ptr().cast();
-                    iov.iov_len = RECV_BUF;
-                    hdr.msg_hdr.msg_iov = iov;
-                    hdr.msg_hdr.msg_iovlen = 1;
-                    hdr.msg_hdr.msg_control = batch.control[i].as_mut_ptr().cast();
-                    hdr.msg_hdr.msg_controllen = std::mem::size_of_val(&batch.control[i]) as _;
+                    batch.point(i, iov, hdr);
                 }
-                // SAFETY: every header points to live buffers of the sizes
-                // it gives; the kernel writes at most that much.
-                let rc = unsafe {
-                    libc::recvmmsg(
-                        s.as_raw_fd(),
-                        hdrs.as_mut_ptr(),
-                        RECV_BATCH as libc::c_uint,
-                        libc::MSG_DONTWAIT,
-                        std::ptr::null_mut(),
-                    )
-                };
-                let n = usize::try_from(rc).map_err(|_| io::Error::last_os_error())?;
+                let n = recv_mmsg(s.as_raw_fd(), &mut hdrs)?;
                 for (i, hdr) in hdrs.iter().enumerate().take(n) {
                     let len = (hdr.msg_len as usize).min(RECV_BUF);
                     batch.got[i] = pktinfo_ifindex(&hdr.msg_hdr).and_then(|ifindex| {
@@ -318,6 +302,26 @@ fn pktinfo_ifindex(msg: &libc::msghdr) -> Option<u32> {
     None
 }
 
+/// `recvmmsg` into `hdrs` without waiting; how many were read. Every
+/// header must point to live buffers of the sizes it gives
+/// ([`RecvBatch::point`]).
+fn recv_mmsg(fd: RawFd, hdrs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    let len = libc::c_uint::try_from(hdrs.len()).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: every header points to live buffers of the sizes it gives
+    // (the caller's contract); the kernel writes at most that much, into at
+    // most `len` headers.
+    let rc = unsafe {
+        libc::recvmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            len,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+}
+
 /// Most packets read with one system call. The peers' advertisements
 /// arrive in bursts (a MASTER sends all those of a grid instant at once).
 pub(crate) const RECV_BATCH: usize = 32;
@@ -339,6 +343,17 @@ impl RecvBatch {
             control: vec![[0; 12]; RECV_BATCH],
             got: [None; RECV_BATCH],
         }
+    }
+
+    /// Points `hdr` (through `iov`) at slot `i`'s packet buffer and control
+    /// room, for [`recv_mmsg`].
+    fn point(&mut self, i: usize, iov: &mut libc::iovec, hdr: &mut libc::mmsghdr) {
+        iov.iov_base = self.bufs[i].as_mut_ptr().cast();
+        iov.iov_len = RECV_BUF;
+        hdr.msg_hdr.msg_iov = iov;
+        hdr.msg_hdr.msg_iovlen = 1;
+        hdr.msg_hdr.msg_control = self.control[i].as_mut_ptr().cast();
+        hdr.msg_hdr.msg_controllen = std::mem::size_of_val(&self.control[i]) as _;
     }
 }
 
@@ -422,28 +437,12 @@ impl V6Socket {
                     .zip(names.iter_mut())
                     .enumerate()
                 {
-                    iov.iov_base = batch.bufs[i].as_mut_ptr().cast();
-                    iov.iov_len = RECV_BUF;
+                    batch.point(i, iov, hdr);
                     hdr.msg_hdr.msg_name = (name as *mut libc::sockaddr_in6).cast();
                     hdr.msg_hdr.msg_namelen =
                         std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-                    hdr.msg_hdr.msg_iov = iov;
-                    hdr.msg_hdr.msg_iovlen = 1;
-                    hdr.msg_hdr.msg_control = batch.control[i].as_mut_ptr().cast();
-                    hdr.msg_hdr.msg_controllen = std::mem::size_of_val(&batch.control[i]) as _;
                 }
-                // SAFETY: every header points to live buffers of the sizes
-                // it gives; the kernel writes at most that much.
-                let rc = unsafe {
-                    libc::recvmmsg(
-                        s.as_raw_fd(),
-                        hdrs.as_mut_ptr(),
-                        RECV_BATCH as libc::c_uint,
-                        libc::MSG_DONTWAIT,
-                        std::ptr::null_mut(),
-                    )
-                };
-                let n = usize::try_from(rc).map_err(|_| io::Error::last_os_error())?;
+                let n = recv_mmsg(s.as_raw_fd(), &mut hdrs)?;
                 for (i, (hdr, name)) in hdrs.iter().zip(&names).enumerate().take(n) {
                     let len = (hdr.msg_len as usize).min(RECV_BUF);
                     batch.got[i] = received_v6(&hdr.msg_hdr, name, len);
