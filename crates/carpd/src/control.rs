@@ -575,8 +575,10 @@ fn create_runtime_dir(path: &Path) -> std::io::Result<()> {
         return Ok(());
     };
     match std::fs::DirBuilder::new().mode(0o750).create(dir) {
-        Err(e) if e.kind() != ErrorKind::AlreadyExists => Err(e),
-        _ => Ok(()),
+        // chmod-ed as well: the umask applies to the mode asked for
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750)),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
