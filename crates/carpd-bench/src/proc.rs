@@ -130,11 +130,29 @@ pub fn user_system_ticks(pid: i32) -> (u64, u64) {
 
 /// Proportional set size of `pid` in KiB (`/proc/<pid>/smaps_rollup`).
 pub fn pss_kib(pid: i32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_default()
-        .lines()
+    smaps_rollup_kib(&smaps_rollup(pid), "Pss:")
+}
+
+/// The anonymous and file-backed parts of the PSS of `pid` in KiB
+/// (`Pss_Anon`, `Pss_File` in `/proc/<pid>/smaps_rollup`).
+pub fn pss_anon_file_kib(pid: i32) -> (u64, u64) {
+    let text = smaps_rollup(pid);
+    (
+        smaps_rollup_kib(&text, "Pss_Anon:"),
+        smaps_rollup_kib(&text, "Pss_File:"),
+    )
+}
+
+/// `/proc/<pid>/smaps_rollup` (empty if the process is gone).
+fn smaps_rollup(pid: i32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default()
+}
+
+/// The value in kB of the line starting with `name` (0 if none).
+fn smaps_rollup_kib(text: &str, name: &str) -> u64 {
+    text.lines()
         .find_map(|l| {
-            l.strip_prefix("Pss:")?
+            l.strip_prefix(name)?
                 .trim()
                 .strip_suffix("kB")?
                 .trim()
@@ -142,25 +160,6 @@ pub fn pss_kib(pid: i32) -> u64 {
                 .ok()
         })
         .unwrap_or(0)
-}
-
-/// The anonymous and file-backed parts of the PSS of `pid` in KiB
-/// (`Pss_Anon`, `Pss_File` in `/proc/<pid>/smaps_rollup`).
-pub fn pss_anon_file_kib(pid: i32) -> (u64, u64) {
-    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(name)?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
-    (field("Pss_Anon:"), field("Pss_File:"))
 }
 
 /// One request to carpd's control socket, its JSON answer.
