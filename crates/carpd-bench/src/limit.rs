@@ -63,6 +63,12 @@ pub struct Plan {
     pub long_window: Duration,
     /// The backup's advskew is the master's plus this.
     pub backup_extra: u8,
+    /// The master's advskews measured.
+    pub skews: Vec<u8>,
+    /// The advskews measured under `--hog`.
+    pub hog_skews: Vec<u8>,
+    /// keepalived at its 10 ms floor, after the advskews.
+    pub anchor: bool,
 }
 
 impl Plan {
@@ -74,6 +80,9 @@ impl Plan {
                 window: Duration::from_secs(30),
                 long_window: Duration::from_secs(30),
                 backup_extra,
+                skews: SKEWS.to_vec(),
+                hog_skews: HOG_SKEWS.to_vec(),
+                anchor: true,
             }
         } else {
             Plan {
@@ -82,8 +91,25 @@ impl Plan {
                 window: Duration::from_secs(180),
                 long_window: Duration::from_secs(600),
                 backup_extra,
+                skews: SKEWS.to_vec(),
+                hog_skews: HOG_SKEWS.to_vec(),
+                anchor: true,
             }
         }
+    }
+
+    /// Measures only `skews` (each one the item knows), without the
+    /// anchor.
+    pub fn only(&mut self, skews: &[u8]) -> Result<()> {
+        if let Some(s) = skews.iter().find(|s| !SKEWS.contains(s)) {
+            return Err(Error::Setup(format!(
+                "--advskew {s}: the limit item measures advskew {SKEWS:?}"
+            )));
+        }
+        self.skews.retain(|s| skews.contains(s));
+        self.hog_skews.retain(|s| skews.contains(s));
+        self.anchor = false;
+        Ok(())
     }
 
     fn window(&self, skew: u8) -> Duration {
@@ -324,25 +350,46 @@ impl<'a> LimitBed<'a> {
         })
     }
 
-    /// Times the address was added on either node over `window` while both
-    /// run: each is a node becoming master while the other runs.
-    fn count_takeovers(&self, window: Duration, running: &mut [&mut Daemon]) -> Result<usize> {
+    /// The address added on either node over `window` while both run:
+    /// each is a node becoming master while the other runs. `master_down`
+    /// is each node's own.
+    fn count_takeovers(
+        &self,
+        window: Duration,
+        running: &mut [&mut Daemon],
+        master_down: [Duration; 2],
+    ) -> Result<Takeovers> {
         let since = now_ns();
         sleep(window);
         if running.iter_mut().any(|d| d.wait_exit(Duration::ZERO)) {
             return Err(Error::Measure("a daemon exited during the window".into()));
         }
-        Ok(self
-            .watch
-            .additions_since(IpAddr::V4(VIP), since)
-            .values()
-            .sum())
+        let mut out = Takeovers::default();
+        for e in self.watch.events() {
+            if !e.added || e.addr != IpAddr::V4(VIP) || e.at < since {
+                continue;
+            }
+            let other = 1 - e.node.min(1);
+            let src = Lan::host_addr(other, LINK)
+                .parse::<Ipv4Addr>()
+                .map_err(|e| Error::Setup(e.to_string()))?;
+            let gap = self
+                .capture
+                .last_advert(src, VHID, e.at)
+                .map(|last| crate::watch::ms(last, e.at));
+            out.record(gap, ms_of(master_down[e.node.min(1)]));
+        }
+        Ok(out)
     }
 
-    fn carpd_steady(&self, t: [Timers; 2], window: Duration, realtime: bool) -> Result<usize> {
+    fn carpd_steady(&self, t: [Timers; 2], window: Duration, realtime: bool) -> Result<Takeovers> {
         let mut nodes = self.start_pair([Some(t[0].advskew), Some(t[1].advskew)], realtime)?;
         let [n0, n1] = &mut nodes;
-        let n = self.count_takeovers(window, &mut [&mut n0.daemon, &mut n1.daemon]);
+        let n = self.count_takeovers(
+            window,
+            &mut [&mut n0.daemon, &mut n1.daemon],
+            [t[0].master_down(), t[1].master_down()],
+        );
         self.stop_pair(nodes);
         n
     }
@@ -431,9 +478,67 @@ impl<'a> LimitBed<'a> {
         })
     }
 
-    fn keepalived_steady(&self, window: Duration) -> Result<usize> {
+    fn keepalived_steady(&self, window: Duration) -> Result<Takeovers> {
         let [mut k0, mut k1] = self.start_keepalived_pair()?;
-        self.count_takeovers(window, &mut [&mut k0.daemon, &mut k1.daemon])
+        // node 0's priority is higher: it never waits on node 1
+        self.count_takeovers(
+            window,
+            &mut [&mut k0.daemon, &mut k1.daemon],
+            [keepalived_master_down(); 2],
+        )
+    }
+}
+
+/// Takeovers while both nodes ran, each told apart by how long before it
+/// the other node's last advertisement reached the switch.
+#[derive(Debug, Default)]
+struct Takeovers {
+    /// The other node had been silent on the wire for the taker's
+    /// master-down or longer: its advertisements were late.
+    silent: usize,
+    /// The other node's last advertisement came within the taker's
+    /// master-down: the taker did not act on what reached its link.
+    heard: usize,
+    /// Neither node's advertisement captured before it.
+    unknown: usize,
+    /// From the other node's last advertisement to the takeover, ms.
+    gaps_ms: Vec<f64>,
+}
+
+impl Takeovers {
+    fn record(&mut self, gap_ms: Option<f64>, master_down_ms: f64) {
+        match gap_ms {
+            Some(g) if g >= master_down_ms => self.silent += 1,
+            Some(_) => self.heard += 1,
+            None => self.unknown += 1,
+        }
+        self.gaps_ms.extend(gap_ms);
+    }
+
+    fn count(&self) -> usize {
+        self.silent + self.heard + self.unknown
+    }
+
+    /// What the wire showed before them, for the row's note.
+    fn note(&self) -> String {
+        if self.count() == 0 {
+            return String::new();
+        }
+        let mut s = format!(
+            "{} with the other node silent for master-down or longer, {} with its last advertisement within master-down",
+            self.silent, self.heard
+        );
+        if self.unknown > 0 {
+            let _ = write!(s, ", {} with none captured", self.unknown);
+        }
+        if let Some(g) = ms_summary(self.gaps_ms.iter().copied()) {
+            let _ = write!(
+                s,
+                "; last advertisement to takeover {:.1} ms ({:.1}–{:.1})",
+                g.median, g.min, g.max
+            );
+        }
+        s
     }
 }
 
@@ -565,23 +670,35 @@ fn ms_of(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn count_row(item: &str, what: String, n: &Result<usize>, target: &str, verdict: Verdict) -> Row {
+fn count_row(
+    item: &str,
+    what: String,
+    n: &Result<Takeovers>,
+    target: &str,
+    verdict: Verdict,
+) -> Row {
     Row {
         item: item.into(),
         what,
         unit: "count",
-        carpd: n.as_ref().ok().and_then(|n| Summary::of(&[*n as f64])),
+        carpd: n
+            .as_ref()
+            .ok()
+            .and_then(|n| Summary::of(&[n.count() as f64])),
         ucarp: None,
         target: target.into(),
         verdict: if n.is_err() { Verdict::Missed } else { verdict },
-        note: n.as_ref().err().map(failed_note).unwrap_or_default(),
+        note: match n {
+            Ok(n) => n.note(),
+            Err(e) => failed_note(e),
+        },
     }
 }
 
 /// The false-takeover verdict at [`LONG_SKEW`]: none over the full 10
 /// minutes; a shorter window can only miss it.
-fn long_verdict(n: &Result<usize>, window: Duration) -> Verdict {
-    match n {
+fn long_verdict(n: &Result<Takeovers>, window: Duration) -> Verdict {
+    match n.as_ref().map(Takeovers::count) {
         Ok(0) if window >= Duration::from_secs(600) => Verdict::Met,
         Ok(0) => Verdict::None,
         _ => Verdict::Missed,
@@ -655,7 +772,7 @@ pub fn run(lan: &Lan, dir: &Scratch, carpd: &Path, plan: &Plan) -> Result<Outcom
     carpd_testbed::check_tool("keepalived")?;
     let bed = LimitBed::new(lan, dir, carpd)?;
     let mut out = Outcome::default();
-    for skew in SKEWS {
+    for &skew in &plan.skews {
         let t = plan.timers(skew);
         let res = out.time(
             &format!("advskew {skew}: {} SIGKILL failovers", plan.rounds),
@@ -683,22 +800,24 @@ pub fn run(lan: &Lan, dir: &Scratch, carpd: &Path, plan: &Plan) -> Result<Outcom
             verdict,
         ));
     }
-    let anchor = out.time(
-        "anchor: keepalived VRRPv3 at 10 ms beside the background carpd",
-        || -> Result<(Result<Vec<FailoverSample>>, Result<usize>)> {
-            let background = bed.start_pair([None, None], false)?;
-            let f = bed.keepalived_failovers(plan.rounds);
-            let n = bed.keepalived_steady(plan.window);
-            bed.stop_pair(background);
-            Ok((f, n))
-        },
-    );
-    out.rows.extend(anchor_rows(anchor, plan));
+    if plan.anchor {
+        let anchor = out.time(
+            "anchor: keepalived VRRPv3 at 10 ms beside the background carpd",
+            || -> Result<(Result<Vec<FailoverSample>>, Result<Takeovers>)> {
+                let background = bed.start_pair([None, None], false)?;
+                let f = bed.keepalived_failovers(plan.rounds);
+                let n = bed.keepalived_steady(plan.window);
+                bed.stop_pair(background);
+                Ok((f, n))
+            },
+        );
+        out.rows.extend(anchor_rows(anchor, plan));
+    }
     Ok(out)
 }
 
 fn anchor_rows(
-    anchor: Result<(Result<Vec<FailoverSample>>, Result<usize>)>,
+    anchor: Result<(Result<Vec<FailoverSample>>, Result<Takeovers>)>,
     plan: &Plan,
 ) -> Vec<Row> {
     let (f, n) = match anchor {
@@ -752,10 +871,16 @@ fn anchor_rows(
             ),
             unit: "count",
             carpd: None,
-            ucarp: n.as_ref().ok().and_then(|n| Summary::of(&[*n as f64])),
+            ucarp: n
+                .as_ref()
+                .ok()
+                .and_then(|n| Summary::of(&[n.count() as f64])),
             target: String::new(),
             verdict: Verdict::None,
-            note: failed(n.as_ref().err()),
+            note: match &n {
+                Ok(n) => n.note(),
+                Err(e) => failed_note(e),
+            },
         },
     ]
 }
@@ -765,7 +890,7 @@ fn anchor_rows(
 pub fn run_hog(lan: &Lan, dir: &Scratch, carpd: &Path, plan: &Plan) -> Result<Outcome> {
     let bed = LimitBed::new(lan, dir, carpd)?;
     let mut out = Outcome::default();
-    for skew in HOG_SKEWS {
+    for &skew in &plan.hog_skews {
         let t = plan.timers(skew);
         let window = plan.window(skew);
         for realtime in [false, true] {
@@ -779,12 +904,16 @@ pub fn run_hog(lan: &Lan, dir: &Scratch, carpd: &Path, plan: &Plan) -> Result<Ou
                     "hog: advskew {skew}, {mode}: {} s steady window",
                     window.as_secs()
                 ),
-                || -> Result<usize> {
+                || -> Result<Takeovers> {
                     let mut nodes =
                         bed.start_pair([Some(t[0].advskew), Some(t[1].advskew)], realtime)?;
                     let n = Hogs::start(lan, dir).and_then(|_hogs| {
                         let [n0, n1] = &mut nodes;
-                        bed.count_takeovers(window, &mut [&mut n0.daemon, &mut n1.daemon])
+                        bed.count_takeovers(
+                            window,
+                            &mut [&mut n0.daemon, &mut n1.daemon],
+                            [t[0].master_down(), t[1].master_down()],
+                        )
                     });
                     bed.stop_pair(nodes);
                     n
@@ -932,9 +1061,16 @@ mod tests {
         let t = Plan::new(true, None, 2).timers(4);
         assert_eq!((t[0].advbase, t[0].advskew), (0, 4));
         assert_eq!((t[1].advbase, t[1].advskew), (0, 6));
-        let p = Plan::new(false, None, 0);
+        let mut p = Plan::new(false, None, 0);
         assert_eq!(p.window(LONG_SKEW), Duration::from_secs(600));
         assert_eq!(p.window(1), Duration::from_secs(180));
+        assert!(p.anchor);
+        p.only(&[4]).unwrap();
+        assert_eq!(
+            (p.skews.as_slice(), p.hog_skews.as_slice(), p.anchor),
+            (&[4][..], &[4][..], false)
+        );
+        assert!(p.only(&[3]).is_err());
     }
 
     #[test]
@@ -966,12 +1102,33 @@ mod tests {
     }
 
     #[test]
+    fn takeovers_are_told_apart_by_the_silence_before_them() {
+        let mut t = Takeovers::default();
+        t.record(Some(50.0), 46.9);
+        t.record(Some(20.0), 46.9);
+        t.record(Some(46.9), 46.9);
+        t.record(None, 46.9);
+        assert_eq!((t.silent, t.heard, t.unknown, t.count()), (2, 1, 1, 4));
+        assert_eq!(
+            t.note(),
+            "2 with the other node silent for master-down or longer, 1 with its last advertisement within master-down, 1 with none captured; last advertisement to takeover 46.9 ms (20.0–50.0)"
+        );
+        assert_eq!(Takeovers::default().note(), "");
+    }
+
+    #[test]
     fn the_ten_minute_target_needs_ten_minutes() {
         let ten = Duration::from_secs(600);
-        assert_eq!(long_verdict(&Ok(0), ten), Verdict::Met);
-        assert_eq!(long_verdict(&Ok(0), Duration::from_secs(30)), Verdict::None);
+        let none = || Ok(Takeovers::default());
+        assert_eq!(long_verdict(&none(), ten), Verdict::Met);
         assert_eq!(
-            long_verdict(&Ok(1), Duration::from_secs(30)),
+            long_verdict(&none(), Duration::from_secs(30)),
+            Verdict::None
+        );
+        let mut one = Takeovers::default();
+        one.record(None, 46.9);
+        assert_eq!(
+            long_verdict(&Ok(one), Duration::from_secs(30)),
             Verdict::Missed
         );
         assert_eq!(

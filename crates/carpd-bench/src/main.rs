@@ -90,6 +90,10 @@ struct Args {
     /// limit: the backup's advskew is the master's plus this
     #[arg(long, default_value_t = 0)]
     backup_extra: u8,
+    /// limit: only these of the master's advskews (comma-separated; the
+    /// keepalived anchor runs only without this)
+    #[arg(long, value_delimiter = ',')]
+    advskew: Vec<u8>,
     /// scale4k: most ucarp processes per node measured; larger counts are
     /// extrapolated (and labelled so) [default: 1000, quick: 250]
     #[arg(long)]
@@ -247,7 +251,10 @@ fn run() -> Result<()> {
 
 /// The `limit` item: runs it and appends its section to `--out`.
 fn limit_item(args: &Args, carpd: &Path) -> Result<()> {
-    let plan = limit::Plan::new(args.quick, args.rounds, args.backup_extra);
+    let mut plan = limit::Plan::new(args.quick, args.rounds, args.backup_extra);
+    if !args.advskew.is_empty() {
+        plan.only(&args.advskew)?;
+    }
     let load_before = loadavg();
     let began = Instant::now();
     let dir = Scratch::new()?;
