@@ -77,7 +77,7 @@ impl<'a> Bed<'a> {
     pub fn new(lan: &'a Lan, dir: &'a Scratch, carpd: &Path, ucarp: &Path) -> Result<Bed<'a>> {
         let watch = AddrWatch::start(&lan.hosts.iter().collect::<Vec<_>>())?;
         let ports: Vec<String> = (0..lan.hosts.len()).map(|i| Lan::port_name(i, 0)).collect();
-        let capture = Capture::start(&lan.switch, &ports)?;
+        let capture = Capture::start(&lan.switch, &ports, crate::watch::Frames::Arriving)?;
         // ucarp's scripts own the address (argv: interface address)
         let up = dir.script("vip-up.sh", "exec ip addr add \"$2/24\" dev \"$1\"")?;
         let down = dir.script(

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::failover::{FailoverSample, Impl, Timers, random_phase, settle};
 use crate::proc::{Daemon, state_counts};
 use crate::report::{Row, Summary, Verdict};
-use crate::watch::{AddrWatch, Capture, Ns, now_ns};
+use crate::watch::{AddrWatch, Capture, Frames, Ns, now_ns};
 use crate::{log_step, ms_summary, scale};
 
 /// Background VHIDs per node, as in the scale item.
@@ -163,7 +163,11 @@ struct LimitBed<'a> {
     dir: &'a Scratch,
     carpd: &'a Path,
     watch: AddrWatch,
+    /// At the switch ports of the measured link.
     capture: Capture,
+    /// In each host, on the measured link: what it sent, timed as it
+    /// left, and what reached it.
+    at_hosts: [Capture; 2],
     seq: Cell<u32>,
 }
 
@@ -173,13 +177,19 @@ impl<'a> LimitBed<'a> {
         let ports: Vec<String> = (0..lan.hosts.len())
             .map(|i| Lan::port_name(i, LINK))
             .collect();
-        let capture = Capture::start(&lan.switch, &ports)?;
+        let capture = Capture::start(&lan.switch, &ports, Frames::Arriving)?;
+        let link = [format!("eth{LINK}")];
+        let at_hosts = [
+            Capture::start(&lan.hosts[0], &link, Frames::Both)?,
+            Capture::start(&lan.hosts[1], &link, Frames::Both)?,
+        ];
         Ok(LimitBed {
             lan,
             dir,
             carpd,
             watch,
             capture,
+            at_hosts,
             seq: Cell::new(0),
         })
     }
@@ -369,15 +379,20 @@ impl<'a> LimitBed<'a> {
             if !e.added || e.addr != IpAddr::V4(VIP) || e.at < since {
                 continue;
             }
-            let other = 1 - e.node.min(1);
+            let taker = e.node.min(1);
+            let other = 1 - taker;
             let src = Lan::host_addr(other, LINK)
                 .parse::<Ipv4Addr>()
                 .map_err(|e| Error::Setup(e.to_string()))?;
-            let gap = self
-                .capture
-                .last_advert(src, VHID, e.at)
-                .map(|last| crate::watch::ms(last, e.at));
-            out.record(gap, ms_of(master_down[e.node.min(1)]));
+            let before = |c: &Capture| {
+                c.last_advert(src, VHID, e.at)
+                    .map(|t| crate::watch::ms(t, e.at))
+            };
+            out.record(
+                before(&self.at_hosts[other]),
+                before(&self.at_hosts[taker]),
+                ms_of(master_down[taker]),
+            );
         }
         Ok(out)
     }
@@ -489,52 +504,60 @@ impl<'a> LimitBed<'a> {
     }
 }
 
-/// Takeovers while both nodes ran, each told apart by how long before it
-/// the other node's last advertisement reached the switch.
+/// Takeovers while both nodes ran, each told apart by when the other
+/// node's last advertisement before it left that node and reached the
+/// taker.
 #[derive(Debug, Default)]
 struct Takeovers {
-    /// The other node had been silent on the wire for the taker's
-    /// master-down or longer: its advertisements were late.
-    silent: usize,
-    /// The other node's last advertisement came within the taker's
-    /// master-down: the taker did not act on what reached its link.
-    heard: usize,
-    /// Neither node's advertisement captured before it.
+    /// The other node had sent nothing for the taker's master-down or
+    /// longer: its advertisements were late.
+    sent_late: usize,
+    /// Sent in time, but nothing reached the taker for its master-down or
+    /// longer: the link between them was late.
+    delivered_late: usize,
+    /// The other node's last advertisement reached the taker within its
+    /// master-down: the taker did not act on it in time.
+    taker_late: usize,
+    /// No advertisement of the other node captured before it.
     unknown: usize,
-    /// From the other node's last advertisement to the takeover, ms.
-    gaps_ms: Vec<f64>,
+    /// From the other node's last advertisement leaving it to the
+    /// takeover, ms.
+    since_sent_ms: Vec<f64>,
 }
 
 impl Takeovers {
-    fn record(&mut self, gap_ms: Option<f64>, master_down_ms: f64) {
-        match gap_ms {
-            Some(g) if g >= master_down_ms => self.silent += 1,
-            Some(_) => self.heard += 1,
-            None => self.unknown += 1,
+    /// One takeover, with how long before it the other node's last
+    /// advertisement left it and reached the taker.
+    fn record(&mut self, sent_ms: Option<f64>, arrived_ms: Option<f64>, master_down_ms: f64) {
+        match (sent_ms, arrived_ms) {
+            (Some(s), _) if s >= master_down_ms => self.sent_late += 1,
+            (Some(_), Some(a)) if a < master_down_ms => self.taker_late += 1,
+            (Some(_), _) => self.delivered_late += 1,
+            (None, _) => self.unknown += 1,
         }
-        self.gaps_ms.extend(gap_ms);
+        self.since_sent_ms.extend(sent_ms);
     }
 
     fn count(&self) -> usize {
-        self.silent + self.heard + self.unknown
+        self.sent_late + self.delivered_late + self.taker_late + self.unknown
     }
 
-    /// What the wire showed before them, for the row's note.
+    /// What the captures showed before them, for the row's note.
     fn note(&self) -> String {
         if self.count() == 0 {
             return String::new();
         }
         let mut s = format!(
-            "{} with the other node silent for master-down or longer, {} with its last advertisement within master-down",
-            self.silent, self.heard
+            "the other node's last advertisement: sent master-down or more before {}, sent later but arrived master-down or more before {}, arrived within master-down {}",
+            self.sent_late, self.delivered_late, self.taker_late
         );
         if self.unknown > 0 {
-            let _ = write!(s, ", {} with none captured", self.unknown);
+            let _ = write!(s, ", none captured {}", self.unknown);
         }
-        if let Some(g) = ms_summary(self.gaps_ms.iter().copied()) {
+        if let Some(g) = ms_summary(self.since_sent_ms.iter().copied()) {
             let _ = write!(
                 s,
-                "; last advertisement to takeover {:.1} ms ({:.1}–{:.1})",
+                "; sent {:.1} ms ({:.1}–{:.1}) before",
                 g.median, g.min, g.max
             );
         }
@@ -1102,16 +1125,26 @@ mod tests {
     }
 
     #[test]
-    fn takeovers_are_told_apart_by_the_silence_before_them() {
+    fn takeovers_are_told_apart_by_when_the_last_advertisement_left_and_arrived() {
         let mut t = Takeovers::default();
-        t.record(Some(50.0), 46.9);
-        t.record(Some(20.0), 46.9);
-        t.record(Some(46.9), 46.9);
-        t.record(None, 46.9);
-        assert_eq!((t.silent, t.heard, t.unknown, t.count()), (2, 1, 1, 4));
+        t.record(Some(50.0), Some(49.0), 46.9);
+        t.record(Some(46.9), None, 46.9);
+        t.record(Some(40.0), Some(47.0), 46.9);
+        t.record(Some(20.0), Some(19.5), 46.9);
+        t.record(None, None, 46.9);
+        assert_eq!(
+            (
+                t.sent_late,
+                t.delivered_late,
+                t.taker_late,
+                t.unknown,
+                t.count()
+            ),
+            (2, 1, 1, 1, 5)
+        );
         assert_eq!(
             t.note(),
-            "2 with the other node silent for master-down or longer, 1 with its last advertisement within master-down, 1 with none captured; last advertisement to takeover 46.9 ms (20.0–50.0)"
+            "the other node's last advertisement: sent master-down or more before 2, sent later but arrived master-down or more before 1, arrived within master-down 1, none captured 1; sent 43.5 ms (20.0–50.0) before"
         );
         assert_eq!(Takeovers::default().note(), "");
     }
@@ -1126,7 +1159,7 @@ mod tests {
             Verdict::None
         );
         let mut one = Takeovers::default();
-        one.record(None, 46.9);
+        one.record(None, None, 46.9);
         assert_eq!(
             long_verdict(&Ok(one), Duration::from_secs(30)),
             Verdict::Missed

@@ -698,7 +698,8 @@ fn wire_capture(
     window: Duration,
 ) -> Result<Vec<crate::watch::WirePacket>> {
     let ports: Vec<String> = (0..links).map(|k| Lan::port_name(0, k)).collect();
-    let capture = crate::watch::Capture::start(&lan.switch, &ports)?;
+    let capture =
+        crate::watch::Capture::start(&lan.switch, &ports, crate::watch::Frames::Arriving)?;
     sleep(window);
     Ok(capture.packets())
 }

@@ -156,7 +156,18 @@ impl Drop for Reader {
     }
 }
 
-/// CARP packets received from hosts at the given switch ports.
+/// Which frames a [`Capture`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frames {
+    /// Those arriving at the interfaces: at a switch port, what a host
+    /// sent, once its link delivered it.
+    Arriving,
+    /// Those leaving too: in a host, what it sent, timed as it left.
+    Both,
+}
+
+/// CARP packets at the given interfaces of one namespace: at switch ports,
+/// what the hosts sent; in a host, what it sent and what reached it.
 #[derive(Debug)]
 pub struct Capture {
     packets: Arc<Mutex<Vec<WirePacket>>>,
@@ -166,16 +177,17 @@ pub struct Capture {
 struct CaptureState {
     fd: OwnedFd,
     ports: Vec<i32>,
+    frames: Frames,
     out: Arc<Mutex<Vec<WirePacket>>>,
 }
 
 impl Capture {
-    pub fn start(switch: &Netns, ports: &[String]) -> Result<Capture> {
+    pub fn start(ns: &Netns, ports: &[String], frames: Frames) -> Result<Capture> {
         let packets = Arc::new(Mutex::new(Vec::new()));
         let out = Arc::clone(&packets);
         let ports = ports.to_vec();
         let reader = Reader::spawn(
-            switch,
+            ns,
             move || {
                 // every protocol: only taps for all protocols see frames
                 // before the bridge consumes them
@@ -197,6 +209,7 @@ impl Capture {
                 Ok(CaptureState {
                     fd,
                     ports: idx,
+                    frames,
                     out,
                 })
             },
@@ -256,7 +269,7 @@ fn recv_packet(s: &mut CaptureState) -> io::Result<()> {
     }
     let len = usize::try_from(n).unwrap_or(0).min(buf.len());
     let ipv4 = u16::try_from(libc::ETH_P_IP).unwrap_or(0).to_be();
-    if addr.sll_pkttype == PACKET_OUTGOING
+    if (addr.sll_pkttype == PACKET_OUTGOING && s.frames == Frames::Arriving)
         || addr.sll_protocol != ipv4
         || !s.ports.contains(&addr.sll_ifindex)
     {
