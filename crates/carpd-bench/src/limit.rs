@@ -49,6 +49,10 @@ const HOG_SKEWS: [u8; 3] = [1, 2, 4];
 /// over 10 minutes).
 const LONG_SKEW: u8 = 4;
 
+/// A new master's first advertisement follows the address event this
+/// soon at most, or it is not the takeover's.
+const FIRST_ADVERT_WITHIN: Ns = 100_000_000;
+
 /// keepalived's VRRPv3 floor: 1 centisecond.
 const KEEPALIVED_INTERVAL: Duration = Duration::from_millis(10);
 const KEEPALIVED_PRIORITY: [u8; 2] = [254, 253];
@@ -381,12 +385,29 @@ impl<'a> LimitBed<'a> {
             }
             let taker = e.node.min(1);
             let other = 1 - taker;
-            let src = Lan::host_addr(other, LINK)
-                .parse::<Ipv4Addr>()
-                .map_err(|e| Error::Setup(e.to_string()))?;
+            let addr = |node: usize| {
+                Lan::host_addr(node, LINK)
+                    .parse::<Ipv4Addr>()
+                    .map_err(|e| Error::Setup(e.to_string()))
+            };
+            // The address event is timed as this program read it, which
+            // can be late; the new master's first advertisement follows
+            // the address's addition by a netlink round trip and is timed
+            // by the kernel as it left. Any it sent as master before
+            // came at least its master-down before it took over again.
+            let md = master_down[taker].as_nanos();
+            let decided = self.at_hosts[taker]
+                .first_advert(
+                    addr(taker)?,
+                    VHID,
+                    e.at - Ns::try_from(md).unwrap_or(Ns::MAX),
+                    e.at + FIRST_ADVERT_WITHIN,
+                )
+                .map_or(e.at, |t| t.min(e.at));
+            let src = addr(other)?;
             let before = |c: &Capture| {
-                c.last_advert(src, VHID, e.at)
-                    .map(|t| crate::watch::ms(t, e.at))
+                c.last_advert(src, VHID, decided)
+                    .map(|t| crate::watch::ms(t, decided))
             };
             out.record(
                 before(&self.at_hosts[other]),

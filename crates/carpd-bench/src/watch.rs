@@ -244,6 +244,21 @@ impl Capture {
     }
 }
 
+impl Capture {
+    /// The first advertisement from `src` for `vhid` after `after` and at
+    /// or before `until`, bow-outs left out.
+    pub fn first_advert(&self, src: Ipv4Addr, vhid: u8, after: Ns, until: Ns) -> Option<Ns> {
+        let packets = self.packets.lock().ok()?;
+        packets
+            .iter()
+            .filter(|p| {
+                p.src == src && p.vhid == vhid && p.at > after && p.at <= until && p.advbase != 255
+            })
+            .map(|p| p.at)
+            .min()
+    }
+}
+
 fn recv_packet(s: &mut CaptureState) -> io::Result<()> {
     let mut buf = [0u8; 2048];
     let mut control = [0u64; 16];
