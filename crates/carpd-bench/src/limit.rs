@@ -53,6 +53,10 @@ const LONG_SKEW: u8 = 4;
 /// soon at most, or it is not the takeover's.
 const FIRST_ADVERT_WITHIN: Ns = 100_000_000;
 
+/// The links' NAPI threads run at this `SCHED_FIFO` priority, a real-time
+/// kernel's default for interrupt threads.
+pub const LINK_PRIORITY: i32 = 50;
+
 /// keepalived's VRRPv3 floor: 1 centisecond.
 const KEEPALIVED_INTERVAL: Duration = Duration::from_millis(10);
 const KEEPALIVED_PRIORITY: [u8; 2] = [254, 253];
@@ -73,6 +77,8 @@ pub struct Plan {
     pub hog_skews: Vec<u8>,
     /// keepalived at its 10 ms floor, after the advskews.
     pub anchor: bool,
+    /// `SCHED_FIFO` priority of the links' NAPI threads; 0: normal.
+    pub link_priority: i32,
 }
 
 impl Plan {
@@ -87,6 +93,7 @@ impl Plan {
                 skews: SKEWS.to_vec(),
                 hog_skews: HOG_SKEWS.to_vec(),
                 anchor: true,
+                link_priority: LINK_PRIORITY,
             }
         } else {
             Plan {
@@ -98,6 +105,7 @@ impl Plan {
                 skews: SKEWS.to_vec(),
                 hog_skews: HOG_SKEWS.to_vec(),
                 anchor: true,
+                link_priority: LINK_PRIORITY,
             }
         }
     }
@@ -1012,11 +1020,16 @@ pub fn section(
     );
     let _ = writeln!(
         s,
-        "- {} failover rounds per setting; steady windows {} s ({} s at advskew {LONG_SKEW}); backup advskew = master's + {}",
+        "- {} failover rounds per setting; steady windows {} s ({} s at advskew {LONG_SKEW}); backup advskew = master's + {}; the links' NAPI threads at {}",
         plan.rounds,
         plan.window.as_secs(),
         plan.long_window.as_secs(),
-        plan.backup_extra
+        plan.backup_extra,
+        if plan.link_priority > 0 {
+            format!("SCHED_FIFO {}", plan.link_priority)
+        } else {
+            "normal priority".to_string()
+        }
     );
     let parts: Vec<String> = out
         .parts

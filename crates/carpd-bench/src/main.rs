@@ -94,6 +94,10 @@ struct Args {
     /// keepalived anchor runs only without this)
     #[arg(long, value_delimiter = ',')]
     advskew: Vec<u8>,
+    /// limit: the SCHED_FIFO priority of the links' NAPI threads (0: the
+    /// kernel's default, normal priority)
+    #[arg(long, default_value_t = limit::LINK_PRIORITY)]
+    link_priority: i32,
     /// scale4k: most ucarp processes per node measured; larger counts are
     /// extrapolated (and labelled so) [default: 1000, quick: 250]
     #[arg(long)]
@@ -187,7 +191,7 @@ fn run() -> Result<()> {
         let lan = if args.plain_lan {
             lan::plain_lan(2, scale::LINKS)?
         } else {
-            lan::tuned_lan(2, scale::LINKS)?
+            lan::tuned_lan(2, scale::LINKS)?.0
         };
         {
             let bed = Bed::new(&lan, &dir, &carpd, &args.ucarp)?;
@@ -252,6 +256,7 @@ fn run() -> Result<()> {
 /// The `limit` item: runs it and appends its section to `--out`.
 fn limit_item(args: &Args, carpd: &Path) -> Result<()> {
     let mut plan = limit::Plan::new(args.quick, args.rounds, args.backup_extra);
+    plan.link_priority = args.link_priority;
     if !args.advskew.is_empty() {
         plan.only(&args.advskew)?;
     }
@@ -260,7 +265,15 @@ fn limit_item(args: &Args, carpd: &Path) -> Result<()> {
     let dir = Scratch::new()?;
     eprintln!("setting up namespaces");
     let out = {
-        let lan = lan::tuned_lan(2, scale::LINKS)?;
+        let (lan, links) = lan::tuned_lan(2, scale::LINKS)?;
+        if plan.link_priority > 0 {
+            links.realtime(plan.link_priority)?;
+            eprintln!(
+                "{} NAPI threads of the links at SCHED_FIFO {}",
+                links.len(),
+                plan.link_priority
+            );
+        }
         if args.hog {
             limit::run_hog(&lan, &dir, carpd, &plan)?
         } else {

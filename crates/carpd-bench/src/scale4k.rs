@@ -57,7 +57,7 @@ pub fn run(carpd: &Path, ucarp: &Path, s: &Settings) -> Result<Scale4k> {
     log_step(&format!(
         "8: setting up 2 hosts × {links} links (veth pairs)"
     ));
-    let lan = lan::tuned_lan(2, links)?;
+    let (lan, _) = lan::tuned_lan(2, links)?;
     let mut steps = Vec::new();
     let mut v6 = None;
     for n in COUNTS {
