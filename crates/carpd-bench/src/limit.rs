@@ -49,9 +49,10 @@ const HOG_SKEWS: [u8; 3] = [1, 2, 4];
 /// over 10 minutes).
 const LONG_SKEW: u8 = 4;
 
-/// A new master's first advertisement follows the address event this
-/// soon at most, or it is not the takeover's.
-const FIRST_ADVERT_WITHIN: Ns = 100_000_000;
+/// A takeover's logged transition and its address event, or the address
+/// event and the new master's first advertisement, are this close at
+/// most, or they are not the same takeover's.
+const DECIDED_WITHIN: Ns = 100_000_000;
 
 /// The links' NAPI threads run at this `SCHED_FIFO` priority, a real-time
 /// kernel's default for interrupt threads.
@@ -245,7 +246,7 @@ impl<'a> LimitBed<'a> {
             &label,
             self.dir.path(),
             self.carpd,
-            &["--config", &path.to_string_lossy()],
+            &["--config", &path.to_string_lossy(), "--log-format", "json"],
         )?;
         Ok(CarpdNode { daemon, socket })
     }
@@ -374,18 +375,30 @@ impl<'a> LimitBed<'a> {
 
     /// The address added on either node over `window` while both run:
     /// each is a node becoming master while the other runs. `master_down`
-    /// is each node's own.
+    /// is each node's own; `logged`: the daemons are carpd, whose JSON
+    /// log times each transition.
     fn count_takeovers(
         &self,
         window: Duration,
         running: &mut [&mut Daemon],
         master_down: [Duration; 2],
+        logged: bool,
     ) -> Result<Takeovers> {
         let since = now_ns();
         sleep(window);
         if running.iter_mut().any(|d| d.wait_exit(Duration::ZERO)) {
             return Err(Error::Measure("a daemon exited during the window".into()));
         }
+        let masters: Vec<Vec<Ns>> = running
+            .iter()
+            .map(|d| {
+                if logged {
+                    masters_logged(&d.log())
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
         let mut out = Takeovers::default();
         for e in self.watch.events() {
             if !e.added || e.addr != IpAddr::V4(VIP) || e.at < since {
@@ -393,26 +406,19 @@ impl<'a> LimitBed<'a> {
             }
             let taker = e.node.min(1);
             let other = 1 - taker;
-            let addr = |node: usize| {
-                Lan::host_addr(node, LINK)
-                    .parse::<Ipv4Addr>()
-                    .map_err(|e| Error::Setup(e.to_string()))
-            };
-            // The address event is timed as this program read it, which
-            // can be late; the new master's first advertisement follows
-            // the address's addition by a netlink round trip and is timed
-            // by the kernel as it left. Any it sent as master before
-            // came at least its master-down before it took over again.
-            let md = master_down[taker].as_nanos();
-            let decided = self.at_hosts[taker]
-                .first_advert(
-                    addr(taker)?,
-                    VHID,
-                    e.at - Ns::try_from(md).unwrap_or(Ns::MAX),
-                    e.at + FIRST_ADVERT_WITHIN,
-                )
-                .map_or(e.at, |t| t.min(e.at));
-            let src = addr(other)?;
+            let decided = masters
+                .get(taker)
+                .and_then(|m| {
+                    m.iter()
+                        .rev()
+                        .find(|&&t| t <= e.at && e.at - t < DECIDED_WITHIN)
+                })
+                .copied()
+                .map_or_else(
+                    || self.first_advert_as_master(taker, e.at, master_down[taker]),
+                    Ok,
+                )?;
+            let src = host_v4(other)?;
             let before = |c: &Capture| {
                 c.last_advert(src, VHID, decided)
                     .map(|t| crate::watch::ms(t, decided))
@@ -426,6 +432,19 @@ impl<'a> LimitBed<'a> {
         Ok(out)
     }
 
+    /// When `taker`, whose address event was read at `seen`, decided
+    /// without a log to say so: the address event is timed as this
+    /// program read it, which can be late; the new master's first
+    /// advertisement follows the address's addition by a netlink round
+    /// trip and is timed by the kernel as it left. Any it sent as master
+    /// before came at least its master-down before it took over again.
+    fn first_advert_as_master(&self, taker: usize, seen: Ns, master_down: Duration) -> Result<Ns> {
+        let md = Ns::try_from(master_down.as_nanos()).unwrap_or(Ns::MAX);
+        Ok(self.at_hosts[taker]
+            .first_advert(host_v4(taker)?, VHID, seen - md, seen + DECIDED_WITHIN)
+            .map_or(seen, |t| t.min(seen)))
+    }
+
     fn carpd_steady(&self, t: [Timers; 2], window: Duration, realtime: bool) -> Result<Takeovers> {
         let mut nodes = self.start_pair([Some(t[0].advskew), Some(t[1].advskew)], realtime)?;
         let [n0, n1] = &mut nodes;
@@ -433,6 +452,7 @@ impl<'a> LimitBed<'a> {
             window,
             &mut [&mut n0.daemon, &mut n1.daemon],
             [t[0].master_down(), t[1].master_down()],
+            true,
         );
         self.stop_pair(nodes);
         n
@@ -529,6 +549,7 @@ impl<'a> LimitBed<'a> {
             window,
             &mut [&mut k0.daemon, &mut k1.daemon],
             [keepalived_master_down(); 2],
+            false,
         )
     }
 }
@@ -615,6 +636,25 @@ fn each_round(
         Some(e) if out.is_empty() => Err(e),
         _ => Ok(out),
     }
+}
+
+/// `node`'s address on the measured link.
+fn host_v4(node: usize) -> Result<Ipv4Addr> {
+    Lan::host_addr(node, LINK)
+        .parse::<Ipv4Addr>()
+        .map_err(|e| Error::Setup(e.to_string()))
+}
+
+/// When carpd's JSON log says the measured VHID became MASTER, in order.
+fn masters_logged(log: &str) -> Vec<Ns> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| {
+            v["fields"]["to"].as_str() == Some("MASTER")
+                && v["span"]["vhid"].as_u64() == Some(u64::from(VHID))
+        })
+        .filter_map(|v| scale::parse_rfc3339(v["timestamp"].as_str()?))
+        .collect()
 }
 
 /// The backup's master-down time (RFC 9568): 3 intervals plus its skew.
@@ -965,6 +1005,7 @@ pub fn run_hog(lan: &Lan, dir: &Scratch, carpd: &Path, plan: &Plan) -> Result<Ou
                             window,
                             &mut [&mut n0.daemon, &mut n1.daemon],
                             [t[0].master_down(), t[1].master_down()],
+                            true,
                         )
                     });
                     bed.stop_pair(nodes);
@@ -1181,6 +1222,17 @@ mod tests {
             "the other node's last advertisement: sent master-down or more before 2, sent later but arrived master-down or more before 1, arrived within master-down 1, none captured 1; sent 43.5 ms (20.0–50.0) before"
         );
         assert_eq!(Takeovers::default().note(), "");
+    }
+
+    #[test]
+    fn the_measured_vhids_transitions_to_master_are_read_from_the_log() {
+        let log = format!(
+            "{}\n{}\nnot json\n{}\n",
+            r#"{"timestamp":"1970-01-01T00:00:01.5Z","fields":{"to":"MASTER"},"span":{"vhid":251}}"#,
+            r#"{"timestamp":"1970-01-01T00:00:02Z","fields":{"to":"MASTER"},"span":{"vhid":7}}"#,
+            r#"{"timestamp":"1970-01-01T00:00:03Z","fields":{"to":"BACKUP"},"span":{"vhid":251}}"#,
+        );
+        assert_eq!(masters_logged(&log), vec![1_500_000_000]);
     }
 
     #[test]

@@ -468,7 +468,7 @@ pub fn carpd_config(
 
 /// Timestamp (ns since the epoch) of an RFC 3339 UTC time as tracing
 /// writes it, e.g. `2026-11-25T20:51:44.123456Z`.
-fn parse_rfc3339(t: &str) -> Option<Ns> {
+pub fn parse_rfc3339(t: &str) -> Option<Ns> {
     let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
     let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
