@@ -499,7 +499,8 @@ mod tests {
         };
         // all between 3 and 4 ms
         early.buckets = [4; LATENESS_BUCKETS_US.len()];
-        early.buckets[..7].fill(0);
+        let at_4ms = LATENESS_BUCKETS_US.iter().position(|b| *b == 4_000).unwrap();
+        early.buckets[..at_4ms].fill(0);
         let lateness = LatenessSummary { early, late };
         let text = render(
             Snapshot {
