@@ -45,6 +45,7 @@ use tracing::{info, warn};
 use crate::accept;
 use crate::config::{ControlGroup, DEFAULT_CONTROL_SOCKET};
 use crate::error::Error;
+use crate::offload::off_runtime;
 use crate::run::Shared;
 
 /// Longest request line accepted; a request is a few dozen bytes.
@@ -659,20 +660,34 @@ async fn connection(stream: UnixStream, shared: &Arc<Shared>) {
                 Err(e) => (Response::error(format!("bad request: {e}")), false),
             },
         };
-        let mut out = match serde_json::to_vec(&response) {
-            Ok(v) => v,
-            Err(e) => {
-                warn!(error = %e, "control socket: cannot encode a response");
-                return;
-            }
+        let Some(out) = encode_line(response).await else {
+            return;
         };
-        out.push(b'\n');
         match tokio::time::timeout(IO_TIMEOUT, write.write_all(&out)).await {
             Ok(Ok(())) => {}
             _ => return,
         }
         if close {
             return;
+        }
+    }
+}
+
+/// A response as one JSON line, encoded on the blocking pool (see
+/// `offload`): a status of thousands of VHIDs is megabytes of JSON.
+async fn encode_line(response: Response) -> Option<Vec<u8>> {
+    match off_runtime(move || serde_json::to_vec(&response)).await {
+        Some(Ok(mut out)) => {
+            out.push(b'\n');
+            Some(out)
+        }
+        Some(Err(e)) => {
+            warn!(error = %e, "control socket: cannot encode a response");
+            None
+        }
+        None => {
+            warn!("control socket: encoding a response failed");
+            None
         }
     }
 }
@@ -706,17 +721,23 @@ async fn refuse(stream: UnixStream, access: &Access) {
 async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
     match request {
         Request::Status => match shared.status().await {
-            Ok((vhids, interface_drops)) => Response {
-                ok: true,
-                vhids: vhids.iter().map(VhidInfo::from).collect(),
-                interface_drops: interface_drops
-                    .into_iter()
-                    .filter(|(_, d)| !d.is_empty())
-                    .map(|(i, d)| (i, d.into_iter().map(|(r, n)| (r.to_string(), n)).collect()))
-                    .collect(),
-                log_lines_dropped: Some(crate::logging::lines_dropped()),
-                ..Response::default()
-            },
+            Ok((vhids, interface_drops)) => {
+                let log_lines_dropped = crate::logging::lines_dropped();
+                // thousands of VHIDs' strings and maps: off the runtime too
+                off_runtime(move || Response {
+                    ok: true,
+                    vhids: vhids.iter().map(VhidInfo::from).collect(),
+                    interface_drops: interface_drops
+                        .into_iter()
+                        .filter(|(_, d)| !d.is_empty())
+                        .map(|(i, d)| (i, d.into_iter().map(|(r, n)| (r.to_string(), n)).collect()))
+                        .collect(),
+                    log_lines_dropped: Some(log_lines_dropped),
+                    ..Response::default()
+                })
+                .await
+                .unwrap_or_else(|| Response::error("building the status failed"))
+            }
             Err(e) => Response::error(e),
         },
         Request::Demote {
