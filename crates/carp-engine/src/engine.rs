@@ -37,8 +37,14 @@ use crate::vmac;
 /// stragglers are aborted; extended to the longest exit hook timeout.
 const STOP_BOUND: Duration = Duration::from_secs(2);
 
-/// How long a status or operator request waits for one VHID task.
+/// How long a status or operator request waits for the VHID tasks.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// VHID tasks asked at once by a status or operator request. Each one asked
+/// is a task woken on the runtime thread, and an advertiser or VHID timer
+/// that fires meanwhile queues behind all of them: at 4000 VHIDs, asking
+/// all at once delays it by the time 4000 tasks take to answer.
+const REQUEST_BATCH: usize = 128;
 
 /// A running engine. Dropping it without [`Engine::shutdown`] aborts the
 /// tasks (addresses stay, as after a crash).
@@ -722,31 +728,40 @@ impl Running {
         report
     }
 
-    /// Send a request to the matching tasks and collect the replies.
+    /// Send a request to the matching tasks and collect the replies (those
+    /// that come within [`REQUEST_TIMEOUT`] of the call), [`REQUEST_BATCH`]
+    /// tasks at a time.
     async fn ask<T>(
         &self,
         matches: impl Fn(&VhidHandle) -> bool,
         make: impl Fn(oneshot::Sender<T>) -> Command,
     ) -> Vec<(VhidKey, T)> {
-        let requests = self.vhids.values().filter(|h| matches(h)).map(|h| {
-            let (tx, rx) = oneshot::channel();
-            let key = h.params.key.clone();
-            let commands = h.entry.commands.clone();
-            let cmd = make(tx);
-            async move {
-                let reply = tokio::time::timeout(REQUEST_TIMEOUT, async move {
-                    commands.send(cmd).await.ok()?;
-                    rx.await.ok()
-                })
-                .await;
-                reply.ok().flatten().map(|r| (key, r))
-            }
-        });
-        futures::future::join_all(requests)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let asked: Vec<&VhidHandle> = self.vhids.values().filter(|h| matches(h)).collect();
+        let mut out = Vec::with_capacity(asked.len());
+        for batch in asked.chunks(REQUEST_BATCH) {
+            let requests = batch.iter().map(|h| {
+                let (tx, rx) = oneshot::channel();
+                let key = h.params.key.clone();
+                let commands = h.entry.commands.clone();
+                let cmd = make(tx);
+                async move {
+                    let reply = tokio::time::timeout_at(deadline, async move {
+                        commands.send(cmd).await.ok()?;
+                        rx.await.ok()
+                    })
+                    .await;
+                    reply.ok().flatten().map(|r| (key, r))
+                }
+            });
+            out.extend(
+                futures::future::join_all(requests)
+                    .await
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+        out
     }
 }
 
