@@ -673,10 +673,21 @@ async fn connection(stream: UnixStream, shared: &Arc<Shared>) {
     }
 }
 
-/// A response as one JSON line, encoded on the blocking pool (see
-/// `offload`): a status of thousands of VHIDs is megabytes of JSON.
+/// Responses listing more VHIDs than this are encoded on the blocking pool;
+/// smaller ones (a reload's, an error) are quicker to encode than to hand
+/// over.
+const ENCODE_INLINE_VHIDS: usize = 16;
+
+/// A response as one JSON line; one listing many VHIDs is encoded on the
+/// blocking pool (see `offload`): a status of thousands of VHIDs is
+/// megabytes of JSON.
 async fn encode_line(response: Response) -> Option<Vec<u8>> {
-    match off_runtime(move || serde_json::to_vec(&response)).await {
+    let encoded = if response.vhids.len() <= ENCODE_INLINE_VHIDS {
+        Some(serde_json::to_vec(&response))
+    } else {
+        off_runtime(move || serde_json::to_vec(&response)).await
+    };
+    match encoded {
         Some(Ok(mut out)) => {
             out.push(b'\n');
             Some(out)
@@ -850,6 +861,41 @@ pub fn remove(path: &PathBuf) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The runtime thread runs other tasks (VHID timers) while a status of
+    /// thousands of VHIDs is encoded; encoded inline, it would be done
+    /// within one poll, before the other task ran once.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_large_status_is_encoded_off_the_runtime_thread() {
+        let one = VhidInfo::from(&crate::metrics::tests::status(carp_proto::State::Master));
+        let response = Response {
+            ok: true,
+            vhids: vec![one; 4000],
+            ..Response::default()
+        };
+        let done = std::cell::Cell::new(false);
+        let mut ran_meanwhile = 0u64;
+        let encode = async {
+            let line = encode_line(response).await;
+            done.set(true);
+            line
+        };
+        let other = async {
+            while !done.get() {
+                ran_meanwhile += 1;
+                tokio::task::yield_now().await;
+            }
+        };
+        let (line, ()) = tokio::join!(encode, other);
+        let line = line.unwrap();
+        assert_eq!(line.last(), Some(&b'\n'));
+        let back: Response = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back.vhids.len(), 4000);
+        assert!(
+            ran_meanwhile > 0,
+            "nothing else ran while the status was encoded"
+        );
+    }
 
     #[test]
     fn the_sockets_directory_is_created_private_once() {

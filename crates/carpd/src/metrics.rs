@@ -453,11 +453,12 @@ pub fn describe(addr: Option<SocketAddr>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use carp_engine::{VhidKey, VirtualAddr};
 
-    fn status(state: State) -> VhidStatus {
+    /// A VHID with a bit of everything set (shared with the control tests).
+    pub(crate) fn status(state: State) -> VhidStatus {
         VhidStatus {
             key: VhidKey {
                 interface: "eth0".into(),
