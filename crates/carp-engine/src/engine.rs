@@ -243,7 +243,9 @@ async fn prepare(
     may_be_missing: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Preparation, Error> {
     let mut out = Preparation::default();
-    let mut seen = HashSet::new();
+    let count = spec.interfaces.iter().map(|i| i.vhids.len()).sum();
+    out.ready.reserve(count);
+    let mut seen: HashSet<(&str, u8)> = HashSet::with_capacity(count);
     let mut local_addrs: HashMap<u32, Vec<IpAddr>> = HashMap::new();
     let now = Instant::now();
     let wait = |iface: &InterfaceSpec, v: &VhidSpec, reason: String| Waiting {
@@ -265,7 +267,7 @@ async fn prepare(
                 interface: iface.name.clone(),
                 vhid: v.vhid,
             };
-            if !seen.insert(key.clone()) {
+            if !seen.insert((iface.name.as_str(), v.vhid)) {
                 return Err(Error::DuplicateVhid {
                     interface: key.interface,
                     vhid: key.vhid,
@@ -523,6 +525,8 @@ impl Running {
             other: Arc::clone(&self.other_drops),
             ..Demux::default()
         };
+        // sized once: rebuilt twice per reload, for every VHID
+        d.vhids.reserve(self.vhids.len());
         for h in self.vhids.values() {
             let p = &h.params;
             d.vhids
@@ -545,10 +549,11 @@ impl Running {
                     own.push(a);
                 }
             }
-            if let Some(c) = self.interface_drops.get(&p.key.interface) {
-                d.interfaces
-                    .entry(p.ifindex)
-                    .or_insert_with(|| (p.key.interface.clone(), Arc::clone(c)));
+            // the name is looked up once per interface, not per VHID
+            if let std::collections::hash_map::Entry::Vacant(e) = d.interfaces.entry(p.ifindex)
+                && let Some(c) = self.interface_drops.get(&p.key.interface)
+            {
+                e.insert((p.key.interface.clone(), Arc::clone(c)));
             }
         }
         d
@@ -891,6 +896,7 @@ impl Engine {
     /// ones start. VHIDs that cannot run yet wait (an interface already
     /// gone may stay gone).
     pub async fn reload(&self, spec: EngineSpec) -> Result<ReloadReport, Error> {
+        let began = Instant::now();
         let mut r = self.running.lock().await;
         let gone: HashSet<String> = (r.waiting.keys()).map(|k| k.interface.clone()).collect();
         let prepared = prepare(&r.effects.netlink, &spec, &|name| gone.contains(name)).await?;
@@ -938,7 +944,9 @@ impl Engine {
         self.tracking.apply(trackers, &self.cancel);
         r.accept_filter.set(accept_mode::dropped_addresses(&spec));
         r.publish();
+        let stopping = Instant::now();
         stop(to_stop).await;
+        let stopped_in = stopping.elapsed();
         for p in to_start {
             r.start_vhid(p);
         }
@@ -964,6 +972,8 @@ impl Engine {
             removed = report.removed.len(),
             changed = report.changed.len(),
             unchanged = report.unchanged,
+            took_ms = began.elapsed().as_secs_f64() * 1e3,
+            stopping_ms = stopped_in.as_secs_f64() * 1e3,
             "reloaded"
         );
         Ok(report)
