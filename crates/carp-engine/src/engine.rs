@@ -37,8 +37,14 @@ use crate::vmac;
 /// stragglers are aborted; extended to the longest exit hook timeout.
 const STOP_BOUND: Duration = Duration::from_secs(2);
 
-/// How long a status or operator request waits for one VHID task.
+/// How long a status or operator request waits for the VHID tasks.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// VHID tasks asked at once by a status or operator request. Each one asked
+/// is a task woken on the runtime thread, and an advertiser or VHID timer
+/// that fires meanwhile queues behind all of them: at 4000 VHIDs, asking
+/// all at once delays it by the time 4000 tasks take to answer.
+const REQUEST_BATCH: usize = 128;
 
 /// A running engine. Dropping it without [`Engine::shutdown`] aborts the
 /// tasks (addresses stay, as after a crash).
@@ -237,7 +243,9 @@ async fn prepare(
     may_be_missing: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Preparation, Error> {
     let mut out = Preparation::default();
-    let mut seen = HashSet::new();
+    let count = spec.interfaces.iter().map(|i| i.vhids.len()).sum();
+    out.ready.reserve(count);
+    let mut seen: HashSet<(&str, u8)> = HashSet::with_capacity(count);
     let mut local_addrs: HashMap<u32, Vec<IpAddr>> = HashMap::new();
     let now = Instant::now();
     let wait = |iface: &InterfaceSpec, v: &VhidSpec, reason: String| Waiting {
@@ -259,7 +267,7 @@ async fn prepare(
                 interface: iface.name.clone(),
                 vhid: v.vhid,
             };
-            if !seen.insert(key.clone()) {
+            if !seen.insert((iface.name.as_str(), v.vhid)) {
                 return Err(Error::DuplicateVhid {
                     interface: key.interface,
                     vhid: key.vhid,
@@ -517,6 +525,8 @@ impl Running {
             other: Arc::clone(&self.other_drops),
             ..Demux::default()
         };
+        // sized once: rebuilt twice per reload, for every VHID
+        d.vhids.reserve(self.vhids.len());
         for h in self.vhids.values() {
             let p = &h.params;
             d.vhids
@@ -539,10 +549,11 @@ impl Running {
                     own.push(a);
                 }
             }
-            if let Some(c) = self.interface_drops.get(&p.key.interface) {
-                d.interfaces
-                    .entry(p.ifindex)
-                    .or_insert_with(|| (p.key.interface.clone(), Arc::clone(c)));
+            // the name is looked up once per interface, not per VHID
+            if let std::collections::hash_map::Entry::Vacant(e) = d.interfaces.entry(p.ifindex)
+                && let Some(c) = self.interface_drops.get(&p.key.interface)
+            {
+                e.insert((p.key.interface.clone(), Arc::clone(c)));
             }
         }
         d
@@ -722,31 +733,40 @@ impl Running {
         report
     }
 
-    /// Send a request to the matching tasks and collect the replies.
+    /// Send a request to the matching tasks and collect the replies (those
+    /// that come within [`REQUEST_TIMEOUT`] of the call), [`REQUEST_BATCH`]
+    /// tasks at a time.
     async fn ask<T>(
         &self,
         matches: impl Fn(&VhidHandle) -> bool,
         make: impl Fn(oneshot::Sender<T>) -> Command,
     ) -> Vec<(VhidKey, T)> {
-        let requests = self.vhids.values().filter(|h| matches(h)).map(|h| {
-            let (tx, rx) = oneshot::channel();
-            let key = h.params.key.clone();
-            let commands = h.entry.commands.clone();
-            let cmd = make(tx);
-            async move {
-                let reply = tokio::time::timeout(REQUEST_TIMEOUT, async move {
-                    commands.send(cmd).await.ok()?;
-                    rx.await.ok()
-                })
-                .await;
-                reply.ok().flatten().map(|r| (key, r))
-            }
-        });
-        futures::future::join_all(requests)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let asked: Vec<&VhidHandle> = self.vhids.values().filter(|h| matches(h)).collect();
+        let mut out = Vec::with_capacity(asked.len());
+        for batch in asked.chunks(REQUEST_BATCH) {
+            let requests = batch.iter().map(|h| {
+                let (tx, rx) = oneshot::channel();
+                let key = h.params.key.clone();
+                let commands = h.entry.commands.clone();
+                let cmd = make(tx);
+                async move {
+                    let reply = tokio::time::timeout_at(deadline, async move {
+                        commands.send(cmd).await.ok()?;
+                        rx.await.ok()
+                    })
+                    .await;
+                    reply.ok().flatten().map(|r| (key, r))
+                }
+            });
+            out.extend(
+                futures::future::join_all(requests)
+                    .await
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+        out
     }
 }
 
@@ -876,6 +896,7 @@ impl Engine {
     /// ones start. VHIDs that cannot run yet wait (an interface already
     /// gone may stay gone).
     pub async fn reload(&self, spec: EngineSpec) -> Result<ReloadReport, Error> {
+        let began = Instant::now();
         let mut r = self.running.lock().await;
         let gone: HashSet<String> = (r.waiting.keys()).map(|k| k.interface.clone()).collect();
         let prepared = prepare(&r.effects.netlink, &spec, &|name| gone.contains(name)).await?;
@@ -923,7 +944,9 @@ impl Engine {
         self.tracking.apply(trackers, &self.cancel);
         r.accept_filter.set(accept_mode::dropped_addresses(&spec));
         r.publish();
+        let stopping = Instant::now();
         stop(to_stop).await;
+        let stopped_in = stopping.elapsed();
         for p in to_start {
             r.start_vhid(p);
         }
@@ -949,6 +972,8 @@ impl Engine {
             removed = report.removed.len(),
             changed = report.changed.len(),
             unchanged = report.unchanged,
+            took_ms = began.elapsed().as_secs_f64() * 1e3,
+            stopping_ms = stopped_in.as_secs_f64() * 1e3,
             "reloaded"
         );
         Ok(report)

@@ -44,9 +44,11 @@ pub(crate) struct Routes {
 
 impl Routes {
     pub(crate) fn new<'a>(running: impl Iterator<Item = &'a VhidHandle>, waiting: bool) -> Routes {
+        let (count, _) = running.size_hint();
         let mut routes = Routes {
+            by_addr: HashMap::with_capacity(count),
+            all: Vec::with_capacity(count),
             waiting,
-            ..Routes::default()
         };
         for h in running {
             for a in &h.params.spec.addresses {

@@ -45,6 +45,7 @@ use tracing::{info, warn};
 use crate::accept;
 use crate::config::{ControlGroup, DEFAULT_CONTROL_SOCKET};
 use crate::error::Error;
+use crate::offload::off_runtime;
 use crate::run::Shared;
 
 /// Longest request line accepted; a request is a few dozen bytes.
@@ -659,20 +660,45 @@ async fn connection(stream: UnixStream, shared: &Arc<Shared>) {
                 Err(e) => (Response::error(format!("bad request: {e}")), false),
             },
         };
-        let mut out = match serde_json::to_vec(&response) {
-            Ok(v) => v,
-            Err(e) => {
-                warn!(error = %e, "control socket: cannot encode a response");
-                return;
-            }
+        let Some(out) = encode_line(response).await else {
+            return;
         };
-        out.push(b'\n');
         match tokio::time::timeout(IO_TIMEOUT, write.write_all(&out)).await {
             Ok(Ok(())) => {}
             _ => return,
         }
         if close {
             return;
+        }
+    }
+}
+
+/// Responses listing more VHIDs than this are encoded on the blocking pool;
+/// smaller ones (a reload's, an error) are quicker to encode than to hand
+/// over.
+const ENCODE_INLINE_VHIDS: usize = 16;
+
+/// A response as one JSON line; one listing many VHIDs is encoded on the
+/// blocking pool (see `offload`): a status of thousands of VHIDs is
+/// megabytes of JSON.
+async fn encode_line(response: Response) -> Option<Vec<u8>> {
+    let encoded = if response.vhids.len() <= ENCODE_INLINE_VHIDS {
+        Some(serde_json::to_vec(&response))
+    } else {
+        off_runtime(move || serde_json::to_vec(&response)).await
+    };
+    match encoded {
+        Some(Ok(mut out)) => {
+            out.push(b'\n');
+            Some(out)
+        }
+        Some(Err(e)) => {
+            warn!(error = %e, "control socket: cannot encode a response");
+            None
+        }
+        None => {
+            warn!("control socket: encoding a response failed");
+            None
         }
     }
 }
@@ -706,17 +732,23 @@ async fn refuse(stream: UnixStream, access: &Access) {
 async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
     match request {
         Request::Status => match shared.status().await {
-            Ok((vhids, interface_drops)) => Response {
-                ok: true,
-                vhids: vhids.iter().map(VhidInfo::from).collect(),
-                interface_drops: interface_drops
-                    .into_iter()
-                    .filter(|(_, d)| !d.is_empty())
-                    .map(|(i, d)| (i, d.into_iter().map(|(r, n)| (r.to_string(), n)).collect()))
-                    .collect(),
-                log_lines_dropped: Some(crate::logging::lines_dropped()),
-                ..Response::default()
-            },
+            Ok((vhids, interface_drops)) => {
+                let log_lines_dropped = crate::logging::lines_dropped();
+                // thousands of VHIDs' strings and maps: off the runtime too
+                off_runtime(move || Response {
+                    ok: true,
+                    vhids: vhids.iter().map(VhidInfo::from).collect(),
+                    interface_drops: interface_drops
+                        .into_iter()
+                        .filter(|(_, d)| !d.is_empty())
+                        .map(|(i, d)| (i, d.into_iter().map(|(r, n)| (r.to_string(), n)).collect()))
+                        .collect(),
+                    log_lines_dropped: Some(log_lines_dropped),
+                    ..Response::default()
+                })
+                .await
+                .unwrap_or_else(|| Response::error("building the status failed"))
+            }
             Err(e) => Response::error(e),
         },
         Request::Demote {
@@ -829,6 +861,41 @@ pub fn remove(path: &PathBuf) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The runtime thread runs other tasks (VHID timers) while a status of
+    /// thousands of VHIDs is encoded; encoded inline, it would be done
+    /// within one poll, before the other task ran once.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_large_status_is_encoded_off_the_runtime_thread() {
+        let one = VhidInfo::from(&crate::metrics::tests::status(carp_proto::State::Master));
+        let response = Response {
+            ok: true,
+            vhids: vec![one; 4000],
+            ..Response::default()
+        };
+        let done = std::cell::Cell::new(false);
+        let mut ran_meanwhile = 0u64;
+        let encode = async {
+            let line = encode_line(response).await;
+            done.set(true);
+            line
+        };
+        let other = async {
+            while !done.get() {
+                ran_meanwhile += 1;
+                tokio::task::yield_now().await;
+            }
+        };
+        let (line, ()) = tokio::join!(encode, other);
+        let line = line.unwrap();
+        assert_eq!(line.last(), Some(&b'\n'));
+        let back: Response = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back.vhids.len(), 4000);
+        assert!(
+            ran_meanwhile > 0,
+            "nothing else ran while the status was encoded"
+        );
+    }
 
     #[test]
     fn the_sockets_directory_is_created_private_once() {

@@ -10,6 +10,7 @@ mod journald;
 mod logging;
 mod metrics;
 mod notify;
+mod offload;
 mod realtime;
 mod run;
 mod ucarp;

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use tracing::debug;
 
 use crate::error::Error;
+use crate::offload::off_runtime;
 use crate::run::Shared;
 use crate::{accept, logging};
 
@@ -100,9 +101,9 @@ async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<(
     };
     let (status, body) = match route(&head) {
         Route::Metrics => match shared.snapshot().await {
-            Some(s) => match render(s, logging::lines_dropped()) {
-                Ok(text) => ("200 OK", text),
-                Err(_) => ("500 Internal Server Error", "encoding failed\n".into()),
+            Some(s) => match render_off_runtime(s).await {
+                Some(text) => ("200 OK", text),
+                None => ("500 Internal Server Error", "encoding failed\n".into()),
             },
             None => ("503 Service Unavailable", "shutting down\n".into()),
         },
@@ -168,6 +169,15 @@ fn route(head: &[u8]) -> Route {
     } else {
         Route::NotFound
     }
+}
+
+/// [`render`] on the blocking pool (see `offload`), at most
+/// [`MAX_CLIENTS`] at once (one per connection); `None` if encoding failed.
+async fn render_off_runtime(snapshot: Snapshot) -> Option<String> {
+    let log_lines_dropped = logging::lines_dropped();
+    off_runtime(move || render(snapshot, log_lines_dropped))
+        .await?
+        .ok()
 }
 
 /// Encode a snapshot and the count of dropped log lines in the OpenMetrics
@@ -443,11 +453,12 @@ pub fn describe(addr: Option<SocketAddr>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use carp_engine::{VhidKey, VirtualAddr};
 
-    fn status(state: State) -> VhidStatus {
+    /// A VHID with a bit of everything set (shared with the control tests).
+    pub(crate) fn status(state: State) -> VhidStatus {
         VhidStatus {
             key: VhidKey {
                 interface: "eth0".into(),
@@ -499,7 +510,11 @@ mod tests {
         };
         // all between 3 and 4 ms
         early.buckets = [4; LATENESS_BUCKETS_US.len()];
-        early.buckets[..7].fill(0);
+        let at_4ms = LATENESS_BUCKETS_US
+            .iter()
+            .position(|b| *b == 4_000)
+            .unwrap();
+        early.buckets[..at_4ms].fill(0);
         let lateness = LatenessSummary { early, late };
         let text = render(
             Snapshot {
@@ -573,6 +588,48 @@ mod tests {
         assert!(
             !text.contains(r#"carpd_vhid_priority{interface="eth0",vhid="7"}"#),
             "{text}"
+        );
+    }
+
+    /// The runtime thread runs other tasks (VHID timers) while a large
+    /// scrape is encoded: rendered inline, the encoding would finish within
+    /// one poll, before the other task ran once.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_large_scrape_is_encoded_off_the_runtime_thread() {
+        let vhids = (0..4000u32)
+            .map(|i| VhidStatus {
+                key: VhidKey {
+                    interface: format!("eth{}", i / 250),
+                    vhid: u8::try_from(i % 250 + 1).unwrap(),
+                },
+                ..status(State::Master)
+            })
+            .collect();
+        let snapshot = Snapshot {
+            vhids,
+            ..Snapshot::default()
+        };
+        let done = std::cell::Cell::new(false);
+        let mut ran_meanwhile = 0u64;
+        let render = async {
+            let text = render_off_runtime(snapshot).await;
+            done.set(true);
+            text
+        };
+        let other = async {
+            while !done.get() {
+                ran_meanwhile += 1;
+                tokio::task::yield_now().await;
+            }
+        };
+        let (text, ()) = tokio::join!(render, other);
+        let text = text.unwrap();
+        assert!(
+            text.contains(r#"carpd_vhid_state{interface="eth15",vhid="250",state="MASTER"} 1"#)
+        );
+        assert!(
+            ran_meanwhile > 0,
+            "nothing else ran while the scrape was encoded"
         );
     }
 
