@@ -667,9 +667,13 @@ async fn connection(stream: UnixStream, shared: &Arc<Shared>) {
             }
         };
         out.push(b'\n');
-        match tokio::time::timeout(IO_TIMEOUT, write.write_all(&out)).await {
-            Ok(Ok(())) => {}
-            _ => return,
+        drop(response);
+        let written = tokio::time::timeout(IO_TIMEOUT, write.write_all(&out)).await;
+        drop(out);
+        // a status answer for many VHIDs is large; see `memory.rs`
+        crate::memory::release_freed();
+        if !matches!(written, Ok(Ok(()))) {
+            return;
         }
         if close {
             return;
