@@ -1,10 +1,10 @@
 //! Giving the memory of a large answer back to the system.
 //!
-//! A status answer for thousands of VHIDs takes several MiB of heap for a
-//! moment (a snapshot per VHID, then its JSON). glibc keeps freed heap
-//! pages below the top of the heap resident, so each status read would
-//! leave the process that much larger for good; `malloc_trim` returns the
-//! free pages wherever they are.
+//! A status answer or a metrics scrape for thousands of VHIDs takes
+//! several MiB of heap for a moment (a snapshot per VHID, then its JSON or
+//! text). glibc keeps freed heap pages below the top of the heap resident,
+//! so each would leave the process that much larger for good;
+//! `malloc_trim` returns the free pages wherever they are.
 
 /// Return the heap's free pages to the system (glibc; nothing elsewhere).
 pub(crate) fn release_freed() {
