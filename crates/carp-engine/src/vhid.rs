@@ -224,8 +224,8 @@ pub(crate) fn spawn(
     link_up: bool,
     tracked: watch::Receiver<Arc<Demotions>>,
 ) -> VhidHandle {
-    // one copy of each for the task, the receiver, the advertiser and the
-    // engine
+    // Held once: the parameters by the task and the engine's handle, the
+    // authenticator by the task, the receive entry and the advertiser.
     let params = Arc::new(params);
     let auth = Arc::new(auth);
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
@@ -1215,7 +1215,8 @@ mod tests {
     /// task (boxed, and an `async fn` would keep it twice) nor the rare
     /// steps' futures (each about as large as the task again: 8 KiB in all
     /// when `run` took the task by value and awaited them in place), and
-    /// one timer serves the rare deadlines (three were 1152 bytes).
+    /// one timer serves the rare deadlines (with a timer for each of the
+    /// three, the future was 1152 bytes).
     #[test]
     fn a_vhid_task_future_holds_no_task_and_no_rare_step() {
         let run = future_size(Task::run);
