@@ -66,7 +66,8 @@ pub(crate) struct Order {
     pub(crate) dests: Vec<Dest>,
     /// For the copies other than IPv4 ones.
     pub(crate) sockets: Sockets,
-    pub(crate) auth: Authenticator,
+    /// The VHID task's.
+    pub(crate) auth: Arc<Authenticator>,
     pub(crate) stats: Arc<VhidStats>,
 }
 
@@ -91,7 +92,9 @@ struct Standing {
 
 #[derive(Debug, Default)]
 struct Book {
-    standing: HashMap<u64, Standing>,
+    /// Boxed: the table keeps room for up to twice as many entries as it
+    /// holds.
+    standing: HashMap<u64, Box<Standing>>,
     due: BTreeSet<(std::time::Instant, u64)>,
     next_id: u64,
 }
@@ -138,12 +141,12 @@ impl Advertiser {
         book.due.insert((at, id));
         book.standing.insert(
             id,
-            Standing {
+            Box::new(Standing {
                 order,
                 schedule,
                 sent: 0,
                 back: Some(back),
-            },
+            }),
         );
         (id, returned)
     }
@@ -383,7 +386,7 @@ mod tests {
                 v6: None,
                 broadcast: None,
             },
-            auth: Authenticator::new(HmacMode::Bsd, b"k", 1, &[vip]).unwrap(),
+            auth: Arc::new(Authenticator::new(HmacMode::Bsd, b"k", 1, &[vip]).unwrap()),
             stats: Arc::default(),
         }
     }

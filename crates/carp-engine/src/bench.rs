@@ -62,7 +62,7 @@ impl ReceivePath {
                         interface: format!("eth{ifindex}"),
                         vhid,
                     },
-                    check: Check::Carp(auth.clone()),
+                    check: Check::Carp(Arc::new(auth.clone())),
                     inbox: tx,
                     commands,
                     stats: Arc::new(VhidStats::default()),

@@ -115,7 +115,7 @@ impl Claims {
         }
         let _ = owner
             .commands
-            .try_send(Command::Conflict(Conflict { addr, mac }));
+            .try_send(Command::Conflict(Box::new(Conflict { addr, mac })));
     }
 }
 
@@ -392,7 +392,7 @@ mod tests {
         claims.report(a, other);
         assert!(matches!(
             rx.try_recv(),
-            Ok(Command::Conflict(Conflict { mac, .. })) if mac == other
+            Ok(Command::Conflict(c)) if c.mac == other
         ));
         claims.release(&[a], &tx);
         claims.report(a, other);

@@ -467,7 +467,7 @@ impl Running {
 
     /// Leave the groups no running VHID needs any more.
     fn leave_groups(&mut self) {
-        let params: Vec<&VhidParams> = self.vhids.values().map(|h| &h.params).collect();
+        let params: Vec<&VhidParams> = self.vhids.values().map(|h| &*h.params).collect();
         let (want_v4, want_v6) = (wanted_v4(&params), wanted_v6(&params));
         for (ifindex, group) in self.joined_v4.difference(&want_v4) {
             if let Err(e) = self.effects.sockets.v4.leave(*ifindex, *group) {
@@ -708,7 +708,7 @@ impl Running {
         for p in &prepared.ready {
             let key = &p.params.key;
             match self.vhids.get(key) {
-                Some(h) if h.params == p.params => report.unchanged += 1,
+                Some(h) if *h.params == p.params => report.unchanged += 1,
                 Some(h) => changed(key, h.params.changed(&p.params)),
                 None if self.waiting.contains_key(key) => changed(key, vec!["interface_ready"]),
                 None => report.added.push(key.clone()),

@@ -193,7 +193,7 @@ pub(crate) async fn watch_addresses(
             AddressEvent::Lost => &routes.all,
         };
         for commands in owners {
-            follow.send(commands, Command::Address(ev));
+            follow.send(commands, Command::Address(Box::new(ev)));
         }
         if routes.waiting && !matches!(ev, AddressEvent::Removed { .. }) {
             follow.wake.notify_one();

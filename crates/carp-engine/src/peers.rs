@@ -92,6 +92,9 @@ impl Peers {
         {
             table.swap_remove(oldest);
         }
+        // Room for this one only: most VHIDs hear one peer, and a growing
+        // Vec would make room for four entries of some 400 bytes at once.
+        table.reserve_exact(1);
         table.push(Entry {
             peer: Peer {
                 src,
@@ -155,6 +158,18 @@ mod tests {
         peers.heard(t + ms(12_000), ip(2), &advert(0));
         peers.heard(t + ms(12_400), ip(2), &advert(0));
         assert_eq!(peers.recent(t + ms(12_400), ms(3000))[0].jitter, ms(50));
+    }
+
+    /// Every VHID has a table, and most hear one peer.
+    #[test]
+    fn the_table_takes_room_for_the_peers_heard_only() {
+        let peers = Peers::default();
+        let t = Instant::now();
+        peers.heard(t, ip(2), &advert(0));
+        peers.heard(t, ip(2), &advert(0));
+        assert_eq!(peers.lock().capacity(), 1);
+        peers.heard(t, ip(3), &advert(0));
+        assert_eq!(peers.lock().capacity(), 2);
     }
 
     #[test]

@@ -59,10 +59,11 @@ pub(crate) enum Delivery {
 /// How the receiver validates one VHID's advertisements.
 #[derive(Debug)]
 pub(crate) enum Check {
-    /// CARP: the HMAC.
-    Carp(Authenticator),
-    /// VRRP: what they must carry.
-    Vrrp(VrrpCheck),
+    /// CARP: the HMAC (the VHID task signs with the same authenticator).
+    Carp(Arc<Authenticator>),
+    /// VRRP: what they must carry (boxed: larger than the CARP check, and
+    /// one per entry).
+    Vrrp(Box<VrrpCheck>),
 }
 
 /// A VRRP virtual router's receive-side checks
@@ -443,7 +444,7 @@ mod tests {
                 interface: "eth0".into(),
                 vhid: VHID,
             },
-            check: Check::Carp(auth()),
+            check: Check::Carp(Arc::new(auth())),
             inbox: tx,
             commands: cmd,
             stats: Arc::clone(&stats),
@@ -487,14 +488,14 @@ mod tests {
                 interface: "eth0".into(),
                 vhid: VRID,
             },
-            check: Check::Vrrp(VrrpCheck {
+            check: Check::Vrrp(Box::new(VrrpCheck {
                 version: vrrp::Version::V3,
                 priority: 100,
                 interval_cs: 100,
                 auth: vrrp::Auth::None,
                 v4: vip(),
                 v6: vrrp::Addresses::V6(Vec::new()),
-            }),
+            })),
             inbox: tx,
             commands: cmd,
             stats: Arc::clone(&stats),

@@ -663,9 +663,14 @@ async fn connection(stream: UnixStream, shared: &Arc<Shared>) {
         let Some(out) = encode_line(response).await else {
             return;
         };
-        match tokio::time::timeout(IO_TIMEOUT, write.write_all(&out)).await {
-            Ok(Ok(())) => {}
-            _ => return,
+        let large = out.len() > crate::memory::LARGE;
+        let written = tokio::time::timeout(IO_TIMEOUT, write.write_all(&out)).await;
+        drop(out);
+        if large {
+            crate::memory::release_freed();
+        }
+        if !matches!(written, Ok(Ok(()))) {
+            return;
         }
         if close {
             return;

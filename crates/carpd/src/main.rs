@@ -8,6 +8,7 @@ mod control;
 mod events;
 mod journald;
 mod logging;
+mod memory;
 mod metrics;
 mod notify;
 mod offload;

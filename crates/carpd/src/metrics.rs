@@ -89,6 +89,8 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             if let Err(e) = connection(stream, &shared).await {
                 debug!(error = %e, "metrics: connection");
             }
+            // a scrape of many VHIDs is large; see `memory.rs`
+            crate::memory::release_freed();
         }
     })
     .await
