@@ -101,17 +101,25 @@ impl Drop for Daemon {
     }
 }
 
-/// CPU time of every thread of `pid` still alive, in nanoseconds, from
-/// the scheduler's own accounting (`/proc/<pid>/task/*/schedstat`).
+/// CPU time of `pid`, every thread it ever had included (threads of a
+/// pool come and go: a sum over the live ones drops when one exits), in
+/// nanoseconds, from the process's CPU clock (`clock_getcpuclockid`); 0 if
+/// the process is gone.
 pub fn cpu_ns(pid: i32) -> u64 {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: `clock` is a valid out-pointer for the call.
+    if unsafe { libc::clock_getcpuclockid(pid, &mut clock) } != 0 {
         return 0;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    tasks
-        .flatten()
-        .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+    // SAFETY: `ts` is a valid out-pointer for the call.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return 0;
+    }
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 /// User and system CPU time of `pid` and its threads, in clock ticks
@@ -188,4 +196,23 @@ pub fn state_counts(socket: &Path) -> Result<[usize; 3]> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_keeps_the_work_of_threads_that_exited() {
+        let pid = i32::try_from(std::process::id()).unwrap();
+        let before = cpu_ns(pid);
+        std::thread::spawn(|| {
+            let t = std::time::Instant::now();
+            while t.elapsed() < std::time::Duration::from_millis(50) {}
+        })
+        .join()
+        .unwrap();
+        // the thread is gone; its 50 ms of work are still counted
+        assert!(cpu_ns(pid) - before >= 40_000_000);
+    }
 }

@@ -43,9 +43,9 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::accept;
+use crate::blocking::off_runtime;
 use crate::config::{ControlGroup, DEFAULT_CONTROL_SOCKET};
 use crate::error::Error;
-use crate::offload::off_runtime;
 use crate::run::Shared;
 
 /// Longest request line accepted; a request is a few dozen bytes.
@@ -684,7 +684,7 @@ async fn connection(stream: UnixStream, shared: &Arc<Shared>) {
 const ENCODE_INLINE_VHIDS: usize = 16;
 
 /// A response as one JSON line; one listing many VHIDs is encoded on the
-/// blocking pool (see `offload`): a status of thousands of VHIDs is
+/// blocking pool (see `blocking`): a status of thousands of VHIDs is
 /// megabytes of JSON.
 async fn encode_line(response: Response) -> Option<Vec<u8>> {
     let encoded = if response.vhids.len() <= ENCODE_INLINE_VHIDS {

@@ -2,6 +2,7 @@
 //! command line.
 
 mod accept;
+mod blocking;
 mod cli;
 mod client;
 mod control;
@@ -11,7 +12,6 @@ mod logging;
 mod memory;
 mod metrics;
 mod notify;
-mod offload;
 mod realtime;
 mod run;
 mod ucarp;

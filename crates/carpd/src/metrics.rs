@@ -25,8 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
+use crate::blocking::off_runtime;
 use crate::error::Error;
-use crate::offload::off_runtime;
 use crate::run::Shared;
 use crate::{accept, logging};
 
@@ -173,7 +173,7 @@ fn route(head: &[u8]) -> Route {
     }
 }
 
-/// [`render`] on the blocking pool (see `offload`), at most
+/// [`render`] on the blocking pool (see `blocking`), at most
 /// [`MAX_CLIENTS`] at once (one per connection); `None` if encoding failed.
 async fn render_off_runtime(snapshot: Snapshot) -> Option<String> {
     let log_lines_dropped = logging::lines_dropped();
