@@ -246,6 +246,26 @@ impl Histogram {
     }
 }
 
+/// The `q` quantile's upper bound (ms) of the signed lateness of every
+/// advertisement, from carpd's two histograms: one sent at or before its
+/// deadline (`early`) is late by nothing, so the quantile is 0 while the
+/// late ones are fewer than `1 - q` of all; `None` without any.
+pub fn signed_quantile_ms(late: &Histogram, early: &Histogram, q: f64) -> Option<f64> {
+    let total = late.count + early.count;
+    if total == 0 {
+        return None;
+    }
+    let need = (total as f64 * q).ceil() as u64;
+    if need <= early.count {
+        return Some(0.0);
+    }
+    let rank = need - early.count;
+    late.buckets
+        .iter()
+        .find(|(_, n)| *n >= rank)
+        .map(|(le, _)| le * 1e3)
+}
+
 const METRICS_PORT: u16 = 9750;
 
 /// carpd's own view of its advertisement timing, from its metrics.
@@ -814,6 +834,27 @@ mod tests {
             Some(1_795_639_904_123_456_000)
         );
         assert_eq!(parse_rfc3339("garbage"), None);
+    }
+
+    #[test]
+    fn lateness_quantiles_count_early_advertisements_as_not_late() {
+        let late = Histogram {
+            buckets: vec![(0.001, 5), (0.01, 9), (f64::INFINITY, 10)],
+            count: 10,
+            sum: 0.0,
+        };
+        let early = Histogram {
+            count: 990,
+            ..Histogram::default()
+        };
+        // 990 early of 1000: the 99th percentile is one of them
+        assert_eq!(signed_quantile_ms(&late, &early, 0.99), Some(0.0));
+        // the 995th of 1000 is the 5th late one, in the 1 ms bucket
+        assert_eq!(signed_quantile_ms(&late, &early, 0.995), Some(1.0));
+        assert_eq!(signed_quantile_ms(&late, &early, 0.999), Some(10.0));
+        let none = Histogram::default();
+        assert_eq!(signed_quantile_ms(&none, &none, 0.99), None);
+        assert_eq!(signed_quantile_ms(&late, &none, 0.5), Some(1.0));
     }
 
     #[test]
