@@ -44,17 +44,24 @@ pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(16);
 /// Added to [`WAKE_EARLY`] for each advertisement due at the next instant:
 /// signing and sending a batch takes time in proportion to its size (with
 /// thousands of VHIDs, a thousand share an instant), and the last of the
-/// batch is to leave before its deadline too.
-const WAKE_EARLY_PER_ADVERT: Duration = Duration::from_micros(5);
+/// batch is to leave before its deadline too. The lateness of a batch is
+/// recorded when all of it has gone, so a lead short of what the batch
+/// takes makes the whole batch late.
+const WAKE_EARLY_PER_ADVERT: Duration = Duration::from_micros(10);
 
-/// The most the advertiser wakes early: half of [`MIN_INTERVAL`], so that
-/// one wake-up never takes two advertisements of a schedule.
-const MAX_WAKE_EARLY: Duration = Duration::from_millis(8);
+/// The most the advertiser wakes early, whatever the batch.
+const MAX_WAKE_EARLY: Duration = Duration::from_millis(25);
 
-/// How early to wake for an instant at which `due` advertisements fall.
-fn wake_early(due: usize) -> Duration {
+/// How early to wake for an instant at which `due` advertisements fall,
+/// the shortest of their intervals `shortest`: at most half of it, so that
+/// no schedule's interval shrinks by more than half (the next of it may be
+/// due with a smaller batch, so a shorter lead).
+fn wake_early(due: usize, shortest: Duration) -> Duration {
     let per = WAKE_EARLY_PER_ADVERT.saturating_mul(u32::try_from(due).unwrap_or(u32::MAX));
-    WAKE_EARLY.saturating_add(per).min(MAX_WAKE_EARLY)
+    WAKE_EARLY
+        .saturating_add(per)
+        .min(MAX_WAKE_EARLY)
+        .min(shortest / 2)
 }
 
 /// A MASTER's schedule, handed over.
@@ -171,8 +178,14 @@ impl Advertiser {
                 let book = self.lock();
                 match book.due.first() {
                     Some(&(at, _)) => {
-                        let due = book.due.range(..=(at + WAKE_EARLY, u64::MAX)).count();
-                        let early = wake_early(due);
+                        let (due, shortest) = book
+                            .due
+                            .range(..=(at + WAKE_EARLY, u64::MAX))
+                            .filter_map(|(_, id)| book.standing.get(id))
+                            .fold((0, Duration::MAX), |(n, shortest), s| {
+                                (n + 1, shortest.min(s.schedule.interval()))
+                            });
+                        let early = wake_early(due, shortest);
                         let at = Instant::from_std(at);
                         (Some(at.checked_sub(early).unwrap_or(at)), early)
                     }
@@ -393,12 +406,16 @@ mod tests {
 
     #[test]
     fn a_larger_batch_wakes_earlier_within_bounds() {
-        assert_eq!(wake_early(0), WAKE_EARLY);
-        assert_eq!(wake_early(1), WAKE_EARLY + WAKE_EARLY_PER_ADVERT);
-        assert!(wake_early(500) > wake_early(250));
-        assert_eq!(wake_early(1000), MAX_WAKE_EARLY);
-        assert_eq!(wake_early(usize::MAX), MAX_WAKE_EARLY);
-        assert!(MAX_WAKE_EARLY * 2 <= MIN_INTERVAL);
+        let second = Duration::from_secs(1);
+        assert_eq!(wake_early(0, second), WAKE_EARLY);
+        assert_eq!(wake_early(1, second), WAKE_EARLY + WAKE_EARLY_PER_ADVERT);
+        assert!(wake_early(500, second) > wake_early(250, second));
+        // a thousand at one instant: room for about 10 us each
+        assert!(wake_early(1000, second) >= Duration::from_millis(14));
+        assert_eq!(wake_early(usize::MAX, second), MAX_WAKE_EARLY);
+        // never more than half the shortest interval at that instant
+        assert_eq!(wake_early(1000, MIN_INTERVAL), MIN_INTERVAL / 2);
+        assert!(WAKE_EARLY * 2 <= MIN_INTERVAL);
     }
 
     // Needs root (a raw socket), as the engine does.
