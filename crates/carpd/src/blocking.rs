@@ -14,6 +14,27 @@ where
     tokio::task::spawn_blocking(work).await.ok()
 }
 
+/// Test support: awaits `work` beside a task that counts its own turns,
+/// so a test can tell whether the runtime thread was free meanwhile.
+#[cfg(test)]
+pub(crate) async fn turns_of_others_during<T>(work: impl Future<Output = T>) -> (T, u64) {
+    let done = std::cell::Cell::new(false);
+    let mut turns = 0u64;
+    let work = async {
+        let out = work.await;
+        done.set(true);
+        out
+    };
+    let other = async {
+        while !done.get() {
+            turns += 1;
+            tokio::task::yield_now().await;
+        }
+    };
+    let (out, ()) = tokio::join!(work, other);
+    (out, turns)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

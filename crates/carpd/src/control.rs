@@ -878,20 +878,8 @@ mod tests {
             vhids: vec![one; 4000],
             ..Response::default()
         };
-        let done = std::cell::Cell::new(false);
-        let mut ran_meanwhile = 0u64;
-        let encode = async {
-            let line = encode_line(response).await;
-            done.set(true);
-            line
-        };
-        let other = async {
-            while !done.get() {
-                ran_meanwhile += 1;
-                tokio::task::yield_now().await;
-            }
-        };
-        let (line, ()) = tokio::join!(encode, other);
+        let (line, ran_meanwhile) =
+            crate::blocking::turns_of_others_during(encode_line(response)).await;
         let line = line.unwrap();
         assert_eq!(line.last(), Some(&b'\n'));
         let back: Response = serde_json::from_slice(&line).unwrap();

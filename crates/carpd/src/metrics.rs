@@ -611,20 +611,8 @@ pub(crate) mod tests {
             vhids,
             ..Snapshot::default()
         };
-        let done = std::cell::Cell::new(false);
-        let mut ran_meanwhile = 0u64;
-        let render = async {
-            let text = render_off_runtime(snapshot).await;
-            done.set(true);
-            text
-        };
-        let other = async {
-            while !done.get() {
-                ran_meanwhile += 1;
-                tokio::task::yield_now().await;
-            }
-        };
-        let (text, ()) = tokio::join!(render, other);
+        let (text, ran_meanwhile) =
+            crate::blocking::turns_of_others_during(render_off_runtime(snapshot)).await;
         let text = text.unwrap();
         assert!(
             text.contains(r#"carpd_vhid_state{interface="eth15",vhid="250",state="MASTER"} 1"#)
