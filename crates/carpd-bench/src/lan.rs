@@ -104,7 +104,8 @@ fn napi_threaded(ns: &Netns, dev: &str) -> Result<Vec<i32>> {
 /// The kernel's NAPI threads named after `dev` (`napi/<dev>-<id>`, cut to
 /// 15 bytes), in any namespace.
 fn napi_threads(dev: &str) -> Vec<i32> {
-    let prefix = format!("napi/{dev}-");
+    let mut prefix = format!("napi/{dev}-");
+    prefix.truncate(15);
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -112,7 +113,7 @@ fn napi_threads(dev: &str) -> Vec<i32> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim_end().starts_with(&prefix[..prefix.len().min(15)]))
+                .is_ok_and(|c| c.trim_end().starts_with(&prefix))
         })
         .collect()
 }

@@ -345,12 +345,9 @@ impl<'a> LimitBed<'a> {
                 master_down * 2 + Duration::from_secs(5),
             )
             .ok_or_else(|| Error::Measure(format!("node 1 did not take {VIP}")))?;
-        let src = Lan::host_addr(0, LINK)
-            .parse::<Ipv4Addr>()
-            .map_err(|e| Error::Setup(e.to_string()))?;
         let last = self
             .capture
-            .last_advert(src, VHID, takeover)
+            .last_advert(host_v4(0)?, VHID, takeover)
             .ok_or_else(|| Error::Measure("no advertisement of the master captured".into()))?;
         Ok(FailoverSample::new(sent, last, takeover, master_down))
     }

@@ -235,27 +235,30 @@ impl Capture {
     /// The last advertisement from `src` for `vhid` at or before `until`,
     /// bow-outs (advbase 255) left out.
     pub fn last_advert(&self, src: Ipv4Addr, vhid: u8, until: Ns) -> Option<Ns> {
-        let packets = self.packets.lock().ok()?;
-        packets
-            .iter()
-            .filter(|p| p.src == src && p.vhid == vhid && p.at <= until && p.advbase != 255)
-            .map(|p| p.at)
+        self.advert_times(src, vhid, Ns::MIN, until)
+            .into_iter()
             .max()
     }
-}
 
-impl Capture {
     /// The first advertisement from `src` for `vhid` after `after` and at
     /// or before `until`, bow-outs left out.
     pub fn first_advert(&self, src: Ipv4Addr, vhid: u8, after: Ns, until: Ns) -> Option<Ns> {
-        let packets = self.packets.lock().ok()?;
+        self.advert_times(src, vhid, after, until).into_iter().min()
+    }
+
+    /// When the advertisements from `src` for `vhid` after `after` and at
+    /// or before `until` were seen, bow-outs left out.
+    fn advert_times(&self, src: Ipv4Addr, vhid: u8, after: Ns, until: Ns) -> Vec<Ns> {
+        let Ok(packets) = self.packets.lock() else {
+            return Vec::new();
+        };
         packets
             .iter()
             .filter(|p| {
                 p.src == src && p.vhid == vhid && p.at > after && p.at <= until && p.advbase != 255
             })
             .map(|p| p.at)
-            .min()
+            .collect()
     }
 }
 
