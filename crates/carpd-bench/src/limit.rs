@@ -220,10 +220,7 @@ impl<'a> LimitBed<'a> {
         if realtime {
             s.push_str("realtime = true\n");
         }
-        let layout = scale::Layout {
-            links: scale::LINKS,
-            family: scale::Family::V4,
-        };
+        let layout = scale::Layout::for_vhids(BACKGROUND, scale::Family::V4);
         s.push_str(&scale::carpd_config(layout, BACKGROUND, node, None, socket));
         if let Some(skew) = skew {
             let _ = write!(

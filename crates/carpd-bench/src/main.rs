@@ -556,10 +556,7 @@ fn scale_rows(
 ) -> Result<Vec<Row>> {
     let n = 4 * 250;
     log_step(&format!("5: carpd {n} VHIDs per node"));
-    let layout = scale::Layout {
-        links: scale::LINKS,
-        family: scale::Family::V4,
-    };
+    let layout = scale::Layout::for_vhids(n, scale::Family::V4);
     let c = scale::carpd(
         lan,
         dir,

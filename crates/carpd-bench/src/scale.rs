@@ -38,18 +38,30 @@ pub enum Family {
 pub struct Layout {
     pub links: usize,
     pub family: Family,
+    /// The LAN link the first of them is on (links `first_link` to
+    /// `first_link + links - 1`).
+    pub first_link: usize,
 }
 
 impl Layout {
-    /// As few links as `n` VHIDs need at [`PER_LINK`] each.
+    /// As few links as `n` VHIDs need at [`PER_LINK`] each, from link 0.
     pub fn for_vhids(n: usize, family: Family) -> Layout {
         Layout {
             links: n.div_ceil(PER_LINK).max(1),
             family,
+            first_link: 0,
         }
     }
 
-    /// VHID `j` of a node: interface, id and host address (without prefix
+    /// The same VHIDs on the links that follow `before`'s.
+    pub fn after(self, before: Layout) -> Layout {
+        Layout {
+            first_link: before.first_link + before.links,
+            ..self
+        }
+    }
+
+    /// VHID `j` of a node: LAN link, id and host address (without prefix
     /// length).
     fn vhid(self, j: usize) -> (usize, u8, String) {
         let k = j % self.links;
@@ -58,7 +70,7 @@ impl Layout {
             Family::V4 => format!("10.{}.0.{id}", 100 + k),
             Family::V6 => format!("fd00:{}::{id}", 100 + k),
         };
-        (k, id, addr)
+        (self.first_link + k, id, addr)
     }
 
     fn prefix_len(self) -> u8 {
@@ -466,9 +478,16 @@ pub fn carpd_config(
         ADVSKEW[node],
         socket.to_string_lossy()
     );
-    let _ = write!(s, "\n[metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n");
+    // one listener per host: the pair on the LAN's first links has it
+    if layout.first_link == 0 {
+        let _ = write!(s, "\n[metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n");
+    }
     for k in 0..layout.links {
-        let _ = write!(s, "\n[[interface]]\nname = \"eth{k}\"\n");
+        let _ = write!(
+            s,
+            "\n[[interface]]\nname = \"eth{}\"\n",
+            layout.first_link + k
+        );
         for j in (0..n).filter(|j| j % layout.links == k) {
             let (_, id, addr) = layout.vhid(j);
             let _ = write!(
@@ -536,7 +555,30 @@ struct CarpdNode<'a> {
     seq: usize,
 }
 
-impl CarpdNode<'_> {
+impl<'a> CarpdNode<'a> {
+    /// Node `node` of a pair whose files in `dir` are named after `name`.
+    fn new(
+        dir: &'a Scratch,
+        lan: &'a Lan,
+        carpd: &'a Path,
+        layout: Layout,
+        n: usize,
+        node: usize,
+        name: &str,
+    ) -> CarpdNode<'a> {
+        CarpdNode {
+            dir,
+            lan,
+            carpd,
+            layout,
+            n,
+            node,
+            socket: dir.path().join(format!("{name}{node}.sock")),
+            config: dir.path().join(format!("{name}{node}.toml")),
+            seq: 0,
+        }
+    }
+
     fn start(&mut self) -> Result<(Daemon, f64)> {
         self.seq += 1;
         let label = format!("scale-carpd-{}-{}", self.node, self.seq);
@@ -615,17 +657,7 @@ pub fn carpd(lan: &Lan, dir: &Scratch, carpd: &Path, run: Run) -> Result<CarpdSc
         extras,
     } = run;
     let mut nodes: Vec<CarpdNode> = (0..2)
-        .map(|node| CarpdNode {
-            dir,
-            lan,
-            carpd,
-            layout,
-            n,
-            node,
-            socket: dir.path().join(format!("scale{node}.sock")),
-            config: dir.path().join(format!("scale{node}.toml")),
-            seq: 0,
-        })
+        .map(|node| CarpdNode::new(dir, lan, carpd, layout, n, node, "scale"))
         .collect();
     for node in &nodes {
         node.write(None)?;
@@ -696,6 +728,103 @@ pub fn carpd(lan: &Lan, dir: &Scratch, carpd: &Path, run: Run) -> Result<CarpdSc
     }
     nodes.clear();
     drop((d0, d1));
+    Ok(out)
+}
+
+/// CPU seconds per minute of `n` IPv4 VHIDs and `n` IPv6-only ones per
+/// node, one value per window and node, the two families measured in the
+/// same windows.
+#[derive(Debug, Clone, Default)]
+pub struct SideBySide {
+    pub v4: [Vec<f64>; 2],
+    pub v6: [Vec<f64>; 2],
+}
+
+impl SideBySide {
+    /// IPv6's CPU over IPv4's on `node`, window by window.
+    pub fn ratios(&self, node: usize) -> Vec<f64> {
+        self.v6[node]
+            .iter()
+            .zip(&self.v4[node])
+            .filter(|(_, v4)| **v4 > 0.0)
+            .map(|(v6, v4)| v6 / v4)
+            .collect()
+    }
+}
+
+/// Runs an IPv4 pair and an IPv6-only pair of carpd at once, each on its
+/// own links, and measures all four processes over the same windows: on a
+/// shared machine the load moves between two runs one after the other,
+/// while both families see the same load in one window. Each of `rounds`
+/// starts both pairs afresh, since where the scheduler puts the four
+/// processes (beside which link's receive thread) holds for a run.
+pub fn side_by_side(
+    lan: &Lan,
+    dir: &Scratch,
+    carpd: &Path,
+    n: usize,
+    rounds: usize,
+    windows: usize,
+    window: Duration,
+) -> Result<SideBySide> {
+    let v4 = Layout::for_vhids(n, Family::V4);
+    let v6 = Layout::for_vhids(n, Family::V6).after(v4);
+    let mut out = SideBySide::default();
+    for _ in 0..rounds {
+        let mut nodes: Vec<CarpdNode> = [(v4, "pair-v4-"), (v6, "pair-v6-")]
+            .into_iter()
+            .flat_map(|(layout, name)| {
+                (0..2).map(move |node| CarpdNode::new(dir, lan, carpd, layout, n, node, name))
+            })
+            .collect();
+        for node in &nodes {
+            node.write(None)?;
+        }
+        // masters first (nodes 0), then their backups (nodes 1)
+        let mut daemons = Vec::new();
+        for node in [0, 2, 1, 3] {
+            let (d, _) = nodes[node].start()?;
+            if nodes[node].node == 0 {
+                let socket = &nodes[node].socket;
+                wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+                    state_counts(socket).is_ok_and(|c| c[2] == n)
+                })
+                .ok_or_else(|| {
+                    Error::Measure(format!(
+                        "side by side, {:?}: not every VHID became MASTER",
+                        nodes[node].layout.family
+                    ))
+                })?;
+            }
+            daemons.push((node, d));
+        }
+        sleep(Duration::from_secs(4));
+        for node in &nodes {
+            let c = state_counts(&node.socket)?;
+            let want = if node.node == 0 { c[2] } else { c[1] };
+            if want != n {
+                return Err(Error::Measure(format!(
+                    "side by side, {:?} node {}: states {c:?}",
+                    node.layout.family, node.node
+                )));
+            }
+        }
+        daemons.sort_by_key(|(node, _)| *node);
+        let pids: Vec<i32> = daemons.iter().map(|(_, d)| d.pid()).collect();
+        for _ in 0..windows {
+            let before: Vec<u64> = pids.iter().map(|p| cpu_ns(*p)).collect();
+            sleep(window);
+            let per_min = pids.iter().zip(&before).map(|(p, b)| {
+                cpu_ns(*p).saturating_sub(*b) as f64 / 1e9 * 60.0 / window.as_secs_f64()
+            });
+            for (i, x) in per_min.enumerate() {
+                let family = if i < 2 { &mut out.v4 } else { &mut out.v6 };
+                family[i % 2].push(x);
+            }
+        }
+        nodes.clear();
+        drop(daemons);
+    }
     Ok(out)
 }
 
@@ -909,11 +1038,36 @@ mod tests {
     }
 
     #[test]
-    fn vhid_layout() {
-        let v4 = Layout {
-            links: LINKS,
-            family: Family::V4,
+    fn a_layout_after_another_takes_the_next_links_and_no_second_metrics_listener() {
+        let v4 = Layout::for_vhids(1000, Family::V4);
+        let v6 = Layout::for_vhids(1000, Family::V6).after(v4);
+        assert_eq!((v6.first_link, v6.links), (4, 4));
+        assert_eq!(v6.vhid(0), (4, 1, "fd00:100::1".into()));
+        assert_eq!(v6.vhid(999), (7, 250, "fd00:103::250".into()));
+        let socket = Path::new("/run/x.sock");
+        let first = carpd_config(v4, 1000, 0, None, socket);
+        let second = carpd_config(v6, 1000, 0, None, socket);
+        assert!(first.contains("[metrics]") && first.contains("name = \"eth0\""));
+        assert!(!second.contains("[metrics]"));
+        assert!(second.contains("name = \"eth4\"") && second.contains("name = \"eth7\""));
+        assert!(!second.contains("name = \"eth3\""));
+    }
+
+    #[test]
+    fn side_by_side_ratios_are_taken_window_by_window() {
+        let side = SideBySide {
+            v4: [vec![1.0, 2.0, 0.0], vec![1.0]],
+            v6: [vec![1.1, 2.4, 0.5], vec![0.9]],
         };
+        let r = side.ratios(0);
+        assert_eq!(r.len(), 2, "a window without IPv4 CPU has no ratio");
+        assert!((r[0] - 1.1).abs() < 1e-9 && (r[1] - 1.2).abs() < 1e-9);
+        assert!((side.ratios(1)[0] - 0.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn vhid_layout() {
+        let v4 = Layout::for_vhids(LINKS * PER_LINK, Family::V4);
         assert_eq!(v4.vhid(0), (0, 1, "10.100.0.1".into()));
         assert_eq!(v4.vhid(5), (1, 2, "10.101.0.2".into()));
         assert_eq!(v4.vhid(999), (3, 250, "10.103.0.250".into()));
