@@ -352,9 +352,13 @@ pub(crate) fn current(demux: &SharedDemux) -> Arc<Demux> {
     }
 }
 
+/// The CARP or VRRP message of `r` in the buffer it was read into.
+fn payload<'a>(buf: &'a [u8], r: &Received) -> &'a [u8] {
+    buf.get(r.payload.0..r.payload.1).unwrap_or(&[])
+}
+
 fn handle(table: &Demux, log: &mut DropLog, buf: &[u8], r: Received) {
-    let payload = buf.get(r.payload.0..r.payload.1).unwrap_or(&[]);
-    if let Err((scope, reason)) = table.deliver(r.ifindex, &r.carrier, payload) {
+    if let Err((scope, reason)) = table.deliver(r.ifindex, &r.carrier, payload(buf, &r)) {
         log.log(table, scope, reason, r.carrier.src);
     }
 }
@@ -432,7 +436,7 @@ pub(crate) async fn run<S: CarpSocket>(
                 let packets = || batch.got.iter().zip(&batch.bufs).take(n);
                 table.warm(packets().filter_map(|(got, buf)| {
                     let r = got.as_ref()?;
-                    Some((r.ifindex, *buf.get(r.payload.0 + 1)?))
+                    Some((r.ifindex, *payload(buf, r).get(1)?))
                 }));
                 for (got, buf) in packets() {
                     match got {

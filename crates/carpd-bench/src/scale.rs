@@ -103,6 +103,17 @@ pub struct Load {
     pub system_share: [f64; 2],
 }
 
+/// Sleeps `window` and returns the CPU each of `pids` used meanwhile, in
+/// CPU seconds per minute.
+fn cpu_over_window(pids: &[i32], window: Duration) -> Vec<f64> {
+    let before: Vec<u64> = pids.iter().map(|p| cpu_ns(*p)).collect();
+    sleep(window);
+    pids.iter()
+        .zip(before)
+        .map(|(p, b)| cpu_ns(*p).saturating_sub(b) as f64 / 1e9 * 60.0 / window.as_secs_f64())
+        .collect()
+}
+
 /// Measures CPU and PSS of the processes of each node over `windows`
 /// windows of `window` each.
 fn measure(pids: &[Vec<i32>; 2], windows: usize, window: Duration) -> Load {
@@ -115,12 +126,10 @@ fn measure(pids: &[Vec<i32>; 2], windows: usize, window: Duration) -> Load {
     };
     let start_ticks = [ticks(0), ticks(1)];
     for _ in 0..windows {
-        let cpu = |n: usize| pids[n].iter().map(|p| cpu_ns(*p)).sum::<u64>();
-        let before = [cpu(0), cpu(1)];
-        sleep(window);
-        for n in 0..2 {
-            let used = cpu(n).saturating_sub(before[n]) as f64 / 1e9;
-            load.cpu_s_per_min[n].push(used * 60.0 / window.as_secs_f64());
+        let used = cpu_over_window(&pids.concat(), window);
+        let (first, second) = used.split_at(pids[0].len());
+        for (n, per_pid) in [first, second].into_iter().enumerate() {
+            load.cpu_s_per_min[n].push(per_pid.iter().sum());
             let pss: u64 = pids[n].iter().map(|p| pss_kib(*p)).sum();
             load.pss_mib[n].push(pss as f64 / 1024.0);
         }
@@ -812,18 +821,11 @@ pub fn side_by_side(
         daemons.sort_by_key(|(node, _)| *node);
         let pids: Vec<i32> = daemons.iter().map(|(_, d)| d.pid()).collect();
         for _ in 0..windows {
-            let before: Vec<u64> = pids.iter().map(|p| cpu_ns(*p)).collect();
-            sleep(window);
-            let per_min = pids.iter().zip(&before).map(|(p, b)| {
-                cpu_ns(*p).saturating_sub(*b) as f64 / 1e9 * 60.0 / window.as_secs_f64()
-            });
-            for (i, x) in per_min.enumerate() {
+            for (i, x) in cpu_over_window(&pids, window).into_iter().enumerate() {
                 let family = if i < 2 { &mut out.v4 } else { &mut out.v6 };
                 family[i % 2].push(x);
             }
         }
-        nodes.clear();
-        drop(daemons);
     }
     Ok(out)
 }
