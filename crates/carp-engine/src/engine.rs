@@ -3,6 +3,7 @@
 //! a VHID whose interface is deleted waits in INIT until an interface of
 //! that name (with the address it sends from) is there again.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, RwLock};
@@ -21,7 +22,7 @@ use crate::conflict::{self, Claims};
 use crate::error::Error;
 use crate::events::{EventBus, EventKind};
 use crate::follow::{self, Follow, Routes};
-use crate::netlink::{self, Netlink};
+use crate::netlink::{self, LinkInfo, Netlink};
 use crate::rx::{self, Demux, SharedDemux};
 use crate::share;
 use crate::socket::{BroadcastSocket, Sockets, V4Socket, V6Socket};
@@ -225,27 +226,34 @@ struct Prepared {
     link_up: bool,
 }
 
-/// The VHIDs of a spec: ready to start, or waiting.
+/// The VHIDs of a spec: ready to start, waiting, or running already with
+/// exactly these parameters.
 #[derive(Default)]
-struct Preparation {
+struct Preparation<'s> {
     ready: Vec<Prepared>,
     waiting: Vec<(VhidKey, Waiting)>,
+    /// Running with the parameters the spec resolves to: left alone, so a
+    /// reload that changes one VHID builds no authenticator for the others.
+    unchanged: Vec<VhidKey>,
+    /// Every (interface, vhid) of the spec.
+    keys: HashSet<(&'s str, u8)>,
 }
 
-/// Resolve every interface and source address and build every
-/// authenticator, touching nothing. A VHID whose interface lacks the address
-/// it sends from waits, as does one whose interface is missing if
-/// `may_be_missing` says so of its name; a missing interface is an error
-/// otherwise.
-async fn prepare(
+/// Resolve every interface and source address and build the authenticator
+/// of every VHID not in `running` with the same parameters, touching
+/// nothing. A VHID whose interface lacks the address it sends from waits,
+/// as does one whose interface is missing if `may_be_missing` says so of
+/// its name; a missing interface is an error otherwise.
+async fn prepare<'s>(
     netlink: &Netlink,
-    spec: &EngineSpec,
+    spec: &'s EngineSpec,
+    running: &BTreeMap<VhidKey, VhidHandle>,
     may_be_missing: &(dyn Fn(&str) -> bool + Sync),
-) -> Result<Preparation, Error> {
+) -> Result<Preparation<'s>, Error> {
     let mut out = Preparation::default();
     let count = spec.interfaces.iter().map(|i| i.vhids.len()).sum();
     out.ready.reserve(count);
-    let mut seen: HashSet<(&str, u8)> = HashSet::with_capacity(count);
+    out.keys.reserve(count);
     let mut local_addrs: HashMap<u32, Vec<IpAddr>> = HashMap::new();
     let now = Instant::now();
     let wait = |iface: &InterfaceSpec, v: &VhidSpec, reason: String| Waiting {
@@ -256,18 +264,29 @@ async fn prepare(
         reason,
         since: now,
     };
+    // every interface looked up at once: on a busy runtime each answer
+    // waits its turn, so lookups one after the other add up
+    let names: BTreeSet<&str> = spec.interfaces.iter().map(|i| i.name.as_str()).collect();
+    let links: HashMap<&str, Option<LinkInfo>> = futures::future::try_join_all(
+        names
+            .into_iter()
+            .map(|name| async move { Ok::<_, Error>((name, netlink.link(name).await?)) }),
+    )
+    .await?
+    .into_iter()
+    .collect();
     for iface in &spec.interfaces {
-        let link = match netlink.link(&iface.name).await? {
-            Some(link) => Some(link),
-            None if may_be_missing(&iface.name) => None,
-            None => return Err(Error::NoSuchInterface(iface.name.clone())),
+        let link = match links.get(iface.name.as_str()) {
+            Some(Some(link)) => Some(link),
+            _ if may_be_missing(&iface.name) => None,
+            _ => return Err(Error::NoSuchInterface(iface.name.clone())),
         };
         for v in &iface.vhids {
             let key = VhidKey {
                 interface: iface.name.clone(),
                 vhid: v.vhid,
             };
-            if !seen.insert((iface.name.as_str(), v.vhid)) {
+            if !out.keys.insert((iface.name.as_str(), v.vhid)) {
                 return Err(Error::DuplicateVhid {
                     interface: key.interface,
                     vhid: key.vhid,
@@ -278,19 +297,12 @@ async fn prepare(
                 out.waiting.push((key, wait(iface, v, reason)));
                 continue;
             };
-            let addrs: Vec<IpAddr> = v.addresses.iter().map(|a| a.addr).collect();
-            let auth = Authenticator::new(v.auth, &v.key, v.vhid, &addrs).map_err(|source| {
-                Error::Auth {
-                    interface: iface.name.clone(),
-                    vhid: v.vhid,
-                    source,
-                }
-            })?;
+            let addrs = || v.addresses.iter().map(|a| a.addr);
             // With unicast peers, a carrier without a peer of its family
             // stays silent.
             let peers = &v.transport.peers;
             let carries = |v4: bool| {
-                addrs.iter().any(|a| a.is_ipv4() == v4)
+                addrs().any(|a| a.is_ipv4() == v4)
                     && (peers.is_empty() || peers.iter().any(|p| p.is_ipv4() == v4))
             };
             let src_v4 = match (carries(true), v.source) {
@@ -317,7 +329,7 @@ async fn prepare(
                     }
                 },
             };
-            let mut v = v.clone();
+            let mut v = Cow::Borrowed(v);
             if v.share.is_some() {
                 let locals = match local_addrs.entry(link.index) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -325,15 +337,38 @@ async fn prepare(
                         e.insert(netlink.local_addresses(link.index).await?)
                     }
                 };
-                share::take_rank(&mut v, &iface.name, locals)?;
+                share::take_rank(v.to_mut(), &iface.name, locals)?;
             }
             let vmac = v.transport.virtual_mac.then(|| vmac::Child {
                 name: vmac::child_name(&iface.name, v.vhid),
-                mac: vmac::mac(v.vhid, addrs.iter().any(IpAddr::is_ipv4)),
+                mac: vmac::mac(v.vhid, addrs().any(|a| a.is_ipv4())),
             });
+            // compared field by field, before anything is cloned or built
+            let same = running.get(&key).is_some_and(|h| {
+                let p = &*h.params;
+                p.spec == *v
+                    && p.ifindex == link.index
+                    && p.mac == link.mac
+                    && p.src_v4 == src_v4
+                    && p.src_v6 == src_v6
+                    && p.vmac == vmac
+                    && p.ignore_link_state == iface.ignore_link_state
+            });
+            if same {
+                out.unchanged.push(key);
+                continue;
+            }
+            let addrs: Vec<IpAddr> = addrs().collect();
+            let auth = Authenticator::new(v.auth, &v.key, v.vhid, &addrs).map_err(|source| {
+                Error::Auth {
+                    interface: iface.name.clone(),
+                    vhid: v.vhid,
+                    source,
+                }
+            })?;
             let params = VhidParams {
                 key,
-                spec: v,
+                spec: v.into_owned(),
                 ifindex: link.index,
                 mac: link.mac,
                 src_v4,
@@ -520,14 +555,18 @@ impl Running {
         self.vhids.insert(h.params.key.clone(), h);
     }
 
-    fn demux(&self) -> Demux {
+    /// The receive table and the address routes of the running VHIDs, built
+    /// in one pass over them.
+    fn tables(&self) -> (Demux, Routes) {
         let mut d = Demux {
             other: Arc::clone(&self.other_drops),
             ..Demux::default()
         };
-        // sized once: rebuilt twice per reload, for every VHID
+        // sized once: rebuilt for every VHID on each change
         d.vhids.reserve(self.vhids.len());
+        let mut routes = Routes::with_capacity(self.vhids.len(), !self.waiting.is_empty());
         for h in self.vhids.values() {
+            routes.add(h);
             let p = &h.params;
             d.vhids
                 .insert((p.ifindex, p.spec.vhid), Arc::clone(&h.entry));
@@ -556,19 +595,19 @@ impl Running {
                 e.insert((p.key.interface.clone(), Arc::clone(c)));
             }
         }
-        d
+        (d, routes)
     }
 
     /// Publish the receive table and the event routes of the VHIDs now
     /// running.
     fn publish(&self) {
-        let table = Arc::new(self.demux());
+        let (table, routes) = self.tables();
+        let table = Arc::new(table);
         match self.follow.demux.write() {
             Ok(mut g) => *g = table,
             Err(poisoned) => *poisoned.into_inner() = table,
         }
-        self.follow
-            .set_routes(Routes::new(self.vhids.values(), !self.waiting.is_empty()));
+        self.follow.set_routes(routes);
     }
 
     /// Record VHIDs that cannot run yet, logging each once as it starts to
@@ -642,7 +681,7 @@ impl Running {
                 None => spec.interfaces.push(w.interface.clone()),
             }
         }
-        let prepared = match prepare(&self.effects.netlink, &spec, &|_| true).await {
+        let prepared = match prepare(&self.effects.netlink, &spec, &self.vhids, &|_| true).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the VHIDs waiting for their interface");
@@ -693,14 +732,14 @@ impl Running {
     /// What applying `prepared` would do to each VHID; the one comparison
     /// both a reload and its preview use.
     fn diff(&self, prepared: &Preparation) -> ReloadReport {
-        let mut report = ReloadReport::default();
-        let new_keys: HashSet<&VhidKey> = (prepared.ready.iter().map(|p| &p.params.key))
-            .chain(prepared.waiting.iter().map(|(k, _)| k))
-            .collect();
-        report.removed = (self.vhids.keys().chain(self.waiting.keys()))
-            .filter(|k| !new_keys.contains(*k))
-            .cloned()
-            .collect();
+        let mut report = ReloadReport {
+            unchanged: prepared.unchanged.len(),
+            removed: (self.vhids.keys().chain(self.waiting.keys()))
+                .filter(|k| !prepared.keys.contains(&(k.interface.as_str(), k.vhid)))
+                .cloned()
+                .collect(),
+            ..ReloadReport::default()
+        };
         let mut changed = |key: &VhidKey, what: Vec<&'static str>| {
             report.changed.push(key.clone());
             report.changed_keys.insert(key.clone(), what);
@@ -779,7 +818,7 @@ impl Engine {
         let link_events = netlink::watch_links().await?;
         let address_events = netlink::watch_addresses().await?;
         let nl = Netlink::connect().await?;
-        let prepared = prepare(&nl, &spec, &|_| false).await?;
+        let prepared = prepare(&nl, &spec, &BTreeMap::new(), &|_| false).await?;
         let trackers = track::prepare(&nl, &spec.trackers).await?;
         let tracking = Tracking::new();
         let demux: SharedDemux = Arc::new(RwLock::new(Arc::new(Demux::default())));
@@ -899,7 +938,10 @@ impl Engine {
         let began = Instant::now();
         let mut r = self.running.lock().await;
         let gone: HashSet<String> = (r.waiting.keys()).map(|k| k.interface.clone()).collect();
-        let prepared = prepare(&r.effects.netlink, &spec, &|name| gone.contains(name)).await?;
+        let prepared = prepare(&r.effects.netlink, &spec, &r.vhids, &|name| {
+            gone.contains(name)
+        })
+        .await?;
         let trackers = track::prepare(&r.effects.netlink, &spec.trackers).await?;
         r.open_sockets(&prepared.ready)?;
         {
@@ -943,13 +985,15 @@ impl Engine {
         // successors start
         self.tracking.apply(trackers, &self.cancel);
         r.accept_filter.set(accept_mode::dropped_addresses(&spec));
-        r.publish();
         let stopping = Instant::now();
         stop(to_stop).await;
         let stopped_in = stopping.elapsed();
         for p in to_start {
             r.start_vhid(p);
         }
+        // One table for the whole change, built once: until then the
+        // stopping tasks' entries stay, and what reaches a task that is
+        // bowing out is not read (its inbox is bounded).
         r.publish();
         r.leave_groups();
         let names: HashSet<&str> = spec.interfaces.iter().map(|i| i.name.as_str()).collect();
@@ -983,7 +1027,10 @@ impl Engine {
     pub async fn preview(&self, spec: &EngineSpec) -> Result<ReloadReport, Error> {
         let r = self.running.lock().await;
         let gone: HashSet<String> = (r.waiting.keys()).map(|k| k.interface.clone()).collect();
-        let prepared = prepare(&r.effects.netlink, spec, &|name| gone.contains(name)).await?;
+        let prepared = prepare(&r.effects.netlink, spec, &r.vhids, &|name| {
+            gone.contains(name)
+        })
+        .await?;
         track::prepare(&r.effects.netlink, &spec.trackers).await?;
         Ok(r.diff(&prepared))
     }

@@ -33,34 +33,32 @@ pub(crate) struct Follow {
     dropped: AtomicU64,
 }
 
-/// Command queues of the running VHIDs, for address events.
+/// Command queues of the running VHIDs by the addresses they own, for
+/// address events.
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
     by_addr: HashMap<IpAddr, Vec<mpsc::Sender<Command>>>,
-    all: Vec<mpsc::Sender<Command>>,
     /// Some VHIDs wait for their interface or its address.
     waiting: bool,
 }
 
 impl Routes {
-    pub(crate) fn new<'a>(running: impl Iterator<Item = &'a VhidHandle>, waiting: bool) -> Routes {
-        let (count, _) = running.size_hint();
-        let mut routes = Routes {
+    /// Routes for about `count` VHIDs, to be added one by one.
+    pub(crate) fn with_capacity(count: usize, waiting: bool) -> Routes {
+        Routes {
             by_addr: HashMap::with_capacity(count),
-            all: Vec::with_capacity(count),
             waiting,
-        };
-        for h in running {
-            for a in &h.params.spec.addresses {
-                routes
-                    .by_addr
-                    .entry(a.addr)
-                    .or_default()
-                    .push(h.entry.commands.clone());
-            }
-            routes.all.push(h.entry.commands.clone());
         }
-        routes
+    }
+
+    /// Route the events of `h`'s addresses to its task.
+    pub(crate) fn add(&mut self, h: &VhidHandle) {
+        for a in &h.params.spec.addresses {
+            self.by_addr
+                .entry(a.addr)
+                .or_default()
+                .push(h.entry.commands.clone());
+        }
     }
 }
 
@@ -186,14 +184,18 @@ pub(crate) async fn watch_addresses(
 ) {
     while let Some(ev) = next_event(&mut events, &cancel, "address changes").await {
         let routes = follow.routes();
-        let owners = match ev {
+        match ev {
             AddressEvent::Added { addr, .. } | AddressEvent::Removed { addr, .. } => {
-                routes.by_addr.get(&addr).map_or(&[][..], Vec::as_slice)
+                for commands in routes.by_addr.get(&addr).into_iter().flatten() {
+                    follow.send(commands, Command::Address(Box::new(ev)));
+                }
             }
-            AddressEvent::Lost => &routes.all,
-        };
-        for commands in owners {
-            follow.send(commands, Command::Address(Box::new(ev)));
+            // every running VHID is in the receive table
+            AddressEvent::Lost => {
+                for e in rx::current(&follow.demux).vhids.values() {
+                    follow.send(&e.commands, Command::Address(Box::new(ev)));
+                }
+            }
         }
         if routes.waiting && !matches!(ev, AddressEvent::Removed { .. }) {
             follow.wake.notify_one();
