@@ -40,11 +40,9 @@ impl ReceivePath {
         let mut auths = Vec::new();
         for ifindex in 1..=interfaces {
             let own = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 1));
-            demux.own.insert(ifindex, vec![own]);
-            demux.interfaces.insert(
-                ifindex,
-                (format!("eth{ifindex}"), Arc::new(DropCounters::default())),
-            );
+            let link = demux.link_mut(ifindex);
+            link.own.push(own);
+            link.drops = Some((format!("eth{ifindex}"), Arc::new(DropCounters::default())));
             for vhid in 1..=per_interface {
                 let vip = IpAddr::V4(Ipv4Addr::new(
                     10,
@@ -69,7 +67,7 @@ impl ReceivePath {
                     keepalives: Arc::default(),
                     peers: Arc::default(),
                 };
-                demux.vhids.insert((ifindex, vhid), Arc::new(entry));
+                demux.link_mut(ifindex).vhids.insert(vhid, Arc::new(entry));
                 inboxes.insert((ifindex, vhid), rx);
                 auths.push((ifindex, vhid, auth));
             }

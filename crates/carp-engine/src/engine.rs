@@ -21,9 +21,9 @@ use crate::announce::Announcer;
 use crate::conflict::{self, Claims};
 use crate::error::Error;
 use crate::events::{EventBus, EventKind};
-use crate::follow::{self, Follow, Routes};
+use crate::follow::{self, Follow, LinkRoutes, Routes};
 use crate::netlink::{self, LinkInfo, Netlink};
-use crate::rx::{self, Demux, SharedDemux};
+use crate::rx::{self, Demux, LinkDemux, SharedDemux};
 use crate::share;
 use crate::socket::{BroadcastSocket, Sockets, V4Socket, V6Socket};
 use crate::spec::{
@@ -555,59 +555,75 @@ impl Running {
         self.vhids.insert(h.params.key.clone(), h);
     }
 
-    /// The receive table and the address routes of the running VHIDs, built
-    /// in one pass over them.
-    fn tables(&self) -> (Demux, Routes) {
-        let mut d = Demux {
-            other: Arc::clone(&self.other_drops),
-            ..Demux::default()
-        };
-        // sized once: rebuilt for every VHID on each change
-        d.vhids.reserve(self.vhids.len());
-        let mut routes = Routes::with_capacity(self.vhids.len(), !self.waiting.is_empty());
-        for h in self.vhids.values() {
+    /// The receive table's and the address routes' parts of the interfaces
+    /// `touched` selects, from the VHIDs running there. The handles carry
+    /// their interface index, so only the selected VHIDs' parameters are
+    /// read.
+    fn link_parts(&self, touched: impl Fn(u32) -> bool) -> HashMap<u32, (LinkDemux, LinkRoutes)> {
+        let mut parts: HashMap<u32, (LinkDemux, LinkRoutes)> = HashMap::new();
+        for h in self.vhids.values().filter(|h| touched(h.ifindex)) {
+            let (d, routes) = parts.entry(h.ifindex).or_default();
             routes.add(h);
             let p = &h.params;
-            d.vhids
-                .insert((p.ifindex, p.spec.vhid), Arc::clone(&h.entry));
+            d.vhids.insert(p.spec.vhid, Arc::clone(&h.entry));
             if p.spec.transport.unicast() {
                 d.unicast.insert(
-                    (p.ifindex, p.spec.vhid),
+                    p.spec.vhid,
                     rx::Unicast {
                         peers: p.spec.transport.peers.clone(),
                         relax_ttl: !p.spec.transport.unicast_ttl_check,
                     },
                 );
             }
-            let own = d.own.entry(p.ifindex).or_default();
             for a in [p.src_v4.map(IpAddr::V4), p.src_v6.map(IpAddr::V6)]
                 .into_iter()
                 .flatten()
             {
-                if !own.contains(&a) {
-                    own.push(a);
+                if !d.own.contains(&a) {
+                    d.own.push(a);
                 }
             }
-            // the name is looked up once per interface, not per VHID
-            if let std::collections::hash_map::Entry::Vacant(e) = d.interfaces.entry(p.ifindex)
+            if d.drops.is_none()
                 && let Some(c) = self.interface_drops.get(&p.key.interface)
             {
-                e.insert((p.key.interface.clone(), Arc::clone(c)));
+                d.drops = Some((p.key.interface.clone(), Arc::clone(c)));
             }
         }
-        (d, routes)
+        parts
     }
 
-    /// Publish the receive table and the event routes of the VHIDs now
-    /// running.
-    fn publish(&self) {
-        let (table, routes) = self.tables();
-        let table = Arc::new(table);
+    /// Publish the receive table and the address routes of the VHIDs now
+    /// running: the parts of the interfaces in `touched` are built again
+    /// (every part when `None`), the others are kept, so that a change to
+    /// one interface costs what its VHIDs cost.
+    fn publish(&self, touched: Option<&BTreeSet<u32>>) {
+        let parts = self.link_parts(|i| touched.is_none_or(|t| t.contains(&i)));
+        let (mut links, mut routes) = match touched {
+            None => (HashMap::new(), HashMap::new()),
+            Some(t) => {
+                let mut links = rx::current(&self.follow.demux).links.clone();
+                let mut routes = self.follow.routes().links.clone();
+                links.retain(|i, _| !t.contains(i));
+                routes.retain(|i, _| !t.contains(i));
+                (links, routes)
+            }
+        };
+        for (i, (d, r)) in parts {
+            links.insert(i, Arc::new(d));
+            routes.insert(i, Arc::new(r));
+        }
+        let table = Arc::new(Demux {
+            links,
+            other: Arc::clone(&self.other_drops),
+        });
         match self.follow.demux.write() {
             Ok(mut g) => *g = table,
             Err(poisoned) => *poisoned.into_inner() = table,
         }
-        self.follow.set_routes(routes);
+        self.follow.set_routes(Routes {
+            links: routes,
+            waiting: !self.waiting.is_empty(),
+        });
     }
 
     /// Record VHIDs that cannot run yet, logging each once as it starts to
@@ -659,7 +675,7 @@ impl Running {
             handles.push(h);
         }
         self.wait(waiting);
-        self.publish();
+        self.publish(Some(gone));
         stop(handles).await;
         self.leave_groups();
     }
@@ -709,7 +725,8 @@ impl Running {
             started.push((key, p.params.ifindex, p.link_up));
             self.start_vhid(p);
         }
-        self.publish();
+        let touched: BTreeSet<u32> = started.iter().map(|(_, ifindex, _)| *ifindex).collect();
+        self.publish(Some(&touched));
         // A link change between the lookup and the publish reached no task.
         for (key, ifindex, was_up) in started {
             let Some(h) = self.vhids.get(&key) else {
@@ -874,7 +891,7 @@ impl Engine {
             running.start_vhid(p);
         }
         running.wait(prepared.waiting);
-        running.publish();
+        running.publish(None);
         running
             .accept_filter
             .set(accept_mode::dropped_addresses(&spec));
@@ -985,16 +1002,19 @@ impl Engine {
         // successors start
         self.tracking.apply(trackers, &self.cancel);
         r.accept_filter.set(accept_mode::dropped_addresses(&spec));
+        let touched: BTreeSet<u32> = (to_stop.iter().map(|h| h.ifindex))
+            .chain(to_start.iter().map(|p| p.params.ifindex))
+            .collect();
         let stopping = Instant::now();
         stop(to_stop).await;
         let stopped_in = stopping.elapsed();
         for p in to_start {
             r.start_vhid(p);
         }
-        // One table for the whole change, built once: until then the
-        // stopping tasks' entries stay, and what reaches a task that is
-        // bowing out is not read (its inbox is bounded).
-        r.publish();
+        // One table for the whole change: until then the stopping tasks'
+        // entries stay, and what reaches a task that is bowing out is not
+        // read (its inbox is bounded).
+        r.publish(Some(&touched));
         r.leave_groups();
         let names: HashSet<&str> = spec.interfaces.iter().map(|i| i.name.as_str()).collect();
         r.interface_drops.retain(|n, _| names.contains(n.as_str()));

@@ -34,23 +34,22 @@ pub(crate) struct Follow {
 }
 
 /// Command queues of the running VHIDs by the addresses they own, for
-/// address events.
+/// address events: one part per interface (by index), replaced with the
+/// receive table's part of the same interface.
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
-    by_addr: HashMap<IpAddr, Vec<mpsc::Sender<Command>>>,
+    pub(crate) links: HashMap<u32, Arc<LinkRoutes>>,
     /// Some VHIDs wait for their interface or its address.
-    waiting: bool,
+    pub(crate) waiting: bool,
 }
 
-impl Routes {
-    /// Routes for about `count` VHIDs, to be added one by one.
-    pub(crate) fn with_capacity(count: usize, waiting: bool) -> Routes {
-        Routes {
-            by_addr: HashMap::with_capacity(count),
-            waiting,
-        }
-    }
+/// The command queues of the VHIDs running on one interface, by address.
+#[derive(Debug, Default)]
+pub(crate) struct LinkRoutes {
+    by_addr: HashMap<IpAddr, Vec<mpsc::Sender<Command>>>,
+}
 
+impl LinkRoutes {
     /// Route the events of `h`'s addresses to its task.
     pub(crate) fn add(&mut self, h: &VhidHandle) {
         for a in &h.params.spec.addresses {
@@ -59,6 +58,16 @@ impl Routes {
                 .or_default()
                 .push(h.entry.commands.clone());
         }
+    }
+}
+
+impl Routes {
+    /// The queues of the VHIDs that own `addr`, on any interface.
+    fn owners(&self, addr: &IpAddr) -> impl Iterator<Item = &mpsc::Sender<Command>> {
+        self.links
+            .values()
+            .filter_map(move |l| l.by_addr.get(addr))
+            .flatten()
     }
 }
 
@@ -73,7 +82,7 @@ impl Follow {
         }
     }
 
-    fn routes(&self) -> Arc<Routes> {
+    pub(crate) fn routes(&self) -> Arc<Routes> {
         match self.routes.read() {
             Ok(g) => Arc::clone(&g),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
@@ -159,12 +168,10 @@ pub(crate) async fn watch_links(
     while let Some(ev) = next_event(&mut events, &cancel, "link state changes").await {
         tracking.link_event(&ev);
         let table = rx::current(&follow.demux);
-        let mut known = false;
-        for ((ifindex, _), e) in &table.vhids {
-            if *ifindex == ev.index {
-                known = true;
-                follow.send(&e.commands, Command::Link(ev.up));
-            }
+        let link = table.links.get(&ev.index);
+        let known = link.is_some_and(|l| !l.vhids.is_empty());
+        for e in link.into_iter().flat_map(|l| l.vhids.values()) {
+            follow.send(&e.commands, Command::Link(ev.up));
         }
         if ev.removed && known {
             follow.link_gone(ev.index);
@@ -186,13 +193,14 @@ pub(crate) async fn watch_addresses(
         let routes = follow.routes();
         match ev {
             AddressEvent::Added { addr, .. } | AddressEvent::Removed { addr, .. } => {
-                for commands in routes.by_addr.get(&addr).into_iter().flatten() {
+                for commands in routes.owners(&addr) {
                     follow.send(commands, Command::Address(Box::new(ev)));
                 }
             }
             // every running VHID is in the receive table
             AddressEvent::Lost => {
-                for e in rx::current(&follow.demux).vhids.values() {
+                let table = rx::current(&follow.demux);
+                for e in table.links.values().flat_map(|l| l.vhids.values()) {
                     follow.send(&e.commands, Command::Address(Box::new(ev)));
                 }
             }

@@ -105,19 +105,27 @@ pub(crate) struct VhidEntry {
     pub(crate) peers: Arc<Peers>,
 }
 
-/// The demultiplexing table, replaced as a whole on reload.
+/// The demultiplexing table: one part per interface (by index), so that a
+/// change to the VHIDs of one interface replaces that part and shares the
+/// others with the table before.
 #[derive(Debug, Default)]
 pub(crate) struct Demux {
-    pub(crate) vhids: HashMap<(u32, u8), Arc<VhidEntry>>,
-    /// Our own source addresses per interface: a packet from one of them is
-    /// our own advertisement looping back.
-    pub(crate) own: HashMap<u32, Vec<IpAddr>>,
-    /// Drops that belong to no known VHID, per configured interface.
-    pub(crate) interfaces: HashMap<u32, (String, Arc<DropCounters>)>,
+    pub(crate) links: HashMap<u32, Arc<LinkDemux>>,
     /// Drops on interfaces we do not manage.
     pub(crate) other: Arc<DropCounters>,
+}
+
+/// What the receiver knows of the VHIDs running on one interface.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LinkDemux {
+    pub(crate) vhids: HashMap<u8, Arc<VhidEntry>>,
+    /// Our own source addresses here: a packet from one of them is our own
+    /// advertisement looping back.
+    pub(crate) own: Vec<IpAddr>,
+    /// The interface's name, and its drops that belong to no known VHID.
+    pub(crate) drops: Option<(String, Arc<DropCounters>)>,
     /// VHIDs with unicast peers.
-    pub(crate) unicast: HashMap<(u32, u8), Unicast>,
+    pub(crate) unicast: HashMap<u8, Unicast>,
 }
 
 /// The receive rules of a VHID with unicast peers.
@@ -141,8 +149,27 @@ pub(crate) enum DropScope {
 }
 
 impl Demux {
+    /// The entry of VHID `vhid` on interface `ifindex`.
+    pub(crate) fn entry(&self, ifindex: u32, vhid: u8) -> Option<&Arc<VhidEntry>> {
+        self.links.get(&ifindex)?.vhids.get(&vhid)
+    }
+
+    /// The part of interface `ifindex`, made if missing, to fill in a table
+    /// by hand (the receive benchmark, tests).
+    #[cfg(any(test, feature = "bench"))]
+    pub(crate) fn link_mut(&mut self, ifindex: u32) -> &mut LinkDemux {
+        Arc::make_mut(self.links.entry(ifindex).or_default())
+    }
+
+    /// The name of interface `ifindex` if VHIDs run on it.
+    fn name(&self, ifindex: u32) -> Option<&str> {
+        let link = self.links.get(&ifindex)?;
+        link.drops.as_ref().map(|(name, _)| name.as_str())
+    }
+
     fn count_unowned(&self, ifindex: u32, reason: DropReason) -> DropScope {
-        match self.interfaces.get(&ifindex) {
+        let link = self.links.get(&ifindex);
+        match link.and_then(|l| l.drops.as_ref()) {
             Some((_, c)) => c.add(reason),
             None => self.other.add(reason),
         }
@@ -157,7 +184,7 @@ impl Demux {
     pub(crate) fn warm(&self, keys: impl Iterator<Item = (u32, u8)>) {
         let mut entries: [Option<&VhidEntry>; RECV_BATCH] = [None; RECV_BATCH];
         for (slot, key) in entries.iter_mut().zip(keys) {
-            *slot = self.vhids.get(&key).map(|e| {
+            *slot = self.entry(key.0, key.1).map(|e| {
                 prefetch(Arc::as_ptr(e));
                 &**e
             });
@@ -181,25 +208,19 @@ impl Demux {
         carrier: &Carrier,
         payload: &[u8],
     ) -> Result<(), (DropScope, DropReason)> {
-        let unicast = payload
-            .get(1)
-            .and_then(|vhid| self.unicast.get(&(ifindex, *vhid)));
+        let link = self.links.get(&ifindex).map(|l| &**l);
+        let unicast = payload.get(1).and_then(|vhid| link?.unicast.get(vhid));
         let relax_ttl = unicast.is_some_and(|u| u.relax_ttl) && !carrier.dst.is_multicast();
-        let named = payload
-            .get(1)
-            .and_then(|vhid| self.vhids.get(&(ifindex, *vhid)));
+        let named = payload.get(1).and_then(|vhid| link?.vhids.get(vhid));
         if let Some(entry) = named {
             if let Check::Vrrp(check) = &entry.check {
-                return self.deliver_vrrp(ifindex, entry, check, carrier, payload, relax_ttl);
+                return self.deliver_vrrp(link, entry, check, carrier, payload, relax_ttl);
             }
         }
         let advert = match packet::check(carrier, payload, relax_ttl) {
             Ok(a) => a,
             Err(reason) => {
-                let entry = payload
-                    .get(1)
-                    .and_then(|vhid| self.vhids.get(&(ifindex, *vhid)));
-                let scope = match entry {
+                let scope = match named {
                     Some(e) => {
                         e.stats.drops.add(reason);
                         DropScope::Vhid(e.key.clone())
@@ -209,7 +230,7 @@ impl Demux {
                 return Err((scope, reason));
             }
         };
-        let Some(entry) = self.vhids.get(&(ifindex, advert.vhid)) else {
+        let Some(entry) = link.and_then(|l| l.vhids.get(&advert.vhid)) else {
             return Err((
                 self.count_unowned(ifindex, DropReason::UnknownVhid),
                 DropReason::UnknownVhid,
@@ -219,10 +240,7 @@ impl Demux {
             entry.stats.drops.add(reason);
             Err((DropScope::Vhid(entry.key.clone()), reason))
         };
-        let own_src = self
-            .own
-            .get(&ifindex)
-            .is_some_and(|a| a.contains(&carrier.src));
+        let own_src = link.is_some_and(|l| l.own.contains(&carrier.src));
         if own_src || entry.stats.is_own_counter(advert.counter) {
             return drop(DropReason::OwnPacket);
         }
@@ -261,7 +279,7 @@ impl Demux {
     /// authentication and interval, addresses).
     fn deliver_vrrp(
         &self,
-        ifindex: u32,
+        link: Option<&LinkDemux>,
         entry: &VhidEntry,
         check: &VrrpCheck,
         carrier: &Carrier,
@@ -276,14 +294,11 @@ impl Demux {
             Ok(a) => a,
             Err(reason) => return drop(reason),
         };
-        let own_src = self
-            .own
-            .get(&ifindex)
-            .is_some_and(|a| a.contains(&carrier.src));
+        let own_src = link.is_some_and(|l| l.own.contains(&carrier.src));
         if own_src {
             return drop(DropReason::OwnPacket);
         }
-        let unicast = self.unicast.get(&(ifindex, advert.vrid));
+        let unicast = link.and_then(|l| l.unicast.get(&advert.vrid));
         if unicast.is_some_and(|u| !u.peers.contains(&carrier.src)) {
             return drop(DropReason::NotPeer);
         }
@@ -335,10 +350,7 @@ impl DropLog {
                 }
             }
             DropScope::Interface(ifindex) => {
-                let name = demux
-                    .interfaces
-                    .get(ifindex)
-                    .map_or("-", |(n, _)| n.as_str());
+                let name = demux.name(*ifindex).unwrap_or("-");
                 tracing::debug!(interface = name, ifindex, %src, reason = reason.as_str(), "dropped packet: {reason}");
             }
         }
@@ -504,11 +516,10 @@ mod tests {
             peers: Arc::default(),
         };
         let mut demux = Demux::default();
-        demux.vhids.insert((IF, VHID), Arc::new(entry));
-        demux.own.insert(IF, vec![OURS]);
-        demux
-            .interfaces
-            .insert(IF, ("eth0".into(), Arc::clone(&iface)));
+        let link = demux.link_mut(IF);
+        link.vhids.insert(VHID, Arc::new(entry));
+        link.own.push(OURS);
+        link.drops = Some(("eth0".into(), Arc::clone(&iface)));
         Fixture {
             demux,
             inbox,
@@ -554,7 +565,7 @@ mod tests {
             keepalives: Arc::default(),
             peers: Arc::default(),
         };
-        f.demux.vhids.insert((IF, VRID), Arc::new(entry));
+        f.demux.link_mut(IF).vhids.insert(VRID, Arc::new(entry));
         (inbox, stats)
     }
 
@@ -815,8 +826,8 @@ mod tests {
     }
 
     fn unicast(f: &mut Fixture, relax_ttl: bool) {
-        f.demux.unicast.insert(
-            (IF, VHID),
+        f.demux.link_mut(IF).unicast.insert(
+            VHID,
             Unicast {
                 peers: vec![PEER],
                 relax_ttl,
