@@ -118,7 +118,7 @@ pub(crate) struct Demux {
 /// What the receiver knows of the VHIDs running on one interface.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct LinkDemux {
-    pub(crate) vhids: HashMap<u8, Arc<VhidEntry>>,
+    pub(crate) vhids: VhidSlots,
     /// Our own source addresses here: a packet from one of them is our own
     /// advertisement looping back.
     pub(crate) own: Vec<IpAddr>,
@@ -126,6 +126,35 @@ pub(crate) struct LinkDemux {
     pub(crate) drops: Option<(String, Arc<DropCounters>)>,
     /// VHIDs with unicast peers.
     pub(crate) unicast: HashMap<u8, Unicast>,
+}
+
+/// The entries of one interface's VHIDs, indexed by VHID id: a packet's
+/// entry is found without hashing.
+#[derive(Debug, Clone)]
+pub(crate) struct VhidSlots(Box<[Option<Arc<VhidEntry>>; 256]>);
+
+impl Default for VhidSlots {
+    fn default() -> VhidSlots {
+        VhidSlots(Box::new([const { None }; 256]))
+    }
+}
+
+impl VhidSlots {
+    pub(crate) fn get(&self, vhid: u8) -> Option<&Arc<VhidEntry>> {
+        self.0[usize::from(vhid)].as_ref()
+    }
+
+    pub(crate) fn insert(&mut self, vhid: u8, entry: Arc<VhidEntry>) {
+        self.0[usize::from(vhid)] = Some(entry);
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<VhidEntry>> {
+        self.0.iter().flatten()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.values().next().is_none()
+    }
 }
 
 /// The receive rules of a VHID with unicast peers.
@@ -151,7 +180,7 @@ pub(crate) enum DropScope {
 impl Demux {
     /// The entry of VHID `vhid` on interface `ifindex`.
     pub(crate) fn entry(&self, ifindex: u32, vhid: u8) -> Option<&Arc<VhidEntry>> {
-        self.links.get(&ifindex)?.vhids.get(&vhid)
+        self.links.get(&ifindex)?.vhids.get(vhid)
     }
 
     /// The part of interface `ifindex`, made if missing, to fill in a table
@@ -211,7 +240,7 @@ impl Demux {
         let link = self.links.get(&ifindex).map(|l| &**l);
         let unicast = payload.get(1).and_then(|vhid| link?.unicast.get(vhid));
         let relax_ttl = unicast.is_some_and(|u| u.relax_ttl) && !carrier.dst.is_multicast();
-        let named = payload.get(1).and_then(|vhid| link?.vhids.get(vhid));
+        let named = payload.get(1).and_then(|vhid| link?.vhids.get(*vhid));
         if let Some(entry) = named {
             if let Check::Vrrp(check) = &entry.check {
                 return self.deliver_vrrp(link, entry, check, carrier, payload, relax_ttl);
@@ -230,7 +259,7 @@ impl Demux {
                 return Err((scope, reason));
             }
         };
-        let Some(entry) = link.and_then(|l| l.vhids.get(&advert.vhid)) else {
+        let Some(entry) = link.and_then(|l| l.vhids.get(advert.vhid)) else {
             return Err((
                 self.count_unowned(ifindex, DropReason::UnknownVhid),
                 DropReason::UnknownVhid,
