@@ -180,3 +180,76 @@ fn hup_adds_and_removes_vhids() {
     assert_eq!(c.owners(&vip(51)), vec![0]);
     assert!(c.node(0).is_running() && c.node(1).is_running());
 }
+
+/// A reload that changes one VHID on eth0 of the backup rebuilds eth0's
+/// part of the receive table and keeps eth1's: the backup goes on hearing
+/// the master on both links (a VHID that stopped hearing it would take
+/// over after master-down), the changed VHID included.
+#[test]
+fn hup_on_one_interface_keeps_the_other_interface_heard() {
+    let mut c = Cluster::new(2, 2);
+    let w = c.watch();
+    let vip_on = |iface: &str, v: u8| {
+        let net = if iface == "eth0" { 100 } else { 101 };
+        format!("10.{net}.{v}.1")
+    };
+    let config = |advskew: u8, preempt: bool| {
+        let mut cfg = Config::default().advskew(advskew).preempt(preempt);
+        for iface in ["eth0", "eth1"] {
+            for v in 1..=5 {
+                cfg = cfg.vhid(iface, v, &[format!("{}/24", vip_on(iface, v))]);
+            }
+        }
+        cfg
+    };
+    let all: Vec<String> = ["eth0", "eth1"]
+        .iter()
+        .flat_map(|i| (1..=5).map(move |v| (*i, v)))
+        .map(|(i, v)| vip_on(i, v))
+        .collect();
+    c.start(0, &config(0, false));
+    let ok = carpd_testbed::wait_until(
+        master_down(3, 0) + 3 * MARGIN,
+        Duration::from_millis(100),
+        || all.iter().all(|a| c.host(0).has_addr(a)),
+    );
+    assert!(ok.is_some(), "node 0 never held all addresses");
+    let mut backup = config(100, true);
+    c.start(1, &backup);
+    sleep(Duration::from_millis(2500));
+
+    backup.vhid_mut("eth0", 1).advskew = Some(90);
+    c.write_config(1, &backup.to_toml());
+    let mark = c.node(1).log_mark();
+    let hup = Instant::now();
+    c.node(1).sighup();
+    // long enough for a VHID that hears nothing to take over
+    sleep(master_down(3, 100) + 2 * MARGIN);
+
+    let log = c.node(1).log_since(mark);
+    assert!(log.contains("reloaded"), "no reload logged: {log}");
+    let h = w.history();
+    let moved = h.changes_since(hup, |a| all.iter().any(|x| x == a));
+    assert!(
+        moved.is_empty(),
+        "addresses moved after the reload: {moved:?}"
+    );
+    for iface in ["eth0", "eth1"] {
+        for v in 1..=5 {
+            let t = transitions(&log, iface, v);
+            if (iface, v) == ("eth0", 1) {
+                // restarted: INIT -> BACKUP, and no further
+                assert!(
+                    t.iter().all(|l| !l.contains("MASTER")),
+                    "node 1: the changed vhid took over: {t:?}"
+                );
+            } else {
+                assert!(
+                    t.is_empty(),
+                    "node 1: {iface} vhid {v} changed state: {t:?}"
+                );
+            }
+            assert_eq!(c.owners(&vip_on(iface, v)), vec![0], "{iface} vhid {v}");
+        }
+    }
+}
