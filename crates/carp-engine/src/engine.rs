@@ -22,7 +22,7 @@ use crate::conflict::{self, Claims};
 use crate::error::Error;
 use crate::events::{EventBus, EventKind};
 use crate::follow::{self, Follow, LinkRoutes, Routes};
-use crate::netlink::{self, LinkInfo, Netlink};
+use crate::netlink::{self, Netlink};
 use crate::rx::{self, Demux, LinkDemux, SharedDemux};
 use crate::share;
 use crate::socket::{BroadcastSocket, Sockets, V4Socket, V6Socket};
@@ -264,22 +264,11 @@ async fn prepare<'s>(
         reason,
         since: now,
     };
-    // every interface looked up at once: on a busy runtime each answer
-    // waits its turn, so lookups one after the other add up
-    let names: BTreeSet<&str> = spec.interfaces.iter().map(|i| i.name.as_str()).collect();
-    let links: HashMap<&str, Option<LinkInfo>> = futures::future::try_join_all(
-        names
-            .into_iter()
-            .map(|name| async move { Ok::<_, Error>((name, netlink.link(name).await?)) }),
-    )
-    .await?
-    .into_iter()
-    .collect();
     for iface in &spec.interfaces {
-        let link = match links.get(iface.name.as_str()) {
-            Some(Some(link)) => Some(link),
-            _ if may_be_missing(&iface.name) => None,
-            _ => return Err(Error::NoSuchInterface(iface.name.clone())),
+        let link = match netlink.link(&iface.name).await? {
+            Some(link) => Some(link),
+            None if may_be_missing(&iface.name) => None,
+            None => return Err(Error::NoSuchInterface(iface.name.clone())),
         };
         for v in &iface.vhids {
             let key = VhidKey {

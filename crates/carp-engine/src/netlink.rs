@@ -209,21 +209,18 @@ impl Netlink {
                 mac = bytes;
             }
         }
-        // the two dumps in flight together: on a busy runtime each answer
-        // waits its turn
-        let (v4, v6) = futures::future::try_join(
-            self.addresses(index, AddressFamily::Inet),
-            self.addresses(index, AddressFamily::Inet6),
-        )
-        .await?;
-        let primary_v4 = v4
+        let primary_v4 = self
+            .addresses(index, AddressFamily::Inet)
+            .await?
             .iter()
             .filter(|a| !a.header.flags.contains(AddressHeaderFlags::Secondary))
             .find_map(|a| match local_address(a) {
                 Some(IpAddr::V4(v4)) => Some(v4),
                 _ => None,
             });
-        let link_local_v6 = v6
+        let link_local_v6 = self
+            .addresses(index, AddressFamily::Inet6)
+            .await?
             .iter()
             .filter(|a| a.header.scope == AddressScope::Link)
             .find_map(|a| match local_address(a) {
