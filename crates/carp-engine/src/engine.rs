@@ -332,16 +332,26 @@ async fn prepare<'s>(
                 name: vmac::child_name(&iface.name, v.vhid),
                 mac: vmac::mac(v.vhid, addrs().any(|a| a.is_ipv4())),
             });
-            // compared field by field, before anything is cloned or built
+            // Compared before anything is copied or built; every field is
+            // named (no `..`), so that a new one cannot be left out.
             let same = running.get(&key).is_some_and(|h| {
-                let p = &*h.params;
-                p.spec == *v
-                    && p.ifindex == link.index
-                    && p.mac == link.mac
-                    && p.src_v4 == src_v4
-                    && p.src_v6 == src_v6
-                    && p.vmac == vmac
-                    && p.ignore_link_state == iface.ignore_link_state
+                let VhidParams {
+                    key: _,
+                    spec,
+                    ifindex,
+                    mac,
+                    src_v4: running_v4,
+                    src_v6: running_v6,
+                    vmac: running_vmac,
+                    ignore_link_state,
+                } = &*h.params;
+                *spec == *v
+                    && *ifindex == link.index
+                    && *mac == link.mac
+                    && *running_v4 == src_v4
+                    && *running_v6 == src_v6
+                    && *running_vmac == vmac
+                    && *ignore_link_state == iface.ignore_link_state
             });
             if same {
                 out.unchanged.push(key);
