@@ -232,9 +232,10 @@ struct Prepared {
 struct Preparation<'s> {
     ready: Vec<Prepared>,
     waiting: Vec<(VhidKey, Waiting)>,
-    /// Running with the parameters the spec resolves to: left alone, so a
-    /// reload that changes one VHID builds no authenticator for the others.
-    unchanged: Vec<VhidKey>,
+    /// How many run with the parameters the spec resolves to: left alone,
+    /// so a reload that changes one VHID builds no authenticator for the
+    /// others.
+    unchanged: usize,
     /// Every (interface, vhid) of the spec.
     keys: HashSet<(&'s str, u8)>,
 }
@@ -354,7 +355,7 @@ async fn prepare<'s>(
                     && *ignore_link_state == iface.ignore_link_state
             });
             if same {
-                out.unchanged.push(key);
+                out.unchanged += 1;
                 continue;
             }
             let addrs: Vec<IpAddr> = addrs().collect();
@@ -749,7 +750,7 @@ impl Running {
     /// both a reload and its preview use.
     fn diff(&self, prepared: &Preparation) -> ReloadReport {
         let mut report = ReloadReport {
-            unchanged: prepared.unchanged.len(),
+            unchanged: prepared.unchanged,
             removed: (self.vhids.keys().chain(self.waiting.keys()))
                 .filter(|k| !prepared.keys.contains(&(k.interface.as_str(), k.vhid)))
                 .cloned()

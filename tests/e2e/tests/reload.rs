@@ -3,6 +3,7 @@
 //!
 //! Two nodes share 50 VHIDs on eth0, one address each; node 0 (advskew 0)
 //! is master of all of them, node 1 (advskew 100, preempt) backs them up.
+//! One test runs five VHIDs on each of eth0 and eth1 instead.
 
 use std::collections::BTreeSet;
 use std::thread::sleep;
@@ -14,13 +15,26 @@ const VHIDS: u8 = 50;
 const MARGIN: Duration = Duration::from_millis(1500);
 
 fn vip(vhid: u8) -> String {
-    format!("10.100.{vhid}.1")
+    vip_on("eth0", vhid)
+}
+
+/// The address of `vhid` on `iface` (eth0 or eth1).
+fn vip_on(iface: &str, vhid: u8) -> String {
+    let net = if iface == "eth0" { 100 } else { 101 };
+    format!("10.{net}.{vhid}.1")
 }
 
 fn config(advskew: u8, preempt: bool, vhids: impl Iterator<Item = u8>) -> Config {
+    config_on(&["eth0"], advskew, preempt, &vhids.collect::<Vec<_>>())
+}
+
+/// The VHIDs `vhids` on each of `ifaces`, one address each.
+fn config_on(ifaces: &[&str], advskew: u8, preempt: bool, vhids: &[u8]) -> Config {
     let mut cfg = Config::default().advskew(advskew).preempt(preempt);
-    for v in vhids {
-        cfg = cfg.vhid("eth0", v, &[format!("{}/24", vip(v))]);
+    for iface in ifaces {
+        for &v in vhids {
+            cfg = cfg.vhid(iface, v, &[format!("{}/24", vip_on(iface, v))]);
+        }
     }
     cfg
 }
@@ -189,18 +203,8 @@ fn hup_adds_and_removes_vhids() {
 fn hup_on_one_interface_keeps_the_other_interface_heard() {
     let mut c = Cluster::new(2, 2);
     let w = c.watch();
-    let vip_on = |iface: &str, v: u8| {
-        let net = if iface == "eth0" { 100 } else { 101 };
-        format!("10.{net}.{v}.1")
-    };
     let config = |advskew: u8, preempt: bool| {
-        let mut cfg = Config::default().advskew(advskew).preempt(preempt);
-        for iface in ["eth0", "eth1"] {
-            for v in 1..=5 {
-                cfg = cfg.vhid(iface, v, &[format!("{}/24", vip_on(iface, v))]);
-            }
-        }
-        cfg
+        config_on(&["eth0", "eth1"], advskew, preempt, &[1, 2, 3, 4, 5])
     };
     let all: Vec<String> = ["eth0", "eth1"]
         .iter()
